@@ -1,0 +1,27 @@
+//! The agent's only view of the control plane.
+//!
+//! In single-host mode `kumo server` implements this trait in-process; a remote implementation over the
+//! internal HTTP API (mTLS) replaces it for multi-host clusters. The agent never touches the store.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result};
+
+#[async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Register (or re-register) this host; returns the host record (its ID is stable per hostname).
+    async fn register_host(&self, inventory: HostInventory) -> Result<Host>;
+    /// Liveness signal; called every few seconds.
+    async fn heartbeat(&self, host_id: &str) -> Result<()>;
+    /// Everything assigned to the host now, with the store revision it was read at.
+    async fn assignments(&self, host_id: &str) -> Result<AssignmentSnapshot>;
+    /// A stream that yields `()` whenever something relevant to the host may have changed after
+    /// `revision`. The agent then re-reads [`ControlPlane::assignments`] (level-triggered).
+    async fn watch_assignments(&self, host_id: &str, revision: i64) -> Result<BoxStream<'static, ()>>;
+    /// Record the observed status of an instance.
+    async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()>;
+    /// The agent has torn down a deleting instance completely; the control plane may forget it.
+    async fn instance_removed(&self, instance_id: &str) -> Result<()>;
+    /// Append to the event log.
+    async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
+}

@@ -1,0 +1,9 @@
+//! kumo's host agent.
+//!
+//! It watches the control plane for the instances assigned to its host and makes reality match:
+//! root disks in the dir pool ([`storage`]), bridges, taps, DHCP and NAT ([`network`]), QEMU processes
+//! driven over QMP ([`runtime`]), the EC2-style metadata service ([`metadata`]). It reports what it sees
+//! back through [`control::ControlPlane`]. Running VMs survive agent restarts: QEMU runs daemonized
+//! with a pidfile and a QMP socket in the instance directory, and a restarted agent adopts it.
+
+pub mod control;

@@ -1,0 +1,16 @@
+//! kumo's resource model: the types every layer (store, API, agent, CLI) agrees on.
+//!
+//! Invariants worth knowing:
+//! - Every resource has a typed ID (`i-…`, `ami-…`, `key-…`, `host-…`, `net-…`, `ev-…`) that never changes,
+//!   and a name unique per project (hosts: unique per cluster).
+//! - Desired state (what the user asked for) and observed status (what an agent saw) live in separate
+//!   records so that the API and the agents never race on one key.
+//! - [`Error`] knows nothing of HTTP; `kumo-server` maps it to status codes in one place.
+
+pub mod error;
+pub mod ids;
+pub mod resources;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use resources::*;

@@ -1,0 +1,472 @@
+//! Resource records as stored and as served by `/v1`.
+//!
+//! Store layout (keys are UTF-8, values JSON):
+//! - `/instances/<id>` → [`Instance`] (desired state, written by the API)
+//! - `/instance-status/<id>` → [`InstanceStatus`] (observed state, written on behalf of the agent)
+//! - `/names/<kind>/<project>/<name>` → id (uniqueness index, created in the same txn as the record)
+//! - `/images/<id>`, `/instance-types/<name>`, `/key-pairs/<id>`, `/networks/<id>`, `/hosts/<id>`
+//! - `/ipam/<network-id>/<ipv4>` → instance id (an address is taken iff its key exists)
+//! - `/host-alloc/<host-id>` → [`HostAllocation`] (CAS-guarded sum of what is placed on the host)
+//! - `/events/<zero-padded-seq>` → [`Event`]
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// Current time as RFC 3339 (UTC, millisecond precision).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+// ---------------------------------------------------------------- instances
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+/// What the agent does when QEMU exits without being asked to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart; a crashed instance stays `crashed`.
+    Never,
+    /// Restart after a crash (QEMU died without a guest shutdown). A guest-initiated shutdown stops it.
+    #[default]
+    OnFailure,
+    /// Restart after a crash and after a guest-initiated shutdown.
+    Always,
+}
+
+/// One network interface of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Nic {
+    pub network_id: String,
+    /// Fixed MAC, `52:54:00:xx:xx:xx`.
+    pub mac: String,
+    /// Fixed IPv4 allocated by kumo's IPAM and served by DHCP.
+    pub ipv4: String,
+}
+
+/// Desired state of an instance, written by the API only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub root_disk_gib: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// User data as given (UTF-8 text, e.g. a shell script or cloud-config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    pub desired_state: DesiredState,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Host the scheduler placed the instance on.
+    pub host: Option<String>,
+    pub nics: Vec<Nic>,
+    /// Incremented by every reboot request; the agent reboots when it sees a larger value than it
+    /// last applied.
+    #[serde(default)]
+    pub reboot_seq: u64,
+    /// Set by a delete request; the agent tears everything down, then the record is removed.
+    #[serde(default)]
+    pub deleting: bool,
+    pub created_at: String,
+}
+
+/// Observed state of an instance.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Accepted, not yet started by an agent.
+    #[default]
+    Pending,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Rebooting,
+    /// QEMU exited without being asked to and the restart policy does not restart it.
+    Crashed,
+    /// The agent could not start it; `message` says why.
+    Failed,
+    Deleting,
+}
+
+/// Observed status, written on behalf of the agent that runs the instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, Default)]
+pub struct InstanceStatus {
+    pub state: InstanceState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `kvm` or `tcg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// The last reboot request the agent applied.
+    #[serde(default)]
+    pub reboot_seq: u64,
+    /// How many times the agent has (re)started QEMU for this instance.
+    #[serde(default)]
+    pub boot_count: u64,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// An instance as the API shows it: desired state and observed status side by side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct InstanceView {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    /// Observed state.
+    pub state: InstanceState,
+    pub desired_state: DesiredState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    pub host: Option<String>,
+    /// IPv4 of the first NIC.
+    pub ipv4: Option<String>,
+    pub mac: Option<String>,
+    pub image_id: String,
+    pub instance_type: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub root_disk_gib: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    pub restart_policy: RestartPolicy,
+    pub nics: Vec<Nic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub boot_count: u64,
+    pub created_at: String,
+}
+
+impl InstanceView {
+    pub fn new(i: &Instance, s: Option<&InstanceStatus>) -> Self {
+        let default = InstanceStatus::default();
+        let s = s.unwrap_or(&default);
+        let state = if i.deleting { InstanceState::Deleting } else { s.state };
+        InstanceView {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            project: i.project.clone(),
+            state,
+            desired_state: i.desired_state,
+            status_message: s.message.clone(),
+            host: i.host.clone(),
+            ipv4: i.nics.first().map(|n| n.ipv4.clone()),
+            mac: i.nics.first().map(|n| n.mac.clone()),
+            image_id: i.image_id.clone(),
+            instance_type: i.instance_type.clone(),
+            vcpus: i.vcpus,
+            memory_mib: i.memory_mib,
+            root_disk_gib: i.root_disk_gib,
+            key_name: i.key_name.clone(),
+            restart_policy: i.restart_policy,
+            nics: i.nics.clone(),
+            accel: s.accel.clone(),
+            pid: s.pid,
+            boot_count: s.boot_count,
+            created_at: i.created_at.clone(),
+        }
+    }
+}
+
+/// Body of `POST /v1/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunInstanceRequest {
+    pub name: String,
+    /// Image ID or name.
+    pub image: String,
+    /// Instance type name.
+    pub instance_type: String,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// Root disk size in GiB; defaults to the instance type's and may not be smaller than the image.
+    #[serde(default)]
+    pub root_disk_gib: Option<u64>,
+    #[serde(default)]
+    pub restart_policy: Option<RestartPolicy>,
+    /// Network ID or name; defaults to the default network.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Create it stopped.
+    #[serde(default)]
+    pub start: Option<bool>,
+}
+
+/// Body of `POST /v1/instances/{id}/stop`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StopInstanceRequest {
+    /// Skip the ACPI shutdown and stop QEMU at once.
+    #[serde(default)]
+    pub force: bool,
+}
+
+// ---------------------------------------------------------------- images
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageKind {
+    /// A kernel and an initrd booted directly (`-kernel/-initrd`); instances get a blank root disk.
+    KernelInitrd,
+    /// A bootable disk; instances get a qcow2 overlay on it.
+    Disk,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub kind: ImageKind,
+    /// Disk format (disk images only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+    /// Kernel command line (kernel+initrd images only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Bytes stored in the pool.
+    pub size_bytes: u64,
+    /// Size of the disk the image describes (disk images), in bytes.
+    pub virtual_size_bytes: u64,
+    /// sha256 of the stored files (hex; kernel and initrd hashed in that order).
+    pub sha256: String,
+    /// Pool the files live in (`local` for the built-in dir pool).
+    pub pool: String,
+    pub created_at: String,
+}
+
+/// Body of `POST /v1/images`: import from files readable by the server.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportImageRequest {
+    pub name: String,
+    /// Path of a qcow2/raw disk image on the server host.
+    #[serde(default)]
+    pub disk_path: Option<String>,
+    /// `qcow2` or `raw`; detected with `qemu-img info` when omitted.
+    #[serde(default)]
+    pub format: Option<DiskFormat>,
+    /// Path of a kernel on the server host (with `initrd_path`).
+    #[serde(default)]
+    pub kernel_path: Option<String>,
+    #[serde(default)]
+    pub initrd_path: Option<String>,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+}
+
+// ---------------------------------------------------------------- instance types
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct InstanceType {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub root_disk_gib: u64,
+    /// Built-in types cannot be deleted.
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+/// The built-in set, nano to 2xlarge.
+pub fn builtin_instance_types() -> Vec<InstanceType> {
+    [
+        ("nano", 1, 256, 1),
+        ("micro", 1, 512, 2),
+        ("small", 1, 1024, 4),
+        ("medium", 2, 2048, 8),
+        ("large", 2, 4096, 16),
+        ("xlarge", 4, 8192, 32),
+        ("2xlarge", 8, 16384, 64),
+    ]
+    .into_iter()
+    .map(|(name, vcpus, memory_mib, root_disk_gib)| InstanceType {
+        name: name.to_string(),
+        vcpus,
+        memory_mib,
+        root_disk_gib,
+        builtin: true,
+    })
+    .collect()
+}
+
+/// Body of `POST /v1/instance-types`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstanceTypeRequest {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub root_disk_gib: u64,
+}
+
+// ---------------------------------------------------------------- key pairs
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct KeyPair {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// SHA256 fingerprint as `ssh-keygen -lf` prints it (`SHA256:…`).
+    pub fingerprint: String,
+    pub created_at: String,
+}
+
+/// Body of `POST /v1/key-pairs` (import of an existing public key).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportKeyPairRequest {
+    pub name: String,
+    pub public_key: String,
+}
+
+// ---------------------------------------------------------------- hosts
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    #[default]
+    Ready,
+    Draining,
+    Maintenance,
+    Down,
+}
+
+/// What an agent reports about its host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, Default)]
+pub struct HostInventory {
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Free bytes in the data directory's filesystem.
+    pub disk_free_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub qemu_version: String,
+    pub kernel: String,
+    /// True only if a real probe boot under KVM finished in time.
+    pub kvm_usable: bool,
+    /// What the KVM probe saw (e.g. "/dev/kvm missing", "probe boot timed out after 5s").
+    pub kvm_probe: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Host {
+    pub id: String,
+    pub name: String,
+    pub state: HostState,
+    pub inventory: HostInventory,
+    /// `kvm` or `tcg`: what instances on this host run with.
+    pub accel: String,
+    pub registered_at: String,
+    pub last_heartbeat: String,
+}
+
+/// Resources the scheduler has placed on a host; updated with compare-and-swap on every placement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default, ToSchema)]
+pub struct HostAllocation {
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub instances: u64,
+}
+
+// ---------------------------------------------------------------- networks
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    /// IPv4 CIDR, e.g. `198.18.0.0/24`.
+    pub cidr: String,
+    /// The bridge's own address; handed out as router by DHCP.
+    pub gateway: String,
+    /// Linux bridge name on every host.
+    pub bridge: String,
+    /// Masquerade traffic leaving the bridge for other interfaces.
+    pub nat: bool,
+    pub mtu: u32,
+    pub created_at: String,
+}
+
+// ---------------------------------------------------------------- events
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Event {
+    pub id: String,
+    pub time: String,
+    /// ID of the resource the event is about.
+    pub resource: String,
+    /// e.g. `instance.created`, `instance.started`, `instance.crashed`.
+    pub kind: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------- agent assignments
+
+/// Everything an agent needs to run one instance, resolved by the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Assignment {
+    pub instance: Instance,
+    pub image: Image,
+    pub networks: Vec<Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pair: Option<KeyPair>,
+    /// The status last recorded for it (so a restarted agent knows the boot count, reboot seq…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<InstanceStatus>,
+}
+
+/// A host's full set of assignments at a store revision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AssignmentSnapshot {
+    pub revision: i64,
+    pub assignments: Vec<Assignment>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
