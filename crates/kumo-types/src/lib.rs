@@ -12,5 +12,5 @@ pub mod ids;
 pub mod resources;
 pub mod validate;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorBody, Result};
 pub use resources::*;

@@ -81,6 +81,9 @@ pub struct Instance {
     /// Set by a delete request; the agent tears everything down, then the record is removed.
     #[serde(default)]
     pub deleting: bool,
+    /// The last stop request asked to skip the ACPI shutdown.
+    #[serde(default)]
+    pub force_stop: bool,
     pub created_at: String,
 }
 

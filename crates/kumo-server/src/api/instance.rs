@@ -1,0 +1,110 @@
+//! Instance handlers.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use kumo_types::{Error, ErrorBody, InstanceView, Page, RunInstanceRequest, StopInstanceRequest};
+use serde::Deserialize;
+
+use super::extract::{ApiJson, ApiQuery, parse_json};
+use crate::app::{App, instance};
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Byte offset to read from.
+    pub offset: Option<u64>,
+}
+
+/// Most bytes of serial log returned per request.
+const LOG_CHUNK: u64 = 1 << 20;
+
+#[utoipa::path(get, path = "/v1/instances", params(ListQuery), responses((status = 200, body = Page<InstanceView>)))]
+pub async fn list_instances(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Page<InstanceView>>> {
+    Ok(Json(instance::list(&app, q.limit, q.next_token.as_deref()).await?))
+}
+
+#[utoipa::path(post, path = "/v1/instances", request_body = RunInstanceRequest, responses(
+    (status = 202, body = InstanceView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 422, body = ErrorBody), (status = 503, description = "insufficient capacity", body = ErrorBody)))]
+pub async fn run_instance(State(app): State<App>, ApiJson(req): ApiJson<RunInstanceRequest>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((StatusCode::ACCEPTED, Json(instance::run(&app, req).await?)))
+}
+
+#[utoipa::path(get, path = "/v1/instances/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
+pub async fn get_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<InstanceView>> {
+    Ok(Json(instance::get(&app, &id).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/instances/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody)))]
+pub async fn delete_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((StatusCode::ACCEPTED, Json(instance::delete(&app, &id).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{id}/start", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn start_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((StatusCode::ACCEPTED, Json(instance::start(&app, &id).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{id}/stop", params(("id" = String, Path, description = "ID or name")),
+    request_body(content = Option<StopInstanceRequest>, description = "optional"),
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn stop_instance(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    let req: StopInstanceRequest = if body.iter().all(u8::is_ascii_whitespace) { StopInstanceRequest::default() } else { parse_json(&body)? };
+    Ok((StatusCode::ACCEPTED, Json(instance::stop(&app, &id, req).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{id}/reboot", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reboot_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((StatusCode::ACCEPTED, Json(instance::reboot(&app, &id).await?)))
+}
+
+/// Serial console output from `offset` (at most 1 MiB per call). Header `x-kumo-log-size` gives the
+/// total size so far.
+#[utoipa::path(get, path = "/v1/instances/{id}/serial-log", params(("id" = String, Path, description = "ID or name"), LogQuery),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+pub async fn serial_log(State(app): State<App>, Path(id): Path<String>, ApiQuery(q): ApiQuery<LogQuery>) -> ApiResult<Response> {
+    let (inst, _) = instance::find(&app, &id).await?;
+    let path = kumo_agent::paths::serial_log(&app.cfg.data_dir, &inst.id);
+    let offset = q.offset.unwrap_or(0);
+    let (data, size) = tokio::task::spawn_blocking(move || read_from(&path, offset))
+        .await
+        .map_err(|e| Error::internal_with("log task", e))??;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header("x-kumo-log-size", size.to_string())
+        .body(Body::from(data))
+        .map_err(|e| ApiError(Error::internal_with("building response", e)))
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> kumo_types::Result<(Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let size = f.metadata()?.len();
+    if offset >= size {
+        return Ok((Vec::new(), size));
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(LOG_CHUNK).read_to_end(&mut buf)?;
+    Ok((buf, size))
+}

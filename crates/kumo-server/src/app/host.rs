@@ -1,0 +1,119 @@
+//! Hosts: registered by their agents; liveness is a store lease the agent keeps alive.
+
+use kumo_store::{Compare, Op, Txn};
+use kumo_types::{Error, Host, HostAllocation, HostInventory, HostState, Page, Result, ids, now_rfc3339};
+
+use super::App;
+use crate::scheduler::Candidate;
+use crate::storeutil::{encode, get_json, keys, list_json, store_err};
+
+const KIND: &str = "hosts";
+const CLUSTER: &str = "cluster";
+/// Seconds without a keepalive after which a host counts as not alive.
+pub const LEASE_TTL: i64 = 15;
+
+/// Register or re-register the host named by the inventory's hostname (its ID stays stable).
+pub async fn register(app: &App, inv: HostInventory) -> Result<Host> {
+    let name = inv.hostname.clone();
+    let name_key = keys::name(KIND, CLUSTER, &name);
+    let existing = match app.kv().get(&name_key).await.map_err(store_err)? {
+        Some(kv) => get_json::<Host>(app.kv(), &keys::host(&String::from_utf8_lossy(&kv.value))).await?,
+        None => None,
+    };
+    let now = now_rfc3339();
+    let accel = if inv.kvm_usable { "kvm" } else { "tcg" }.to_string();
+    let host = match existing {
+        Some((mut h, _)) => {
+            h.inventory = inv;
+            h.accel = accel;
+            h.last_heartbeat = now;
+            h
+        }
+        None => Host { id: ids::new_id(ids::HOST), name: name.clone(), state: HostState::Ready, inventory: inv, accel, registered_at: now.clone(), last_heartbeat: now },
+    };
+    let txn = Txn {
+        compare: vec![],
+        success: vec![Op::put(&name_key, host.id.clone()), Op::put(keys::host(&host.id), encode(&host)?)],
+        failure: vec![],
+    };
+    app.kv().txn(txn).await.map_err(store_err)?;
+    heartbeat(app, &host.id).await?;
+    Ok(host)
+}
+
+/// Keep the host's liveness lease alive, creating it if it lapsed.
+pub async fn heartbeat(app: &App, host_id: &str) -> Result<()> {
+    let key = keys::host_lease(host_id);
+    if let Some(kv) = app.kv().get(&key).await.map_err(store_err)?
+        && kv.lease != 0
+        && app.kv().lease_keepalive(kv.lease).await.is_ok()
+    {
+        return Ok(());
+    }
+    let lease = app.kv().lease_grant(LEASE_TTL).await.map_err(store_err)?;
+    let txn = Txn { compare: vec![], success: vec![Op::Put { key, value: now_rfc3339().into_bytes(), lease }], failure: vec![] };
+    app.kv().txn(txn).await.map_err(store_err)?;
+    Ok(())
+}
+
+pub async fn list(app: &App) -> Result<Page<Host>> {
+    let items: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
+    Ok(Page { items, next_token: None })
+}
+
+pub async fn get(app: &App, id_or_name: &str) -> Result<Host> {
+    let id = if ids::is_id(ids::HOST, id_or_name) {
+        id_or_name.to_string()
+    } else {
+        match app.kv().get(&keys::name(KIND, CLUSTER, id_or_name)).await.map_err(store_err)? {
+            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
+            None => return Err(Error::not_found("host", id_or_name)),
+        }
+    };
+    get_json(app.kv(), &keys::host(&id)).await?.map(|(h, _)| h).ok_or_else(|| Error::not_found("host", id_or_name))
+}
+
+/// Scheduler inputs for every host, with the mod revision of each host's allocation record (the
+/// placement transaction compares it, so concurrent placements cannot overshoot a host).
+pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
+    let hosts: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
+    let mut out = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        let alive = app.kv().get(&keys::host_lease(&h.id)).await.map_err(store_err)?.is_some();
+        let (allocated, rev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(&h.id)).await?.unwrap_or_default();
+        let inv = &h.inventory;
+        out.push((
+            Candidate {
+                id: h.id.clone(),
+                name: h.name.clone(),
+                state: h.state,
+                alive,
+                cpus: inv.cpus,
+                memory_mib: inv.memory_mib.saturating_sub(app.cfg.host_memory_reserve_mib),
+                disk_gib: inv.disk_total_bytes >> 30,
+                allocated,
+            },
+            rev,
+        ));
+    }
+    Ok(out)
+}
+
+/// A txn op list that adjusts a host's allocation by `sign` × the instance's resources, guarded by
+/// the allocation's mod revision.
+pub fn alloc_update(host_id: &str, current: &HostAllocation, rev: i64, vcpus: u32, mem: u64, disk: u64, add: bool) -> Result<(Compare, Op)> {
+    let mut a = current.clone();
+    if add {
+        a.vcpus += u64::from(vcpus);
+        a.memory_mib += mem;
+        a.disk_gib += disk;
+        a.instances += 1;
+    } else {
+        a.vcpus = a.vcpus.saturating_sub(u64::from(vcpus));
+        a.memory_mib = a.memory_mib.saturating_sub(mem);
+        a.disk_gib = a.disk_gib.saturating_sub(disk);
+        a.instances = a.instances.saturating_sub(1);
+    }
+    let key = keys::host_alloc(host_id);
+    Ok((Compare::mod_revision(&key, rev), Op::put(&key, encode(&a)?)))
+}

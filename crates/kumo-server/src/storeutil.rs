@@ -1,0 +1,114 @@
+//! Typed JSON access to the store, and the mapping of store errors onto [`kumo_types::Error`].
+
+use kumo_store::{Kv, KeyValue, Revision, StoreError};
+use kumo_types::Error;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Store failures become `Unavailable` (retryable) or `Internal`.
+pub fn store_err(e: StoreError) -> Error {
+    match e {
+        StoreError::Unavailable(m) => Error::unavailable(format!("store: {m}")),
+        other => Error::internal_with("store", other),
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, Error> {
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| Error::internal_with(format!("decoding stored record `{}`", kv.key), e))
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(v).map_err(|e| Error::internal_with("encoding record", e))
+}
+
+/// Get and decode one record, with its mod revision.
+pub async fn get_json<T: DeserializeOwned>(
+    kv: &dyn Kv,
+    key: &str,
+) -> Result<Option<(T, Revision)>, Error> {
+    match kv.get(key).await.map_err(store_err)? {
+        Some(item) => Ok(Some((decode(&item)?, item.mod_revision))),
+        None => Ok(None),
+    }
+}
+
+/// List and decode every record under a prefix (all pages).
+pub async fn list_json<T: DeserializeOwned>(kv: &dyn Kv, prefix: &str) -> Result<Vec<T>, Error> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = kv.list(prefix, after.as_deref(), 500).await.map_err(store_err)?;
+        for item in &page.kvs {
+            out.push(decode(item)?);
+        }
+        if !page.more || page.kvs.is_empty() {
+            return Ok(out);
+        }
+        after = page.kvs.last().map(|k| k.key.clone());
+    }
+}
+
+/// Keys under a prefix (all pages), with values.
+pub async fn list_raw(kv: &dyn Kv, prefix: &str) -> Result<Vec<KeyValue>, Error> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = kv.list(prefix, after.as_deref(), 1000).await.map_err(store_err)?;
+        let more = page.more && !page.kvs.is_empty();
+        after = page.kvs.last().map(|k| k.key.clone());
+        out.extend(page.kvs);
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+pub mod keys {
+    pub fn instance(id: &str) -> String {
+        format!("/instances/{id}")
+    }
+    pub fn instance_status(id: &str) -> String {
+        format!("/instance-status/{id}")
+    }
+    pub fn name(kind: &str, project: &str, name: &str) -> String {
+        format!("/names/{kind}/{project}/{name}")
+    }
+    pub fn image(id: &str) -> String {
+        format!("/images/{id}")
+    }
+    pub fn instance_type(name: &str) -> String {
+        format!("/instance-types/{name}")
+    }
+    pub fn key_pair(id: &str) -> String {
+        format!("/key-pairs/{id}")
+    }
+    pub fn network(id: &str) -> String {
+        format!("/networks/{id}")
+    }
+    pub fn host(id: &str) -> String {
+        format!("/hosts/{id}")
+    }
+    pub fn host_alloc(id: &str) -> String {
+        format!("/host-alloc/{id}")
+    }
+    pub fn host_lease(id: &str) -> String {
+        format!("/host-leases/{id}")
+    }
+    pub fn ipam_prefix(network: &str) -> String {
+        format!("/ipam/{network}/")
+    }
+    pub fn ipam(network: &str, ip: &str) -> String {
+        format!("/ipam/{network}/{ip}")
+    }
+    pub fn token(hash: &str) -> String {
+        format!("/tokens/{hash}")
+    }
+    pub const INSTANCES: &str = "/instances/";
+    pub const INSTANCE_STATUS: &str = "/instance-status/";
+    pub const IMAGES: &str = "/images/";
+    pub const INSTANCE_TYPES: &str = "/instance-types/";
+    pub const KEY_PAIRS: &str = "/key-pairs/";
+    pub const NETWORKS: &str = "/networks/";
+    pub const HOSTS: &str = "/hosts/";
+    pub const EVENTS: &str = "/events/";
+}
