@@ -7,3 +7,5 @@
 //! with a pidfile and a QMP socket in the instance directory, and a restarted agent adopts it.
 
 pub mod control;
+pub mod paths;
+pub mod storage;
