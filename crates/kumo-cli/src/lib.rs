@@ -1,1 +1,101 @@
+//! The `kumo` client commands (`kumo image …`, `kumo instance …`, …).
+//!
+//! The binary crate flattens [`GlobalArgs`] and [`Command`] next to `kumo server` / `kumo agent` and calls
+//! [`run`], which returns the process exit code.
+//!
+//! Invariants:
+//! - Every command talks to the REST API `/v1` only, with `Authorization: Bearer <token>`; nothing here
+//!   reads the store or the server's data directory (except the bootstrap `admin.token` convenience, see
+//!   [`config`]).
+//! - `--json` prints the API's JSON unchanged (re-serialised from the typed value) on stdout; tables are
+//!   for humans and may change.
+//! - Exit codes: 0 success, 1 API or usage error (the `ErrorBody` code/message/field is printed on
+//!   stderr), 2 the server could not be reached. See [`error::CliError::exit_code`].
+//! - Deciding is separate from doing: config precedence ([`config::resolve`]), wait verdicts
+//!   ([`wait::verdict`]), console escape handling ([`console::scan_input`]) and rendering ([`render`])
+//!   are pure functions with unit tests.
 
+pub mod client;
+pub mod cmd;
+pub mod config;
+pub mod console;
+pub mod error;
+pub mod render;
+pub mod terminal;
+pub mod wait;
+
+use clap::{Args, Subcommand};
+
+pub use error::CliError;
+
+/// Default API endpoint of a single-host installation.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";
+
+/// Options shared by every client command.
+#[derive(Debug, Clone, Args, Default)]
+pub struct GlobalArgs {
+    /// Base URL of the kumo API (falls back to the config file, then http://127.0.0.1:8470).
+    #[arg(long, env = "KUMO_URL", global = true)]
+    pub url: Option<String>,
+    /// API token (falls back to the config file, then /var/lib/kumo/admin.token).
+    #[arg(long, env = "KUMO_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Machine output: print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The client commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Images (kernel+initrd or disk).
+    #[command(subcommand)]
+    Image(cmd::image::ImageCmd),
+    /// Instances (virtual machines).
+    #[command(subcommand)]
+    Instance(cmd::instance::InstanceCmd),
+    /// Instance types (vCPU, memory, root disk).
+    #[command(subcommand, name = "instance-type")]
+    InstanceType(cmd::misc::InstanceTypeCmd),
+    /// SSH key pairs.
+    #[command(subcommand, name = "key-pair")]
+    KeyPair(cmd::misc::KeyPairCmd),
+    /// Hypervisor hosts.
+    #[command(subcommand)]
+    Host(cmd::misc::HostCmd),
+    /// Networks.
+    #[command(subcommand)]
+    Network(cmd::misc::NetworkCmd),
+    /// Recent events.
+    Events(cmd::misc::EventsArgs),
+}
+
+/// Run one client command and return the process exit code (0 ok, 1 API/usage error, 2 unreachable).
+pub async fn run(global: GlobalArgs, cmd: Command) -> i32 {
+    match run_inner(&global, cmd).await {
+        Ok(code) => code,
+        Err(e) => {
+            error::report(&e, global.json);
+            e.exit_code()
+        }
+    }
+}
+
+async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
+    // Resolved before anything else so that a missing token fails fast, even before a long image build.
+    let cfg = config::resolve(&config::Sources::from_env(global))?;
+    let client = client::Client::new(&cfg)?;
+    let out = render::Output::new(global.json);
+    match cmd {
+        Command::Image(c) => cmd::image::run(&client, &out, c).await,
+        Command::Instance(c) => cmd::instance::run(&client, &out, c).await,
+        Command::InstanceType(c) => cmd::misc::run_instance_type(&client, &out, c).await,
+        Command::KeyPair(c) => cmd::misc::run_key_pair(&client, &out, c).await,
+        Command::Host(c) => cmd::misc::run_host(&client, &out, c).await,
+        Command::Network(c) => cmd::misc::run_network(&client, &out, c).await,
+        Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! `kumo instance-type …`, `kumo key-pair …`, `kumo host …`, `kumo network …`, `kumo events`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use kumo_types::{CreateInstanceTypeRequest, Event, Host, ImportKeyPairRequest, InstanceType, KeyPair, Network};
+
+use crate::CliError;
+use crate::client::{Client, Json, encode_query, seg};
+use crate::render::{self, Output};
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum InstanceTypeCmd {
+    /// List instance types.
+    List,
+    /// Show one instance type.
+    Show { name: String },
+    /// Create an instance type.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        vcpus: u32,
+        /// Memory in MiB.
+        #[arg(long)]
+        memory_mib: u64,
+        /// Root disk in GiB.
+        #[arg(long)]
+        root_disk_gib: u64,
+    },
+    /// Delete an instance type (built-in types cannot be deleted).
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyPairCmd {
+    /// List key pairs.
+    List,
+    /// Show one key pair.
+    Show { name: String },
+    /// Import an existing OpenSSH public key.
+    Import {
+        #[arg(long)]
+        name: String,
+        /// File holding one OpenSSH public key line (e.g. ~/.ssh/id_ed25519.pub).
+        #[arg(long)]
+        public_key_file: PathBuf,
+    },
+    /// Delete a key pair.
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum HostCmd {
+    /// List hosts.
+    List,
+    /// Show one host with its inventory.
+    Show { name: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum NetworkCmd {
+    /// List networks.
+    List,
+    /// Show one network.
+    Show { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Only events about this resource ID.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// At most this many events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+pub async fn run_instance_type(client: &Client, out: &Output, cmd: InstanceTypeCmd) -> Result<i32, CliError> {
+    match cmd {
+        InstanceTypeCmd::List => out.list(&client.list::<InstanceType>("instance-types").await?, render::instance_types_table),
+        InstanceTypeCmd::Show { name } => out.one(
+            &client.get::<InstanceType>(&format!("instance-types/{}", seg(&name))).await?,
+            render::instance_type_detail,
+        ),
+        InstanceTypeCmd::Create { name, vcpus, memory_mib, root_disk_gib } => {
+            let req = CreateInstanceTypeRequest { name, vcpus, memory_mib, root_disk_gib };
+            let t: Json<InstanceType> = client.post("instance-types", Some(&req), None).await?;
+            out.one(&t, render::instance_type_detail);
+        }
+        InstanceTypeCmd::Delete { name } => {
+            client.delete_empty(&format!("instance-types/{}", seg(&name))).await?;
+            out.note(format!("instance type `{name}` deleted"));
+        }
+    }
+    Ok(0)
+}
+
+pub async fn run_key_pair(client: &Client, out: &Output, cmd: KeyPairCmd) -> Result<i32, CliError> {
+    match cmd {
+        KeyPairCmd::List => out.list(&client.list::<KeyPair>("key-pairs").await?, render::key_pairs_table),
+        KeyPairCmd::Show { name } => {
+            out.one(&client.get::<KeyPair>(&format!("key-pairs/{}", seg(&name))).await?, render::key_pair_detail)
+        }
+        KeyPairCmd::Import { name, public_key_file } => {
+            let text = std::fs::read_to_string(&public_key_file)
+                .map_err(|e| CliError::usage(format!("reading {}: {e}", public_key_file.display())))?;
+            let req = ImportKeyPairRequest { name, public_key: text.trim().to_string() };
+            let k: Json<KeyPair> = client.post("key-pairs", Some(&req), None).await?;
+            out.one(&k, render::key_pair_detail);
+        }
+        KeyPairCmd::Delete { name } => {
+            client.delete_empty(&format!("key-pairs/{}", seg(&name))).await?;
+            out.note(format!("key pair `{name}` deleted"));
+        }
+    }
+    Ok(0)
+}
+
+pub async fn run_host(client: &Client, out: &Output, cmd: HostCmd) -> Result<i32, CliError> {
+    match cmd {
+        HostCmd::List => out.list(&client.list::<Host>("hosts").await?, render::hosts_table),
+        HostCmd::Show { name } => out.one(&client.get::<Host>(&format!("hosts/{}", seg(&name))).await?, render::host_detail),
+    }
+    Ok(0)
+}
+
+pub async fn run_network(client: &Client, out: &Output, cmd: NetworkCmd) -> Result<i32, CliError> {
+    match cmd {
+        NetworkCmd::List => out.list(&client.list::<Network>("networks").await?, render::networks_table),
+        NetworkCmd::Show { name } => {
+            out.one(&client.get::<Network>(&format!("networks/{}", seg(&name))).await?, render::network_detail)
+        }
+    }
+    Ok(0)
+}
+
+/// The events query path (pure).
+pub fn events_path(a: &EventsArgs) -> String {
+    match &a.resource {
+        Some(r) => format!("events?resource={}", encode_query(r)),
+        None => "events".to_string(),
+    }
+}
+
+pub async fn run_events(client: &Client, out: &Output, a: EventsArgs) -> Result<i32, CliError> {
+    let list = client.list_max::<Event>(&events_path(&a), a.limit).await?;
+    out.list(&list, render::events_table);
+    Ok(0)
+}

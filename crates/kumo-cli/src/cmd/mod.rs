@@ -1,0 +1,6 @@
+//! One module per resource family. Each `run*` function performs one command and returns the exit code
+//! (errors bubble up as [`crate::CliError`] and are printed by [`crate::run`]).
+
+pub mod image;
+pub mod instance;
+pub mod misc;

@@ -1,0 +1,269 @@
+//! Output: tables for humans (comfy-table), the API's JSON verbatim with `--json`.
+//!
+//! The `*_table` / `*_detail` functions are pure (value in, table out) and unit-tested; [`Output`] only
+//! chooses between them and the raw JSON and writes to stdout.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ContentArrangement, Table};
+use kumo_types::{Event, Host, Image, InstanceType, InstanceView, KeyPair, Network};
+use serde::Serialize;
+
+use crate::client::{Json, List};
+
+/// Where command results go.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Output {
+        Output { json }
+    }
+
+    /// Print one resource: its JSON verbatim, or a key/value table.
+    pub fn one<T>(&self, v: &Json<T>, detail: impl Fn(&T) -> Table) {
+        if self.json {
+            println!("{}", v.raw.trim_end());
+        } else {
+            println!("{}", detail(&v.value));
+        }
+    }
+
+    /// Print a list: `{"items": [...]}` verbatim, or a table.
+    pub fn list<T>(&self, l: &List<T>, table: impl Fn(&[T]) -> Table) {
+        if self.json {
+            println!("{}", l.raw());
+        } else {
+            println!("{}", table(&l.items));
+        }
+    }
+
+    /// A human-only progress or status line (stderr, so stdout stays clean for `--json`).
+    pub fn note(&self, msg: impl AsRef<str>) {
+        eprintln!("{}", msg.as_ref());
+    }
+}
+
+/// The wire name of a unit enum (`running`, `kernel_initrd`, `on-failure`).
+pub fn wire<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
+    t
+}
+
+fn detail(rows: Vec<(&str, String)>) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    for (k, v) in rows {
+        t.add_row(vec![k.to_string(), v]);
+    }
+    t
+}
+
+/// Human-readable byte size (binary units).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn images_table(items: &[Image]) -> Table {
+    let mut t = table(&["NAME", "ID", "KIND", "FORMAT", "SIZE", "CREATED"]);
+    for i in items {
+        t.add_row(vec![
+            i.name.clone(),
+            i.id.clone(),
+            wire(&i.kind),
+            i.format.map_or("-".into(), |f| f.as_str().to_string()),
+            bytes(i.size_bytes),
+            i.created_at.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn image_detail(i: &Image) -> Table {
+    detail(vec![
+        ("name", i.name.clone()),
+        ("id", i.id.clone()),
+        ("project", i.project.clone()),
+        ("kind", wire(&i.kind)),
+        ("format", i.format.map_or("-".into(), |f| f.as_str().to_string())),
+        ("cmdline", opt(&i.cmdline)),
+        ("size", bytes(i.size_bytes)),
+        ("virtual size", bytes(i.virtual_size_bytes)),
+        ("sha256", i.sha256.clone()),
+        ("pool", i.pool.clone()),
+        ("created", i.created_at.clone()),
+    ])
+}
+
+pub fn instances_table(items: &[InstanceView]) -> Table {
+    let mut t = table(&["NAME", "ID", "STATE", "TYPE", "IPV4", "HOST", "CREATED"]);
+    for i in items {
+        t.add_row(vec![
+            i.name.clone(),
+            i.id.clone(),
+            wire(&i.state),
+            i.instance_type.clone(),
+            opt(&i.ipv4),
+            opt(&i.host),
+            i.created_at.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn instance_detail(i: &InstanceView) -> Table {
+    let nics: Vec<String> = i.nics.iter().map(|n| format!("{} {} ({})", n.ipv4, n.mac, n.network_id)).collect();
+    detail(vec![
+        ("name", i.name.clone()),
+        ("id", i.id.clone()),
+        ("project", i.project.clone()),
+        ("state", wire(&i.state)),
+        ("desired state", wire(&i.desired_state)),
+        ("status message", opt(&i.status_message)),
+        ("host", opt(&i.host)),
+        ("ipv4", opt(&i.ipv4)),
+        ("mac", opt(&i.mac)),
+        ("image", i.image_id.clone()),
+        ("type", format!("{} ({} vCPU, {} MiB, {} GiB root)", i.instance_type, i.vcpus, i.memory_mib, i.root_disk_gib)),
+        ("key pair", opt(&i.key_name)),
+        ("restart policy", wire(&i.restart_policy)),
+        ("nics", if nics.is_empty() { "-".into() } else { nics.join("\n") }),
+        ("accel", opt(&i.accel)),
+        ("pid", i.pid.map_or("-".into(), |p| p.to_string())),
+        ("boot count", i.boot_count.to_string()),
+        ("created", i.created_at.clone()),
+    ])
+}
+
+pub fn instance_types_table(items: &[InstanceType]) -> Table {
+    let mut t = table(&["NAME", "VCPUS", "MEMORY (MiB)", "ROOT DISK (GiB)", "BUILTIN"]);
+    for i in items {
+        t.add_row(vec![
+            i.name.clone(),
+            i.vcpus.to_string(),
+            i.memory_mib.to_string(),
+            i.root_disk_gib.to_string(),
+            if i.builtin { "yes".into() } else { "no".into() },
+        ]);
+    }
+    t
+}
+
+pub fn instance_type_detail(i: &InstanceType) -> Table {
+    instance_types_table(std::slice::from_ref(i))
+}
+
+pub fn key_pairs_table(items: &[KeyPair]) -> Table {
+    let mut t = table(&["NAME", "ID", "FINGERPRINT", "CREATED"]);
+    for k in items {
+        t.add_row(vec![k.name.clone(), k.id.clone(), k.fingerprint.clone(), k.created_at.clone()]);
+    }
+    t
+}
+
+pub fn key_pair_detail(k: &KeyPair) -> Table {
+    detail(vec![
+        ("name", k.name.clone()),
+        ("id", k.id.clone()),
+        ("project", k.project.clone()),
+        ("fingerprint", k.fingerprint.clone()),
+        ("public key", k.public_key.clone()),
+        ("created", k.created_at.clone()),
+    ])
+}
+
+pub fn hosts_table(items: &[Host]) -> Table {
+    let mut t = table(&["NAME", "ID", "STATE", "ACCEL", "CPUS", "MEMORY", "DISK FREE", "LAST HEARTBEAT"]);
+    for h in items {
+        t.add_row(vec![
+            h.name.clone(),
+            h.id.clone(),
+            wire(&h.state),
+            h.accel.clone(),
+            h.inventory.cpus.to_string(),
+            bytes(h.inventory.memory_mib.saturating_mul(1024 * 1024)),
+            bytes(h.inventory.disk_free_bytes),
+            h.last_heartbeat.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn host_detail(h: &Host) -> Table {
+    let inv = &h.inventory;
+    detail(vec![
+        ("name", h.name.clone()),
+        ("id", h.id.clone()),
+        ("state", wire(&h.state)),
+        ("accel", h.accel.clone()),
+        ("hostname", inv.hostname.clone()),
+        ("cpus", inv.cpus.to_string()),
+        ("memory", bytes(inv.memory_mib.saturating_mul(1024 * 1024))),
+        ("disk", format!("{} free of {}", bytes(inv.disk_free_bytes), bytes(inv.disk_total_bytes))),
+        ("qemu", inv.qemu_version.clone()),
+        ("kernel", inv.kernel.clone()),
+        ("kvm usable", if inv.kvm_usable { "yes".into() } else { "no".into() }),
+        ("kvm probe", inv.kvm_probe.clone()),
+        ("registered", h.registered_at.clone()),
+        ("last heartbeat", h.last_heartbeat.clone()),
+    ])
+}
+
+pub fn networks_table(items: &[Network]) -> Table {
+    let mut t = table(&["NAME", "ID", "CIDR", "GATEWAY", "BRIDGE", "NAT", "MTU"]);
+    for n in items {
+        t.add_row(vec![
+            n.name.clone(),
+            n.id.clone(),
+            n.cidr.clone(),
+            n.gateway.clone(),
+            n.bridge.clone(),
+            if n.nat { "yes".into() } else { "no".into() },
+            n.mtu.to_string(),
+        ]);
+    }
+    t
+}
+
+pub fn network_detail(n: &Network) -> Table {
+    detail(vec![
+        ("name", n.name.clone()),
+        ("id", n.id.clone()),
+        ("project", n.project.clone()),
+        ("cidr", n.cidr.clone()),
+        ("gateway", n.gateway.clone()),
+        ("bridge", n.bridge.clone()),
+        ("nat", if n.nat { "yes".into() } else { "no".into() }),
+        ("mtu", n.mtu.to_string()),
+        ("created", n.created_at.clone()),
+    ])
+}
+
+pub fn events_table(items: &[Event]) -> Table {
+    let mut t = table(&["TIME", "RESOURCE", "KIND", "MESSAGE"]);
+    for e in items {
+        t.add_row(vec![e.time.clone(), e.resource.clone(), e.kind.clone(), e.message.clone()]);
+    }
+    t
+}
