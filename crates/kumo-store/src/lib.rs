@@ -186,3 +186,12 @@ pub trait Kv: Send + Sync + 'static {
         Ok(matches!(r.results.first(), Some(OpResult::Delete { deleted }) if *deleted > 0))
     }
 }
+
+pub mod conformance;
+pub mod etcd;
+mod keys;
+pub mod sqlite;
+
+pub use etcd::EtcdKv;
+pub use keys::prefix_end;
+pub use sqlite::SqliteKv;
