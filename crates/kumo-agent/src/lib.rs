@@ -9,3 +9,11 @@
 pub mod control;
 pub mod paths;
 pub mod storage;
+pub mod runtime;
+pub mod inventory;
+pub mod network;
+pub mod metadata;
+pub mod agent;
+pub mod netstate;
+pub mod plan;
+pub mod worker;

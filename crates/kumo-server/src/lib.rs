@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod config;
 pub mod control;
 pub mod error;
 pub mod ipam;

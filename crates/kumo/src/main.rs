@@ -1,3 +1,138 @@
-fn main() {
-    println!("Hello, world!");
+//! `kumo`: one binary for the control plane (`kumo server`), the host agent (`kumo agent`) and the
+//! client commands (`kumo instance …`, `kumo image …`, …).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kumo_agent::agent::{AccelChoice, AgentConfig};
+use kumo_server::config::{ServerConfig, StoreConfig};
+use kumo_server::scheduler::Overcommit;
+
+#[derive(Parser)]
+#[command(name = "kumo", version, about = "kumo: a private cloud in one binary")]
+struct Cli {
+    #[command(flatten)]
+    global: kumo_cli::GlobalArgs,
+    #[command(subcommand)]
+    cmd: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run the control plane (and, unless --no-agent, this host's agent in-process).
+    Server(ServerArgs),
+    #[command(flatten)]
+    Client(kumo_cli::Command),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Etcd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Where kumo keeps its store, images, disks and runtime files.
+    #[arg(long, env = "KUMO_DATA_DIR", default_value = "/var/lib/kumo")]
+    data_dir: PathBuf,
+    /// Address of the REST API. Only loopback addresses are allowed without TLS.
+    #[arg(long, env = "KUMO_LISTEN", default_value = "127.0.0.1:8470")]
+    listen: SocketAddr,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreKind,
+    /// etcd client URLs (with --store etcd), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// Do not run this host's agent in-process.
+    #[arg(long)]
+    no_agent: bool,
+    /// CIDR of the default network (created on first start).
+    #[arg(long, default_value = "198.18.0.0/24")]
+    network_cidr: String,
+    /// Bridge of the default network.
+    #[arg(long, default_value = "kumobr0")]
+    bridge: String,
+    /// Do not masquerade the default network's outbound traffic.
+    #[arg(long)]
+    no_nat: bool,
+    /// KVM or TCG; `auto` decides with a real probe boot (cached in the data dir).
+    #[arg(long, env = "KUMO_ACCEL", value_enum, default_value = "auto")]
+    accel: Accel,
+    /// vCPU overcommit ratio.
+    #[arg(long, default_value_t = 4.0)]
+    cpu_overcommit: f64,
+    /// Memory overcommit ratio (1.0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    memory_overcommit: f64,
+    /// Memory kept back for the host itself, in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory_reserve_mib: u64,
+    /// Seconds an ACPI shutdown may take before QEMU is stopped hard.
+    #[arg(long, default_value_t = 30)]
+    stop_timeout: u64,
+}
+
+fn server_config(a: ServerArgs) -> ServerConfig {
+    let accel = match a.accel {
+        Accel::Auto => AccelChoice::Auto,
+        Accel::Kvm => AccelChoice::Kvm,
+        Accel::Tcg => AccelChoice::Tcg,
+    };
+    ServerConfig {
+        agent: AgentConfig::new(a.data_dir.clone(), accel, std::time::Duration::from_secs(a.stop_timeout)),
+        data_dir: a.data_dir,
+        listen: a.listen,
+        store: match a.store {
+            StoreKind::Sqlite => StoreConfig::Sqlite,
+            StoreKind::Etcd => StoreConfig::Etcd { endpoints: a.etcd_endpoints },
+        },
+        run_agent: !a.no_agent,
+        overcommit: Overcommit { cpu: a.cpu_overcommit, memory: a.memory_overcommit, disk: Overcommit::default().disk },
+        host_memory_reserve_mib: a.memory_reserve_mib,
+        network_cidr: a.network_cidr,
+        bridge: a.bridge,
+        nat: !a.no_nat,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kumo: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.cmd {
+        Top::Server(args) => {
+            init_logging();
+            match rt.block_on(kumo_server::config::run(server_config(args))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kumo server: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Top::Client(cmd) => {
+            let code = rt.block_on(kumo_cli::run(cli.global, cmd));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUMO_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }

@@ -1,0 +1,253 @@
+//! The agent's main loop: register, heartbeat, and converge on the host's assignments.
+//!
+//! Level-triggered: every wake-up (a watch event, or a periodic tick as a safety net) re-reads the
+//! whole snapshot of assignments and converges networks, workers and leftovers. Nothing depends on
+//! seeing every event, so a missed or duplicated one is harmless and a restart converges the same way.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use kumo_types::{Assignment, AssignmentSnapshot};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::control::ControlPlane;
+use crate::metadata::{InstanceMetadata, MetadataRegistry};
+use crate::netstate::NetState;
+use crate::network;
+use crate::runtime::qemu::Accel;
+use crate::storage::{DirPool, read_dir_names};
+use crate::worker::{self, Ctx};
+
+/// How the agent picks KVM or TCG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// Real probe boot under KVM (cached per host); TCG if it fails.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub data_dir: PathBuf,
+    pub accel: AccelChoice,
+    pub stop_timeout: Duration,
+    /// Where the metadata service listens (169.254.169.254:80, present on every kumo bridge).
+    pub metadata_addr: SocketAddr,
+    /// Safety-net resync period when no watch event arrives.
+    pub resync: Duration,
+    pub heartbeat: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(data_dir: PathBuf, accel: AccelChoice, stop_timeout: Duration) -> Self {
+        AgentConfig {
+            data_dir,
+            accel,
+            stop_timeout,
+            metadata_addr: SocketAddr::from((network::METADATA_ADDR, 80)),
+            resync: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Worker {
+    tx: watch::Sender<Assignment>,
+    handle: JoinHandle<()>,
+}
+
+pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let data = cfg.data_dir.clone();
+    let choice = cfg.accel;
+    let inv = tokio::task::spawn_blocking(move || collect_inventory(&data, choice)).await?;
+    let accel = match cfg.accel {
+        AccelChoice::Kvm => Accel::Kvm,
+        AccelChoice::Tcg => Accel::Tcg,
+        AccelChoice::Auto if inv.kvm_usable => Accel::Kvm,
+        AccelChoice::Auto => {
+            tracing::warn!(probe = %inv.kvm_probe, "KVM IS NOT USABLE ON THIS HOST: guests run under TCG software emulation (much slower)");
+            Accel::Tcg
+        }
+    };
+    let host = cp.register_host(inv).await.context("registering the host")?;
+    tracing::info!(host = %host.id, name = %host.name, accel = accel.as_str(), "agent registered");
+    let (hb_cp, hb_id, hb_every) = (cp.clone(), host.id.clone(), cfg.heartbeat);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(hb_every).await;
+            if let Err(e) = hb_cp.heartbeat(&hb_id).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+    });
+    let ctx = Arc::new(Ctx {
+        cp: cp.clone(),
+        data_dir: cfg.data_dir.clone(),
+        pool: DirPool::new(crate::paths::pool_root(&cfg.data_dir)),
+        accel,
+        stop_timeout: cfg.stop_timeout,
+        net: Arc::new(Mutex::new(NetState::new(cfg.data_dir.clone()))),
+    });
+    let registry = MetadataRegistry::new();
+    let mut metadata_task: Option<JoinHandle<()>> = None;
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut registered: HashSet<Ipv4Addr> = HashSet::new();
+    let mut watch_stream = None;
+    loop {
+        let snap = match cp.assignments(&host.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read assignments");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if watch_stream.is_none() {
+            match cp.watch_assignments(&host.id, snap.revision).await {
+                Ok(s) => watch_stream = Some(s),
+                Err(e) => tracing::warn!(error = %e, "could not watch assignments"),
+            }
+        }
+        converge(&ctx, &snap, &mut workers, &registry, &mut registered).await;
+        if metadata_task.is_none() && !snap.assignments.is_empty() {
+            match tokio::net::TcpListener::bind(cfg.metadata_addr).await {
+                Ok(l) => {
+                    let reg = registry.clone();
+                    metadata_task = Some(tokio::spawn(async move {
+                        if let Err(e) = crate::metadata::serve(l, reg).await {
+                            tracing::error!(error = %e, "metadata service stopped");
+                        }
+                    }));
+                    tracing::info!(addr = %cfg.metadata_addr, "metadata service listening");
+                }
+                Err(e) => tracing::warn!(addr = %cfg.metadata_addr, error = %e, "metadata service cannot listen yet"),
+            }
+        }
+        // Sleep until something changes (or the safety-net tick).
+        let next = async {
+            match watch_stream.as_mut() {
+                Some(s) => s.next().await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = next => if ev.is_none() { watch_stream = None; },
+            _ = tokio::time::sleep(cfg.resync) => {},
+        }
+        // Coalesce a burst of events into one resync.
+        if let Some(s) = watch_stream.as_mut() {
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(2), s.next()).await {}
+        }
+    }
+}
+
+/// The host's inventory; with `--accel tcg` the KVM probe is skipped (and says so).
+fn collect_inventory(data: &std::path::Path, choice: AccelChoice) -> kumo_types::HostInventory {
+    if choice != AccelChoice::Tcg {
+        return crate::inventory::collect(data);
+    }
+    let (disk_free_bytes, disk_total_bytes) = crate::inventory::disk_space(data).unwrap_or((0, 0));
+    kumo_types::HostInventory {
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
+        cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        memory_mib: crate::inventory::parse_meminfo_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()).unwrap_or(0),
+        disk_free_bytes,
+        disk_total_bytes,
+        qemu_version: crate::inventory::qemu_version(),
+        kernel: crate::inventory::kernel_release(),
+        kvm_usable: false,
+        kvm_probe: "not probed: the operator chose --accel tcg".into(),
+    }
+}
+
+/// One convergence pass over a snapshot.
+async fn converge(
+    ctx: &Arc<Ctx>,
+    snap: &AssignmentSnapshot,
+    workers: &mut HashMap<String, Worker>,
+    registry: &MetadataRegistry,
+    registered: &mut HashSet<Ipv4Addr>,
+) {
+    if let Err(e) = ctx.net.lock().await.sync(&snap.assignments) {
+        tracing::warn!(error = %e, "network sync failed");
+    }
+    sync_metadata(registry, registered, &snap.assignments);
+    let assigned: HashSet<&str> = snap.assignments.iter().map(|a| a.instance.id.as_str()).collect();
+    workers.retain(|id, w| {
+        let keep = assigned.contains(id.as_str()) && !w.handle.is_finished();
+        if !keep && !w.handle.is_finished() {
+            w.handle.abort();
+        }
+        keep
+    });
+    for a in &snap.assignments {
+        match workers.get(&a.instance.id) {
+            Some(w) => {
+                w.tx.send_if_modified(|cur| {
+                    let changed = cur != a;
+                    if changed {
+                        *cur = a.clone();
+                    }
+                    changed
+                });
+            }
+            None => {
+                let (tx, rx) = watch::channel(a.clone());
+                let handle = tokio::spawn(worker::run(ctx.clone(), rx));
+                workers.insert(a.instance.id.clone(), Worker { tx, handle });
+            }
+        }
+    }
+    collect_garbage(ctx, &assigned).await;
+}
+
+fn sync_metadata(registry: &MetadataRegistry, registered: &mut HashSet<Ipv4Addr>, assignments: &[Assignment]) {
+    let mut live = HashSet::new();
+    for a in assignments.iter().filter(|a| !a.instance.deleting) {
+        let i = &a.instance;
+        let Some(nic) = i.nics.first() else { continue };
+        let Ok(ip) = nic.ipv4.parse::<Ipv4Addr>() else { continue };
+        live.insert(ip);
+        let mut m = InstanceMetadata::new(i.id.clone(), i.name.clone(), ip);
+        m.public_keys = a.key_pair.iter().map(|k| (k.name.clone(), k.public_key.clone())).collect();
+        m.user_data = i.user_data.clone();
+        m.image_id = Some(i.image_id.clone());
+        m.instance_type = Some(i.instance_type.clone());
+        m.mac = Some(nic.mac.clone());
+        if registry.get(ip).as_deref() != Some(&m) {
+            registry.upsert(ip, m);
+        }
+    }
+    for gone in registered.difference(&live) {
+        registry.remove(*gone);
+    }
+    *registered = live;
+}
+
+/// Remove what belongs to no assigned instance: QEMU processes, taps, run dirs and disks left by a
+/// crash between steps, or by instances deleted while the agent was down.
+async fn collect_garbage(ctx: &Arc<Ctx>, assigned: &HashSet<&str>) {
+    let run_root = crate::paths::run_root(&ctx.data_dir);
+    let mut orphans: HashSet<String> = read_dir_names(&run_root).into_iter().collect();
+    orphans.extend(ctx.pool.instance_ids());
+    orphans.retain(|id| kumo_types::ids::is_id(kumo_types::ids::INSTANCE, id) && !assigned.contains(id.as_str()));
+    for id in orphans {
+        let dir = crate::paths::run_dir(&ctx.data_dir, &id);
+        if let Ok(Some(vm)) = crate::runtime::process::adopt(&dir, &id).await {
+            tracing::warn!(instance = %id, pid = vm.pid(), "stopping orphaned QEMU");
+            let _ = vm.force_stop().await;
+        }
+        let _ = network::delete_tap(&network::tap_name(&id, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = ctx.pool.delete_instance_disks(&id);
+        tracing::info!(instance = %id, "removed leftovers of an unassigned instance");
+    }
+}

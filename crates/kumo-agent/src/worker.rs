@@ -1,0 +1,269 @@
+//! One task per assigned instance: it owns the instance's QEMU (started or adopted), decides with
+//! [`plan::decide`] and executes. It wakes on a new assignment, on QEMU's exit, or on a retry timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kumo_types::{Assignment, ImageKind, InstanceState, InstanceStatus, now_rfc3339};
+use tokio::sync::{Mutex, watch};
+
+use crate::control::ControlPlane;
+use crate::netstate::NetState;
+use crate::network;
+use crate::plan::{self, Action, Observed};
+use crate::runtime::process::{self, ExitKind, RunningVm};
+use crate::runtime::qemu::{Accel, Boot, DiskCache, DiskSpec, Machine, NicSpec, VmConfig};
+use crate::storage::DirPool;
+
+/// Start attempts before an instance is marked `failed`.
+const MAX_START_ATTEMPTS: u32 = 3;
+/// Default kernel command line for kernel+initrd images that do not set one.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+/// What every worker shares.
+pub struct Ctx {
+    pub cp: Arc<dyn ControlPlane>,
+    pub data_dir: std::path::PathBuf,
+    pub pool: DirPool,
+    pub accel: Accel,
+    pub stop_timeout: Duration,
+    pub net: Arc<Mutex<NetState>>,
+}
+
+/// Build the QEMU configuration of an assignment (pure).
+pub fn vm_config(ctx_data: &std::path::Path, pool: &DirPool, accel: Accel, a: &Assignment) -> VmConfig {
+    let i = &a.instance;
+    let boot = match a.image.kind {
+        ImageKind::KernelInitrd => Boot::Kernel {
+            kernel: pool.image_kernel(&a.image.id),
+            initrd: Some(pool.image_initrd(&a.image.id)),
+            cmdline: a.image.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+        },
+        ImageKind::Disk => Boot::Disk,
+    };
+    VmConfig {
+        instance_id: i.id.clone(),
+        name: i.name.clone(),
+        vcpus: i.vcpus,
+        memory_mib: i.memory_mib,
+        accel,
+        machine: Machine::default(),
+        boot,
+        disks: vec![DiskSpec {
+            id: "root".into(),
+            path: pool.root_disk(&i.id),
+            format: kumo_types::DiskFormat::Qcow2,
+            readonly: false,
+            cache: DiskCache::default(),
+        }],
+        nics: i
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(n, nic)| NicSpec { id: format!("net{n}"), ifname: network::tap_name(&i.id, n as u8), mac: nic.mac.clone() })
+            .collect(),
+        seed_iso: None,
+        run_dir: crate::paths::run_dir(ctx_data, &i.id),
+    }
+}
+
+pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
+    let first = rx.borrow().clone();
+    let id = first.instance.id.clone();
+    let mut status = first.status.clone().unwrap_or_default();
+    let run_dir = crate::paths::run_dir(&ctx.data_dir, &id);
+    let mut vm: Option<RunningVm> = match process::adopt(&run_dir, &id).await {
+        Ok(Some(v)) => {
+            tracing::info!(instance = %id, pid = v.pid(), "adopted running QEMU");
+            Some(v)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(instance = %id, error = %e, "could not adopt QEMU");
+            None
+        }
+    };
+    let mut failures = 0u32;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        let a = rx.borrow_and_update().clone();
+        // A newer stored status (a start request resets it to `pending`) wins over ours.
+        if let Some(s) = &a.status
+            && s.updated_at > status.updated_at
+        {
+            status = s.clone();
+            failures = 0;
+        }
+        // Handle an exit that happened on its own.
+        if let Some(exit) = vm.as_ref().and_then(RunningVm::exit_info) {
+            vm = None;
+            if !exit.requested {
+                let kind = exit.kind;
+                match plan::after_exit(a.instance.restart_policy, kind) {
+                    Ok(()) => {
+                        let _ = ctx.cp.event(&id, "instance.restarting", &format!("QEMU exited ({kind:?}); restarting per policy")).await;
+                        status.state = InstanceState::Starting;
+                    }
+                    Err(state) => {
+                        let msg = match kind {
+                            ExitKind::GuestShutdown => "the guest powered off",
+                            ExitKind::Crash => "QEMU exited without a shutdown (crash or kill)",
+                            ExitKind::Requested => "stopped on request",
+                        };
+                        report(&ctx, &id, &mut status, state, Some(msg.to_string()), None).await;
+                        let _ = ctx.cp.event(&id, &format!("instance.{}", state_word(state)), msg).await;
+                    }
+                }
+            }
+        }
+        let running = vm.is_some();
+        let due = retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
+        match plan::decide(&a.instance, &status, Observed { running }) {
+            Action::None => {}
+            Action::Report(s) => report(&ctx, &id, &mut status, s, None, vm.as_ref().map(|v| v.pid() as u32)).await,
+            Action::Start if due => {
+                report(&ctx, &id, &mut status, InstanceState::Starting, None, None).await;
+                match start(&ctx, &a).await {
+                    Ok(v) => {
+                        failures = 0;
+                        retry_at = None;
+                        status.boot_count += 1;
+                        status.reboot_seq = a.instance.reboot_seq;
+                        let pid = v.pid() as u32;
+                        vm = Some(v);
+                        report(&ctx, &id, &mut status, InstanceState::Running, None, Some(pid)).await;
+                        let _ = ctx.cp.event(&id, "instance.started", &format!("QEMU pid {pid} ({})", ctx.accel.as_str())).await;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let msg = format!("start attempt {failures} failed: {e}");
+                        tracing::warn!(instance = %id, "{msg}");
+                        if failures >= MAX_START_ATTEMPTS {
+                            report(&ctx, &id, &mut status, InstanceState::Failed, Some(msg.clone()), None).await;
+                            let _ = ctx.cp.event(&id, "instance.failed", &msg).await;
+                        } else {
+                            status.message = Some(msg);
+                            retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2u64 << failures));
+                        }
+                    }
+                }
+                continue;
+            }
+            Action::Start => {}
+            Action::Stop { force } => {
+                if let Some(v) = vm.take() {
+                    report(&ctx, &id, &mut status, InstanceState::Stopping, None, Some(v.pid() as u32)).await;
+                    let r = if force { v.force_stop().await } else { v.shutdown(ctx.stop_timeout).await };
+                    if let Err(e) = r {
+                        tracing::warn!(instance = %id, error = %e, "stop failed");
+                    }
+                }
+                report(&ctx, &id, &mut status, InstanceState::Stopped, None, None).await;
+                let _ = ctx.cp.event(&id, "instance.stopped", if force { "stopped (forced)" } else { "stopped" }).await;
+                continue;
+            }
+            Action::Reboot { seq } => {
+                if let Some(v) = &vm {
+                    if let Err(e) = v.reboot().await {
+                        tracing::warn!(instance = %id, error = %e, "reboot failed");
+                    }
+                    status.reboot_seq = seq;
+                    status.boot_count += 1;
+                    let pid = v.pid() as u32;
+                    report(&ctx, &id, &mut status, InstanceState::Running, None, Some(pid)).await;
+                    let _ = ctx.cp.event(&id, "instance.rebooted", "guest reset").await;
+                }
+                continue;
+            }
+            Action::Teardown => {
+                if let Some(v) = vm.take() {
+                    let _ = v.force_stop().await;
+                }
+                match teardown(&ctx, &a).await {
+                    Ok(()) => {
+                        if let Err(e) = ctx.cp.instance_removed(&id).await {
+                            tracing::warn!(instance = %id, error = %e, "could not finalize delete; will retry");
+                        } else {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(instance = %id, error = %e, "teardown failed; will retry"),
+                }
+                retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+            }
+        }
+        // Wait for something to happen.
+        let mut exit_rx = vm.as_ref().map(RunningVm::exit_watch);
+        let sleep = async {
+            match retry_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = rx.changed() => if r.is_err() {
+                // The agent dropped us: the instance is no longer assigned here.
+                return;
+            },
+            _ = async { match exit_rx.as_mut() { Some(e) => { let _ = e.wait_for(Option::is_some).await; } None => futures::future::pending().await } } => {},
+            _ = sleep => { retry_at = None; },
+        }
+    }
+}
+
+fn state_word(s: InstanceState) -> &'static str {
+    match s {
+        InstanceState::Stopped => "stopped",
+        InstanceState::Crashed => "crashed",
+        InstanceState::Failed => "failed",
+        _ => "changed",
+    }
+}
+
+async fn report(ctx: &Ctx, id: &str, status: &mut InstanceStatus, state: InstanceState, message: Option<String>, pid: Option<u32>) {
+    status.state = state;
+    status.message = message;
+    status.pid = pid;
+    status.accel = Some(ctx.accel.as_str().to_string());
+    status.updated_at = now_rfc3339();
+    if let Err(e) = ctx.cp.report_status(id, status.clone()).await {
+        tracing::warn!(instance = %id, error = %e, "could not report status");
+    }
+}
+
+async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
+    let i = &a.instance;
+    let pool = ctx.pool.clone();
+    let (inst_id, image, size) = (i.id.clone(), a.image.clone(), i.root_disk_gib);
+    tokio::task::spawn_blocking(move || pool.ensure_root_disk(&inst_id, &image, size))
+        .await
+        .map_err(|e| kumo_types::Error::internal_with("disk task", e))??;
+    for (n, nic) in i.nics.iter().enumerate() {
+        let net = a.networks.iter().find(|x| x.id == nic.network_id).ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
+        network::ensure_tap(&network::tap_name(&i.id, n as u8), &net.bridge, net.mtu)?;
+    }
+    let cfg = vm_config(&ctx.data_dir, &ctx.pool, ctx.accel, a);
+    std::fs::create_dir_all(&cfg.run_dir)?;
+    // A fresh serial log per boot sequence keeps `logs` about this run.
+    process::launch(&cfg).await
+}
+
+async fn teardown(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<()> {
+    let i = &a.instance;
+    {
+        let mut net = ctx.net.lock().await;
+        for (n, nic) in i.nics.iter().enumerate() {
+            network::delete_tap(&network::tap_name(&i.id, n as u8))?;
+            net.release(&nic.network_id, &nic.mac, &nic.ipv4)?;
+        }
+    }
+    let run_dir = crate::paths::run_dir(&ctx.data_dir, &i.id);
+    match std::fs::remove_dir_all(&run_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    ctx.pool.delete_instance_disks(&i.id)?;
+    let _ = ctx.cp.event(&i.id, "instance.torn_down", "QEMU, tap, lease and disks removed").await;
+    Ok(())
+}

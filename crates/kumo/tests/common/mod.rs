@@ -1,0 +1,297 @@
+//! End-to-end harness: a real `kumo server` (with its in-process agent) in a private network
+//! namespace, driven through the real `kumo` CLI and raw HTTP. Everything the test started — the
+//! server, and the QEMU and dnsmasq processes it spawned (found through their pidfiles in the test's
+//! data dir) — is killed by PID on drop; the namespace disappears with its last process.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const KUMO: &str = env!("CARGO_BIN_EXE_kumo");
+/// Generous: TCG guests on a loaded 2-core machine.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub fn test_cache() -> PathBuf {
+    std::env::var_os("KUMO_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/kumo-test-cache"))
+}
+
+pub struct Cloud {
+    pub data: tempfile::TempDir,
+    pub port: u16,
+    pub token: String,
+    server: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+impl Cloud {
+    /// Enter a private netns and start a server with a fresh data dir.
+    pub fn start() -> Cloud {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Cloud {
+        kumo_testutil::enter_private_netns();
+        kumo_testutil::require("qemu-system-x86_64", "qemu-system-x86");
+        kumo_testutil::require("qemu-img", "qemu-utils");
+        kumo_testutil::require("dnsmasq", "dnsmasq-base");
+        kumo_testutil::require("nft", "nftables");
+        let data = tempfile::Builder::new().prefix("kumo-e2e-").tempdir().expect("tempdir");
+        let mut c = Cloud {
+            data,
+            port: free_port(),
+            token: String::new(),
+            server: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        c.spawn_server();
+        c
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn spawn_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("server.log"))
+            .expect("server log");
+        let mut cmd = Command::new(KUMO);
+        cmd.args(["server", "--data-dir"])
+            .arg(self.data.path())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "10"])
+            .args(&self.extra_args)
+            .env("KUMO_LOG", "info,kumo_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn kumo server");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.server.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("kumo server exited with {st}:\n{}", self.server_log());
+            }
+            if self.http("GET", "/healthz", None).0 == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not come up:\n{}", self.server_log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.token = std::fs::read_to_string(self.data.path().join("admin.token")).expect("admin.token").trim().to_string();
+        // Wait for the agent to register the host.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.json(&["host", "list"]).pointer("/items/0/id").is_none()
+            && self.json(&["host", "list"]).pointer("/0/id").is_none()
+        {
+            assert!(Instant::now() < deadline, "agent did not register:\n{}", self.server_log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL the server (and so its in-process agent).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Run the CLI against this cloud.
+    pub fn kumo(&self, args: &[&str]) -> Output {
+        Command::new(KUMO)
+            .args(args)
+            .env("KUMO_URL", self.url())
+            .env("KUMO_TOKEN", &self.token)
+            .env_remove("KUMO_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kumo")
+    }
+
+    /// Run the CLI and require success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kumo(args);
+        assert!(
+            out.status.success(),
+            "kumo {args:?} failed ({}):\nstdout: {}\nstderr: {}\n--- server log tail ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.server_log(), 40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run the CLI with `--json` and parse stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.kumo(&a);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Raw HTTP with the admin token: (status, JSON body or Null).
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.http_raw(method, path, body.map(|b| b.as_bytes().to_vec()), Some("application/json"))
+    }
+
+    pub fn http_raw(&self, method: &str, path: &str, body: Option<Vec<u8>>, content_type: Option<&str>) -> (u16, Value) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let mut req = client
+                .request(method.parse().expect("method"), format!("{}{}", self.url(), path))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(30));
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            if let Some(b) = body {
+                req = req.body(b);
+            }
+            match req.send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+                }
+                Err(_) => (0, Value::Null),
+            }
+        })
+    }
+
+    /// GET without a token.
+    pub fn http_raw_noauth(&self, path: &str) -> (u16, Value) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            match reqwest::get(format!("{}{}", self.url(), path)).await {
+                Ok(r) => {
+                    let s = r.status().as_u16();
+                    (s, serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or(Value::Null))
+                }
+                Err(_) => (0, Value::Null),
+            }
+        })
+    }
+
+    /// Build (cached, under a lock shared by parallel tests) and import the tiny guest as `tiny`.
+    pub fn import_tiny(&self) {
+        let cache = test_cache();
+        std::fs::create_dir_all(&cache).expect("cache dir");
+        let lock = std::fs::File::create(cache.join(".build.lock")).expect("lock file");
+        // SAFETY: flock on a file descriptor we own; blocks until the other builder is done.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        let debs = cache.join("debs");
+        let out = cache.join("tiny");
+        self.ok(&[
+            "image", "build", "tiny", "--cache-dir", &debs.to_string_lossy(), "--out-dir", &out.to_string_lossy(),
+        ]);
+        drop(lock);
+    }
+
+    /// Wait until `pred` holds for the instance's JSON view.
+    pub fn wait_instance(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let v = self.json(&["instance", "show", name]);
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "instance {name}: timed out waiting for {what}; last: {v}\n{}", tail(&self.server_log(), 60));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn wait_state(&self, name: &str, state: &str) -> Value {
+        self.wait_instance(name, state, |v| v["state"] == state)
+    }
+
+    /// Wait until the serial log contains `needle`; returns the log.
+    pub fn wait_console(&self, name: &str, needle: &str) -> String {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let out = self.kumo(&["instance", "logs", name]);
+            let log = String::from_utf8_lossy(&out.stdout).into_owned();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "instance {name}: no {needle:?} on the console; log:\n{}", tail(&log, 40));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// PIDs of QEMU processes started for this cloud (from pidfiles), alive now.
+    pub fn qemu_pids(&self) -> Vec<i32> {
+        pids_under(&self.data.path().join("run"), "qemu.pid")
+    }
+
+    pub fn dnsmasq_pids(&self) -> Vec<i32> {
+        pids_under(&self.data.path().join("net"), "dnsmasq.pid")
+    }
+}
+
+fn pids_under(root: &Path, file: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir(root) else { return vec![] };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join(file)).ok())
+        .filter_map(|s| s.trim().parse::<i32>().ok())
+        .filter(|p| kumo_testutil::pid_alive(*p))
+        .collect()
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.kill9();
+        for pid in self.qemu_pids().into_iter().chain(self.dnsmasq_pids()) {
+            // SAFETY: kill(2) of a process this test's server started (read from its own pidfiles).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", tail(&self.server_log(), 200));
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Names of links in the current (test) namespace.
+pub fn links() -> Vec<String> {
+    let out = kumo_testutil::run("ip", &["-j", "link", "show"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    v.as_array().map(|a| a.iter().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+/// Read a whole file or "".
+pub fn read(p: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}

@@ -1,0 +1,108 @@
+//! Crash-only behaviour: `kill -9` of the server (and so of its in-process agent) never restarts or
+//! loses running VMs, and interrupted creations converge after restart with nothing orphaned.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{BOOT_TIMEOUT, Cloud, links};
+
+#[test]
+fn running_vms_survive_agent_and_server_kill_and_are_adopted() {
+    let mut cloud = Cloud::start();
+    cloud.import_tiny();
+    for n in ["a1", "a2"] {
+        cloud.ok(&["instance", "run", "--name", n, "--image", "tiny", "--type", "nano", "--wait"]);
+        cloud.wait_console(n, "KUMO-READY");
+    }
+    let before: Vec<(String, u64)> = ["a1", "a2"]
+        .iter()
+        .map(|n| (n.to_string(), cloud.json(&["instance", "show", n])["pid"].as_u64().expect("pid")))
+        .collect();
+
+    cloud.kill9();
+    // With the agent gone, the VMs keep running.
+    std::thread::sleep(Duration::from_secs(2));
+    for (n, pid) in &before {
+        assert!(kumo_testutil::pid_alive(*pid as i32), "{n}: QEMU {pid} died with the agent");
+    }
+
+    cloud.spawn_server();
+    // After restart: same PIDs, adopted, still running; boot counts unchanged (never restarted).
+    for (n, pid) in &before {
+        let v = cloud.wait_state(n, "running");
+        assert_eq!(v["pid"].as_u64(), Some(*pid), "{n} was restarted instead of adopted: {v}");
+        assert_eq!(v["boot_count"].as_u64(), Some(1), "{n}: {v}");
+    }
+    // The adopted VM is still controllable: stop one through QMP.
+    cloud.ok(&["instance", "stop", "a1", "--force", "--wait"]);
+    assert!(!kumo_testutil::pid_alive(before[0].1 as i32));
+    // A crash (QEMU killed behind kumo's back) is noticed and, with the default policy, restarted.
+    let pid2 = before[1].1 as i32;
+    // SAFETY: kill(2) of the QEMU this test's server started.
+    unsafe { libc::kill(pid2, libc::SIGKILL) };
+    let v = cloud.wait_instance("a2", "restart after crash", |v| {
+        v["state"] == "running" && v["pid"].as_u64().is_some_and(|p| p as i32 != pid2)
+    });
+    assert_eq!(v["boot_count"].as_u64(), Some(2), "{v}");
+}
+
+#[test]
+fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
+    let mut cloud = Cloud::start();
+    cloud.import_tiny();
+    let url = cloud.url();
+    let token = cloud.token.clone();
+    // Fire 10 creations concurrently and kill the server while they are in flight.
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let (url, token) = (url.clone(), token.clone());
+            std::thread::spawn(move || {
+                std::process::Command::new(common::KUMO)
+                    .args(["instance", "run", "--name", &format!("c{i}"), "--image", "tiny", "--type", "nano"])
+                    .env("KUMO_URL", url)
+                    .env("KUMO_TOKEN", token)
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    cloud.kill9();
+    let accepted: usize = handles.into_iter().map(|h| usize::from(h.join().unwrap_or(false))).sum();
+    eprintln!("{accepted} of 10 creations were acknowledged before the kill");
+
+    cloud.spawn_server();
+    // Every instance that exists ends `running` or `failed` with a reason.
+    let deadline = Instant::now() + BOOT_TIMEOUT * 2;
+    let views = loop {
+        let list = cloud.json(&["instance", "list"]);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let settled = items.iter().all(|v| v["state"] == "running" || (v["state"] == "failed" && v["status_message"].is_string()));
+        if settled {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "instances did not settle: {list}\n{}", common::tail(&cloud.server_log(), 80));
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(views.len() >= accepted, "an acknowledged creation was lost: {} < {accepted}", views.len());
+    // Nothing orphaned: exactly one QEMU per running instance, one tap per instance, no stray dirs,
+    // distinct addresses.
+    let running: Vec<&serde_json::Value> = views.iter().filter(|v| v["state"] == "running").collect();
+    let pids: HashSet<u64> = running.iter().filter_map(|v| v["pid"].as_u64()).collect();
+    let live: HashSet<u64> = cloud.qemu_pids().into_iter().map(|p| p as u64).collect();
+    assert_eq!(pids, live, "QEMU processes do not match running instances");
+    let ids: HashSet<String> = views.iter().filter_map(|v| v["id"].as_str().map(str::to_string)).collect();
+    for dir in ["run", "pool/instances"] {
+        for e in std::fs::read_dir(cloud.data_dir().join(dir)).map(|r| r.filter_map(|e| e.ok()).collect::<Vec<_>>()).unwrap_or_default() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(ids.contains(&name), "orphaned {dir}/{name}");
+        }
+    }
+    let taps = links().into_iter().filter(|l| l.starts_with("kt")).count();
+    assert!(taps <= views.len(), "{taps} taps for {} instances", views.len());
+    let ips: HashSet<&str> = views.iter().filter_map(|v| v["ipv4"].as_str()).collect();
+    assert_eq!(ips.len(), views.len(), "duplicate addresses");
+}
