@@ -9,6 +9,8 @@
 //! Call it at the very start of a plain `#[test]` fn, before building a tokio runtime, so the runtime's
 //! threads are created inside the namespace.
 
+pub mod etcd;
+
 use std::process::Command;
 
 /// Move this thread into a new network namespace and bring `lo` up. Panics (naming the missing
