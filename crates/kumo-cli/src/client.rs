@@ -69,8 +69,14 @@ impl Client {
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("kumo-cli/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CliError::Other(anyhow::anyhow!("building the HTTP client: {}", chain(&e))))?;
-        Ok(Client { http, base: cfg.url.trim_end_matches('/').to_string(), token: cfg.token.clone() })
+            .map_err(|e| {
+                CliError::Other(anyhow::anyhow!("building the HTTP client: {}", chain(&e)))
+            })?;
+        Ok(Client {
+            http,
+            base: cfg.url.trim_end_matches('/').to_string(),
+            token: cfg.token.clone(),
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -101,25 +107,39 @@ impl Client {
         if e.is_decode() || e.is_builder() {
             CliError::Other(anyhow::anyhow!("{}", chain(&e)))
         } else {
-            CliError::Connect { url: self.base.clone(), message: chain(&e) }
+            CliError::Connect {
+                url: self.base.clone(),
+                message: chain(&e),
+            }
         }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| self.transport(e))?;
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| self.transport(e))?;
-        Err(CliError::Api { status, body: error_body(status, &text) })
+        Err(CliError::Api {
+            status,
+            body: error_body(status, &text),
+        })
     }
 
-    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<Json<T>, CliError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Json<T>, CliError> {
         let resp = self.send(req).await?;
         let raw = resp.text().await.map_err(|e| self.transport(e))?;
-        let value = serde_json::from_str(&raw)
-            .map_err(|e| CliError::Other(anyhow::anyhow!("unexpected response from the API: {e}")))?;
+        let value = serde_json::from_str(&raw).map_err(|e| {
+            CliError::Other(anyhow::anyhow!("unexpected response from the API: {e}"))
+        })?;
         Ok(Json { value, raw })
     }
 
@@ -128,7 +148,10 @@ impl Client {
     }
 
     /// Like [`Client::get`] but a 404 is `Ok(None)`.
-    pub async fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<Json<T>>, CliError> {
+    pub async fn get_opt<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<Json<T>>, CliError> {
         match self.get(path).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -164,9 +187,17 @@ impl Client {
     }
 
     /// GET raw bytes plus one response header's value.
-    pub async fn get_bytes(&self, path: &str, header: &str) -> Result<(Vec<u8>, Option<String>), CliError> {
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        header: &str,
+    ) -> Result<(Vec<u8>, Option<String>), CliError> {
         let resp = self.send(self.http.get(self.url(path))).await?;
-        let h = resp.headers().get(header).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let h = resp
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
         Ok((bytes.to_vec(), h))
     }
@@ -177,12 +208,21 @@ impl Client {
     }
 
     /// GET pages of a list endpoint until exhausted or `max` items were collected.
-    pub async fn list_max<T: DeserializeOwned>(&self, path: &str, max: Option<usize>) -> Result<List<T>, CliError> {
-        let mut out = List { items: Vec::new(), raw_items: Vec::new() };
+    pub async fn list_max<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        max: Option<usize>,
+    ) -> Result<List<T>, CliError> {
+        let mut out = List {
+            items: Vec::new(),
+            raw_items: Vec::new(),
+        };
         let mut token: Option<String> = None;
         loop {
             let sep = if path.contains('?') { '&' } else { '?' };
-            let want = max.map_or(PAGE_LIMIT, |m| m.saturating_sub(out.items.len()).clamp(1, PAGE_LIMIT));
+            let want = max.map_or(PAGE_LIMIT, |m| {
+                m.saturating_sub(out.items.len()).clamp(1, PAGE_LIMIT)
+            });
             let mut url = format!("{path}{sep}limit={want}");
             if let Some(t) = &token {
                 url.push_str("&next_token=");
@@ -190,8 +230,9 @@ impl Client {
             }
             let page: Json<Page<Box<RawValue>>> = self.get(&url).await?;
             for raw in page.value.items {
-                let item = serde_json::from_str(raw.get())
-                    .map_err(|e| CliError::Other(anyhow::anyhow!("unexpected list item from the API: {e}")))?;
+                let item = serde_json::from_str(raw.get()).map_err(|e| {
+                    CliError::Other(anyhow::anyhow!("unexpected list item from the API: {e}"))
+                })?;
                 out.items.push(item);
                 out.raw_items.push(raw);
             }
@@ -216,8 +257,16 @@ pub fn error_body(status: u16, text: &str) -> ErrorBody {
         return b;
     }
     let snippet: String = text.trim().chars().take(300).collect();
-    let message = if snippet.is_empty() { format!("HTTP status {status}") } else { snippet };
-    ErrorBody { code: format!("http_{status}"), message, field: None }
+    let message = if snippet.is_empty() {
+        format!("HTTP status {status}")
+    } else {
+        snippet
+    };
+    ErrorBody {
+        code: format!("http_{status}"),
+        message,
+        field: None,
+    }
 }
 
 /// True for a 404 / `not_found` answer.

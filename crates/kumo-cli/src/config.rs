@@ -61,12 +61,21 @@ pub struct Sources {
 impl Sources {
     /// Read flags/environment (already merged by clap), the config file and the admin token file.
     pub fn from_env(global: &GlobalArgs) -> Sources {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let (config_path, config_explicit) = match env("KUMO_CONFIG") {
             Some(p) => (Some(p), true),
-            None => (default_config_path(env("XDG_CONFIG_HOME"), env("HOME")), false),
+            None => (
+                default_config_path(env("XDG_CONFIG_HOME"), env("HOME")),
+                false,
+            ),
         };
-        let config_text = config_path.as_deref().and_then(|p| std::fs::read_to_string(p).ok());
+        let config_text = config_path
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
         let admin_token = std::fs::read_to_string(ADMIN_TOKEN_PATH).ok();
         Sources {
             url: global.url.clone().filter(|s| !s.is_empty()),
@@ -80,7 +89,10 @@ impl Sources {
 }
 
 /// `$XDG_CONFIG_HOME/kumo/config.json`, else `$HOME/.config/kumo/config.json`.
-pub fn default_config_path(xdg_config_home: Option<PathBuf>, home: Option<PathBuf>) -> Option<PathBuf> {
+pub fn default_config_path(
+    xdg_config_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> Option<PathBuf> {
     xdg_config_home
         .filter(|p| p.is_absolute())
         .or_else(|| home.map(|h| h.join(".config")))
@@ -89,7 +101,9 @@ pub fn default_config_path(xdg_config_home: Option<PathBuf>, home: Option<PathBu
 
 /// True when `url`'s host is this machine (loopback address or `localhost`).
 pub fn is_loopback_url(url: &str) -> bool {
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else { return false };
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit('@').next().unwrap_or("");
     let host = if let Some(v6) = host_port.strip_prefix('[') {
@@ -100,17 +114,23 @@ pub fn is_loopback_url(url: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Decide the URL and token from the sources (pure).
 pub fn resolve(src: &Sources) -> Result<Config, CliError> {
-    let shown_path = src.config_path.as_deref().map_or_else(|| "~/.config/kumo/config.json".into(), |p| p.display().to_string());
+    let shown_path = src.config_path.as_deref().map_or_else(
+        || "~/.config/kumo/config.json".into(),
+        |p| p.display().to_string(),
+    );
     let file = match (&src.config_text, src.config_explicit) {
         (Some(text), _) => serde_json::from_str::<ConfigFile>(text)
             .map_err(|e| CliError::usage(format!("config file {shown_path} is not valid: {e}")))?,
         (None, true) => {
-            return Err(CliError::usage(format!("config file {shown_path} (from KUMO_CONFIG) cannot be read")));
+            return Err(CliError::usage(format!(
+                "config file {shown_path} (from KUMO_CONFIG) cannot be read"
+            )));
         }
         (None, false) => ConfigFile::default(),
     };
@@ -121,9 +141,15 @@ pub fn resolve(src: &Sources) -> Result<Config, CliError> {
         .unwrap_or_else(|| DEFAULT_URL.to_string());
     let url = url.trim_end_matches('/').to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(CliError::usage(format!("API URL `{url}` must start with http:// or https://")));
+        return Err(CliError::usage(format!(
+            "API URL `{url}` must start with http:// or https://"
+        )));
     }
-    let admin = src.admin_token.as_deref().map(str::trim).filter(|t| !t.is_empty() && is_loopback_url(&url));
+    let admin = src
+        .admin_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && is_loopback_url(&url));
     let (token, token_source) = if let Some(t) = &src.token {
         (t.clone(), "--token/KUMO_TOKEN".to_string())
     } else if let Some(t) = file.token.clone().filter(|t| !t.is_empty()) {
@@ -137,5 +163,10 @@ pub fn resolve(src: &Sources) -> Result<Config, CliError> {
              which is used automatically for loopback URLs when readable)"
         )));
     };
-    Ok(Config { url, token: token.trim().to_string(), token_source, ca_file: file.ca_file })
+    Ok(Config {
+        url,
+        token: token.trim().to_string(),
+        token_source,
+        ca_file: file.ca_file,
+    })
 }

@@ -51,15 +51,21 @@ pub async fn attach(client: &Client, id: &str, opts: Options) -> Result<(), CliE
         .as_str()
         .into_client_request()
         .map_err(|e| CliError::usage(format!("bad console URL {url}: {e}")))?;
-    let auth = HeaderValue::from_str(&format!("Bearer {}", client.token()))
-        .map_err(|_| CliError::usage("the API token contains characters not allowed in an HTTP header"))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {}", client.token())).map_err(|_| {
+        CliError::usage("the API token contains characters not allowed in an HTTP header")
+    })?;
     req.headers_mut().insert("authorization", auth);
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| ws_error(client, e))?;
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .map_err(|e| ws_error(client, e))?;
 
     let tty = is_tty(libc::STDIN_FILENO);
     let _raw = if tty {
         eprint!("Connected to the console of `{id}`. Press Ctrl-] to quit.\r\n");
-        Some(RawMode::enable(libc::STDIN_FILENO).map_err(|e| CliError::Other(anyhow::anyhow!("raw terminal mode: {e}")))?)
+        Some(
+            RawMode::enable(libc::STDIN_FILENO)
+                .map_err(|e| CliError::Other(anyhow::anyhow!("raw terminal mode: {e}")))?,
+        )
     } else {
         None
     };
@@ -71,7 +77,8 @@ pub async fn attach(client: &Client, id: &str, opts: Options) -> Result<(), CliE
     result
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Move bytes both ways until one side ends.
 async fn pump(ws: Ws, tty: bool, opts: Options) -> Result<(), CliError> {
@@ -123,20 +130,22 @@ async fn pump(ws: Ws, tty: bool, opts: Options) -> Result<(), CliError> {
 /// Read stdin on an OS thread; chunks arrive on the channel, which closes at EOF or on error.
 fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel(16);
-    let spawned = std::thread::Builder::new().name("console-stdin".into()).spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 4096];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
+    let spawned = std::thread::Builder::new()
+        .name("console-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     // If the thread cannot be spawned the sender is dropped with the closure: stdin reads as EOF.
     drop(spawned);
     rx
@@ -148,9 +157,19 @@ fn ws_error(client: &Client, e: tokio_tungstenite::tungstenite::Error) -> CliErr
     match e {
         E::Http(resp) => {
             let status = resp.status().as_u16();
-            let text = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            CliError::Api { status, body: error_body(status, &text) }
+            let text = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            CliError::Api {
+                status,
+                body: error_body(status, &text),
+            }
         }
-        other => CliError::Connect { url: client.base_url().to_string(), message: other.to_string() },
+        other => CliError::Connect {
+            url: client.base_url().to_string(),
+            message: other.to_string(),
+        },
     }
 }

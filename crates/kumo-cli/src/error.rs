@@ -28,7 +28,9 @@ impl std::fmt::Display for CliError {
                 }
                 Ok(())
             }
-            CliError::Connect { url, message } => write!(f, "cannot reach the kumo API at {url}: {message}"),
+            CliError::Connect { url, message } => {
+                write!(f, "cannot reach the kumo API at {url}: {message}")
+            }
             CliError::Usage(m) => write!(f, "{m}"),
             CliError::Other(e) => write!(f, "{e:#}"),
         }
@@ -50,9 +52,21 @@ impl CliError {
     pub fn body(&self) -> ErrorBody {
         match self {
             CliError::Api { body, .. } => body.clone(),
-            CliError::Connect { .. } => ErrorBody { code: "unreachable".into(), message: self.to_string(), field: None },
-            CliError::Usage(m) => ErrorBody { code: "usage".into(), message: m.clone(), field: None },
-            CliError::Other(e) => ErrorBody { code: "client_error".into(), message: format!("{e:#}"), field: None },
+            CliError::Connect { .. } => ErrorBody {
+                code: "unreachable".into(),
+                message: self.to_string(),
+                field: None,
+            },
+            CliError::Usage(m) => ErrorBody {
+                code: "usage".into(),
+                message: m.clone(),
+                field: None,
+            },
+            CliError::Other(e) => ErrorBody {
+                code: "client_error".into(),
+                message: format!("{e:#}"),
+                field: None,
+            },
         }
     }
 

@@ -60,13 +60,16 @@ fn opt(v: &Option<String>) -> String {
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
     t
 }
 
 fn detail(rows: Vec<(&str, String)>) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
     for (k, v) in rows {
         t.add_row(vec![k.to_string(), v]);
     }
@@ -82,7 +85,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn images_table(items: &[Image]) -> Table {
@@ -106,7 +113,10 @@ pub fn image_detail(i: &Image) -> Table {
         ("id", i.id.clone()),
         ("project", i.project.clone()),
         ("kind", wire(&i.kind)),
-        ("format", i.format.map_or("-".into(), |f| f.as_str().to_string())),
+        (
+            "format",
+            i.format.map_or("-".into(), |f| f.as_str().to_string()),
+        ),
         ("cmdline", opt(&i.cmdline)),
         ("size", bytes(i.size_bytes)),
         ("virtual size", bytes(i.virtual_size_bytes)),
@@ -133,7 +143,11 @@ pub fn instances_table(items: &[InstanceView]) -> Table {
 }
 
 pub fn instance_detail(i: &InstanceView) -> Table {
-    let nics: Vec<String> = i.nics.iter().map(|n| format!("{} {} ({})", n.ipv4, n.mac, n.network_id)).collect();
+    let nics: Vec<String> = i
+        .nics
+        .iter()
+        .map(|n| format!("{} {} ({})", n.ipv4, n.mac, n.network_id))
+        .collect();
     detail(vec![
         ("name", i.name.clone()),
         ("id", i.id.clone()),
@@ -145,10 +159,23 @@ pub fn instance_detail(i: &InstanceView) -> Table {
         ("ipv4", opt(&i.ipv4)),
         ("mac", opt(&i.mac)),
         ("image", i.image_id.clone()),
-        ("type", format!("{} ({} vCPU, {} MiB, {} GiB root)", i.instance_type, i.vcpus, i.memory_mib, i.root_disk_gib)),
+        (
+            "type",
+            format!(
+                "{} ({} vCPU, {} MiB, {} GiB root)",
+                i.instance_type, i.vcpus, i.memory_mib, i.root_disk_gib
+            ),
+        ),
         ("key pair", opt(&i.key_name)),
         ("restart policy", wire(&i.restart_policy)),
-        ("nics", if nics.is_empty() { "-".into() } else { nics.join("\n") }),
+        (
+            "nics",
+            if nics.is_empty() {
+                "-".into()
+            } else {
+                nics.join("\n")
+            },
+        ),
         ("accel", opt(&i.accel)),
         ("pid", i.pid.map_or("-".into(), |p| p.to_string())),
         ("boot count", i.boot_count.to_string()),
@@ -157,7 +184,13 @@ pub fn instance_detail(i: &InstanceView) -> Table {
 }
 
 pub fn instance_types_table(items: &[InstanceType]) -> Table {
-    let mut t = table(&["NAME", "VCPUS", "MEMORY (MiB)", "ROOT DISK (GiB)", "BUILTIN"]);
+    let mut t = table(&[
+        "NAME",
+        "VCPUS",
+        "MEMORY (MiB)",
+        "ROOT DISK (GiB)",
+        "BUILTIN",
+    ]);
     for i in items {
         t.add_row(vec![
             i.name.clone(),
@@ -177,7 +210,12 @@ pub fn instance_type_detail(i: &InstanceType) -> Table {
 pub fn key_pairs_table(items: &[KeyPair]) -> Table {
     let mut t = table(&["NAME", "ID", "FINGERPRINT", "CREATED"]);
     for k in items {
-        t.add_row(vec![k.name.clone(), k.id.clone(), k.fingerprint.clone(), k.created_at.clone()]);
+        t.add_row(vec![
+            k.name.clone(),
+            k.id.clone(),
+            k.fingerprint.clone(),
+            k.created_at.clone(),
+        ]);
     }
     t
 }
@@ -194,7 +232,16 @@ pub fn key_pair_detail(k: &KeyPair) -> Table {
 }
 
 pub fn hosts_table(items: &[Host]) -> Table {
-    let mut t = table(&["NAME", "ID", "STATE", "ACCEL", "CPUS", "MEMORY", "DISK FREE", "LAST HEARTBEAT"]);
+    let mut t = table(&[
+        "NAME",
+        "ID",
+        "STATE",
+        "ACCEL",
+        "CPUS",
+        "MEMORY",
+        "DISK FREE",
+        "LAST HEARTBEAT",
+    ]);
     for h in items {
         t.add_row(vec![
             h.name.clone(),
@@ -220,10 +267,24 @@ pub fn host_detail(h: &Host) -> Table {
         ("hostname", inv.hostname.clone()),
         ("cpus", inv.cpus.to_string()),
         ("memory", bytes(inv.memory_mib.saturating_mul(1024 * 1024))),
-        ("disk", format!("{} free of {}", bytes(inv.disk_free_bytes), bytes(inv.disk_total_bytes))),
+        (
+            "disk",
+            format!(
+                "{} free of {}",
+                bytes(inv.disk_free_bytes),
+                bytes(inv.disk_total_bytes)
+            ),
+        ),
         ("qemu", inv.qemu_version.clone()),
         ("kernel", inv.kernel.clone()),
-        ("kvm usable", if inv.kvm_usable { "yes".into() } else { "no".into() }),
+        (
+            "kvm usable",
+            if inv.kvm_usable {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ),
         ("kvm probe", inv.kvm_probe.clone()),
         ("registered", h.registered_at.clone()),
         ("last heartbeat", h.last_heartbeat.clone()),
@@ -263,7 +324,12 @@ pub fn network_detail(n: &Network) -> Table {
 pub fn events_table(items: &[Event]) -> Table {
     let mut t = table(&["TIME", "RESOURCE", "KIND", "MESSAGE"]);
     for e in items {
-        t.add_row(vec![e.time.clone(), e.resource.clone(), e.kind.clone(), e.message.clone()]);
+        t.add_row(vec![
+            e.time.clone(),
+            e.resource.clone(),
+            e.kind.clone(),
+            e.message.clone(),
+        ]);
     }
     t
 }

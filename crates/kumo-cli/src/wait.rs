@@ -46,7 +46,11 @@ pub enum Verdict {
 ///
 /// `stale` is a failure state the instance was already in when the request was accepted (e.g. starting a
 /// `crashed` instance): until the state changes once, that old failure is not taken as the answer.
-pub fn verdict(target: Target, seen: Option<&InstanceView>, stale: Option<InstanceState>) -> Verdict {
+pub fn verdict(
+    target: Target,
+    seen: Option<&InstanceView>,
+    stale: Option<InstanceState>,
+) -> Verdict {
     let Some(v) = seen else {
         return match target {
             Target::Gone => Verdict::Done,
@@ -59,11 +63,15 @@ pub fn verdict(target: Target, seen: Option<&InstanceView>, stale: Option<Instan
     };
     match (target, v.state) {
         (Target::Gone, _) => Verdict::KeepWaiting,
-        (Target::Running, InstanceState::Running) | (Target::Stopped, InstanceState::Stopped) => Verdict::Done,
+        (Target::Running, InstanceState::Running) | (Target::Stopped, InstanceState::Stopped) => {
+            Verdict::Done
+        }
         (_, s) if Some(s) == stale => Verdict::KeepWaiting,
         (_, InstanceState::Failed) => why("failed"),
         (_, InstanceState::Crashed) => why("crashed"),
-        (_, InstanceState::Deleting) => Verdict::Failed(format!("instance `{}` is being deleted", v.name)),
+        (_, InstanceState::Deleting) => {
+            Verdict::Failed(format!("instance `{}` is being deleted", v.name))
+        }
         _ => Verdict::KeepWaiting,
     }
 }
@@ -93,7 +101,9 @@ pub async fn until(
             Verdict::KeepWaiting => {}
         }
         if Instant::now() >= deadline {
-            let state = seen.map_or("unknown".to_string(), |j| crate::render::wire(&j.value.state));
+            let state = seen.map_or("unknown".to_string(), |j| {
+                crate::render::wire(&j.value.state)
+            });
             return Err(CliError::usage(format!(
                 "timed out after {}s waiting for instance `{id}` to be {} (state: {state})",
                 timeout.as_secs(),

@@ -56,7 +56,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub disk: Option<PathBuf>,
     /// Disk format; detected by the server when omitted.
-    #[arg(long, requires = "disk", value_enum)]
+    #[arg(long, requires = "disk", conflicts_with = "kernel", value_enum)]
     pub format: Option<FormatArg>,
 }
 
@@ -97,14 +97,23 @@ pub struct BuildTinyArgs {
 pub async fn run(client: &Client, out: &Output, cmd: ImageCmd) -> Result<i32, CliError> {
     match cmd {
         ImageCmd::List => out.list(&client.list::<Image>("images").await?, render::images_table),
-        ImageCmd::Show { name } => out.one(&client.get::<Image>(&format!("images/{}", seg(&name))).await?, render::image_detail),
+        ImageCmd::Show { name } => out.one(
+            &client
+                .get::<Image>(&format!("images/{}", seg(&name)))
+                .await?,
+            render::image_detail,
+        ),
         ImageCmd::Delete { name } => {
-            client.delete_empty(&format!("images/{}", seg(&name))).await?;
+            client
+                .delete_empty(&format!("images/{}", seg(&name)))
+                .await?;
             out.note(format!("image `{name}` deleted"));
         }
         ImageCmd::Import(a) => {
             let req = import_request(&a)?;
-            let img: Json<Image> = client.post("images", Some(&req), Some(IMPORT_TIMEOUT)).await?;
+            let img: Json<Image> = client
+                .post("images", Some(&req), Some(IMPORT_TIMEOUT))
+                .await?;
             out.one(&img, render::image_detail);
         }
         ImageCmd::Build(BuildCmd::Tiny(a)) => return build_tiny(client, out, a).await,
@@ -128,16 +137,24 @@ pub fn import_request(a: &ImportArgs) -> Result<ImportImageRequest, CliError> {
 }
 
 fn absolute(p: &Path) -> Result<String, CliError> {
-    let abs = std::path::absolute(p).map_err(|e| CliError::usage(format!("path {}: {e}", p.display())))?;
+    let abs = std::path::absolute(p)
+        .map_err(|e| CliError::usage(format!("path {}: {e}", p.display())))?;
     abs.to_str()
         .map(str::to_string)
         .ok_or_else(|| CliError::usage(format!("path {} is not valid UTF-8", abs.display())))
 }
 
 /// Default (cache, out) directories for `image build tiny`: system paths for root, else the XDG cache.
-pub fn default_build_dirs(is_root: bool, xdg_cache: Option<PathBuf>, home: Option<PathBuf>) -> (PathBuf, PathBuf) {
+pub fn default_build_dirs(
+    is_root: bool,
+    xdg_cache: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> (PathBuf, PathBuf) {
     if is_root {
-        return (PathBuf::from("/var/cache/kumo/tiny-build"), PathBuf::from("/var/lib/kumo/build/tiny"));
+        return (
+            PathBuf::from("/var/cache/kumo/tiny-build"),
+            PathBuf::from("/var/lib/kumo/build/tiny"),
+        );
     }
     let base = xdg_cache
         .filter(|p| p.is_absolute())
@@ -188,13 +205,23 @@ pub fn existing_decision(name: &str, existing: Option<&Image>, local_sha256: &st
 }
 
 async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i32, CliError> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let (def_cache, def_out) = default_build_dirs(is_root, env("XDG_CACHE_HOME"), env("HOME"));
-    let cache = std::path::absolute(a.cache_dir.unwrap_or(def_cache)).map_err(|e| CliError::usage(e.to_string()))?;
-    let outdir = std::path::absolute(a.out_dir.unwrap_or(def_out)).map_err(|e| CliError::usage(e.to_string()))?;
-    out.note(format!("building the tiny guest (cache {}, output {})…", cache.display(), outdir.display()));
+    let cache = std::path::absolute(a.cache_dir.unwrap_or(def_cache))
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    let outdir = std::path::absolute(a.out_dir.unwrap_or(def_out))
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    out.note(format!(
+        "building the tiny guest (cache {}, output {})…",
+        cache.display(),
+        outdir.display()
+    ));
     let built = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let g = kumo_guest::build_tiny(&cache, &outdir)?;
         let sha = sha256_files(&[&g.kernel, &g.initrd])?;
@@ -224,7 +251,9 @@ async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i
         initrd_path: Some(absolute(&guest.initrd)?),
         cmdline: Some(guest.cmdline.clone()),
     };
-    let img: Json<Image> = client.post("images", Some(&req), Some(IMPORT_TIMEOUT)).await?;
+    let img: Json<Image> = client
+        .post("images", Some(&req), Some(IMPORT_TIMEOUT))
+        .await?;
     out.one(&img, render::image_detail);
     Ok(0)
 }

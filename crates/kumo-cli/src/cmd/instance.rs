@@ -155,35 +155,59 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCmd) -> Result<i32,
             };
             let req = run_request(&a, user_data);
             let v: Json<InstanceView> = client.post("instances", Some(&req), None).await?;
-            let target = if a.stopped { Target::Stopped } else { Target::Running };
+            let target = if a.stopped {
+                Target::Stopped
+            } else {
+                Target::Running
+            };
             finish(client, out, v, target, &a.wait).await?;
         }
-        InstanceCmd::List => out.list(&client.list::<InstanceView>("instances").await?, render::instances_table),
-        InstanceCmd::Show { name } => out.one(&client.get::<InstanceView>(&path(&name, "")).await?, render::instance_detail),
+        InstanceCmd::List => out.list(
+            &client.list::<InstanceView>("instances").await?,
+            render::instances_table,
+        ),
+        InstanceCmd::Show { name } => out.one(
+            &client.get::<InstanceView>(&path(&name, "")).await?,
+            render::instance_detail,
+        ),
         InstanceCmd::Start { name, wait } => {
-            let v = client.post::<(), _>(&path(&name, "/start"), None, None).await?;
+            let v = client
+                .post::<(), _>(&path(&name, "/start"), None, None)
+                .await?;
             finish(client, out, v, Target::Running, &wait).await?;
         }
         InstanceCmd::Stop { name, force, wait } => {
             let body = StopInstanceRequest { force };
-            let v = client.post(&path(&name, "/stop"), Some(&body), None).await?;
+            let v = client
+                .post(&path(&name, "/stop"), Some(&body), None)
+                .await?;
             finish(client, out, v, Target::Stopped, &wait).await?;
         }
         InstanceCmd::Reboot { name } => {
-            let v = client.post::<(), InstanceView>(&path(&name, "/reboot"), None, None).await?;
+            let v = client
+                .post::<(), InstanceView>(&path(&name, "/reboot"), None, None)
+                .await?;
             out.one(&v, render::instance_detail);
         }
         InstanceCmd::Delete { name, wait } => {
             let v: Json<InstanceView> = client.delete(&path(&name, "")).await?;
             out.one(&v, render::instance_detail);
             if wait.wait {
-                wait::until(client, &v.value.id, Target::Gone, Some(v.value.state), Duration::from_secs(wait.timeout)).await?;
+                wait::until(
+                    client,
+                    &v.value.id,
+                    Target::Gone,
+                    Some(v.value.state),
+                    Duration::from_secs(wait.timeout),
+                )
+                .await?;
                 out.note(format!("instance `{name}` deleted"));
             }
         }
         InstanceCmd::Logs { name, follow } => logs(client, out, &name, follow).await?,
         InstanceCmd::Console { name, linger } => {
-            let linger = Duration::try_from_secs_f64(linger).map_err(|e| CliError::usage(format!("--linger: {e}")))?;
+            let linger = Duration::try_from_secs_f64(linger)
+                .map_err(|e| CliError::usage(format!("--linger: {e}")))?;
             console::attach(client, &name, console::Options { linger }).await?;
         }
     }
@@ -203,7 +227,14 @@ async fn finish(
         return Ok(());
     }
     let id = accepted.value.id.clone();
-    let last = wait::until(client, &id, target, Some(accepted.value.state), Duration::from_secs(w.timeout)).await?;
+    let last = wait::until(
+        client,
+        &id,
+        target,
+        Some(accepted.value.state),
+        Duration::from_secs(w.timeout),
+    )
+    .await?;
     out.one(last.as_ref().unwrap_or(&accepted), render::instance_detail);
     Ok(())
 }
@@ -222,9 +253,18 @@ pub struct LogStep {
 pub fn log_step(offset: u64, got: u64, size: Option<u64>) -> LogStep {
     let next = offset + got;
     match size {
-        Some(size) if size < offset => LogStep { offset: 0, more: size > 0 },
-        Some(size) => LogStep { offset: next, more: got > 0 && next < size },
-        None => LogStep { offset: next, more: got > 0 },
+        Some(size) if size < offset => LogStep {
+            offset: 0,
+            more: size > 0,
+        },
+        Some(size) => LogStep {
+            offset: next,
+            more: got > 0 && next < size,
+        },
+        None => LogStep {
+            offset: next,
+            more: got > 0,
+        },
     }
 }
 
@@ -245,7 +285,11 @@ async fn logs(client: &Client, out: &Output, name: &str, follow: bool) -> Result
             .write_all(&bytes)
             .and_then(|()| stdout.flush())
             .map_err(|e| CliError::Other(anyhow::anyhow!("writing stdout: {e}")))?;
-        let step = log_step(offset, bytes.len() as u64, size.and_then(|s| s.parse().ok()));
+        let step = log_step(
+            offset,
+            bytes.len() as u64,
+            size.and_then(|s| s.parse().ok()),
+        );
         offset = step.offset;
         if step.more {
             continue;

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use kumo_types::{CreateInstanceTypeRequest, Event, Host, ImportKeyPairRequest, InstanceType, KeyPair, Network};
+use kumo_types::{
+    CreateInstanceTypeRequest, Event, Host, ImportKeyPairRequest, InstanceType, KeyPair, Network,
+};
 
 use crate::CliError;
 use crate::client::{Client, Json, encode_query, seg};
@@ -76,20 +78,41 @@ pub struct EventsArgs {
     pub limit: Option<usize>,
 }
 
-pub async fn run_instance_type(client: &Client, out: &Output, cmd: InstanceTypeCmd) -> Result<i32, CliError> {
+pub async fn run_instance_type(
+    client: &Client,
+    out: &Output,
+    cmd: InstanceTypeCmd,
+) -> Result<i32, CliError> {
     match cmd {
-        InstanceTypeCmd::List => out.list(&client.list::<InstanceType>("instance-types").await?, render::instance_types_table),
+        InstanceTypeCmd::List => out.list(
+            &client.list::<InstanceType>("instance-types").await?,
+            render::instance_types_table,
+        ),
         InstanceTypeCmd::Show { name } => out.one(
-            &client.get::<InstanceType>(&format!("instance-types/{}", seg(&name))).await?,
+            &client
+                .get::<InstanceType>(&format!("instance-types/{}", seg(&name)))
+                .await?,
             render::instance_type_detail,
         ),
-        InstanceTypeCmd::Create { name, vcpus, memory_mib, root_disk_gib } => {
-            let req = CreateInstanceTypeRequest { name, vcpus, memory_mib, root_disk_gib };
+        InstanceTypeCmd::Create {
+            name,
+            vcpus,
+            memory_mib,
+            root_disk_gib,
+        } => {
+            let req = CreateInstanceTypeRequest {
+                name,
+                vcpus,
+                memory_mib,
+                root_disk_gib,
+            };
             let t: Json<InstanceType> = client.post("instance-types", Some(&req), None).await?;
             out.one(&t, render::instance_type_detail);
         }
         InstanceTypeCmd::Delete { name } => {
-            client.delete_empty(&format!("instance-types/{}", seg(&name))).await?;
+            client
+                .delete_empty(&format!("instance-types/{}", seg(&name)))
+                .await?;
             out.note(format!("instance type `{name}` deleted"));
         }
     }
@@ -98,19 +121,34 @@ pub async fn run_instance_type(client: &Client, out: &Output, cmd: InstanceTypeC
 
 pub async fn run_key_pair(client: &Client, out: &Output, cmd: KeyPairCmd) -> Result<i32, CliError> {
     match cmd {
-        KeyPairCmd::List => out.list(&client.list::<KeyPair>("key-pairs").await?, render::key_pairs_table),
-        KeyPairCmd::Show { name } => {
-            out.one(&client.get::<KeyPair>(&format!("key-pairs/{}", seg(&name))).await?, render::key_pair_detail)
-        }
-        KeyPairCmd::Import { name, public_key_file } => {
-            let text = std::fs::read_to_string(&public_key_file)
-                .map_err(|e| CliError::usage(format!("reading {}: {e}", public_key_file.display())))?;
-            let req = ImportKeyPairRequest { name, public_key: text.trim().to_string() };
+        KeyPairCmd::List => out.list(
+            &client.list::<KeyPair>("key-pairs").await?,
+            render::key_pairs_table,
+        ),
+        KeyPairCmd::Show { name } => out.one(
+            &client
+                .get::<KeyPair>(&format!("key-pairs/{}", seg(&name)))
+                .await?,
+            render::key_pair_detail,
+        ),
+        KeyPairCmd::Import {
+            name,
+            public_key_file,
+        } => {
+            let text = std::fs::read_to_string(&public_key_file).map_err(|e| {
+                CliError::usage(format!("reading {}: {e}", public_key_file.display()))
+            })?;
+            let req = ImportKeyPairRequest {
+                name,
+                public_key: text.trim().to_string(),
+            };
             let k: Json<KeyPair> = client.post("key-pairs", Some(&req), None).await?;
             out.one(&k, render::key_pair_detail);
         }
         KeyPairCmd::Delete { name } => {
-            client.delete_empty(&format!("key-pairs/{}", seg(&name))).await?;
+            client
+                .delete_empty(&format!("key-pairs/{}", seg(&name)))
+                .await?;
             out.note(format!("key pair `{name}` deleted"));
         }
     }
@@ -120,17 +158,26 @@ pub async fn run_key_pair(client: &Client, out: &Output, cmd: KeyPairCmd) -> Res
 pub async fn run_host(client: &Client, out: &Output, cmd: HostCmd) -> Result<i32, CliError> {
     match cmd {
         HostCmd::List => out.list(&client.list::<Host>("hosts").await?, render::hosts_table),
-        HostCmd::Show { name } => out.one(&client.get::<Host>(&format!("hosts/{}", seg(&name))).await?, render::host_detail),
+        HostCmd::Show { name } => out.one(
+            &client.get::<Host>(&format!("hosts/{}", seg(&name))).await?,
+            render::host_detail,
+        ),
     }
     Ok(0)
 }
 
 pub async fn run_network(client: &Client, out: &Output, cmd: NetworkCmd) -> Result<i32, CliError> {
     match cmd {
-        NetworkCmd::List => out.list(&client.list::<Network>("networks").await?, render::networks_table),
-        NetworkCmd::Show { name } => {
-            out.one(&client.get::<Network>(&format!("networks/{}", seg(&name))).await?, render::network_detail)
-        }
+        NetworkCmd::List => out.list(
+            &client.list::<Network>("networks").await?,
+            render::networks_table,
+        ),
+        NetworkCmd::Show { name } => out.one(
+            &client
+                .get::<Network>(&format!("networks/{}", seg(&name)))
+                .await?,
+            render::network_detail,
+        ),
     }
     Ok(0)
 }
