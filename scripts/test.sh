@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then formatting, lints and every test (unit,
+# integration, end-to-end on real QEMU inside private network namespaces). `.ci/run` calls this.
+# Usage: sudo scripts/test.sh [extra nextest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+# Keep build artefacts outside the clone so repeated runs (and CI) reuse them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/kumo/target}"
+export KUMO_TEST_CACHE="${KUMO_TEST_CACHE:-/var/tmp/kumo-test-cache}"
+mkdir -p "$CARGO_TARGET_DIR" "$KUMO_TEST_CACHE"
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== tests"
+cargo nextest run --workspace --profile ci "$@"
