@@ -474,14 +474,12 @@ async fn handle(
     if method != Method::GET && method != Method::HEAD {
         return status(StatusCode::METHOD_NOT_ALLOWED);
     }
-    match headers.get(TOKEN_HEADER) {
-        Some(t) => {
-            if !t.to_str().is_ok_and(|t| reg.token_valid(t, ip)) {
-                return status(StatusCode::UNAUTHORIZED);
-            }
-        }
-        None if meta.imdsv2_required => return status(StatusCode::UNAUTHORIZED),
-        None => {}
+    let authorized = match headers.get(TOKEN_HEADER) {
+        Some(t) => t.to_str().is_ok_and(|t| reg.token_valid(t, ip)),
+        None => !meta.imdsv2_required,
+    };
+    if !authorized {
+        return status(StatusCode::UNAUTHORIZED);
     }
     match answer(&meta, path) {
         Some(a) => (
@@ -495,6 +493,7 @@ async fn handle(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -457,6 +457,7 @@ fn start(cfg: &DnsmasqConfig, argv: &[String]) -> Result<i32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

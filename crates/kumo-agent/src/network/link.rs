@@ -294,6 +294,7 @@ fn enable_ip_forward() -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -120,6 +120,7 @@ pub(crate) fn run_with_stdin(cmd: &str, args: &[&str], stdin: Option<&str>) -> R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
