@@ -95,7 +95,13 @@ impl Archive {
         self.insert(path, 0o777, Kind::Symlink(target.to_string()))
     }
 
-    pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) -> anyhow::Result<()> {
+    pub fn char_dev(
+        &mut self,
+        path: &str,
+        perm: u32,
+        major: u32,
+        minor: u32,
+    ) -> anyhow::Result<()> {
         self.insert(path, perm, Kind::CharDev { major, minor })
     }
 
@@ -127,7 +133,7 @@ impl Archive {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -141,10 +147,13 @@ fn write_member(
     name: &str,
     data: &[u8],
 ) -> anyhow::Result<()> {
-    let size = u32::try_from(data.len()).with_context(|| format!("{name:?} is larger than 4 GiB"))?;
+    let size =
+        u32::try_from(data.len()).with_context(|| format!("{name:?} is larger than 4 GiB"))?;
     let namesize = u32::try_from(name.len() + 1).context("name too long")?;
     // Fields: ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-    let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0];
+    let fields = [
+        ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+    ];
     out.extend_from_slice(MAGIC);
     for f in fields {
         out.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -169,13 +178,15 @@ fn align4(n: usize) -> usize {
 
 /// Parse a newc archive (up to and excluding its trailer). Checks magic, alignment and the trailer.
 pub fn parse(bytes: &[u8]) -> anyhow::Result<Vec<Entry>> {
-    let mut pos = 0;
+    let mut pos: usize = 0;
     let mut out = Vec::new();
     loop {
-        if pos % 4 != 0 {
+        if !pos.is_multiple_of(4) {
             bail!("member at offset {pos} is not 4-byte aligned");
         }
-        let header = bytes.get(pos..pos + HEADER_LEN).context("truncated cpio header (no trailer?)")?;
+        let header = bytes
+            .get(pos..pos + HEADER_LEN)
+            .context("truncated cpio header (no trailer?)")?;
         if &header[..6] != MAGIC {
             bail!("bad cpio magic at offset {pos}");
         }
@@ -184,33 +195,52 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<Vec<Entry>> {
         let (rmaj, rmin) = (hex_field(header, 9)?, hex_field(header, 10)?);
         let namesize = hex_field(header, 11)? as usize;
         let name_start = pos + HEADER_LEN;
-        let name_bytes = bytes.get(name_start..name_start + namesize).context("truncated cpio name")?;
+        let name_bytes = bytes
+            .get(name_start..name_start + namesize)
+            .context("truncated cpio name")?;
         let (last, name) = name_bytes.split_last().context("empty cpio name")?;
         if *last != 0 {
             bail!("cpio name at offset {pos} is not NUL-terminated");
         }
-        let name = std::str::from_utf8(name).context("non-UTF-8 cpio name")?.to_string();
+        let name = std::str::from_utf8(name)
+            .context("non-UTF-8 cpio name")?
+            .to_string();
         let data_start = align4(name_start + namesize);
-        let data = bytes.get(data_start..data_start + size).context("truncated cpio data")?;
+        let data = bytes
+            .get(data_start..data_start + size)
+            .context("truncated cpio data")?;
         pos = align4(data_start + size);
         if name == TRAILER {
             if pos != bytes.len() {
-                bail!("{} bytes after the cpio trailer", bytes.len().saturating_sub(pos));
+                bail!(
+                    "{} bytes after the cpio trailer",
+                    bytes.len().saturating_sub(pos)
+                );
             }
             return Ok(out);
         }
         let kind = match mode & 0o170_000 {
             S_IFDIR => Kind::Dir,
             S_IFREG => Kind::File(data.to_vec()),
-            S_IFLNK => Kind::Symlink(String::from_utf8(data.to_vec()).context("non-UTF-8 symlink")?),
-            S_IFCHR => Kind::CharDev { major: rmaj, minor: rmin },
+            S_IFLNK => {
+                Kind::Symlink(String::from_utf8(data.to_vec()).context("non-UTF-8 symlink")?)
+            }
+            S_IFCHR => Kind::CharDev {
+                major: rmaj,
+                minor: rmin,
+            },
             other => bail!("unsupported cpio file type {other:o} for {name:?}"),
         };
-        out.push(Entry { path: name, perm: mode & 0o7777, kind });
+        out.push(Entry {
+            path: name,
+            perm: mode & 0o7777,
+            kind,
+        });
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -219,7 +249,8 @@ mod tests {
         a.file("/bin/busybox", 0o755, b"ELF...".to_vec()).unwrap();
         a.symlink("bin/sh", "busybox").unwrap();
         a.char_dev("dev/console", 0o600, 5, 1).unwrap();
-        a.file("init", 0o755, b"#!/bin/busybox sh\n".to_vec()).unwrap();
+        a.file("init", 0o755, b"#!/bin/busybox sh\n".to_vec())
+            .unwrap();
         a.dir("tmp", 0o1777).unwrap();
         a.file("etc/empty", 0o644, Vec::new()).unwrap();
         a
@@ -232,9 +263,26 @@ mod tests {
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "etc", "etc/empty", "init", "tmp"]
+            [
+                "bin",
+                "bin/busybox",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "etc",
+                "etc/empty",
+                "init",
+                "tmp"
+            ]
         );
-        assert_eq!(entries[0], Entry { path: "bin".into(), perm: 0o755, kind: Kind::Dir });
+        assert_eq!(
+            entries[0],
+            Entry {
+                path: "bin".into(),
+                perm: 0o755,
+                kind: Kind::Dir
+            }
+        );
         assert_eq!(entries[1].kind, Kind::File(b"ELF...".to_vec()));
         assert_eq!(entries[2].kind, Kind::Symlink("busybox".into()));
         assert_eq!(entries[4].kind, Kind::CharDev { major: 5, minor: 1 });
@@ -257,7 +305,10 @@ mod tests {
         let mut broken = bytes.clone();
         broken.remove(HEADER_LEN);
         assert!(parse(&broken).is_err());
-        assert!(parse(&bytes[..bytes.len() - 4]).is_err(), "missing trailer must be detected");
+        assert!(
+            parse(&bytes[..bytes.len() - 4]).is_err(),
+            "missing trailer must be detected"
+        );
     }
 
     #[test]
@@ -265,7 +316,8 @@ mod tests {
         let mut b = Archive::new();
         b.dir("tmp", 0o1777).unwrap();
         b.file("etc/empty", 0o644, Vec::new()).unwrap();
-        b.file("init", 0o755, b"#!/bin/busybox sh\n".to_vec()).unwrap();
+        b.file("init", 0o755, b"#!/bin/busybox sh\n".to_vec())
+            .unwrap();
         b.char_dev("dev/console", 0o600, 5, 1).unwrap();
         b.symlink("bin/sh", "busybox").unwrap();
         b.file("bin/busybox", 0o755, b"ELF...".to_vec()).unwrap();
@@ -280,12 +332,19 @@ mod tests {
         assert!(a.file("", 0o644, Vec::new()).is_err());
         a.file("a", 0o644, Vec::new()).unwrap();
         assert!(a.file("a", 0o644, Vec::new()).is_err());
-        assert!(a.file("a/b", 0o644, Vec::new()).is_err(), "a is a file, not a dir");
+        assert!(
+            a.file("a/b", 0o644, Vec::new()).is_err(),
+            "a is a file, not a dir"
+        );
     }
 
     #[test]
     fn readable_by_gnu_cpio() {
-        if std::process::Command::new("cpio").arg("--version").output().is_err() {
+        if std::process::Command::new("cpio")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             panic!("`cpio` not found: install the Debian package `cpio`");
         }
         let dir = tempfile::tempdir().unwrap();
@@ -296,7 +355,11 @@ mod tests {
             .arg(&img)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let listed = String::from_utf8(out.stdout).unwrap();
         assert_eq!(listed.lines().count(), 9, "{listed}");
         assert!(listed.lines().any(|l| l == "bin/sh"));

@@ -24,12 +24,17 @@ pub fn parse_kernel_depends(text: &str) -> Option<String> {
 
 /// Whether `file_name` is a `.deb` of `package` (`<package>_<version>_<arch>.deb`).
 pub fn is_deb_of(file_name: &str, package: &str) -> bool {
-    file_name.strip_prefix(package).is_some_and(|rest| rest.starts_with('_')) && file_name.ends_with(".deb")
+    file_name
+        .strip_prefix(package)
+        .is_some_and(|rest| rest.starts_with('_'))
+        && file_name.ends_with(".deb")
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("cannot run {shown}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
     Ok(out)
 }
 
@@ -39,7 +44,10 @@ fn cached(dir: &Path, package: &str) -> anyhow::Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let e = e?;
-        if e.file_name().to_str().is_some_and(|n| is_deb_of(n, package)) {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| is_deb_of(n, package))
+        {
             v.push(e.path());
         }
     }
@@ -50,20 +58,25 @@ fn cached(dir: &Path, package: &str) -> anyhow::Result<Vec<PathBuf>> {
 /// The current cloud kernel package name. Falls back to the newest kernel `.deb` already in the cache
 /// when apt cannot answer (no lists, offline).
 pub fn kernel_package(cache_dir: &Path) -> anyhow::Result<String> {
-    if let Ok(out) = run(Command::new("apt-cache").args(["depends", KERNEL_META])) {
-        if let Some(p) = parse_kernel_depends(&String::from_utf8_lossy(&out.stdout)) {
-            return Ok(p);
-        }
+    if let Ok(out) = run(Command::new("apt-cache").args(["depends", KERNEL_META]))
+        && let Some(p) = parse_kernel_depends(&String::from_utf8_lossy(&out.stdout))
+    {
+        return Ok(p);
     }
     let mut names: Vec<String> = std::fs::read_dir(cache_dir)
         .with_context(|| format!("reading {}", cache_dir.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("linux-image-") && n.contains("-cloud-amd64_") && n.ends_with(".deb"))
+        .filter(|n| {
+            n.starts_with("linux-image-") && n.contains("-cloud-amd64_") && n.ends_with(".deb")
+        })
         .collect();
     names.sort();
     match names.last().and_then(|n| n.split('_').next()) {
         Some(p) => {
-            tracing::warn!(package = p, "apt-cache cannot resolve {KERNEL_META}; using the cached kernel");
+            tracing::warn!(
+                package = p,
+                "apt-cache cannot resolve {KERNEL_META}; using the cached kernel"
+            );
             Ok(p.to_string())
         }
         None => bail!(
@@ -83,10 +96,13 @@ pub fn fetch(package: &str, cache_dir: &Path) -> anyhow::Result<PathBuf> {
     let tmp = cache_dir.join(format!(".download-{package}-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = download_into(package, &tmp).and_then(|()| {
-        let deb = cached(&tmp, package)?.pop().with_context(|| format!("apt-get download {package} wrote no .deb"))?;
+        let deb = cached(&tmp, package)?
+            .pop()
+            .with_context(|| format!("apt-get download {package} wrote no .deb"))?;
         let name = deb.file_name().context("deb has no file name")?;
         let dest = cache_dir.join(name);
-        std::fs::rename(&deb, &dest).with_context(|| format!("moving {} into the cache", deb.display()))?;
+        std::fs::rename(&deb, &dest)
+            .with_context(|| format!("moving {} into the cache", deb.display()))?;
         Ok(dest)
     });
     let _ = std::fs::remove_dir_all(&tmp);
@@ -94,24 +110,40 @@ pub fn fetch(package: &str, cache_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn download_into(package: &str, dir: &Path) -> anyhow::Result<()> {
-    let attempt = || run(Command::new("apt-get").args(["download", "-q", package]).current_dir(dir));
+    let attempt = || {
+        run(Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(dir))
+    };
     let out = attempt()?;
     if out.status.success() {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     // Missing or stale package lists: refresh them once and retry.
-    if err.contains("Unable to locate package") || err.contains("Can't select candidate") || err.contains("404") {
-        tracing::info!(package, "apt-get download failed; running apt-get update once");
+    if err.contains("Unable to locate package")
+        || err.contains("Can't select candidate")
+        || err.contains("404")
+    {
+        tracing::info!(
+            package,
+            "apt-get download failed; running apt-get update once"
+        );
         let up = run(Command::new("apt-get").args(["update", "-q"]))?;
         if !up.status.success() {
-            bail!("apt-get update failed: {}", String::from_utf8_lossy(&up.stderr));
+            bail!(
+                "apt-get update failed: {}",
+                String::from_utf8_lossy(&up.stderr)
+            );
         }
         let again = attempt()?;
         if again.status.success() {
             return Ok(());
         }
-        bail!("apt-get download {package} failed: {}", String::from_utf8_lossy(&again.stderr));
+        bail!(
+            "apt-get download {package} failed: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
     }
     bail!("apt-get download {package} failed (is the Debian package {package} available?): {err}")
 }
@@ -120,28 +152,48 @@ fn download_into(package: &str, dir: &Path) -> anyhow::Result<()> {
 pub fn extract(deb: &Path, dest: &Path) -> anyhow::Result<()> {
     let out = run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest))?;
     if !out.status.success() {
-        bail!("dpkg-deb -x {} failed: {}", deb.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "dpkg-deb -x {} failed: {}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn kernel_from_apt_cache_output() {
         let out = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
-        assert_eq!(parse_kernel_depends(out).as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
+        assert_eq!(
+            parse_kernel_depends(out).as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
         let virt = "linux-image-cloud-amd64\n  Depends: <linux-image-6.12.9-cloud-amd64>\n";
-        assert_eq!(parse_kernel_depends(virt).as_deref(), Some("linux-image-6.12.9-cloud-amd64"));
+        assert_eq!(
+            parse_kernel_depends(virt).as_deref(),
+            Some("linux-image-6.12.9-cloud-amd64")
+        );
         assert_eq!(parse_kernel_depends("W: Unable to locate package"), None);
     }
 
     #[test]
     fn deb_file_names() {
-        assert!(is_deb_of("busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb", "busybox-static"));
-        assert!(!is_deb_of("busybox-static-extra_1_amd64.deb", "busybox-static"));
-        assert!(!is_deb_of("busybox-static_1_amd64.deb.part", "busybox-static"));
+        assert!(is_deb_of(
+            "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb",
+            "busybox-static"
+        ));
+        assert!(!is_deb_of(
+            "busybox-static-extra_1_amd64.deb",
+            "busybox-static"
+        ));
+        assert!(!is_deb_of(
+            "busybox-static_1_amd64.deb.part",
+            "busybox-static"
+        ));
     }
 }

@@ -72,7 +72,8 @@ pub fn parse_ready(line: &str) -> Option<(String, String)> {
 
 /// Download (cached in `cache_dir`), unpack and assemble the tiny guest into `out_dir`.
 pub fn build_tiny(cache_dir: &Path, out_dir: &Path) -> anyhow::Result<TinyGuest> {
-    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let kernel_pkg = debian::kernel_package(cache_dir)?;
     let kernel_deb = debian::fetch(&kernel_pkg, cache_dir)?;
@@ -88,23 +89,32 @@ pub fn build_tiny(cache_dir: &Path, out_dir: &Path) -> anyhow::Result<TinyGuest>
         .map(|p| work.0.join(p))
         .find(|p| p.is_file())
         .context("busybox-static unpacked without bin/busybox")?;
-    let busybox = std::fs::read(&busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let busybox =
+        std::fs::read(&busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let mods = modules::collect(&moddir)?;
     let initrd = initramfs(&busybox, &mods)?;
 
     let kernel_out = out_dir.join(KERNEL_FILE);
     let initrd_out = out_dir.join(INITRD_FILE);
-    let kernel_bytes = std::fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
+    let kernel_bytes =
+        std::fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
     write_atomic(&kernel_out, &kernel_bytes)?;
     write_atomic(&initrd_out, &initrd)?;
     tracing::info!(kernel = %kernel_pkg, modules = mods.len(), initrd_bytes = initrd.len(), "built tiny guest");
-    Ok(TinyGuest { kernel: kernel_out, initrd: initrd_out, cmdline: CMDLINE.to_string() })
+    Ok(TinyGuest {
+        kernel: kernel_out,
+        initrd: initrd_out,
+        cmdline: CMDLINE.to_string(),
+    })
 }
 
 /// The initramfs image: busybox, `/init`, its helper scripts and the kernel modules.
 pub fn initramfs(busybox: &[u8], mods: &[modules::Module]) -> anyhow::Result<Vec<u8>> {
     let mut a = cpio::Archive::new();
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "run", "etc", "root", "mnt", "www"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "run", "etc", "root", "mnt",
+        "www",
+    ] {
         a.dir(d, 0o755)?;
     }
     a.dir("tmp", 0o1777)?;
@@ -137,7 +147,9 @@ fn find_kernel(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         .filter(|n| n.starts_with("vmlinuz-"))
         .collect();
     kernels.sort();
-    let Some(name) = kernels.pop() else { bail!("kernel package contains no boot/vmlinuz-*") };
+    let Some(name) = kernels.pop() else {
+        bail!("kernel package contains no boot/vmlinuz-*")
+    };
     let version = &name["vmlinuz-".len()..];
     let moddir = ["lib/modules", "usr/lib/modules"]
         .iter()
@@ -150,8 +162,13 @@ fn find_kernel(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 /// Write `data` to `dest` via a temp file in the same directory and a rename.
 fn write_atomic(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let dir = dest.parent().context("destination has no parent directory")?;
-    let name = dest.file_name().context("destination has no file name")?.to_string_lossy();
+    let dir = dest
+        .parent()
+        .context("destination has no parent directory")?;
+    let name = dest
+        .file_name()
+        .context("destination has no file name")?
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -184,6 +201,7 @@ impl Drop for TempDir {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -193,25 +211,51 @@ mod tests {
             parse_ready("KUMO-READY instance-id=i-abc ip=198.18.0.23\r"),
             Some(("i-abc".into(), "198.18.0.23".into()))
         );
-        assert_eq!(parse_ready("KUMO-READY instance-id=unknown ip=none").map(|r| r.1), Some("none".into()));
+        assert_eq!(
+            parse_ready("KUMO-READY instance-id=unknown ip=none").map(|r| r.1),
+            Some("none".into())
+        );
         assert_eq!(parse_ready("KUMO-ERROR dhcp eth0"), None);
     }
 
     #[test]
     fn initramfs_layout() {
         let mods = vec![
-            modules::Module { name: "virtio_ring".into(), data: b"ko1".to_vec() },
-            modules::Module { name: "virtio".into(), data: b"ko2".to_vec() },
+            modules::Module {
+                name: "virtio_ring".into(),
+                data: b"ko1".to_vec(),
+            },
+            modules::Module {
+                name: "virtio".into(),
+                data: b"ko2".to_vec(),
+            },
         ];
         let img = initramfs(b"BB", &mods).unwrap();
         assert_eq!(img, initramfs(b"BB", &mods).unwrap(), "deterministic");
         let entries = cpio::parse(&img).unwrap();
-        let get = |p: &str| entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("no {p}"));
+        let get = |p: &str| {
+            entries
+                .iter()
+                .find(|e| e.path == p)
+                .unwrap_or_else(|| panic!("no {p}"))
+        };
         assert_eq!(get("init").perm, 0o755);
-        assert_eq!(get("init").kind, cpio::Kind::File(INIT_SH.as_bytes().to_vec()));
-        assert_eq!(get("etc/kumo/modules").kind, cpio::Kind::File(b"virtio_ring\nvirtio\n".to_vec()));
-        assert_eq!(get("dev/console").kind, cpio::Kind::CharDev { major: 5, minor: 1 });
-        assert_eq!(get("lib/modules/virtio.ko").kind, cpio::Kind::File(b"ko2".to_vec()));
+        assert_eq!(
+            get("init").kind,
+            cpio::Kind::File(INIT_SH.as_bytes().to_vec())
+        );
+        assert_eq!(
+            get("etc/kumo/modules").kind,
+            cpio::Kind::File(b"virtio_ring\nvirtio\n".to_vec())
+        );
+        assert_eq!(
+            get("dev/console").kind,
+            cpio::Kind::CharDev { major: 5, minor: 1 }
+        );
+        assert_eq!(
+            get("lib/modules/virtio.ko").kind,
+            cpio::Kind::File(b"ko2".to_vec())
+        );
         assert_eq!(get("etc/acpi/PWRF/00000080").perm, 0o755);
         assert!(INIT_SH.starts_with("#!/bin/busybox sh\n"));
     }

@@ -59,7 +59,10 @@ pub fn parse_builtin(text: &str) -> BTreeSet<String> {
 
 /// Load order for `wanted`: dependencies first, otherwise in request order; `deps` maps every module
 /// in the closure to its dependencies. Errors on a dependency cycle or a module missing from `deps`.
-pub fn load_order(wanted: &[String], deps: &HashMap<String, Vec<String>>) -> anyhow::Result<Vec<String>> {
+pub fn load_order(
+    wanted: &[String],
+    deps: &HashMap<String, Vec<String>>,
+) -> anyhow::Result<Vec<String>> {
     fn visit(
         m: &str,
         deps: &HashMap<String, Vec<String>>,
@@ -72,7 +75,9 @@ pub fn load_order(wanted: &[String], deps: &HashMap<String, Vec<String>>) -> any
         if stack.iter().any(|s| s == m) {
             bail!("module dependency cycle: {} -> {m}", stack.join(" -> "));
         }
-        let ds = deps.get(m).with_context(|| format!("module {m} is not available"))?;
+        let ds = deps
+            .get(m)
+            .with_context(|| format!("module {m} is not available"))?;
         stack.push(m.to_string());
         for d in ds {
             visit(d, deps, done, stack)?;
@@ -99,7 +104,8 @@ fn index_modules(moddir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         for p in paths {
             if p.is_dir() {
                 stack.push(p);
-            } else if let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(module_name) {
+            } else if let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(module_name)
+            {
                 out.entry(name).or_insert(p);
             }
         }
@@ -126,9 +132,18 @@ fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
         .args(["-d", "-c"])
         .arg(path)
         .output()
-        .with_context(|| format!("running {tool} (Debian package {package}) on {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "running {tool} (Debian package {package}) on {}",
+                path.display()
+            )
+        })?;
     if !out.status.success() {
-        bail!("{tool} -d {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{tool} -d {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(out.stdout)
 }
@@ -156,7 +171,10 @@ pub fn collect(moddir: &Path) -> anyhow::Result<Vec<Module>> {
         if index.contains_key(&m) {
             wanted.push(m);
         } else if REQUIRED.contains(&m.as_str()) {
-            bail!("kernel module {m} is neither built in nor shipped in {}", moddir.display());
+            bail!(
+                "kernel module {m} is neither built in nor shipped in {}",
+                moddir.display()
+            );
         } else {
             tracing::warn!(module = %m, "optional kernel module not available; skipping");
         }
@@ -169,11 +187,17 @@ pub fn collect(moddir: &Path) -> anyhow::Result<Vec<Module>> {
         if deps.contains_key(&m) {
             continue;
         }
-        let path = index
-            .get(&m)
-            .with_context(|| format!("kernel module {m} (a dependency) not found in {}", moddir.display()))?;
+        let path = index.get(&m).with_context(|| {
+            format!(
+                "kernel module {m} (a dependency) not found in {}",
+                moddir.display()
+            )
+        })?;
         let bytes = read_module(path)?;
-        let ds: Vec<String> = modinfo_depends(&bytes).into_iter().filter(|d| !builtin.contains(d)).collect();
+        let ds: Vec<String> = modinfo_depends(&bytes)
+            .into_iter()
+            .filter(|d| !builtin.contains(d))
+            .collect();
         todo.extend(ds.iter().cloned());
         deps.insert(m.clone(), ds);
         data.insert(m, bytes);
@@ -182,13 +206,16 @@ pub fn collect(moddir: &Path) -> anyhow::Result<Vec<Module>> {
     order
         .into_iter()
         .map(|name| {
-            let data = data.remove(&name).with_context(|| format!("module {name} was not read"))?;
+            let data = data
+                .remove(&name)
+                .with_context(|| format!("module {name} was not read"))?;
             Ok(Module { name, data })
         })
         .collect()
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -199,7 +226,10 @@ mod tests {
     #[test]
     fn names_from_files() {
         assert_eq!(module_name("virtio-rng.ko").as_deref(), Some("virtio_rng"));
-        assert_eq!(module_name("virtio_net.ko.xz").as_deref(), Some("virtio_net"));
+        assert_eq!(
+            module_name("virtio_net.ko.xz").as_deref(),
+            Some("virtio_net")
+        );
         assert_eq!(module_name("isofs.ko.zst").as_deref(), Some("isofs"));
         assert_eq!(module_name("modules.order"), None);
     }
@@ -207,14 +237,18 @@ mod tests {
     #[test]
     fn depends_from_modinfo() {
         let ko = b"\x7fELF junk\0license=GPL\0depends=virtio_ring,virtio,net-failover\0name=virtio_net\0";
-        assert_eq!(modinfo_depends(ko), s(&["virtio_ring", "virtio", "net_failover"]));
+        assert_eq!(
+            modinfo_depends(ko),
+            s(&["virtio_ring", "virtio", "net_failover"])
+        );
         assert!(modinfo_depends(b"\0depends=\0name=failover\0").is_empty());
         assert!(modinfo_depends(b"no modinfo at all").is_empty());
     }
 
     #[test]
     fn builtin_list() {
-        let b = parse_builtin("kernel/drivers/virtio/virtio.ko\nkernel/drivers/char/virtio-rng.ko\n\n");
+        let b =
+            parse_builtin("kernel/drivers/virtio/virtio.ko\nkernel/drivers/char/virtio-rng.ko\n\n");
         assert!(b.contains("virtio") && b.contains("virtio_rng") && b.len() == 2);
     }
 
@@ -226,7 +260,15 @@ mod tests {
             ("virtio", vec!["virtio_ring"]),
             ("virtio_pci_modern_dev", vec![]),
             ("virtio_pci_legacy_dev", vec![]),
-            ("virtio_pci", vec!["virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio"]),
+            (
+                "virtio_pci",
+                vec![
+                    "virtio_ring",
+                    "virtio_pci_modern_dev",
+                    "virtio_pci_legacy_dev",
+                    "virtio",
+                ],
+            ),
             ("failover", vec![]),
             ("net_failover", vec!["failover"]),
             ("virtio_net", vec!["virtio_ring", "virtio", "net_failover"]),
@@ -236,7 +278,11 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), s(&v)))
         .collect();
-        let order = load_order(&s(&["virtio_pci", "virtio_net", "virtio_blk", "button"]), &deps).unwrap();
+        let order = load_order(
+            &s(&["virtio_pci", "virtio_net", "virtio_blk", "button"]),
+            &deps,
+        )
+        .unwrap();
         assert_eq!(
             order,
             s(&[
@@ -263,8 +309,15 @@ mod tests {
     #[test]
     fn cycles_and_missing_modules_are_errors() {
         let deps: HashMap<String, Vec<String>> =
-            [("a".to_string(), s(&["b"])), ("b".to_string(), s(&["a"]))].into_iter().collect();
-        assert!(load_order(&s(&["a"]), &deps).unwrap_err().to_string().contains("cycle"));
+            [("a".to_string(), s(&["b"])), ("b".to_string(), s(&["a"]))]
+                .into_iter()
+                .collect();
+        assert!(
+            load_order(&s(&["a"]), &deps)
+                .unwrap_err()
+                .to_string()
+                .contains("cycle")
+        );
         assert!(load_order(&s(&["zzz"]), &deps).is_err());
     }
 }
