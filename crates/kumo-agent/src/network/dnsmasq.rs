@@ -10,7 +10,10 @@
 //!   argv [`argv`] plans for the current configuration; a dnsmasq with our pidfile but another argv
 //!   (changed MTU, lease time…) is stopped and restarted. So an agent restart never starts a second one.
 //! - The hosts file is replaced atomically (write + rename) and dnsmasq gets SIGHUP only when its
-//!   content changed.
+//!   content changed, plus once when an agent adopts a running dnsmasq (a crash between rename and
+//!   SIGHUP must not leave it with a stale view).
+//! - dnsmasq answers only the options a client asks for: guests must request `mtu` (udhcpc `-O mtu`;
+//!   dhclient and cloud-init's networkd do by default) to learn the network MTU.
 //! - [`Dnsmasq::release`] leaves no lease line behind: `dhcp_release` (Debian `dnsmasq-utils`) first;
 //!   if the line survives, dnsmasq is stopped, the line dropped from the lease file, dnsmasq started.
 //!   Remove the host from the hosts file *before* releasing so the guest cannot take it again.
@@ -354,7 +357,12 @@ impl Dnsmasq {
             write_atomic(&cfg.hosts_file(), "")?;
         }
         match find(&cfg, &argv)? {
-            Found::Current(pid) => return Ok(Dnsmasq { cfg, argv, pid }),
+            Found::Current(pid) => {
+                // An agent that crashed between writing the hosts file and SIGHUP left dnsmasq with
+                // an old view; one reload on adoption closes that gap.
+                signal(pid, libc::SIGHUP)?;
+                return Ok(Dnsmasq { cfg, argv, pid });
+            }
             Found::Stale(pid) => terminate(pid, &cfg.pid_file())?,
             Found::None => {}
         }
