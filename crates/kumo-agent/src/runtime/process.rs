@@ -33,6 +33,9 @@ const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for QEMU to exit after `quit` and after SIGKILL.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(10);
 
+/// `sun_path` size: a unix socket path must be shorter.
+const MAX_SOCKET_PATH: usize = 108;
+
 /// Why QEMU exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
@@ -80,7 +83,10 @@ pub struct RunningVm {
 
 impl std::fmt::Debug for RunningVm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningVm").field("instance_id", &self.instance_id).field("pid", &self.pid).finish()
+        f.debug_struct("RunningVm")
+            .field("instance_id", &self.instance_id)
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -102,7 +108,10 @@ pub fn parse_pidfile(s: &str) -> Option<i32> {
 }
 
 fn read_pid(files: &RunFiles) -> Option<i32> {
-    std::fs::read_to_string(&files.pidfile).ok().as_deref().and_then(parse_pidfile)
+    std::fs::read_to_string(&files.pidfile)
+        .ok()
+        .as_deref()
+        .and_then(parse_pidfile)
 }
 
 /// SIGKILL the pid, but only if it still is the QEMU of `instance_id`.
@@ -123,16 +132,37 @@ pub async fn launch(cfg: &VmConfig) -> Result<RunningVm, Error> {
 /// [`launch`] with an explicit QEMU binary.
 pub async fn launch_with(qemu: &Path, cfg: &VmConfig) -> Result<RunningVm, Error> {
     let files = RunFiles::new(&cfg.run_dir);
-    std::fs::create_dir_all(&cfg.run_dir)
-        .map_err(|e| Error::internal_with(format!("create run dir {}", cfg.run_dir.display()), e))?;
+    for sock in [&files.qmp_sock, &files.serial_sock] {
+        if sock.as_os_str().len() >= MAX_SOCKET_PATH {
+            return Err(Error::invalid(
+                "run_dir",
+                format!(
+                    "socket path {} is longer than {} bytes (unix socket limit)",
+                    sock.display(),
+                    MAX_SOCKET_PATH - 1
+                ),
+            ));
+        }
+    }
+    std::fs::create_dir_all(&cfg.run_dir).map_err(|e| {
+        Error::internal_with(format!("create run dir {}", cfg.run_dir.display()), e)
+    })?;
     if let Some(pid) = read_pid(&files).filter(|p| is_our_qemu(*p, &cfg.instance_id)) {
-        return Err(Error::conflict(format!("QEMU for instance {} is already running (pid {pid})", cfg.instance_id)));
+        return Err(Error::conflict(format!(
+            "QEMU for instance {} is already running (pid {pid})",
+            cfg.instance_id
+        )));
     }
     for stale in [&files.pidfile, &files.qmp_sock, &files.serial_sock] {
         match std::fs::remove_file(stale) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::internal_with(format!("remove stale {}", stale.display()), e)),
+            Err(e) => {
+                return Err(Error::internal_with(
+                    format!("remove stale {}", stale.display()),
+                    e,
+                ));
+            }
         }
     }
     let out = tokio::process::Command::new(qemu)
@@ -142,7 +172,11 @@ pub async fn launch_with(qemu: &Path, cfg: &VmConfig) -> Result<RunningVm, Error
         .output();
     let out = tokio::time::timeout(LAUNCH_TIMEOUT, out)
         .await
-        .map_err(|_| Error::unavailable(format!("QEMU launcher did not finish within {LAUNCH_TIMEOUT:?}")))?
+        .map_err(|_| {
+            Error::unavailable(format!(
+                "QEMU launcher did not finish within {LAUNCH_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| Error::internal_with(format!("run {}", qemu.display()), e))?;
     if !out.status.success() {
         // The daemon may have been forked before the failure; make sure nothing is left.
@@ -156,7 +190,10 @@ pub async fn launch_with(qemu: &Path, cfg: &VmConfig) -> Result<RunningVm, Error
         )));
     }
     let Some(pid) = read_pid(&files) else {
-        return Err(Error::internal(format!("QEMU started but wrote no pid to {}", files.pidfile.display())));
+        return Err(Error::internal(format!(
+            "QEMU started but wrote no pid to {}",
+            files.pidfile.display()
+        )));
     };
     match attach(cfg.instance_id.clone(), cfg.run_dir.clone(), pid).await {
         Ok(vm) => Ok(vm),
@@ -179,7 +216,9 @@ pub async fn adopt(run_dir: &Path, instance_id: &str) -> Result<Option<RunningVm
         tracing::info!(instance_id, pid, "stale QEMU pidfile; not adopting");
         return Ok(None);
     }
-    attach(instance_id.to_string(), run_dir.to_path_buf(), pid).await.map(Some)
+    attach(instance_id.to_string(), run_dir.to_path_buf(), pid)
+        .await
+        .map(Some)
 }
 
 async fn attach(instance_id: String, run_dir: PathBuf, pid: i32) -> Result<RunningVm, Error> {
@@ -187,8 +226,22 @@ async fn attach(instance_id: String, run_dir: PathBuf, pid: i32) -> Result<Runni
     let qmp = Qmp::connect(&files.qmp_sock, QMP_CONNECT_TIMEOUT).await?;
     let requested = Arc::new(AtomicBool::new(false));
     let (tx, exit) = watch::channel(None);
-    let monitor = tokio::spawn(monitor(qmp.clone(), pid, instance_id.clone(), requested.clone(), tx));
-    Ok(RunningVm { instance_id, run_dir, pid, qmp, requested, exit, monitor })
+    let monitor = tokio::spawn(monitor(
+        qmp.clone(),
+        pid,
+        instance_id.clone(),
+        requested.clone(),
+        tx,
+    ));
+    Ok(RunningVm {
+        instance_id,
+        run_dir,
+        pid,
+        qmp,
+        requested,
+        exit,
+        monitor,
+    })
 }
 
 /// Wait for QMP EOF, then for the pid to vanish; publish the classified exit.
@@ -209,7 +262,11 @@ async fn monitor(
     }
     let requested = requested.load(Ordering::SeqCst);
     let kind = classify_exit(state.last_shutdown.as_ref(), requested);
-    tx.send_replace(Some(VmExit { shutdown: state.last_shutdown, requested, kind }));
+    tx.send_replace(Some(VmExit {
+        shutdown: state.last_shutdown,
+        requested,
+        kind,
+    }));
 }
 
 impl RunningVm {
@@ -242,7 +299,11 @@ impl RunningVm {
     /// Wait until QEMU has exited.
     pub async fn wait_exit(&self) -> VmExit {
         let mut rx = self.exit.clone();
-        let r = rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone());
+        let r = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone());
         match r {
             Some(exit) => exit,
             // The monitor cannot be gone while `self` lives (it is aborted only on drop); fall back
@@ -282,7 +343,9 @@ impl RunningVm {
                 }
                 tracing::info!(instance_id = %self.instance_id, "guest did not power off in {timeout:?}; quitting QEMU");
             }
-            Err(e) => tracing::warn!(instance_id = %self.instance_id, error = %e, "system_powerdown failed"),
+            Err(e) => {
+                tracing::warn!(instance_id = %self.instance_id, error = %e, "system_powerdown failed")
+            }
         }
         self.force_stop().await
     }
@@ -297,7 +360,10 @@ impl RunningVm {
         }
         kill_ours(self.pid, &self.instance_id);
         self.wait_exit_for(HARD_STOP_WAIT).await.ok_or_else(|| {
-            Error::internal(format!("QEMU pid {} of {} survived SIGKILL for {HARD_STOP_WAIT:?}", self.pid, self.instance_id))
+            Error::internal(format!(
+                "QEMU pid {} of {} survived SIGKILL for {HARD_STOP_WAIT:?}",
+                self.pid, self.instance_id
+            ))
         })
     }
 }
@@ -307,18 +373,36 @@ mod tests {
     use super::*;
 
     fn sd(guest: bool, reason: &str) -> ShutdownEvent {
-        ShutdownEvent { guest, reason: reason.into() }
+        ShutdownEvent {
+            guest,
+            reason: reason.into(),
+        }
     }
 
     #[test]
     fn exit_classification() {
         assert_eq!(classify_exit(None, false), ExitKind::Crash);
         assert_eq!(classify_exit(None, true), ExitKind::Requested);
-        assert_eq!(classify_exit(Some(&sd(true, "guest-shutdown")), false), ExitKind::GuestShutdown);
-        assert_eq!(classify_exit(Some(&sd(true, "guest-panic")), false), ExitKind::Crash);
-        assert_eq!(classify_exit(Some(&sd(false, "host-signal")), false), ExitKind::Requested);
-        assert_eq!(classify_exit(Some(&sd(false, "host-qmp-quit")), true), ExitKind::Requested);
-        assert_eq!(classify_exit(Some(&sd(true, "guest-shutdown")), true), ExitKind::Requested);
+        assert_eq!(
+            classify_exit(Some(&sd(true, "guest-shutdown")), false),
+            ExitKind::GuestShutdown
+        );
+        assert_eq!(
+            classify_exit(Some(&sd(true, "guest-panic")), false),
+            ExitKind::Crash
+        );
+        assert_eq!(
+            classify_exit(Some(&sd(false, "host-signal")), false),
+            ExitKind::Requested
+        );
+        assert_eq!(
+            classify_exit(Some(&sd(false, "host-qmp-quit")), true),
+            ExitKind::Requested
+        );
+        assert_eq!(
+            classify_exit(Some(&sd(true, "guest-shutdown")), true),
+            ExitKind::Requested
+        );
     }
 
     #[test]

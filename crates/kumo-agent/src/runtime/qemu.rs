@@ -70,7 +70,11 @@ impl Machine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Boot {
     /// Direct kernel boot (`-kernel/-initrd/-append`); disks are still attached.
-    Kernel { kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String },
+    Kernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
     /// Firmware boots the first disk (it gets `bootindex=0`).
     Disk,
 }
@@ -154,9 +158,10 @@ pub fn process_marker(instance_id: &str) -> String {
 /// the marker, so `i-1` does not match `i-10`).
 pub fn cmdline_matches(cmdline: &[u8], instance_id: &str) -> bool {
     let marker = process_marker(instance_id);
-    cmdline.split(|b| *b == 0).filter_map(|a| std::str::from_utf8(a).ok()).any(|arg| {
-        arg.split(',').any(|kv| kv == marker) && arg.starts_with("guest=")
-    })
+    cmdline
+        .split(|b| *b == 0)
+        .filter_map(|a| std::str::from_utf8(a).ok())
+        .any(|arg| arg.split(',').any(|kv| kv == marker) && arg.starts_with("guest="))
 }
 
 /// Double the commas of a value embedded in QEMU's `key=value,...` option syntax.
@@ -192,7 +197,11 @@ pub fn argv(cfg: &VmConfig) -> Vec<String> {
 pub fn identity_args(cfg: &VmConfig) -> Vec<String> {
     vec![
         s("-name"),
-        format!("guest={},{},debug-threads=on", escape_opt(&cfg.name), process_marker(&cfg.instance_id)),
+        format!(
+            "guest={},{},debug-threads=on",
+            escape_opt(&cfg.name),
+            process_marker(&cfg.instance_id)
+        ),
     ]
 }
 
@@ -219,14 +228,27 @@ pub fn machine_args(cfg: &VmConfig) -> Vec<String> {
 
 /// No default devices, no display, no user config files.
 pub fn device_defaults_args() -> Vec<String> {
-    ["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"].map(s).to_vec()
+    [
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+    ]
+    .map(s)
+    .to_vec()
 }
 
 /// Direct kernel boot arguments (none for [`Boot::Disk`]; the first disk gets `bootindex=0`).
 pub fn boot_args(boot: &Boot) -> Vec<String> {
     match boot {
         Boot::Disk => Vec::new(),
-        Boot::Kernel { kernel, initrd, cmdline } => {
+        Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
             let mut a = vec![s("-kernel"), kernel.to_string_lossy().into_owned()];
             if let Some(initrd) = initrd {
                 a.extend([s("-initrd"), initrd.to_string_lossy().into_owned()]);
@@ -319,9 +341,16 @@ pub fn nic_args(nics: &[NicSpec]) -> Vec<String> {
     for n in nics {
         a.extend([
             s("-netdev"),
-            format!("tap,id={},ifname={},script=no,downscript=no", n.id, escape_opt(&n.ifname)),
+            format!(
+                "tap,id={},ifname={},script=no,downscript=no",
+                n.id,
+                escape_opt(&n.ifname)
+            ),
             s("-device"),
-            format!("virtio-net-pci,id=dev-{},netdev={},mac={}", n.id, n.id, n.mac),
+            format!(
+                "virtio-net-pci,id=dev-{},netdev={},mac={}",
+                n.id, n.id, n.mac
+            ),
         ]);
     }
     a
@@ -345,7 +374,10 @@ pub fn serial_args(files: &RunFiles) -> Vec<String> {
 pub fn qmp_args(files: &RunFiles) -> Vec<String> {
     vec![
         s("-chardev"),
-        format!("socket,id=qmp,path={},server=on,wait=off", path_opt(&files.qmp_sock)),
+        format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            path_opt(&files.qmp_sock)
+        ),
         s("-mon"),
         s("chardev=qmp,mode=control"),
     ]
@@ -353,7 +385,11 @@ pub fn qmp_args(files: &RunFiles) -> Vec<String> {
 
 /// Detach from the agent and write the pidfile.
 pub fn daemon_args(files: &RunFiles) -> Vec<String> {
-    vec![s("-daemonize"), s("-pidfile"), files.pidfile.to_string_lossy().into_owned()]
+    vec![
+        s("-daemonize"),
+        s("-pidfile"),
+        files.pidfile.to_string_lossy().into_owned(),
+    ]
 }
 
 #[cfg(test)]
@@ -362,7 +398,8 @@ mod tests {
 
     #[test]
     fn marker_matches_exactly() {
-        let cmd = b"qemu-system-x86_64\0-name\0guest=web,process=kumo-i-1,debug-threads=on\0-m\0256M\0";
+        let cmd =
+            b"qemu-system-x86_64\0-name\0guest=web,process=kumo-i-1,debug-threads=on\0-m\x00256M\0";
         assert!(cmdline_matches(cmd, "i-1"));
         assert!(!cmdline_matches(cmd, "i-10"));
         assert!(!cmdline_matches(cmd, "i-"));

@@ -49,7 +49,11 @@ pub enum QmpError {
     #[error("QMP command `{command}` got no reply within {timeout:?}")]
     Timeout { command: String, timeout: Duration },
     #[error("QMP command `{command}` failed: {class}: {desc}")]
-    Command { command: String, class: String, desc: String },
+    Command {
+        command: String,
+        class: String,
+        desc: String,
+    },
     #[error("QMP protocol: {0}")]
     Protocol(String),
 }
@@ -58,7 +62,9 @@ impl From<QmpError> for kumo_types::Error {
     fn from(e: QmpError) -> Self {
         match e {
             QmpError::Closed | QmpError::Timeout { .. } | QmpError::Connect { .. } => {
-                kumo_types::Error::Unavailable { message: format!("{e}") }
+                kumo_types::Error::Unavailable {
+                    message: format!("{e}"),
+                }
             }
             other => kumo_types::Error::internal_with("QMP", other),
         }
@@ -125,7 +131,9 @@ pub struct Qmp {
 
 impl std::fmt::Debug for Qmp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Qmp").field("state", &*self.inner.state.borrow()).finish()
+        f.debug_struct("Qmp")
+            .field("state", &*self.inner.state.borrow())
+            .finish()
     }
 }
 
@@ -135,12 +143,18 @@ impl Qmp {
         let fut = async {
             let stream = UnixStream::connect(path)
                 .await
-                .map_err(|source| QmpError::Connect { path: path.display().to_string(), source })?;
+                .map_err(|source| QmpError::Connect {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             Self::handshake(stream).await
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(QmpError::Timeout { command: "greeting".into(), timeout }),
+            Err(_) => Err(QmpError::Timeout {
+                command: "greeting".into(),
+                timeout,
+            }),
         }
     }
 
@@ -197,7 +211,10 @@ impl Qmp {
         let mut rx = self.inner.state.clone();
         let done = rx.wait_for(|s| s.closed).await.map(|s| s.clone()).ok();
         // `None`: the reader is gone (aborted); treat as closed with what it saw.
-        done.unwrap_or_else(|| QmpState { closed: true, ..rx.borrow().clone() })
+        done.unwrap_or_else(|| QmpState {
+            closed: true,
+            ..rx.borrow().clone()
+        })
     }
 
     /// Run a command with [`DEFAULT_TIMEOUT`].
@@ -232,7 +249,10 @@ impl Qmp {
         };
         if let Err(e) = tokio::time::timeout(timeout, sent)
             .await
-            .map_err(|_| QmpError::Timeout { command: command.into(), timeout })
+            .map_err(|_| QmpError::Timeout {
+                command: command.into(),
+                timeout,
+            })
             .and_then(|r| r.map_err(QmpError::Io))
         {
             self.pending_map().remove(&id);
@@ -241,30 +261,44 @@ impl Qmp {
         let res = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(QmpError::Closed),
-            Err(_) => Err(QmpError::Timeout { command: command.into(), timeout }),
+            Err(_) => Err(QmpError::Timeout {
+                command: command.into(),
+                timeout,
+            }),
         };
         self.pending_map().remove(&id);
         res.map_err(|e| match e {
-            QmpError::Command { class, desc, .. } => QmpError::Command { command: command.into(), class, desc },
+            QmpError::Command { class, desc, .. } => QmpError::Command {
+                command: command.into(),
+                class,
+                desc,
+            },
             other => other,
         })
     }
 
-    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Value, QmpError>>>> {
+    fn pending_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Value, QmpError>>>> {
         // A poisoned lock only means a panic elsewhere while holding it; the map itself is still valid.
         self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn query_status(&self) -> Result<Status, QmpError> {
         let v = self.execute("query-status", None).await?;
-        serde_json::from_value(v).map_err(|e| QmpError::Protocol(format!("query-status reply: {e}")))
+        serde_json::from_value(v)
+            .map_err(|e| QmpError::Protocol(format!("query-status reply: {e}")))
     }
 
     /// `major.minor.micro` of the running QEMU.
     pub async fn query_version(&self) -> Result<String, QmpError> {
         let v = self.execute("query-version", None).await?;
         let q = &v["qemu"];
-        match (q["major"].as_u64(), q["minor"].as_u64(), q["micro"].as_u64()) {
+        match (
+            q["major"].as_u64(),
+            q["minor"].as_u64(),
+            q["micro"].as_u64(),
+        ) {
             (Some(a), Some(b), Some(c)) => Ok(format!("{a}.{b}.{c}")),
             _ => Err(QmpError::Protocol(format!("query-version reply: {v}"))),
         }
@@ -294,12 +328,17 @@ async fn read_message(rd: &mut BufReader<OwnedReadHalf>) -> Result<Option<Value>
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = (&mut *rd).take(MAX_LINE as u64).read_until(b'\n', &mut buf).await?;
+        let n = (&mut *rd)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await?;
         if n == 0 {
             return Ok(None);
         }
         if buf.last() != Some(&b'\n') && n >= MAX_LINE {
-            return Err(QmpError::Protocol(format!("message longer than {MAX_LINE} bytes")));
+            return Err(QmpError::Protocol(format!(
+                "message longer than {MAX_LINE} bytes"
+            )));
         }
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -310,11 +349,13 @@ async fn read_message(rd: &mut BufReader<OwnedReadHalf>) -> Result<Option<Value>
     }
 }
 
-
 /// What one incoming message is.
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
-    Reply { id: u64, result: Result<Value, (String, String)> },
+    Reply {
+        id: u64,
+        result: Result<Value, (String, String)>,
+    },
     Event(QmpEvent),
     Other,
 }
@@ -323,7 +364,8 @@ pub enum Incoming {
 pub fn classify(v: &Value) -> Incoming {
     if let Some(name) = v.get("event").and_then(Value::as_str) {
         let ts = &v["timestamp"];
-        let timestamp = ts["seconds"].as_f64().unwrap_or(0.0) + ts["microseconds"].as_f64().unwrap_or(0.0) / 1e6;
+        let timestamp = ts["seconds"].as_f64().unwrap_or(0.0)
+            + ts["microseconds"].as_f64().unwrap_or(0.0) / 1e6;
         return Incoming::Event(QmpEvent {
             name: name.to_string(),
             data: v.get("data").cloned().unwrap_or(Value::Null),
@@ -334,12 +376,18 @@ pub fn classify(v: &Value) -> Incoming {
         return Incoming::Other;
     };
     if let Some(r) = v.get("return") {
-        return Incoming::Reply { id, result: Ok(r.clone()) };
+        return Incoming::Reply {
+            id,
+            result: Ok(r.clone()),
+        };
     }
     if let Some(e) = v.get("error") {
         let class = e["class"].as_str().unwrap_or("GenericError").to_string();
         let desc = e["desc"].as_str().unwrap_or("").to_string();
-        return Incoming::Reply { id, result: Err((class, desc)) };
+        return Incoming::Reply {
+            id,
+            result: Err((class, desc)),
+        };
     }
     Incoming::Other
 }
@@ -369,9 +417,16 @@ async fn read_loop(
         };
         match classify(&msg) {
             Incoming::Reply { id, result } => {
-                let tx = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                let tx = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
                 if let Some(tx) = tx {
-                    let r = result.map_err(|(class, desc)| QmpError::Command { command: String::new(), class, desc });
+                    let r = result.map_err(|(class, desc)| QmpError::Command {
+                        command: String::new(),
+                        class,
+                        desc,
+                    });
                     let _ = tx.send(r);
                 }
             }
@@ -386,7 +441,11 @@ async fn read_loop(
         }
     }
     state.send_modify(|s| s.closed = true);
-    let waiting: Vec<_> = pending.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+    let waiting: Vec<_> = pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
     for (_, tx) in waiting {
         let _ = tx.send(Err(QmpError::Closed));
     }
@@ -399,15 +458,41 @@ mod tests {
     #[test]
     fn classifies_replies_errors_and_events() {
         let r = classify(&json!({"return": {"running": true}, "id": 3}));
-        assert_eq!(r, Incoming::Reply { id: 3, result: Ok(json!({"running": true})) });
+        assert_eq!(
+            r,
+            Incoming::Reply {
+                id: 3,
+                result: Ok(json!({"running": true}))
+            }
+        );
         let e = classify(&json!({"error": {"class": "CommandNotFound", "desc": "nope"}, "id": 4}));
-        assert_eq!(e, Incoming::Reply { id: 4, result: Err(("CommandNotFound".into(), "nope".into())) });
-        let ev = classify(&json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"},
-            "timestamp": {"seconds": 10, "microseconds": 500000}}));
-        let Incoming::Event(ev) = ev else { panic!("not an event: {ev:?}") };
+        assert_eq!(
+            e,
+            Incoming::Reply {
+                id: 4,
+                result: Err(("CommandNotFound".into(), "nope".into()))
+            }
+        );
+        let ev = classify(
+            &json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"},
+            "timestamp": {"seconds": 10, "microseconds": 500000}}),
+        );
+        let Incoming::Event(ev) = ev else {
+            panic!("not an event: {ev:?}")
+        };
         assert_eq!(ev.timestamp, 10.5);
-        assert_eq!(shutdown_of(&ev), Some(ShutdownEvent { guest: true, reason: "guest-shutdown".into() }));
-        let reset = QmpEvent { name: "RESET".into(), data: Value::Null, timestamp: 0.0 };
+        assert_eq!(
+            shutdown_of(&ev),
+            Some(ShutdownEvent {
+                guest: true,
+                reason: "guest-shutdown".into()
+            })
+        );
+        let reset = QmpEvent {
+            name: "RESET".into(),
+            data: Value::Null,
+            timestamp: 0.0,
+        };
         assert_eq!(shutdown_of(&reset), None);
         assert_eq!(classify(&json!({"return": {}})), Incoming::Other);
     }

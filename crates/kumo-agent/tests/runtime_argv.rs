@@ -1,0 +1,122 @@
+//! Golden tests of the QEMU argument vector (`runtime::qemu::argv`). The snapshots live in
+//! `tests/snapshots/`; review any change with `cargo insta review` (or `INSTA_UPDATE=always`).
+
+use kumo_agent::runtime::qemu::{
+    Accel, Boot, DiskCache, DiskSpec, Machine, NicSpec, VmConfig, argv,
+};
+use kumo_types::DiskFormat;
+
+fn kernel_guest(accel: Accel) -> VmConfig {
+    VmConfig {
+        instance_id: "i-0123456789abcdef".into(),
+        name: "tiny-1".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        accel,
+        machine: Machine::Q35,
+        boot: Boot::Kernel {
+            kernel: "/var/lib/kumo/pool/images/ami-tiny/kernel".into(),
+            initrd: Some("/var/lib/kumo/pool/images/ami-tiny/initrd".into()),
+            cmdline: "console=ttyS0 quiet panic=-1".into(),
+        },
+        disks: vec![DiskSpec {
+            id: "root".into(),
+            path: "/var/lib/kumo/pool/instances/i-0123456789abcdef/root.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            readonly: false,
+            cache: DiskCache::Writeback,
+        }],
+        nics: vec![NicSpec {
+            id: "net0".into(),
+            ifname: "kt-0123456789".into(),
+            mac: "52:54:00:12:34:56".into(),
+        }],
+        seed_iso: None,
+        run_dir: "/var/lib/kumo/run/i-0123456789abcdef".into(),
+    }
+}
+
+fn disk_guest(accel: Accel) -> VmConfig {
+    VmConfig {
+        instance_id: "i-00000000000000a1".into(),
+        name: "web,1".into(), // a comma must be escaped
+        vcpus: 2,
+        memory_mib: 2048,
+        accel,
+        machine: Machine::Q35,
+        boot: Boot::Disk,
+        disks: vec![
+            DiskSpec {
+                id: "root".into(),
+                path: "/var/lib/kumo/pool/instances/i-00000000000000a1/root.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                readonly: false,
+                cache: DiskCache::Writeback,
+            },
+            DiskSpec {
+                id: "vol-0a1b2c".into(),
+                path: "/srv/volumes/vol-0a1b2c.raw".into(),
+                format: DiskFormat::Raw,
+                readonly: false,
+                cache: DiskCache::Direct,
+            },
+        ],
+        nics: vec![
+            NicSpec {
+                id: "net0".into(),
+                ifname: "kt-a1-0".into(),
+                mac: "52:54:00:00:00:a1".into(),
+            },
+            NicSpec {
+                id: "net1".into(),
+                ifname: "kt-a1-1".into(),
+                mac: "52:54:00:00:01:a1".into(),
+            },
+        ],
+        seed_iso: Some("/var/lib/kumo/run/i-00000000000000a1/seed.iso".into()),
+        run_dir: "/var/lib/kumo/run/i-00000000000000a1".into(),
+    }
+}
+
+fn render(cfg: &VmConfig) -> String {
+    argv(cfg).join("\n")
+}
+
+#[test]
+fn kernel_boot_tcg() {
+    insta::assert_snapshot!(render(&kernel_guest(Accel::Tcg)));
+}
+
+#[test]
+fn kernel_boot_kvm() {
+    insta::assert_snapshot!(render(&kernel_guest(Accel::Kvm)));
+}
+
+#[test]
+fn disk_boot_tcg() {
+    insta::assert_snapshot!(render(&disk_guest(Accel::Tcg)));
+}
+
+#[test]
+fn disk_boot_kvm() {
+    insta::assert_snapshot!(render(&disk_guest(Accel::Kvm)));
+}
+
+#[test]
+fn argv_is_accepted_by_qemu_shape() {
+    // Every option flag is followed by its value: no accidental empty strings, no stray values.
+    for cfg in [kernel_guest(Accel::Tcg), disk_guest(Accel::Kvm)] {
+        let a = argv(&cfg);
+        assert!(a.iter().all(|x| !x.is_empty()), "{a:?}");
+        let flags_without_value = ["-nodefaults", "-no-user-config", "-daemonize"];
+        let mut i = 0;
+        while i < a.len() {
+            assert!(a[i].starts_with('-'), "expected a flag at {i}: {:?}", a[i]);
+            i += if flags_without_value.contains(&a[i].as_str()) {
+                1
+            } else {
+                2
+            };
+        }
+    }
+}
