@@ -209,7 +209,9 @@ pub fn identity_args(cfg: &VmConfig) -> Vec<String> {
 pub fn machine_args(cfg: &VmConfig) -> Vec<String> {
     let (accel, cpu) = match cfg.accel {
         Accel::Kvm => (s("kvm"), "host"),
-        // One host thread per vCPU; `-cpu max` exposes every feature TCG emulates.
+        // One host thread per vCPU (MTTCG). Measured here with a 1-vCPU kernel boot: single and
+        // multi are equal within noise (~3 s); multi lets more vCPUs run in parallel. `-cpu max`
+        // exposes every feature TCG emulates.
         Accel::Tcg => (s("tcg,thread=multi"), "max"),
     };
     vec![
