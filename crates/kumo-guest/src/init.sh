@@ -32,7 +32,7 @@ done
 ip link set lo up
 ip=none
 n=0
-while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
+while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 30 ]; do usleep 100000; n=$((n + 1)); done
 if [ -e /sys/class/net/eth0 ]; then
     ip link set eth0 up
     # The script applies the lease (udhcpc itself configures nothing) and records the address.

@@ -124,7 +124,12 @@ fn start_dnsmasq(dir: &Path, guard: &mut PidGuard) {
     guard.add(pid);
 }
 
-fn start_qemu(guest: &kumo_guest::TinyGuest, dir: &Path, guard: &mut PidGuard) -> Child {
+fn start_qemu(
+    guest: &kumo_guest::TinyGuest,
+    dir: &Path,
+    extra: &[&str],
+    guard: &mut PidGuard,
+) -> Child {
     let serial = format!("file:{}", dir.join("console.log").display());
     let qmp = format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display());
     let child = Command::new("qemu-system-x86_64")
@@ -144,8 +149,7 @@ fn start_qemu(guest: &kumo_guest::TinyGuest, dir: &Path, guard: &mut PidGuard) -
         .arg("-initrd")
         .arg(&guest.initrd)
         .args(["-append", &guest.cmdline])
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -234,7 +238,14 @@ fn tiny_guest_boots_reads_metadata_runs_user_data_and_powers_off() {
     rt.spawn(serve_metadata(listener, requests.clone()));
 
     let started = Instant::now();
-    let mut qemu = start_qemu(&guest, dir.path(), &mut guard);
+    let nic = format!("virtio-net-pci,netdev=n0,mac={MAC}");
+    let extra = [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        &nic,
+    ];
+    let mut qemu = start_qemu(&guest, dir.path(), &extra, &mut guard);
     let console = dir.path().join("console.log");
     let ready = format!("KUMO-READY instance-id={INSTANCE_ID} ip={GUEST_IP}");
     let text = wait_for_console(&console, &ready, Duration::from_secs(60));
@@ -298,4 +309,63 @@ fn tiny_guest_boots_reads_metadata_runs_user_data_and_powers_off() {
         "power-off did not go through acpid; console:\n{text}"
     );
     drop(guard); // kills dnsmasq (and QEMU, already gone) by PID
+}
+
+/// No NIC at all: the guest reports the failure, falls back to a NoCloud `cidata` ISO on a virtio
+/// disk for its identity and user-data, and still reaches KUMO-READY with ip=none.
+#[test]
+fn tiny_guest_without_network_uses_nocloud_seed() {
+    enter_private_netns();
+    require("qemu-system-x86_64", "qemu-system-x86");
+    require("genisoimage", "genisoimage");
+
+    let out = tempfile::tempdir().unwrap();
+    let guest = common::build(out.path());
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    std::fs::write(
+        seed.join("meta-data"),
+        "instance-id: i-nocloud42\nlocal-hostname: seedy\n",
+    )
+    .unwrap();
+    std::fs::write(
+        seed.join("user-data"),
+        "#!/bin/sh\necho USERDATA-RAN-$((6*7)) on $(hostname)\n",
+    )
+    .unwrap();
+    let iso = dir.path().join("seed.iso");
+    let iso_s = iso.to_str().unwrap();
+    run(
+        "genisoimage",
+        &[
+            "-quiet",
+            "-o",
+            iso_s,
+            "-V",
+            "cidata",
+            "-J",
+            "-r",
+            seed.to_str().unwrap(),
+        ],
+    );
+
+    let mut guard = PidGuard::new();
+    let drive = format!("file={iso_s},if=none,id=seed,format=raw,readonly=on");
+    let extra = ["-drive", &drive, "-device", "virtio-blk-pci,drive=seed"];
+    let mut qemu = start_qemu(&guest, dir.path(), &extra, &mut guard);
+    let console = dir.path().join("console.log");
+    let text = wait_for_console(
+        &console,
+        "KUMO-READY instance-id=i-nocloud42 ip=none",
+        Duration::from_secs(60),
+    );
+    assert!(text.contains("KUMO-ERROR no eth0"), "console:\n{text}");
+    assert!(
+        text.contains("USERDATA-RAN-42 on seedy"),
+        "console:\n{text}"
+    );
+    assert!(text.contains("KUMO-USERDATA-EXIT=0"), "console:\n{text}");
+    let _ = qemu.kill();
+    let _ = qemu.wait();
 }
