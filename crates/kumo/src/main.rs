@@ -23,6 +23,8 @@ struct Cli {
 enum Top {
     /// Run the control plane (and, unless --no-agent, this host's agent in-process).
     Server(ServerArgs),
+    /// Run this host's agent as its own process, joined to a server's internal API.
+    Agent(AgentArgs),
     #[command(flatten)]
     Client(kumo_cli::Command),
 }
@@ -82,12 +84,41 @@ struct ServerArgs {
     stop_timeout: u64,
 }
 
-fn server_config(a: ServerArgs) -> ServerConfig {
-    let accel = match a.accel {
+#[derive(Args)]
+struct AgentArgs {
+    /// The server's base URL.
+    #[arg(long, env = "KUMO_SERVER", default_value = "http://127.0.0.1:8470")]
+    server: String,
+    /// File holding the token the agent authenticates with.
+    #[arg(long, env = "KUMO_AGENT_TOKEN_FILE", default_value = "/var/lib/kumo/admin.token")]
+    token_file: PathBuf,
+    /// This host's data directory (disks, QEMU runtime files, DHCP state).
+    #[arg(long, env = "KUMO_DATA_DIR", default_value = "/var/lib/kumo")]
+    data_dir: PathBuf,
+    #[arg(long, env = "KUMO_ACCEL", value_enum, default_value = "auto")]
+    accel: Accel,
+    #[arg(long, default_value_t = 30)]
+    stop_timeout: u64,
+}
+
+fn accel_choice(a: Accel) -> AccelChoice {
+    match a {
         Accel::Auto => AccelChoice::Auto,
         Accel::Kvm => AccelChoice::Kvm,
         Accel::Tcg => AccelChoice::Tcg,
-    };
+    }
+}
+
+async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let token = std::fs::read_to_string(&a.token_file).with_context(|| format!("reading {}", a.token_file.display()))?;
+    let cp = kumo_agent::control::http::HttpControlPlane::new(&a.server, token.trim())?;
+    let cfg = AgentConfig::new(a.data_dir, accel_choice(a.accel), std::time::Duration::from_secs(a.stop_timeout));
+    kumo_agent::agent::run(std::sync::Arc::new(cp), cfg).await
+}
+
+fn server_config(a: ServerArgs) -> ServerConfig {
+    let accel = accel_choice(a.accel);
     ServerConfig {
         agent: AgentConfig::new(a.data_dir.clone(), accel, std::time::Duration::from_secs(a.stop_timeout)),
         data_dir: a.data_dir,
@@ -121,6 +152,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("kumo server: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Top::Agent(args) => {
+            init_logging();
+            match rt.block_on(run_agent(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kumo agent: {e:#}");
                     ExitCode::FAILURE
                 }
             }

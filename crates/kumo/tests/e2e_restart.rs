@@ -106,3 +106,29 @@ fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
     let ips: HashSet<&str> = views.iter().filter_map(|v| v["ipv4"].as_str()).collect();
     assert_eq!(ips.len(), views.len(), "duplicate addresses");
 }
+
+#[test]
+fn separate_agent_killed_while_vms_run_then_adopts_them() {
+    let mut cloud = Cloud::start_split();
+    cloud.import_tiny();
+    cloud.ok(&["instance", "run", "--name", "s1", "--image", "tiny", "--type", "nano", "--wait"]);
+    cloud.wait_console("s1", "KUMO-READY");
+    let pid = cloud.json(&["instance", "show", "s1"])["pid"].as_u64().expect("pid");
+
+    cloud.kill9_agent();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(kumo_testutil::pid_alive(pid as i32), "QEMU died with the agent");
+    // The control plane still answers while the agent is away; changes wait for it.
+    cloud.ok(&["instance", "stop", "s1"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(kumo_testutil::pid_alive(pid as i32), "nothing should act on the VM while the agent is down");
+
+    cloud.spawn_agent();
+    // The restarted agent adopts the VM and then applies the pending stop through QMP.
+    let v = cloud.wait_state("s1", "stopped");
+    assert!(v["pid"].is_null(), "{v}");
+    assert!(!kumo_testutil::pid_alive(pid as i32), "QEMU {pid} still alive");
+    cloud.ok(&["instance", "start", "s1", "--wait"]);
+    let v = cloud.wait_state("s1", "running");
+    assert_eq!(v["boot_count"].as_u64(), Some(2), "{v}");
+}

@@ -3,6 +3,7 @@
 pub mod console;
 pub mod extract;
 pub mod instance;
+pub mod internal;
 pub mod resources;
 
 use axum::extract::DefaultBodyLimit;
@@ -60,6 +61,7 @@ pub fn router(app: App) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), crate::auth::require_token));
     Router::new()
         .nest("/v1", v1)
+        .nest("/internal/v1", internal::router(app.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .fallback(|| async { crate::error::ApiError(kumo_types::Error::not_found("route", "this path")) })

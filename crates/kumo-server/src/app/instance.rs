@@ -191,12 +191,23 @@ fn not_deleting(i: &Instance) -> Result<()> {
 }
 
 pub async fn start(app: &App, id_or_name: &str) -> Result<InstanceView> {
-    let v = update(app, id_or_name, |i| {
+    let (inst, _) = find(app, id_or_name).await?;
+    let prev = status(app, &inst.id).await?.unwrap_or_default();
+    let v = update(app, &inst.id, |i| {
         not_deleting(i)?;
         i.desired_state = DesiredState::Running;
         i.force_stop = false;
-        // A start request clears a crashed/failed state so the agent tries again.
-        let st = InstanceStatus { state: InstanceState::Pending, updated_at: now_rfc3339(), reboot_seq: i.reboot_seq, ..Default::default() };
+        if prev.state == InstanceState::Running {
+            return Ok(vec![]);
+        }
+        // A start request clears a stopped/crashed/failed state so the agent starts it again.
+        let st = InstanceStatus {
+            state: InstanceState::Pending,
+            updated_at: now_rfc3339(),
+            reboot_seq: i.reboot_seq,
+            boot_count: prev.boot_count,
+            ..Default::default()
+        };
         Ok(vec![Op::put(keys::instance_status(&i.id), encode(&st)?)])
     })
     .await?;
@@ -282,7 +293,9 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
 
 /// Record what the agent observed. Ignored for instances that no longer exist.
 pub async fn report_status(app: &App, id: &str, mut st: InstanceStatus) -> Result<()> {
-    st.updated_at = now_rfc3339();
+    if st.updated_at.is_empty() {
+        st.updated_at = now_rfc3339();
+    }
     let key = keys::instance(id);
     let txn = Txn {
         compare: vec![Compare { key, op: kumo_store::CompareOp::Greater, target: kumo_store::CompareTarget::CreateRevision(0) }],

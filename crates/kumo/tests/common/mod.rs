@@ -26,6 +26,9 @@ pub struct Cloud {
     pub port: u16,
     pub token: String,
     server: Option<Child>,
+    agent: Option<Child>,
+    /// Server with `--no-agent` plus a separate `kumo agent` process.
+    split: bool,
     extra_args: Vec<String>,
 }
 
@@ -39,7 +42,16 @@ impl Cloud {
         Self::start_with(&[])
     }
 
+    /// Like [`Cloud::start`], but the agent runs as its own `kumo agent` process.
+    pub fn start_split() -> Cloud {
+        Self::start_inner(&["--no-agent"], true)
+    }
+
     pub fn start_with(extra: &[&str]) -> Cloud {
+        Self::start_inner(extra, false)
+    }
+
+    fn start_inner(extra: &[&str], split: bool) -> Cloud {
         kumo_testutil::enter_private_netns();
         kumo_testutil::require("qemu-system-x86_64", "qemu-system-x86");
         kumo_testutil::require("qemu-img", "qemu-utils");
@@ -51,6 +63,8 @@ impl Cloud {
             port: free_port(),
             token: String::new(),
             server: None,
+            agent: None,
+            split,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
         };
         c.spawn_server();
@@ -93,6 +107,42 @@ impl Cloud {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.token = std::fs::read_to_string(self.data.path().join("admin.token")).expect("admin.token").trim().to_string();
+        if self.split && self.agent.is_none() {
+            self.spawn_agent();
+        }
+        self.wait_host();
+    }
+
+    pub fn spawn_agent(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.path().join("agent.log")).expect("agent log");
+        let child = Command::new(KUMO)
+            .args(["agent", "--server", &self.url(), "--token-file"])
+            .arg(self.data.path().join("admin.token"))
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .args(["--accel", "tcg", "--stop-timeout", "10"])
+            .env("KUMO_LOG", "info,kumo_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kumo agent");
+        self.agent = Some(child);
+    }
+
+    /// SIGKILL the separate agent process.
+    pub fn kill9_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
+    fn wait_host(&self) {
         // Wait for the agent to register the host.
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.json(&["host", "list"]).pointer("/items/0/id").is_none()
@@ -116,7 +166,12 @@ impl Cloud {
     }
 
     pub fn server_log(&self) -> String {
-        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+        let mut s = std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default();
+        if let Ok(a) = std::fs::read_to_string(self.data.path().join("agent.log")) {
+            s.push_str("\n--- agent log ---\n");
+            s.push_str(&a);
+        }
+        s
     }
 
     /// Run the CLI against this cloud.
@@ -264,6 +319,7 @@ fn pids_under(root: &Path, file: &str) -> Vec<i32> {
 
 impl Drop for Cloud {
     fn drop(&mut self) {
+        self.kill9_agent();
         self.kill9();
         for pid in self.qemu_pids().into_iter().chain(self.dnsmasq_pids()) {
             // SAFETY: kill(2) of a process this test's server started (read from its own pidfiles).

@@ -25,3 +25,19 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
 }
+
+pub mod http;
+
+/// Body of the internal API's event route.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EventBody {
+    pub resource: String,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Answer of the internal API's watch long-poll.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WatchAnswer {
+    pub changed: bool,
+}
