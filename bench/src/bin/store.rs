@@ -26,7 +26,10 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { secs: 3, dir: std::env::temp_dir() };
+    let mut args = Args {
+        secs: 3,
+        dir: std::env::temp_dir(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -62,7 +65,8 @@ async fn writes_per_sec(kv: Arc<dyn Kv>, concurrency: usize, dur: Duration) -> R
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while start.elapsed() < dur {
-                kv.put(&format!("/bench/{concurrency}/{t}/{i}"), vec![b'x'; 128]).await?;
+                kv.put(&format!("/bench/{concurrency}/{t}/{i}"), vec![b'x'; 128])
+                    .await?;
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -95,7 +99,10 @@ fn free_port() -> Result<u16> {
 
 async fn start_etcd(dir: &Path) -> Result<Option<(Etcd, EtcdKv)>> {
     let dir = tempfile::tempdir_in(dir)?;
-    let (client, peer) = (format!("http://127.0.0.1:{}", free_port()?), format!("http://127.0.0.1:{}", free_port()?));
+    let (client, peer) = (
+        format!("http://127.0.0.1:{}", free_port()?),
+        format!("http://127.0.0.1:{}", free_port()?),
+    );
     let spawned = Command::new("etcd")
         .arg("--name=bench")
         .arg(format!("--data-dir={}", dir.path().join("data").display()))
@@ -113,7 +120,11 @@ async fn start_etcd(dir: &Path) -> Result<Option<(Etcd, EtcdKv)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context("spawn etcd"),
     };
-    let etcd = Etcd { child, endpoint: client, _dir: dir };
+    let etcd = Etcd {
+        child,
+        endpoint: client,
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match EtcdKv::connect(std::slice::from_ref(&etcd.endpoint)).await {
@@ -129,20 +140,31 @@ async fn main() -> Result<()> {
     let args = parse_args()?;
     let dur = Duration::from_secs(args.secs);
     let floor = fsync_floor(&args.dir, dur)?;
-    println!("fsync floor (512 B write + fdatasync, {}): {floor:.0} writes/s", args.dir.display());
+    println!(
+        "fsync floor (512 B write + fdatasync, {}): {floor:.0} writes/s",
+        args.dir.display()
+    );
 
     let mut rows: Vec<(String, usize, f64)> = Vec::new();
     let db_dir = tempfile::tempdir_in(&args.dir)?;
     let sqlite: Arc<dyn Kv> = Arc::new(SqliteKv::open(&db_dir.path().join("bench.db"))?);
     for c in [1, 64] {
-        rows.push(("sqlite".into(), c, writes_per_sec(Arc::clone(&sqlite), c, dur).await?));
+        rows.push((
+            "sqlite".into(),
+            c,
+            writes_per_sec(Arc::clone(&sqlite), c, dur).await?,
+        ));
     }
     drop(sqlite);
     match start_etcd(&args.dir).await? {
         Some((etcd, kv)) => {
             let kv: Arc<dyn Kv> = Arc::new(kv);
             for c in [1, 64] {
-                rows.push(("etcd".into(), c, writes_per_sec(Arc::clone(&kv), c, dur).await?));
+                rows.push((
+                    "etcd".into(),
+                    c,
+                    writes_per_sec(Arc::clone(&kv), c, dur).await?,
+                ));
             }
             drop(etcd);
         }
@@ -150,7 +172,10 @@ async fn main() -> Result<()> {
     }
 
     println!();
-    println!("{:<8} {:>11} {:>12} {:>16}", "backend", "concurrency", "writes/s", "x fsync floor");
+    println!(
+        "{:<8} {:>11} {:>12} {:>16}",
+        "backend", "concurrency", "writes/s", "x fsync floor"
+    );
     for (backend, c, wps) in rows {
         println!("{backend:<8} {c:>11} {wps:>12.0} {:>16.2}", wps / floor);
     }

@@ -5,6 +5,9 @@
 //! Only relative revision properties are checked (absolute numbers differ between backends).
 //! Waiting-based checks (leases, watches) use generous timeouts and never gate on speed.
 
+// A test suite: a panic (from unwrap or assert) is how it reports a violation.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +44,10 @@ macro_rules! conformance_suite {
 }
 
 fn put_txn(key: &str, value: &str) -> Txn {
-    Txn { success: vec![Op::put(key, value)], ..Default::default() }
+    Txn {
+        success: vec![Op::put(key, value)],
+        ..Default::default()
+    }
 }
 
 async fn next_event(w: &mut WatchStream) -> WatchEvent {
@@ -64,12 +70,21 @@ pub async fn get_put_delete(kv: Arc<dyn Kv>) {
     assert_eq!(kv.get("/gpd/a").await.unwrap(), None);
     kv.put("/gpd/a", b"one".to_vec()).await.unwrap();
     let got = kv.get("/gpd/a").await.unwrap().expect("key after put");
-    assert_eq!((got.key.as_str(), got.value.as_slice(), got.lease), ("/gpd/a", &b"one"[..], 0));
+    assert_eq!(
+        (got.key.as_str(), got.value.as_slice(), got.lease),
+        ("/gpd/a", &b"one"[..], 0)
+    );
     kv.put("/gpd/a", b"two".to_vec()).await.unwrap();
     assert_eq!(kv.get("/gpd/a").await.unwrap().unwrap().value, b"two");
-    assert!(kv.delete("/gpd/a").await.unwrap(), "delete of an existing key reports it");
+    assert!(
+        kv.delete("/gpd/a").await.unwrap(),
+        "delete of an existing key reports it"
+    );
     assert_eq!(kv.get("/gpd/a").await.unwrap(), None);
-    assert!(!kv.delete("/gpd/a").await.unwrap(), "delete of a missing key reports false");
+    assert!(
+        !kv.delete("/gpd/a").await.unwrap(),
+        "delete of a missing key reports false"
+    );
     // Empty values are values.
     kv.put("/gpd/empty", Vec::new()).await.unwrap();
     assert_eq!(kv.get("/gpd/empty").await.unwrap().unwrap().value, b"");
@@ -81,7 +96,10 @@ pub async fn revision_advances_once_per_write(kv: Arc<dyn Kv>) {
     assert_eq!(r1, r0 + 1, "one put = one revision");
     assert_eq!(kv.revision().await.unwrap(), r1);
 
-    let two = Txn { success: vec![Op::put("/rev/b", "1"), Op::put("/rev/c", "1")], ..Default::default() };
+    let two = Txn {
+        success: vec![Op::put("/rev/b", "1"), Op::put("/rev/c", "1")],
+        ..Default::default()
+    };
     let r = kv.txn(two).await.unwrap();
     assert_eq!(r.revision, r1 + 1, "a txn with two puts is one revision");
     let b = kv.get("/rev/b").await.unwrap().unwrap();
@@ -96,12 +114,26 @@ pub async fn revision_advances_once_per_write(kv: Arc<dyn Kv>) {
     let f = kv.txn(failed).await.unwrap();
     assert!(!f.succeeded);
     assert_eq!(f.revision, r.revision, "a failed txn does not write");
-    let read = kv.txn(Txn { success: vec![Op::get("/rev/a")], ..Default::default() }).await.unwrap();
+    let read = kv
+        .txn(Txn {
+            success: vec![Op::get("/rev/a")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(read.revision, r.revision, "a read-only txn does not write");
     assert!(!kv.delete("/rev/missing").await.unwrap());
-    assert_eq!(kv.revision().await.unwrap(), r.revision, "deleting nothing does not write");
+    assert_eq!(
+        kv.revision().await.unwrap(),
+        r.revision,
+        "deleting nothing does not write"
+    );
     assert!(kv.delete("/rev/a").await.unwrap());
-    assert_eq!(kv.revision().await.unwrap(), r.revision + 1, "a delete is one revision");
+    assert_eq!(
+        kv.revision().await.unwrap(),
+        r.revision + 1,
+        "a delete is one revision"
+    );
 }
 
 pub async fn create_mod_revision_and_version(kv: Arc<dyn Kv>) {
@@ -115,7 +147,9 @@ pub async fn create_mod_revision_and_version(kv: Arc<dyn Kv>) {
     // A put returns the previous value.
     let r = kv.txn(put_txn("/cmv/k", "c")).await.unwrap();
     match &r.results[..] {
-        [OpResult::Put { prev: Some(p) }] => assert_eq!((p.value.as_slice(), p.version), (&b"b"[..], 2)),
+        [OpResult::Put { prev: Some(p) }] => {
+            assert_eq!((p.value.as_slice(), p.version), (&b"b"[..], 2))
+        }
         other => panic!("unexpected put result {other:?}"),
     }
     // Delete then re-create starts a new life: new create revision, version 1.
@@ -142,8 +176,18 @@ pub async fn cas_absent_key(kv: Arc<dyn Kv>) {
     }
     assert_eq!(kv.get("/cas/a").await.unwrap().unwrap().value, b"first");
     // Version compare on a missing key sees 0.
-    let v0 = Compare { key: "/cas/none".into(), op: CompareOp::Equal, target: CompareTarget::Version(0) };
-    let r = kv.txn(Txn { compare: vec![v0], ..Default::default() }).await.unwrap();
+    let v0 = Compare {
+        key: "/cas/none".into(),
+        op: CompareOp::Equal,
+        target: CompareTarget::Version(0),
+    };
+    let r = kv
+        .txn(Txn {
+            compare: vec![v0],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(r.succeeded);
 }
 
@@ -164,33 +208,102 @@ pub async fn cas_mod_revision(kv: Arc<dyn Kv>) {
     assert!(r.succeeded);
     assert_eq!(r.revision, rev + 1);
     assert_eq!(kv.get("/cas/m").await.unwrap().unwrap().value, b"2");
-    let newer = Compare { key: "/cas/m".into(), op: CompareOp::Greater, target: CompareTarget::ModRevision(rev) };
-    let older = Compare { key: "/cas/m".into(), op: CompareOp::Less, target: CompareTarget::ModRevision(rev) };
-    assert!(kv.txn(Txn { compare: vec![newer.clone()], ..Default::default() }).await.unwrap().succeeded);
-    assert!(!kv.txn(Txn { compare: vec![older], ..Default::default() }).await.unwrap().succeeded);
+    let newer = Compare {
+        key: "/cas/m".into(),
+        op: CompareOp::Greater,
+        target: CompareTarget::ModRevision(rev),
+    };
+    let older = Compare {
+        key: "/cas/m".into(),
+        op: CompareOp::Less,
+        target: CompareTarget::ModRevision(rev),
+    };
+    assert!(
+        kv.txn(Txn {
+            compare: vec![newer.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .succeeded
+    );
+    assert!(
+        !kv.txn(Txn {
+            compare: vec![older],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .succeeded
+    );
     // All compares must hold.
-    let mixed = Txn { compare: vec![newer, Compare::absent("/cas/m")], ..Default::default() };
+    let mixed = Txn {
+        compare: vec![newer, Compare::absent("/cas/m")],
+        ..Default::default()
+    };
     assert!(!kv.txn(mixed).await.unwrap().succeeded);
 }
 
 pub async fn cas_value(kv: Arc<dyn Kv>) {
     kv.put("/cas/v", b"blue".to_vec()).await.unwrap();
-    let cmp = |op, v: &str| Compare { key: "/cas/v".into(), op, target: CompareTarget::Value(v.into()) };
+    let cmp = |op, v: &str| Compare {
+        key: "/cas/v".into(),
+        op,
+        target: CompareTarget::Value(v.into()),
+    };
     let swap = |c: Compare, to: &str| Txn {
         compare: vec![c],
         success: vec![Op::put("/cas/v", to)],
         failure: vec![Op::get("/cas/v")],
     };
-    assert!(!kv.txn(swap(cmp(CompareOp::Equal, "red"), "green")).await.unwrap().succeeded);
-    assert!(kv.txn(swap(cmp(CompareOp::Equal, "blue"), "green")).await.unwrap().succeeded);
-    assert!(kv.txn(swap(cmp(CompareOp::NotEqual, "blue"), "yellow")).await.unwrap().succeeded);
-    assert!(kv.txn(swap(cmp(CompareOp::Greater, "a"), "zz")).await.unwrap().succeeded);
-    assert!(!kv.txn(swap(cmp(CompareOp::Less, "zz"), "q")).await.unwrap().succeeded);
+    assert!(
+        !kv.txn(swap(cmp(CompareOp::Equal, "red"), "green"))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    assert!(
+        kv.txn(swap(cmp(CompareOp::Equal, "blue"), "green"))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    assert!(
+        kv.txn(swap(cmp(CompareOp::NotEqual, "blue"), "yellow"))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    assert!(
+        kv.txn(swap(cmp(CompareOp::Greater, "a"), "zz"))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    assert!(
+        !kv.txn(swap(cmp(CompareOp::Less, "zz"), "q"))
+            .await
+            .unwrap()
+            .succeeded
+    );
     assert_eq!(kv.get("/cas/v").await.unwrap().unwrap().value, b"zz");
     // A value compare on a missing key never holds.
     for op in [CompareOp::Equal, CompareOp::NotEqual] {
-        let c = Compare { key: "/cas/missing".into(), op, target: CompareTarget::Value(Vec::new()) };
-        assert!(!kv.txn(Txn { compare: vec![c], ..Default::default() }).await.unwrap().succeeded, "{op:?}");
+        let c = Compare {
+            key: "/cas/missing".into(),
+            op,
+            target: CompareTarget::Value(Vec::new()),
+        };
+        assert!(
+            !kv.txn(Txn {
+                compare: vec![c],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .succeeded,
+            "{op:?}"
+        );
     }
 }
 
@@ -199,13 +312,34 @@ pub async fn delete_prefix(kv: Arc<dyn Kv>) {
         kv.put(k, b"v".to_vec()).await.unwrap();
     }
     let before = kv.revision().await.unwrap();
-    let t = Txn { success: vec![Op::DeletePrefix { prefix: "/dp/a/".into() }], ..Default::default() };
+    let t = Txn {
+        success: vec![Op::DeletePrefix {
+            prefix: "/dp/a/".into(),
+        }],
+        ..Default::default()
+    };
     let r = kv.txn(t).await.unwrap();
-    assert!(matches!(&r.results[..], [OpResult::Delete { deleted: 3 }]), "{:?}", r.results);
+    assert!(
+        matches!(&r.results[..], [OpResult::Delete { deleted: 3 }]),
+        "{:?}",
+        r.results
+    );
     assert_eq!(r.revision, before + 1, "a prefix delete is one revision");
-    let left: Vec<String> = kv.list("/dp/", None, 0).await.unwrap().kvs.into_iter().map(|k| k.key).collect();
+    let left: Vec<String> = kv
+        .list("/dp/", None, 0)
+        .await
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|k| k.key)
+        .collect();
     assert_eq!(left, ["/dp/ab", "/dp/b/1"]);
-    let none = Txn { success: vec![Op::DeletePrefix { prefix: "/dp/zzz/".into() }], ..Default::default() };
+    let none = Txn {
+        success: vec![Op::DeletePrefix {
+            prefix: "/dp/zzz/".into(),
+        }],
+        ..Default::default()
+    };
     let r = kv.txn(none).await.unwrap();
     assert!(matches!(&r.results[..], [OpResult::Delete { deleted: 0 }]));
     assert_eq!(r.revision, before + 1);
@@ -241,7 +375,11 @@ pub async fn list_order_and_pagination(kv: Arc<dyn Kv>) {
     assert_eq!(seen, keys);
     assert_eq!(pages, 3);
     let page = kv.list("/ls/", Some("/ls/b"), 0).await.unwrap();
-    assert_eq!(page.kvs.first().map(|k| k.key.as_str()), Some("/ls/c"), "start_after is exclusive");
+    assert_eq!(
+        page.kvs.first().map(|k| k.key.as_str()),
+        Some("/ls/c"),
+        "start_after is exclusive"
+    );
     let exact = kv.list("/ls/", Some("/ls/c"), 2).await.unwrap();
     assert_eq!(exact.kvs.len(), 2);
     assert!(!exact.more, "no key follows /ls/e");
@@ -256,31 +394,53 @@ pub async fn watch_replays_then_streams(kv: Arc<dyn Kv>) {
     let r3 = kv.put("/wr/a/1", b"y".to_vec()).await.unwrap();
     let mut w = kv.watch("/wr/a/", r1).await.unwrap();
     let e1 = next_event(&mut w).await;
-    assert_eq!((e1.kind, e1.kv.key.as_str(), e1.kv.mod_revision), (EventKind::Put, "/wr/a/1", r1));
+    assert_eq!(
+        (e1.kind, e1.kv.key.as_str(), e1.kv.mod_revision),
+        (EventKind::Put, "/wr/a/1", r1)
+    );
     assert_eq!(e1.kv.value, b"x");
     let e2 = next_event(&mut w).await;
-    assert_eq!((e2.kv.mod_revision, e2.kv.value.as_slice(), e2.kv.version), (r3, &b"y"[..], 2));
-    assert_eq!(e2.prev.as_ref().map(|p| p.value.as_slice()), Some(&b"x"[..]), "puts carry the previous value");
+    assert_eq!(
+        (e2.kv.mod_revision, e2.kv.value.as_slice(), e2.kv.version),
+        (r3, &b"y"[..], 2)
+    );
+    assert_eq!(
+        e2.prev.as_ref().map(|p| p.value.as_slice()),
+        Some(&b"x"[..]),
+        "puts carry the previous value"
+    );
 
     // Live events: only the prefix, in order, deletes included.
     kv.put("/wr/b/2", b"ignored".to_vec()).await.unwrap();
     let r5 = kv.put("/wr/a/2", b"z".to_vec()).await.unwrap();
     kv.delete("/wr/a/1").await.unwrap();
     let e3 = next_event(&mut w).await;
-    assert_eq!((e3.kind, e3.kv.key.as_str(), e3.kv.mod_revision), (EventKind::Put, "/wr/a/2", r5));
+    assert_eq!(
+        (e3.kind, e3.kv.key.as_str(), e3.kv.mod_revision),
+        (EventKind::Put, "/wr/a/2", r5)
+    );
     let e4 = next_event(&mut w).await;
-    assert_eq!((e4.kind, e4.kv.key.as_str(), e4.kv.mod_revision), (EventKind::Delete, "/wr/a/1", r5 + 1));
+    assert_eq!(
+        (e4.kind, e4.kv.key.as_str(), e4.kv.mod_revision),
+        (EventKind::Delete, "/wr/a/1", r5 + 1)
+    );
     assert!(e4.kv.value.is_empty());
     no_event(&mut w).await;
 
     // Many writes in a burst all arrive, in revision order.
     let mut last = r5 + 1;
     for i in 0..200 {
-        kv.put(&format!("/wr/a/burst{}", i % 7), i.to_string().into_bytes()).await.unwrap();
+        kv.put(&format!("/wr/a/burst{}", i % 7), i.to_string().into_bytes())
+            .await
+            .unwrap();
     }
     for _ in 0..200 {
         let e = next_event(&mut w).await;
-        assert_eq!(e.kv.mod_revision, last + 1, "events arrive once each, in order");
+        assert_eq!(
+            e.kv.mod_revision,
+            last + 1,
+            "events arrive once each, in order"
+        );
         last = e.kv.mod_revision;
     }
 }
@@ -290,7 +450,11 @@ pub async fn watch_from_now(kv: Arc<dyn Kv>) {
     let mut w = kv.watch("/wn/", 0).await.unwrap();
     let r = kv.put("/wn/new", b"2".to_vec()).await.unwrap();
     let e = next_event(&mut w).await;
-    assert_eq!((e.kv.key.as_str(), e.kv.mod_revision), ("/wn/new", r), "from 0 = only new events");
+    assert_eq!(
+        (e.kv.key.as_str(), e.kv.mod_revision),
+        ("/wn/new", r),
+        "from 0 = only new events"
+    );
     // Several concurrent watchers each see the event.
     let mut w2 = kv.watch("/wn/", 0).await.unwrap();
     let r2 = kv.put("/wn/x", b"3".to_vec()).await.unwrap();
@@ -305,14 +469,20 @@ pub async fn watch_compacted_errors(kv: Arc<dyn Kv>) {
     kv.compact(r3).await.unwrap();
     let mut w = kv.watch("/wc/", r1).await.unwrap();
     match tokio::time::timeout(WAIT, w.next()).await {
-        Ok(Some(Err(StoreError::Compacted { oldest, .. }))) => assert!(oldest > r1, "oldest {oldest}"),
+        Ok(Some(Err(StoreError::Compacted { oldest, .. }))) => {
+            assert!(oldest > r1, "oldest {oldest}")
+        }
         other => panic!("watch from a compacted revision should yield Compacted, got {other:?}"),
     }
     // From the compaction point itself history is still there.
     let mut ok = kv.watch("/wc/", r3).await.unwrap();
     let e = next_event(&mut ok).await;
     assert_eq!((e.kv.mod_revision, e.kv.value.as_slice()), (r3, &b"3"[..]));
-    assert_eq!(kv.get("/wc/k").await.unwrap().unwrap().value, b"3", "compaction keeps current values");
+    assert_eq!(
+        kv.get("/wc/k").await.unwrap().unwrap().value,
+        b"3",
+        "compaction keeps current values"
+    );
 }
 
 pub async fn lease_expiry_deletes_keys(kv: Arc<dyn Kv>) {
@@ -320,8 +490,16 @@ pub async fn lease_expiry_deletes_keys(kv: Arc<dyn Kv>) {
     let mut w = kv.watch("/le/", 0).await.unwrap();
     let put = Txn {
         success: vec![
-            Op::Put { key: "/le/a".into(), value: b"1".to_vec(), lease },
-            Op::Put { key: "/le/b".into(), value: b"1".to_vec(), lease },
+            Op::Put {
+                key: "/le/a".into(),
+                value: b"1".to_vec(),
+                lease,
+            },
+            Op::Put {
+                key: "/le/b".into(),
+                value: b"1".to_vec(),
+                lease,
+            },
         ],
         ..Default::default()
     };
@@ -334,19 +512,35 @@ pub async fn lease_expiry_deletes_keys(kv: Arc<dyn Kv>) {
     let mut deleted = Vec::new();
     while deleted.len() < 2 {
         let e = next_event(&mut w).await;
-        assert_eq!(e.kind, EventKind::Delete, "expiry emits delete events: {e:?}");
+        assert_eq!(
+            e.kind,
+            EventKind::Delete,
+            "expiry emits delete events: {e:?}"
+        );
         deleted.push(e.kv.key);
     }
     deleted.sort();
     assert_eq!(deleted, ["/le/a", "/le/b"]);
     assert_eq!(kv.get("/le/a").await.unwrap(), None);
-    assert!(kv.get("/le/keep").await.unwrap().is_some(), "keys without the lease stay");
-    assert!(matches!(kv.lease_keepalive(lease).await, Err(StoreError::LeaseNotFound(id)) if id == lease));
+    assert!(
+        kv.get("/le/keep").await.unwrap().is_some(),
+        "keys without the lease stay"
+    );
+    assert!(
+        matches!(kv.lease_keepalive(lease).await, Err(StoreError::LeaseNotFound(id)) if id == lease)
+    );
 }
 
 pub async fn lease_keepalive_keeps_keys(kv: Arc<dyn Kv>) {
     let lease = kv.lease_grant(2).await.unwrap();
-    let put = Txn { success: vec![Op::Put { key: "/lk/a".into(), value: b"1".to_vec(), lease }], ..Default::default() };
+    let put = Txn {
+        success: vec![Op::Put {
+            key: "/lk/a".into(),
+            value: b"1".to_vec(),
+            lease,
+        }],
+        ..Default::default()
+    };
     kv.txn(put).await.unwrap();
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < until {
@@ -354,13 +548,23 @@ pub async fn lease_keepalive_keeps_keys(kv: Arc<dyn Kv>) {
         assert!(ttl >= 2, "keepalive returns the TTL, got {ttl}");
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    assert!(kv.get("/lk/a").await.unwrap().is_some(), "a kept-alive lease keeps its keys");
+    assert!(
+        kv.get("/lk/a").await.unwrap().is_some(),
+        "a kept-alive lease keeps its keys"
+    );
     kv.lease_revoke(lease).await.unwrap();
 }
 
 pub async fn lease_revoke_deletes_keys(kv: Arc<dyn Kv>) {
     let lease = kv.lease_grant(60).await.unwrap();
-    let put = |k: &str| Txn { success: vec![Op::Put { key: k.into(), value: b"1".to_vec(), lease }], ..Default::default() };
+    let put = |k: &str| Txn {
+        success: vec![Op::Put {
+            key: k.into(),
+            value: b"1".to_vec(),
+            lease,
+        }],
+        ..Default::default()
+    };
     kv.txn(put("/lr/a")).await.unwrap();
     kv.txn(put("/lr/b")).await.unwrap();
     let before = kv.revision().await.unwrap();
@@ -373,8 +577,17 @@ pub async fn lease_revoke_deletes_keys(kv: Arc<dyn Kv>) {
         assert_eq!(e.kind, EventKind::Delete);
         assert_eq!(e.kv.mod_revision, before + 1, "one revoke is one revision");
     }
-    assert!(matches!(kv.lease_revoke(lease).await, Err(StoreError::LeaseNotFound(_))));
-    assert!(matches!(kv.txn(put("/lr/c")).await, Err(StoreError::LeaseNotFound(_))), "put with a dead lease");
+    assert!(matches!(
+        kv.lease_revoke(lease).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
+    assert!(
+        matches!(
+            kv.txn(put("/lr/c")).await,
+            Err(StoreError::LeaseNotFound(_))
+        ),
+        "put with a dead lease"
+    );
     assert_eq!(kv.get("/lr/c").await.unwrap(), None);
     assert_eq!(kv.revision().await.unwrap(), before + 1);
 }
@@ -411,5 +624,9 @@ pub async fn concurrent_cas_increments(kv: Arc<dyn Kv>) {
     let end = kv.get(key).await.unwrap().unwrap();
     assert_eq!(String::from_utf8_lossy(&end.value), total.to_string());
     assert_eq!(end.version, total + 1);
-    assert_eq!(kv.revision().await.unwrap(), start + total, "only successful CAS writes advance the revision");
+    assert_eq!(
+        kv.revision().await.unwrap(),
+        start + total,
+        "only successful CAS writes advance the revision"
+    );
 }

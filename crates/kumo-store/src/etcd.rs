@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 
 use crate::keys::prefix_end;
 use crate::{
-    CompareOp, CompareTarget, KeyValue, Kv, LeaseId, ListPage, Op, OpResult, Result,
-    Revision, StoreError, Txn, TxnResult, WatchEvent, WatchStream,
+    CompareOp, CompareTarget, KeyValue, Kv, LeaseId, ListPage, Op, OpResult, Result, Revision,
+    StoreError, Txn, TxnResult, WatchEvent, WatchStream,
 };
 
 mod wire;
@@ -57,7 +57,11 @@ const GRPC_DEADLINE_EXCEEDED: i64 = 4;
 
 fn normalize(endpoint: &str) -> String {
     let e = endpoint.trim_end_matches('/');
-    if e.contains("://") { e.to_owned() } else { format!("http://{e}") }
+    if e.contains("://") {
+        e.to_owned()
+    } else {
+        format!("http://{e}")
+    }
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -123,16 +127,29 @@ fn txn_json(t: &Txn) -> Value {
 fn op_result(op: &Op, resp: &wire::ResponseOp) -> Result<OpResult> {
     match op {
         Op::Put { .. } => {
-            let r = resp.response_put.as_ref().ok_or_else(|| malformed("txn put response"))?;
-            Ok(OpResult::Put { prev: r.prev_kv.as_ref().map(decode_kv).transpose()? })
+            let r = resp
+                .response_put
+                .as_ref()
+                .ok_or_else(|| malformed("txn put response"))?;
+            Ok(OpResult::Put {
+                prev: r.prev_kv.as_ref().map(decode_kv).transpose()?,
+            })
         }
         Op::Delete { .. } | Op::DeletePrefix { .. } => {
-            let r = resp.response_delete_range.as_ref().ok_or_else(|| malformed("txn delete response"))?;
+            let r = resp
+                .response_delete_range
+                .as_ref()
+                .ok_or_else(|| malformed("txn delete response"))?;
             Ok(OpResult::Delete { deleted: r.deleted })
         }
         Op::Get { .. } => {
-            let r = resp.response_range.as_ref().ok_or_else(|| malformed("txn range response"))?;
-            Ok(OpResult::Get { kv: r.kvs.first().map(decode_kv).transpose()? })
+            let r = resp
+                .response_range
+                .as_ref()
+                .ok_or_else(|| malformed("txn range response"))?;
+            Ok(OpResult::Get {
+                kv: r.kvs.first().map(decode_kv).transpose()?,
+            })
         }
     }
 }
@@ -143,11 +160,20 @@ fn malformed(what: &str) -> StoreError {
 
 fn gateway_error(status: reqwest::StatusCode, body: &[u8]) -> StoreError {
     let e: GatewayError = serde_json::from_slice(body).unwrap_or_default();
-    let msg = if e.message.is_empty() { String::from_utf8_lossy(body).into_owned() } else { e.message };
+    let msg = if e.message.is_empty() {
+        String::from_utf8_lossy(body).into_owned()
+    } else {
+        e.message
+    };
     match e.code {
         GRPC_NOT_FOUND if msg.contains("lease not found") => StoreError::LeaseNotFound(0),
-        GRPC_OUT_OF_RANGE if msg.contains("compacted") => StoreError::Compacted { requested: 0, oldest: 0 },
-        GRPC_UNAVAILABLE | GRPC_DEADLINE_EXCEEDED => StoreError::Unavailable(format!("etcd: {msg}")),
+        GRPC_OUT_OF_RANGE if msg.contains("compacted") => StoreError::Compacted {
+            requested: 0,
+            oldest: 0,
+        },
+        GRPC_UNAVAILABLE | GRPC_DEADLINE_EXCEEDED => {
+            StoreError::Unavailable(format!("etcd: {msg}"))
+        }
         _ => StoreError::Backend(format!("etcd ({status}): {msg}")),
     }
 }
@@ -206,7 +232,9 @@ impl EtcdKv {
                 Err(e) => return Err(StoreError::Unavailable(format!("{url}: {e}"))),
             }
         }
-        Err(StoreError::Unavailable(format!("no etcd endpoint answered (last: {last})")))
+        Err(StoreError::Unavailable(format!(
+            "no etcd endpoint answered (last: {last})"
+        )))
     }
 
     async fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
@@ -216,7 +244,10 @@ impl EtcdKv {
             .await
             .map_err(|e| StoreError::Unavailable(format!("etcd {path}: reading answer: {e}")))?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            StoreError::Backend(format!("etcd {path}: bad answer {}: {e}", String::from_utf8_lossy(&bytes)))
+            StoreError::Backend(format!(
+                "etcd {path}: bad answer {}: {e}",
+                String::from_utf8_lossy(&bytes)
+            ))
         })
     }
 }
@@ -224,17 +255,28 @@ impl EtcdKv {
 #[async_trait]
 impl Kv for EtcdKv {
     async fn revision(&self) -> Result<Revision> {
-        let r: wire::RangeResponse =
-            self.call("/v3/kv/range", &json!({"key": b64(b"\0"), "count_only": true})).await?;
+        let r: wire::RangeResponse = self
+            .call(
+                "/v3/kv/range",
+                &json!({"key": b64(b"\0"), "count_only": true}),
+            )
+            .await?;
         Ok(r.header.revision)
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let r: wire::RangeResponse = self.call("/v3/kv/range", &json!({"key": b64(key.as_bytes())})).await?;
+        let r: wire::RangeResponse = self
+            .call("/v3/kv/range", &json!({"key": b64(key.as_bytes())}))
+            .await?;
         r.kvs.first().map(decode_kv).transpose()
     }
 
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
         let (start, range_end) = prefix_range(prefix);
         let start = match start_after {
             Some(s) if s >= prefix => {
@@ -247,7 +289,11 @@ impl Kv for EtcdKv {
         let body = json!({"key": start, "range_end": range_end, "limit": limit.to_string()});
         let r: wire::RangeResponse = self.call("/v3/kv/range", &body).await?;
         let kvs = r.kvs.iter().map(decode_kv).collect::<Result<Vec<_>>>()?;
-        Ok(ListPage { kvs, revision: r.header.revision, more: r.more })
+        Ok(ListPage {
+            kvs,
+            revision: r.header.revision,
+            more: r.more,
+        })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
@@ -260,13 +306,28 @@ impl Kv for EtcdKv {
                 _ => None,
             })
             .unwrap_or(0);
-        let r: wire::TxnResponse = self.call("/v3/kv/txn", &txn_json(&txn)).await.map_err(with_lease(lease))?;
-        let ops = if r.succeeded { &txn.success } else { &txn.failure };
+        let r: wire::TxnResponse = self
+            .call("/v3/kv/txn", &txn_json(&txn))
+            .await
+            .map_err(with_lease(lease))?;
+        let ops = if r.succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         if ops.len() != r.responses.len() {
             return Err(malformed("txn response (wrong number of results)"));
         }
-        let results = ops.iter().zip(&r.responses).map(|(op, resp)| op_result(op, resp)).collect::<Result<_>>()?;
-        Ok(TxnResult { succeeded: r.succeeded, revision: r.header.revision, results })
+        let results = ops
+            .iter()
+            .zip(&r.responses)
+            .map(|(op, resp)| op_result(op, resp))
+            .collect::<Result<_>>()?;
+        Ok(TxnResult {
+            succeeded: r.succeeded,
+            revision: r.header.revision,
+            results,
+        })
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
@@ -285,7 +346,11 @@ impl Kv for EtcdKv {
             match bytes.next().await {
                 Some(Ok(chunk)) => parser.push(&chunk),
                 Some(Err(e)) => return Err(StoreError::Unavailable(format!("etcd watch: {e}"))),
-                None => return Err(StoreError::Unavailable("etcd watch stream ended before creation".into())),
+                None => {
+                    return Err(StoreError::Unavailable(
+                        "etcd watch stream ended before creation".into(),
+                    ));
+                }
             }
         };
         let (tx, rx) = mpsc::channel::<Result<WatchEvent>>(256);
@@ -307,11 +372,19 @@ impl Kv for EtcdKv {
                                     continue;
                                 }
                                 Some(Err(e)) => {
-                                    let _ = tx.send(Err(StoreError::Unavailable(format!("etcd watch: {e}")))).await;
+                                    let _ = tx
+                                        .send(Err(StoreError::Unavailable(format!(
+                                            "etcd watch: {e}"
+                                        ))))
+                                        .await;
                                     return;
                                 }
                                 None => {
-                                    let _ = tx.send(Err(StoreError::Unavailable("etcd watch stream ended".into()))).await;
+                                    let _ = tx
+                                        .send(Err(StoreError::Unavailable(
+                                            "etcd watch stream ended".into(),
+                                        )))
+                                        .await;
                                     return;
                                 }
                             }
@@ -338,14 +411,23 @@ impl Kv for EtcdKv {
                 }
             }
         });
-        Ok(Box::pin(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+        Ok(Box::pin(stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })))
     }
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseId> {
-        let r: wire::LeaseResponse =
-            self.call("/v3/lease/grant", &json!({"TTL": ttl_secs.to_string(), "ID": "0"})).await?;
+        let r: wire::LeaseResponse = self
+            .call(
+                "/v3/lease/grant",
+                &json!({"TTL": ttl_secs.to_string(), "ID": "0"}),
+            )
+            .await?;
         if !r.error.is_empty() {
-            return Err(StoreError::Backend(format!("etcd lease grant: {}", r.error)));
+            return Err(StoreError::Backend(format!(
+                "etcd lease grant: {}",
+                r.error
+            )));
         }
         Ok(r.id)
     }
@@ -371,10 +453,16 @@ impl Kv for EtcdKv {
 
     async fn compact(&self, rev: Revision) -> Result<()> {
         let _: Value = self
-            .call("/v3/kv/compaction", &json!({"revision": rev.to_string(), "physical": true}))
+            .call(
+                "/v3/kv/compaction",
+                &json!({"revision": rev.to_string(), "physical": true}),
+            )
             .await
             .map_err(|e| match e {
-                StoreError::Compacted { .. } => StoreError::Compacted { requested: rev, oldest: rev },
+                StoreError::Compacted { .. } => StoreError::Compacted {
+                    requested: rev,
+                    oldest: rev,
+                },
                 e => e,
             })?;
         Ok(())
@@ -382,6 +470,7 @@ impl Kv for EtcdKv {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -38,6 +38,7 @@ pub fn compare_holds(c: &Compare, kv: Option<&KeyValue>) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -64,15 +65,31 @@ mod tests {
     fn absent_key_compares_as_zero() {
         assert!(compare_holds(&Compare::absent("k"), None));
         assert!(compare_holds(&Compare::mod_revision("k", 0), None));
-        assert!(!compare_holds(&Compare::absent("k"), Some(&kv(b"v", 3, 4, 2))));
-        let c = Compare { key: "k".into(), op: CompareOp::Less, target: CompareTarget::Version(1) };
+        assert!(!compare_holds(
+            &Compare::absent("k"),
+            Some(&kv(b"v", 3, 4, 2))
+        ));
+        let c = Compare {
+            key: "k".into(),
+            op: CompareOp::Less,
+            target: CompareTarget::Version(1),
+        };
         assert!(compare_holds(&c, None));
     }
 
     #[test]
     fn value_compare_on_absent_key_is_false_for_every_op() {
-        for op in [CompareOp::Equal, CompareOp::NotEqual, CompareOp::Less, CompareOp::Greater] {
-            let c = Compare { key: "k".into(), op, target: CompareTarget::Value(vec![]) };
+        for op in [
+            CompareOp::Equal,
+            CompareOp::NotEqual,
+            CompareOp::Less,
+            CompareOp::Greater,
+        ] {
+            let c = Compare {
+                key: "k".into(),
+                op,
+                target: CompareTarget::Value(vec![]),
+            };
             assert!(!compare_holds(&c, None), "{op:?}");
         }
     }
@@ -80,7 +97,16 @@ mod tests {
     #[test]
     fn ops_order_values_bytewise_and_revisions_numerically() {
         let cur = kv(b"b", 3, 7, 2);
-        let t = |op, target| compare_holds(&Compare { key: "k".into(), op, target }, Some(&cur));
+        let t = |op, target| {
+            compare_holds(
+                &Compare {
+                    key: "k".into(),
+                    op,
+                    target,
+                },
+                Some(&cur),
+            )
+        };
         assert!(t(CompareOp::Greater, CompareTarget::Value(b"a".to_vec())));
         assert!(t(CompareOp::Less, CompareTarget::Value(b"c".to_vec())));
         assert!(t(CompareOp::NotEqual, CompareTarget::Value(b"a".to_vec())));

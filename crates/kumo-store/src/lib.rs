@@ -5,15 +5,19 @@
 //! (an etcd v3 cluster). [`conformance`] holds the one test suite both must pass.
 //!
 //! Semantics (identical in both backends — the conformance suite checks each):
-//! - Every successful write (a txn whose chosen branch has at least one put/delete) advances the global
-//!   revision by exactly one; all its puts/deletes share that revision.
+//! - Every successful write (a txn whose chosen branch puts at least one key or deletes at least one
+//!   existing key) advances the global revision by exactly one; all its puts/deletes share that
+//!   revision. Failed txns, read-only txns and deletes that remove nothing leave it unchanged (as in
+//!   etcd). Lease grant/keepalive do not write; revoking or expiring a lease with keys is one write.
 //! - `KeyValue::create_revision` is the revision that created the key, `mod_revision` the last that
 //!   changed it, `version` counts changes since creation (1 on create).
 //! - A [`Compare`] on a missing key sees `mod_revision == 0`, `create_revision == 0`, `version == 0`
-//!   and no value.
+//!   and no value (so a `Value` compare on a missing key is false whatever the operator).
 //! - A write returns only after it is durable.
 //! - A watch from revision `r` yields every event with `revision >= r` in order, then live events; if
-//!   `r` has been compacted away the stream yields [`StoreError::Compacted`] first.
+//!   `r` has been compacted away the stream yields [`StoreError::Compacted`] first. `compact(rev)`
+//!   keeps `rev` itself: watching from `rev` still works, from `rev - 1` gets `Compacted`. An error
+//!   item ends the stream; consumers re-watch from the last revision they saw + 1.
 //! - Keys attached to a lease are deleted (with delete events) when the lease expires or is revoked.
 
 use std::pin::Pin;
@@ -27,7 +31,10 @@ pub type LeaseId = i64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("revision {requested} has been compacted (oldest available is {oldest})")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("lease {0} not found")]
     LeaseNotFound(LeaseId),
     #[error("store unavailable: {0}")]
@@ -76,26 +83,48 @@ pub struct Compare {
 impl Compare {
     /// The key does not exist.
     pub fn absent(key: impl Into<String>) -> Self {
-        Compare { key: key.into(), op: CompareOp::Equal, target: CompareTarget::CreateRevision(0) }
+        Compare {
+            key: key.into(),
+            op: CompareOp::Equal,
+            target: CompareTarget::CreateRevision(0),
+        }
     }
     /// The key was last modified at exactly `rev` (0 = absent).
     pub fn mod_revision(key: impl Into<String>, rev: Revision) -> Self {
-        Compare { key: key.into(), op: CompareOp::Equal, target: CompareTarget::ModRevision(rev) }
+        Compare {
+            key: key.into(),
+            op: CompareOp::Equal,
+            target: CompareTarget::ModRevision(rev),
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8>, lease: LeaseId },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: LeaseId,
+    },
+    Delete {
+        key: String,
+    },
     /// Delete every key with this prefix.
-    DeletePrefix { prefix: String },
-    Get { key: String },
+    DeletePrefix {
+        prefix: String,
+    },
+    Get {
+        key: String,
+    },
 }
 
 impl Op {
     pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        Op::Put { key: key.into(), value: value.into(), lease: 0 }
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+        }
     }
     pub fn delete(key: impl Into<String>) -> Self {
         Op::Delete { key: key.into() }
@@ -115,10 +144,16 @@ pub struct Txn {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpResult {
-    Put { prev: Option<KeyValue> },
+    Put {
+        prev: Option<KeyValue>,
+    },
     /// Number of keys deleted.
-    Delete { deleted: i64 },
-    Get { kv: Option<KeyValue> },
+    Delete {
+        deleted: i64,
+    },
+    Get {
+        kv: Option<KeyValue>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +197,8 @@ pub trait Kv: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Keys with `prefix`, in byte order, strictly after `start_after` (if given), at most `limit`
     /// (0 = no limit).
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage>;
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize)
+    -> Result<ListPage>;
     async fn txn(&self, txn: Txn) -> Result<TxnResult>;
     /// Events for keys with `prefix` from revision `from` (inclusive; 0 = from now on).
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream>;
@@ -176,13 +212,21 @@ pub trait Kv: Send + Sync + 'static {
     /// Unconditional put; returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
         let r = self
-            .txn(Txn { success: vec![Op::put(key, value)], ..Default::default() })
+            .txn(Txn {
+                success: vec![Op::put(key, value)],
+                ..Default::default()
+            })
             .await?;
         Ok(r.revision)
     }
     /// Unconditional delete; returns true if the key existed.
     async fn delete(&self, key: &str) -> Result<bool> {
-        let r = self.txn(Txn { success: vec![Op::delete(key)], ..Default::default() }).await?;
+        let r = self
+            .txn(Txn {
+                success: vec![Op::delete(key)],
+                ..Default::default()
+            })
+            .await?;
         Ok(matches!(r.results.first(), Some(OpResult::Delete { deleted }) if *deleted > 0))
     }
 }

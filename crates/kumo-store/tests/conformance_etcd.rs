@@ -7,8 +7,12 @@ use kumo_store::{EtcdKv, Kv};
 use kumo_testutil::etcd::EtcdServer;
 
 async fn setup() -> (Arc<dyn Kv>, EtcdServer) {
-    let server = tokio::task::spawn_blocking(EtcdServer::start).await.expect("start etcd");
-    let kv = EtcdKv::connect(std::slice::from_ref(&server.endpoint)).await.expect("connect to etcd");
+    let server = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .expect("start etcd");
+    let kv = EtcdKv::connect(std::slice::from_ref(&server.endpoint))
+        .await
+        .expect("connect to etcd");
     (Arc::new(kv), server)
 }
 

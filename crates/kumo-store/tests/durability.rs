@@ -7,6 +7,8 @@
 //! that every acknowledged write is there with its value and revision, and that the revision history
 //! has no gaps.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -47,7 +49,9 @@ fn kill9_keeps_every_acknowledged_write() {
             line.clear();
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(30)).expect("child acknowledged no write in 30 s");
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("child acknowledged no write in 30 s");
     std::thread::sleep(Duration::from_secs(1));
     // SIGKILL by PID: no chance to flush or checkpoint anything.
     child.kill().expect("kill child");
@@ -55,7 +59,11 @@ fn kill9_keeps_every_acknowledged_write() {
     reader.join().expect("reader thread");
     let mut acks = vec![first];
     acks.extend(rx.try_iter());
-    assert!(acks.len() > 10, "too few acknowledged writes to mean anything: {}", acks.len());
+    assert!(
+        acks.len() > 10,
+        "too few acknowledged writes to mean anything: {}",
+        acks.len()
+    );
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -65,13 +73,20 @@ fn kill9_keeps_every_acknowledged_write() {
             let f: Vec<&str> = ack.split(' ').collect();
             assert_eq!(f.len(), 4, "bad ack line {ack:?}");
             let rev: i64 = f[3].parse().expect("revision");
-            let got = kv.get(f[1]).await.unwrap().unwrap_or_else(|| panic!("acknowledged {ack:?} is lost"));
+            let got = kv
+                .get(f[1])
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("acknowledged {ack:?} is lost"));
             assert_eq!(got.value, f[2].as_bytes(), "{ack}");
             assert_eq!(got.mod_revision, rev, "{ack}");
             max_rev = max_rev.max(rev);
         }
         let rev = kv.revision().await.unwrap();
-        assert!(rev >= max_rev, "store revision {rev} is behind an acknowledged write {max_rev}");
+        assert!(
+            rev >= max_rev,
+            "store revision {rev} is behind an acknowledged write {max_rev}"
+        );
         // Every put made one new key at one revision: the revisions present are exactly 2..=rev.
         let all = kv.list("/dur/", None, 0).await.unwrap();
         let mut revs: Vec<i64> = all.kvs.iter().map(|k| k.mod_revision).collect();
@@ -81,7 +96,11 @@ fn kill9_keeps_every_acknowledged_write() {
         assert!(all.kvs.len() >= acks.len());
         // The store keeps working after recovery.
         assert_eq!(kv.put("/after", b"x".to_vec()).await.unwrap(), rev + 1);
-        eprintln!("{} acknowledged writes, {} committed, all present after kill -9", acks.len(), all.kvs.len());
+        eprintln!(
+            "{} acknowledged writes, {} committed, all present after kill -9",
+            acks.len(),
+            all.kvs.len()
+        );
     });
 }
 

@@ -12,9 +12,13 @@ use crate::{EventKind, KeyValue, Result, Revision, StoreError, WatchEvent};
 fn de_i64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => s.parse().map_err(serde::de::Error::custom),
-        Value::Number(n) => n.as_i64().ok_or_else(|| serde::de::Error::custom("int64 out of range")),
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| serde::de::Error::custom("int64 out of range")),
         Value::Null => Ok(0),
-        other => Err(serde::de::Error::custom(format!("expected an int64, got {other}"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected an int64, got {other}"
+        ))),
     }
 }
 
@@ -121,7 +125,8 @@ struct WatchMessage {
 }
 
 fn decode_b64(what: &str, s: &str) -> Result<Vec<u8>> {
-    B64.decode(s).map_err(|e| StoreError::Backend(format!("etcd gateway: bad base64 in {what}: {e}")))
+    B64.decode(s)
+        .map_err(|e| StoreError::Backend(format!("etcd gateway: bad base64 in {what}: {e}")))
 }
 
 pub(super) fn decode_kv(raw: &RawKv) -> Result<KeyValue> {
@@ -143,14 +148,24 @@ pub(super) fn watch_items(msg: Value, from: Revision) -> Result<Vec<Result<Watch
     let m: WatchMessage = serde_json::from_value(msg)
         .map_err(|e| StoreError::Backend(format!("etcd gateway: bad watch message: {e}")))?;
     if let Some(err) = m.error {
-        return Ok(vec![Err(StoreError::Unavailable(format!("etcd watch failed: {err}")))]);
+        return Ok(vec![Err(StoreError::Unavailable(format!(
+            "etcd watch failed: {err}"
+        )))]);
     }
-    let Some(r) = m.result else { return Ok(Vec::new()) };
+    let Some(r) = m.result else {
+        return Ok(Vec::new());
+    };
     if r.compact_revision > 0 {
-        return Ok(vec![Err(StoreError::Compacted { requested: from, oldest: r.compact_revision })]);
+        return Ok(vec![Err(StoreError::Compacted {
+            requested: from,
+            oldest: r.compact_revision,
+        })]);
     }
     if r.canceled {
-        return Ok(vec![Err(StoreError::Unavailable(format!("etcd canceled the watch: {}", r.cancel_reason)))]);
+        return Ok(vec![Err(StoreError::Unavailable(format!(
+            "etcd canceled the watch: {}",
+            r.cancel_reason
+        )))]);
     }
     let _ = r.created;
     r.events
@@ -159,7 +174,11 @@ pub(super) fn watch_items(msg: Value, from: Revision) -> Result<Vec<Result<Watch
             let kind = match e.kind.as_str() {
                 "" | "PUT" => EventKind::Put,
                 "DELETE" => EventKind::Delete,
-                other => return Err(StoreError::Backend(format!("etcd watch: unknown event type {other}"))),
+                other => {
+                    return Err(StoreError::Backend(format!(
+                        "etcd watch: unknown event type {other}"
+                    )));
+                }
             };
             Ok(Ok(WatchEvent {
                 kind,
@@ -191,7 +210,9 @@ impl JsonStream {
                 Ok(Some(v))
             }
             Some(Err(e)) if e.is_eof() => Ok(None),
-            Some(Err(e)) => Err(StoreError::Backend(format!("etcd gateway: bad JSON in stream: {e}"))),
+            Some(Err(e)) => Err(StoreError::Backend(format!(
+                "etcd gateway: bad JSON in stream: {e}"
+            ))),
             None => {
                 self.buf.clear();
                 Ok(None)
@@ -201,6 +222,7 @@ impl JsonStream {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -208,10 +230,16 @@ mod tests {
     fn json_stream_splits_values_across_chunks() {
         let mut s = JsonStream::default();
         s.push(b"{\"a\":1}\n{\"b\"");
-        assert_eq!(s.next_value().ok().flatten(), Some(serde_json::json!({"a": 1})));
+        assert_eq!(
+            s.next_value().ok().flatten(),
+            Some(serde_json::json!({"a": 1}))
+        );
         assert_eq!(s.next_value().ok().flatten(), None);
         s.push(b":2}\n");
-        assert_eq!(s.next_value().ok().flatten(), Some(serde_json::json!({"b": 2})));
+        assert_eq!(
+            s.next_value().ok().flatten(),
+            Some(serde_json::json!({"b": 2}))
+        );
         assert_eq!(s.next_value().ok().flatten(), None);
     }
 
@@ -232,6 +260,12 @@ mod tests {
 
         let msg = serde_json::json!({"result": {"canceled": true, "compact_revision": "3"}});
         let items = watch_items(msg, 1).unwrap();
-        assert!(matches!(items[0], Err(StoreError::Compacted { requested: 1, oldest: 3 })));
+        assert!(matches!(
+            items[0],
+            Err(StoreError::Compacted {
+                requested: 1,
+                oldest: 3
+            })
+        ));
     }
 }

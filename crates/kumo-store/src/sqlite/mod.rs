@@ -46,7 +46,8 @@ pub(crate) struct Readers {
 }
 
 fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err("busy_timeout"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_err("busy_timeout"))?;
     Ok(())
 }
 
@@ -55,7 +56,8 @@ impl Readers {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags).map_err(db_err("open reader"))?;
         configure(&conn)?;
-        conn.execute_batch("PRAGMA query_only = ON").map_err(db_err("query_only"))?;
+        conn.execute_batch("PRAGMA query_only = ON")
+            .map_err(db_err("query_only"))?;
         Ok(conn)
     }
 
@@ -104,9 +106,12 @@ impl SqliteKv {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(db_err("read journal_mode"))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!("sqlite refused WAL mode (got {mode})")));
+            return Err(StoreError::Backend(format!(
+                "sqlite refused WAL mode (got {mode})"
+            )));
         }
-        conn.execute_batch(rows::SCHEMA).map_err(db_err("create schema"))?;
+        conn.execute_batch(rows::SCHEMA)
+            .map_err(db_err("create schema"))?;
         conn.execute(
             "UPDATE leases SET expires_at_ms = ?1 + ttl * 1000",
             [writer::now_ms()],
@@ -119,8 +124,15 @@ impl SqliteKv {
             .name("kumo-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Backend(format!("spawn sqlite writer thread: {e}")))?;
-        let readers = Arc::new(Readers { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
-        Ok(SqliteKv { requests, readers, events })
+        let readers = Arc::new(Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(SqliteKv {
+            requests,
+            readers,
+            events,
+        })
     }
 
     async fn submit(&self, body: Body) -> Result<Outcome> {
@@ -128,12 +140,15 @@ impl SqliteKv {
         self.requests
             .send(Request { body, reply })
             .map_err(|_| StoreError::Unavailable("sqlite writer thread has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("sqlite writer thread dropped a request".into()))?
+        rx.await
+            .map_err(|_| StoreError::Unavailable("sqlite writer thread dropped a request".into()))?
     }
 }
 
 fn unexpected(what: &str) -> StoreError {
-    StoreError::Backend(format!("sqlite writer answered {what} with the wrong outcome"))
+    StoreError::Backend(format!(
+        "sqlite writer answered {what} with the wrong outcome"
+    ))
 }
 
 #[async_trait]
@@ -147,7 +162,12 @@ impl Kv for SqliteKv {
         self.readers.read(move |c| rows::get(c, &key)).await
     }
 
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
         let prefix = prefix.as_bytes().to_vec();
         let start_after = start_after.map(|s| s.as_bytes().to_vec());
         self.readers
@@ -168,7 +188,11 @@ impl Kv for SqliteKv {
                 let more = limit != 0 && kvs.len() > limit;
                 kvs.truncate(if limit == 0 { kvs.len() } else { limit });
                 tx.finish().map_err(db_err("end read"))?;
-                Ok(ListPage { kvs, revision, more })
+                Ok(ListPage {
+                    kvs,
+                    revision,
+                    more,
+                })
             })
             .await
     }
@@ -181,7 +205,13 @@ impl Kv for SqliteKv {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        watch::start(self.events.clone(), Arc::clone(&self.readers), prefix.to_owned(), from).await
+        watch::start(
+            self.events.clone(),
+            Arc::clone(&self.readers),
+            prefix.to_owned(),
+            from,
+        )
+        .await
     }
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseId> {

@@ -53,7 +53,9 @@ pub(crate) fn db_err(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreErro
 }
 
 pub(crate) fn key_string(bytes: Vec<u8>) -> rusqlite::Result<String> {
-    String::from_utf8(bytes).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
+    String::from_utf8(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 const KV_COLS: &str = "key, value, create_rev, mod_rev, version, lease";
@@ -95,12 +97,19 @@ pub(crate) fn range(
     end: Option<&[u8]>,
     limit: usize,
 ) -> crate::Result<Vec<KeyValue>> {
-    let limit = if limit == 0 { -1 } else { i64::try_from(limit).unwrap_or(i64::MAX) };
+    let limit = if limit == 0 {
+        -1
+    } else {
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    };
     let sql = format!(
         "SELECT {KV_COLS} FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3"
     );
     conn.prepare_cached(&sql)
-        .and_then(|mut s| s.query_map(params![start, end, limit], kv_from_row)?.collect())
+        .and_then(|mut s| {
+            s.query_map(params![start, end, limit], kv_from_row)?
+                .collect()
+        })
         .map_err(db_err("range"))
 }
 
@@ -187,7 +196,11 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, WatchEvent)> {
     Ok((
         row.get(1)?,
         WatchEvent {
-            kind: if kind == 0 { EventKind::Put } else { EventKind::Delete },
+            kind: if kind == 0 {
+                EventKind::Put
+            } else {
+                EventKind::Delete
+            },
             kv: KeyValue {
                 key,
                 value: row.get(4)?,

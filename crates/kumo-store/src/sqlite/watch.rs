@@ -32,13 +32,19 @@ pub(super) async fn start(
     let live = events.subscribe();
     let (tx, rx) = mpsc::channel(OUT_BUFFER);
     // from == 0: only what commits after now; the snapshot is the current revision.
-    let seen = if from <= 0 { Some(readers.read(|c| rows::meta(c, "rev")).await?) } else { None };
+    let seen = if from <= 0 {
+        Some(readers.read(|c| rows::meta(c, "rev")).await?)
+    } else {
+        None
+    };
     tokio::spawn(async move {
         if let Err(e) = run(events, live, readers, &prefix, from, seen, &tx).await {
             let _ = tx.send(Err(e)).await;
         }
     });
-    Ok(Box::pin(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+    Ok(Box::pin(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })))
 }
 
 /// Forward events until the consumer goes away; an `Err` is sent to the consumer as the last item.
@@ -66,10 +72,11 @@ async fn run(
         match batch {
             Ok(batch) => {
                 for ev in batch.iter() {
-                    if ev.kv.mod_revision > through && ev.kv.key.starts_with(prefix) {
-                        if tx.send(Ok(ev.clone())).await.is_err() {
-                            return Ok(());
-                        }
+                    if ev.kv.mod_revision > through
+                        && ev.kv.key.starts_with(prefix)
+                        && tx.send(Ok(ev.clone())).await.is_err()
+                    {
+                        return Ok(());
                     }
                 }
                 if let Some(last) = batch.last() {
@@ -77,7 +84,9 @@ async fn run(
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::debug!("watch on {prefix:?} lagged by {n} batches; replaying from the log");
+                tracing::debug!(
+                    "watch on {prefix:?} lagged by {n} batches; replaying from the log"
+                );
                 live = events.subscribe();
                 match replay(&readers, prefix, through + 1, tx).await? {
                     Some(rev) => through = through.max(rev),
@@ -93,7 +102,12 @@ async fn run(
 
 /// Send every logged event with revision >= `from` for `prefix`, up to a snapshot revision, which it
 /// returns (`None` if the consumer went away).
-async fn replay(readers: &Arc<Readers>, prefix: &str, from: Revision, tx: &Out) -> Result<Option<Revision>> {
+async fn replay(
+    readers: &Arc<Readers>,
+    prefix: &str,
+    from: Revision,
+    tx: &Out,
+) -> Result<Option<Revision>> {
     let mut cursor = (from - 1, i64::MAX);
     let mut through = None;
     loop {
@@ -104,7 +118,10 @@ async fn replay(readers: &Arc<Readers>, prefix: &str, from: Revision, tx: &Out) 
                 let rev = rows::meta(&t, "rev")?;
                 let compacted = rows::meta(&t, "compacted")?;
                 if from < compacted || (through.is_some() && cursor.0 < compacted) {
-                    return Err(StoreError::Compacted { requested: from, oldest: compacted });
+                    return Err(StoreError::Compacted {
+                        requested: from,
+                        oldest: compacted,
+                    });
                 }
                 let snapshot = through.unwrap_or(rev);
                 let page = rows::log_page(&t, &p, cursor, snapshot, REPLAY_PAGE)?;

@@ -20,7 +20,8 @@ use tokio::sync::{broadcast, oneshot};
 use super::rows::{self, db_err};
 use crate::keys::compare_holds;
 use crate::{
-    EventKind, KeyValue, LeaseId, Op, OpResult, Result, Revision, StoreError, Txn, TxnResult, WatchEvent,
+    EventKind, KeyValue, LeaseId, Op, OpResult, Result, Revision, StoreError, Txn, TxnResult,
+    WatchEvent,
 };
 
 /// Most requests committed together.
@@ -58,7 +59,9 @@ pub(crate) struct Writer {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -66,7 +69,12 @@ impl Writer {
     pub(crate) fn new(conn: Connection, events: broadcast::Sender<EventBatch>) -> Result<Self> {
         let rev = rows::meta(&conn, "rev")?;
         let compacted = rows::meta(&conn, "compacted")?;
-        Ok(Writer { conn, rev, compacted, events })
+        Ok(Writer {
+            conn,
+            rev,
+            compacted,
+            events,
+        })
     }
 
     /// Serve requests until every sender is gone.
@@ -108,7 +116,11 @@ impl Writer {
 
     fn run_batch(&mut self, batch: Vec<Request>, expired: &[LeaseId]) {
         let (start_rev, start_compacted) = (self.rev, self.compacted);
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err("begin")) {
+        if let Err(e) = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(db_err("begin"))
+        {
             for r in batch {
                 let _ = r.reply.send(Err(clone_err(&e)));
             }
@@ -121,7 +133,10 @@ impl Writer {
             answers.push((req.reply, res));
         }
         for &id in expired {
-            if let Err(e) = self.isolated(|w, ev| w.revoke(id, ev).map(|()| Outcome::Done), &mut events) {
+            if let Err(e) = self.isolated(
+                |w, ev| w.revoke(id, ev).map(|()| Outcome::Done),
+                &mut events,
+            ) {
                 tracing::warn!("expiring lease {id}: {e}");
             }
         }
@@ -155,11 +170,15 @@ impl Writer {
         events: &mut Vec<WatchEvent>,
     ) -> Result<Outcome> {
         let (rev, compacted) = (self.rev, self.compacted);
-        self.conn.execute_batch("SAVEPOINT req").map_err(db_err("savepoint"))?;
+        self.conn
+            .execute_batch("SAVEPOINT req")
+            .map_err(db_err("savepoint"))?;
         let mut mine = Vec::new();
         match f(self, &mut mine) {
             Ok(out) => {
-                self.conn.execute_batch("RELEASE req").map_err(db_err("release"))?;
+                self.conn
+                    .execute_batch("RELEASE req")
+                    .map_err(db_err("release"))?;
                 events.extend(mine);
                 Ok(out)
             }
@@ -212,13 +231,22 @@ impl Writer {
                         lease: *lease,
                     };
                     rows::put_kv(&self.conn, &kv)?;
-                    events.push(WatchEvent { kind: EventKind::Put, kv, prev: prev.clone() });
+                    events.push(WatchEvent {
+                        kind: EventKind::Put,
+                        kv,
+                        prev: prev.clone(),
+                    });
                     OpResult::Put { prev }
                 }
                 Op::Delete { key } => {
                     let prev = rows::get(&self.conn, key)?;
-                    let deleted = prev.map(|p| self.delete(p, rev, events)).transpose()?.is_some();
-                    OpResult::Delete { deleted: i64::from(deleted) }
+                    let deleted = prev
+                        .map(|p| self.delete(p, rev, events))
+                        .transpose()?
+                        .is_some();
+                    OpResult::Delete {
+                        deleted: i64::from(deleted),
+                    }
                 }
                 Op::DeletePrefix { prefix } => {
                     let victims = rows::prefix_keys(&self.conn, prefix)?;
@@ -228,11 +256,17 @@ impl Writer {
                     }
                     OpResult::Delete { deleted }
                 }
-                Op::Get { key } => OpResult::Get { kv: rows::get(&self.conn, key)? },
+                Op::Get { key } => OpResult::Get {
+                    kv: rows::get(&self.conn, key)?,
+                },
             });
         }
         self.commit_events(rev, &events[first_event..])?;
-        Ok(TxnResult { succeeded, revision: self.rev, results })
+        Ok(TxnResult {
+            succeeded,
+            revision: self.rev,
+            results,
+        })
     }
 
     fn delete(&self, prev: KeyValue, rev: Revision, events: &mut Vec<WatchEvent>) -> Result<()> {
@@ -245,7 +279,11 @@ impl Writer {
             version: 0,
             lease: 0,
         };
-        events.push(WatchEvent { kind: EventKind::Delete, kv, prev: Some(prev) });
+        events.push(WatchEvent {
+            kind: EventKind::Delete,
+            kv,
+            prev: Some(prev),
+        });
         Ok(())
     }
 
@@ -305,10 +343,20 @@ impl Writer {
         let keys: Vec<String> = self
             .conn
             .prepare_cached("SELECT key FROM kv WHERE lease = ?1 ORDER BY key")
-            .and_then(|mut s| s.query_map([id], |r| rows::key_string(r.get(0)?))?.collect())
+            .and_then(|mut s| {
+                s.query_map([id], |r| rows::key_string(r.get(0)?))?
+                    .collect()
+            })
             .map_err(db_err("lease keys"))?;
         let ops = keys.into_iter().map(Op::delete).collect();
-        self.txn(&Txn { success: ops, ..Default::default() }, events).map(drop)
+        self.txn(
+            &Txn {
+                success: ops,
+                ..Default::default()
+            },
+            events,
+        )
+        .map(drop)
     }
 
     fn compact(&mut self, rev: Revision) -> Result<()> {
@@ -319,7 +367,10 @@ impl Writer {
             )));
         }
         if rev <= self.compacted {
-            return Err(StoreError::Compacted { requested: rev, oldest: self.compacted });
+            return Err(StoreError::Compacted {
+                requested: rev,
+                oldest: self.compacted,
+            });
         }
         self.conn
             .prepare_cached("DELETE FROM log WHERE rev < ?1")
@@ -333,9 +384,10 @@ impl Writer {
 
 fn clone_err(e: &StoreError) -> StoreError {
     match e {
-        StoreError::Compacted { requested, oldest } => {
-            StoreError::Compacted { requested: *requested, oldest: *oldest }
-        }
+        StoreError::Compacted { requested, oldest } => StoreError::Compacted {
+            requested: *requested,
+            oldest: *oldest,
+        },
         StoreError::LeaseNotFound(id) => StoreError::LeaseNotFound(*id),
         StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
         StoreError::Backend(s) => StoreError::Backend(s.clone()),
