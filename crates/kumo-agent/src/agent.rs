@@ -64,10 +64,14 @@ struct Worker {
 }
 
 pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let data = cfg.data_dir.clone();
     let choice = cfg.accel;
-    let inv = tokio::task::spawn_blocking(move || collect_inventory(&data, choice)).await?;
+    let inv = tokio::task::spawn_blocking(move || {
+        crate::inventory::collect_with(&data, choice != AccelChoice::Tcg)
+    })
+    .await?;
     let accel = match cfg.accel {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
@@ -77,7 +81,10 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
             Accel::Tcg
         }
     };
-    let host = cp.register_host(inv).await.context("registering the host")?;
+    let host = cp
+        .register_host(inv)
+        .await
+        .context("registering the host")?;
     tracing::info!(host = %host.id, name = %host.name, accel = accel.as_str(), "agent registered");
     let (hb_cp, hb_id, hb_every) = (cp.clone(), host.id.clone(), cfg.heartbeat);
     tokio::spawn(async move {
@@ -128,7 +135,9 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
                     }));
                     tracing::info!(addr = %cfg.metadata_addr, "metadata service listening");
                 }
-                Err(e) => tracing::warn!(addr = %cfg.metadata_addr, error = %e, "metadata service cannot listen yet"),
+                Err(e) => {
+                    tracing::warn!(addr = %cfg.metadata_addr, error = %e, "metadata service cannot listen yet")
+                }
             }
         }
         // Sleep until something changes (or the safety-net tick).
@@ -144,27 +153,9 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         }
         // Coalesce a burst of events into one resync.
         if let Some(s) = watch_stream.as_mut() {
-            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(2), s.next()).await {}
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(2), s.next()).await {
+            }
         }
-    }
-}
-
-/// The host's inventory; with `--accel tcg` the KVM probe is skipped (and says so).
-fn collect_inventory(data: &std::path::Path, choice: AccelChoice) -> kumo_types::HostInventory {
-    if choice != AccelChoice::Tcg {
-        return crate::inventory::collect(data);
-    }
-    let (disk_free_bytes, disk_total_bytes) = crate::inventory::disk_space(data).unwrap_or((0, 0));
-    kumo_types::HostInventory {
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
-        cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
-        memory_mib: crate::inventory::parse_meminfo_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()).unwrap_or(0),
-        disk_free_bytes,
-        disk_total_bytes,
-        qemu_version: crate::inventory::qemu_version(),
-        kernel: crate::inventory::kernel_release(),
-        kvm_usable: false,
-        kvm_probe: "not probed: the operator chose --accel tcg".into(),
     }
 }
 
@@ -180,7 +171,11 @@ async fn converge(
         tracing::warn!(error = %e, "network sync failed");
     }
     sync_metadata(registry, registered, &snap.assignments);
-    let assigned: HashSet<&str> = snap.assignments.iter().map(|a| a.instance.id.as_str()).collect();
+    let assigned: HashSet<&str> = snap
+        .assignments
+        .iter()
+        .map(|a| a.instance.id.as_str())
+        .collect();
     workers.retain(|id, w| {
         let keep = assigned.contains(id.as_str()) && !w.handle.is_finished();
         if !keep && !w.handle.is_finished() {
@@ -209,15 +204,25 @@ async fn converge(
     collect_garbage(ctx, &assigned).await;
 }
 
-fn sync_metadata(registry: &MetadataRegistry, registered: &mut HashSet<Ipv4Addr>, assignments: &[Assignment]) {
+fn sync_metadata(
+    registry: &MetadataRegistry,
+    registered: &mut HashSet<Ipv4Addr>,
+    assignments: &[Assignment],
+) {
     let mut live = HashSet::new();
     for a in assignments.iter().filter(|a| !a.instance.deleting) {
         let i = &a.instance;
         let Some(nic) = i.nics.first() else { continue };
-        let Ok(ip) = nic.ipv4.parse::<Ipv4Addr>() else { continue };
+        let Ok(ip) = nic.ipv4.parse::<Ipv4Addr>() else {
+            continue;
+        };
         live.insert(ip);
         let mut m = InstanceMetadata::new(i.id.clone(), i.name.clone(), ip);
-        m.public_keys = a.key_pair.iter().map(|k| (k.name.clone(), k.public_key.clone())).collect();
+        m.public_keys = a
+            .key_pair
+            .iter()
+            .map(|k| (k.name.clone(), k.public_key.clone()))
+            .collect();
         m.user_data = i.user_data.clone();
         m.image_id = Some(i.image_id.clone());
         m.instance_type = Some(i.instance_type.clone());
@@ -238,7 +243,9 @@ async fn collect_garbage(ctx: &Arc<Ctx>, assigned: &HashSet<&str>) {
     let run_root = crate::paths::run_root(&ctx.data_dir);
     let mut orphans: HashSet<String> = read_dir_names(&run_root).into_iter().collect();
     orphans.extend(ctx.pool.instance_ids());
-    orphans.retain(|id| kumo_types::ids::is_id(kumo_types::ids::INSTANCE, id) && !assigned.contains(id.as_str()));
+    orphans.retain(|id| {
+        kumo_types::ids::is_id(kumo_types::ids::INSTANCE, id) && !assigned.contains(id.as_str())
+    });
     for id in orphans {
         let dir = crate::paths::run_dir(&ctx.data_dir, &id);
         if let Ok(Some(vm)) = crate::runtime::process::adopt(&dir, &id).await {

@@ -6,14 +6,14 @@
 //! back through [`control::ControlPlane`]. Running VMs survive agent restarts: QEMU runs daemonized
 //! with a pidfile and a QMP socket in the instance directory, and a restarted agent adopts it.
 
-pub mod control;
-pub mod paths;
-pub mod storage;
-pub mod runtime;
-pub mod inventory;
-pub mod network;
-pub mod metadata;
 pub mod agent;
+pub mod control;
+pub mod inventory;
+pub mod metadata;
 pub mod netstate;
+pub mod network;
+pub mod paths;
 pub mod plan;
+pub mod runtime;
+pub mod storage;
 pub mod worker;

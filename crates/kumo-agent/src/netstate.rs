@@ -17,7 +17,11 @@ pub struct NetState {
 
 impl NetState {
     pub fn new(data_dir: PathBuf) -> Self {
-        NetState { data_dir, dnsmasq: HashMap::new(), ruleset: None }
+        NetState {
+            data_dir,
+            dnsmasq: HashMap::new(),
+            ruleset: None,
+        }
     }
 
     /// Make bridges, DHCP host lists and NAT match the assignments. Instances being deleted are left
@@ -26,12 +30,27 @@ impl NetState {
         let mut nets: BTreeMap<String, (Network, Vec<DhcpHost>)> = BTreeMap::new();
         for a in assignments {
             for (i, nic) in a.instance.nics.iter().enumerate() {
-                let Some(net) = a.networks.iter().find(|n| n.id == nic.network_id) else { continue };
-                let entry = nets.entry(net.id.clone()).or_insert_with(|| (net.clone(), Vec::new()));
+                let Some(net) = a.networks.iter().find(|n| n.id == nic.network_id) else {
+                    continue;
+                };
+                let entry = nets
+                    .entry(net.id.clone())
+                    .or_insert_with(|| (net.clone(), Vec::new()));
                 if !a.instance.deleting {
-                    let ip: Ipv4Addr = nic.ipv4.parse().map_err(|_| kumo_types::Error::internal(format!("bad ip {}", nic.ipv4)))?;
-                    let hostname = if i == 0 { a.instance.name.clone() } else { format!("{}-{i}", a.instance.name) };
-                    entry.1.push(DhcpHost { mac: nic.mac.clone(), ip, hostname });
+                    let ip: Ipv4Addr = nic
+                        .ipv4
+                        .parse()
+                        .map_err(|_| kumo_types::Error::internal(format!("bad ip {}", nic.ipv4)))?;
+                    let hostname = if i == 0 {
+                        a.instance.name.clone()
+                    } else {
+                        format!("{}-{i}", a.instance.name)
+                    };
+                    entry.1.push(DhcpHost {
+                        mac: nic.mac.clone(),
+                        ip,
+                        hostname,
+                    });
                 }
             }
         }
@@ -42,7 +61,14 @@ impl NetState {
             }
         }
         let rs = Ruleset {
-            networks: nets.values().map(|(n, _)| NatNetwork { bridge: n.bridge.clone(), cidr: n.cidr.clone(), nat: n.nat }).collect(),
+            networks: nets
+                .values()
+                .map(|(n, _)| NatNetwork {
+                    bridge: n.bridge.clone(),
+                    cidr: n.cidr.clone(),
+                    nat: n.nat,
+                })
+                .collect(),
         };
         if self.ruleset.as_ref() != Some(&rs) {
             network::nft::apply(&rs)?;
@@ -53,10 +79,18 @@ impl NetState {
 
     fn ensure_network(&mut self, net: &Network) -> Result<()> {
         let prefix = net.cidr.split('/').nth(1).unwrap_or("24");
-        network::ensure_bridge(&BridgeSpec { name: net.bridge.clone(), gateway_cidr: format!("{}/{prefix}", net.gateway), mtu: net.mtu })?;
-        let alive = self.dnsmasq.get(&net.id).is_some_and(|d| kumo_pid_alive(d.pid()));
+        network::ensure_bridge(&BridgeSpec {
+            name: net.bridge.clone(),
+            gateway_cidr: format!("{}/{prefix}", net.gateway),
+            mtu: net.mtu,
+        })?;
+        let alive = self
+            .dnsmasq
+            .get(&net.id)
+            .is_some_and(|d| kumo_pid_alive(d.pid()));
         if !alive {
-            let cfg = DnsmasqConfig::for_network(net, crate::paths::net_dir(&self.data_dir, &net.id))?;
+            let cfg =
+                DnsmasqConfig::for_network(net, crate::paths::net_dir(&self.data_dir, &net.id))?;
             self.dnsmasq.insert(net.id.clone(), Dnsmasq::ensure(cfg)?);
         }
         Ok(())
@@ -64,7 +98,9 @@ impl NetState {
 
     /// Drop the DHCP lease of a NIC (its host entry is already gone).
     pub fn release(&mut self, network_id: &str, mac: &str, ip: &str) -> Result<()> {
-        let Ok(ip) = ip.parse::<Ipv4Addr>() else { return Ok(()) };
+        let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+            return Ok(());
+        };
         if let Some(d) = self.dnsmasq.get_mut(network_id) {
             d.release(mac, ip)?;
         }

@@ -36,7 +36,9 @@ pub fn decide(inst: &Instance, status: &InstanceStatus, obs: Observed) -> Action
     match (inst.desired_state, obs.running) {
         (DesiredState::Running, true) => {
             if inst.reboot_seq > status.reboot_seq {
-                Action::Reboot { seq: inst.reboot_seq }
+                Action::Reboot {
+                    seq: inst.reboot_seq,
+                }
             } else if status.state != InstanceState::Running {
                 Action::Report(InstanceState::Running)
             } else {
@@ -48,7 +50,9 @@ pub fn decide(inst: &Instance, status: &InstanceStatus, obs: Observed) -> Action
             InstanceState::Stopped | InstanceState::Crashed | InstanceState::Failed => Action::None,
             _ => Action::Start,
         },
-        (DesiredState::Stopped, true) => Action::Stop { force: inst.force_stop },
+        (DesiredState::Stopped, true) => Action::Stop {
+            force: inst.force_stop,
+        },
         (DesiredState::Stopped, false) => {
             if status.state != InstanceState::Stopped {
                 Action::Report(InstanceState::Stopped)
@@ -90,7 +94,11 @@ mod tests {
             desired_state: DesiredState::Running,
             restart_policy: RestartPolicy::OnFailure,
             host: Some("host-1".into()),
-            nics: vec![Nic { network_id: "net-1".into(), mac: "52:54:00:00:00:01".into(), ipv4: "198.18.0.10".into() }],
+            nics: vec![Nic {
+                network_id: "net-1".into(),
+                mac: "52:54:00:00:00:01".into(),
+                ipv4: "198.18.0.10".into(),
+            }],
             reboot_seq: 0,
             deleting: false,
             force_stop: false,
@@ -98,22 +106,41 @@ mod tests {
         }
     }
     fn st(state: InstanceState) -> InstanceStatus {
-        InstanceStatus { state, ..Default::default() }
+        InstanceStatus {
+            state,
+            ..Default::default()
+        }
     }
     const UP: Observed = Observed { running: true };
     const DOWN: Observed = Observed { running: false };
 
     #[test]
     fn starts_pending_and_adopts_running() {
-        assert_eq!(decide(&inst(), &st(InstanceState::Pending), DOWN), Action::Start);
-        assert_eq!(decide(&inst(), &st(InstanceState::Starting), DOWN), Action::Start);
-        assert_eq!(decide(&inst(), &st(InstanceState::Pending), UP), Action::Report(InstanceState::Running));
-        assert_eq!(decide(&inst(), &st(InstanceState::Running), UP), Action::None);
+        assert_eq!(
+            decide(&inst(), &st(InstanceState::Pending), DOWN),
+            Action::Start
+        );
+        assert_eq!(
+            decide(&inst(), &st(InstanceState::Starting), DOWN),
+            Action::Start
+        );
+        assert_eq!(
+            decide(&inst(), &st(InstanceState::Pending), UP),
+            Action::Report(InstanceState::Running)
+        );
+        assert_eq!(
+            decide(&inst(), &st(InstanceState::Running), UP),
+            Action::None
+        );
     }
 
     #[test]
     fn terminal_states_wait_for_a_start_request() {
-        for s in [InstanceState::Stopped, InstanceState::Crashed, InstanceState::Failed] {
+        for s in [
+            InstanceState::Stopped,
+            InstanceState::Crashed,
+            InstanceState::Failed,
+        ] {
             assert_eq!(decide(&inst(), &st(s), DOWN), Action::None, "{s:?}");
         }
     }
@@ -121,7 +148,10 @@ mod tests {
     #[test]
     fn running_instance_that_vanished_is_restarted() {
         // Status says running but no QEMU: it died while nobody watched — start it again.
-        assert_eq!(decide(&inst(), &st(InstanceState::Running), DOWN), Action::Start);
+        assert_eq!(
+            decide(&inst(), &st(InstanceState::Running), DOWN),
+            Action::Start
+        );
     }
 
     #[test]
@@ -148,7 +178,10 @@ mod tests {
         use RestartPolicy::*;
         assert_eq!(after_exit(OnFailure, Crash), Ok(()));
         assert_eq!(after_exit(Never, Crash), Err(InstanceState::Crashed));
-        assert_eq!(after_exit(OnFailure, GuestShutdown), Err(InstanceState::Stopped));
+        assert_eq!(
+            after_exit(OnFailure, GuestShutdown),
+            Err(InstanceState::Stopped)
+        );
         assert_eq!(after_exit(Always, GuestShutdown), Ok(()));
         assert_eq!(after_exit(Always, Requested), Err(InstanceState::Stopped));
     }

@@ -56,7 +56,12 @@ impl DirPool {
     }
 
     /// Import a disk image file (copied, hashed, format and virtual size read with `qemu-img info`).
-    pub fn import_disk(&self, id: &str, src: &Path, format: Option<DiskFormat>) -> Result<Imported, Error> {
+    pub fn import_disk(
+        &self,
+        id: &str,
+        src: &Path,
+        format: Option<DiskFormat>,
+    ) -> Result<Imported, Error> {
         let info = qemu_img_info(src)?;
         let detected = match info.format.as_str() {
             "qcow2" => DiskFormat::Qcow2,
@@ -64,7 +69,10 @@ impl DirPool {
             other => {
                 return Err(Error::invalid(
                     "disk_path",
-                    format!("{} is a {other} image; qcow2 and raw are supported", src.display()),
+                    format!(
+                        "{} is a {other} image; qcow2 and raw are supported",
+                        src.display()
+                    ),
                 ));
             }
         };
@@ -73,26 +81,43 @@ impl DirPool {
         {
             return Err(Error::invalid(
                 "format",
-                format!("{} is {}, not {}", src.display(), detected.as_str(), f.as_str()),
+                format!(
+                    "{} is {}, not {}",
+                    src.display(),
+                    detected.as_str(),
+                    f.as_str()
+                ),
             ));
         }
         if info.backing.is_some() {
             return Err(Error::invalid(
                 "disk_path",
-                format!("{} has a backing file; import a standalone image (qemu-img convert)", src.display()),
+                format!(
+                    "{} has a backing file; import a standalone image (qemu-img convert)",
+                    src.display()
+                ),
             ));
         }
         let tmp = self.tmp_dir(id)?;
-        let (size, hash) = copy_hashing(src, &tmp.join(format!("disk.{}", detected.as_str())), None)?;
+        let (size, hash) =
+            copy_hashing(src, &tmp.join(format!("disk.{}", detected.as_str())), None)?;
         self.commit_dir(id, &tmp)?;
-        Ok(Imported { format: Some(detected), size_bytes: size, virtual_size_bytes: info.virtual_size, sha256: hash })
+        Ok(Imported {
+            format: Some(detected),
+            size_bytes: size,
+            virtual_size_bytes: info.virtual_size,
+            sha256: hash,
+        })
     }
 
     /// Import a kernel + initrd pair. The hash covers the kernel then the initrd.
     pub fn import_kernel(&self, id: &str, kernel: &Path, initrd: &Path) -> Result<Imported, Error> {
         for (field, p) in [("kernel_path", kernel), ("initrd_path", initrd)] {
             if !p.is_file() {
-                return Err(Error::invalid(field, format!("{} is not a readable file", p.display())));
+                return Err(Error::invalid(
+                    field,
+                    format!("{} is not a readable file", p.display()),
+                ));
             }
         }
         let tmp = self.tmp_dir(id)?;
@@ -114,7 +139,12 @@ impl DirPool {
 
     /// Create the instance's root disk if it does not exist yet (idempotent): an overlay on a disk
     /// image, or a blank qcow2 for kernel+initrd images. Returns its path.
-    pub fn ensure_root_disk(&self, instance_id: &str, image: &Image, size_gib: u64) -> Result<PathBuf, Error> {
+    pub fn ensure_root_disk(
+        &self,
+        instance_id: &str,
+        image: &Image,
+        size_gib: u64,
+    ) -> Result<PathBuf, Error> {
         let path = self.root_disk(instance_id);
         if path.exists() {
             return Ok(path);
@@ -161,7 +191,11 @@ impl DirPool {
 /// Names of the entries of a directory (empty if it does not exist).
 pub fn read_dir_names(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -178,7 +212,11 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Copy `src` to `dst`, fsync it, and return (bytes, sha256 hex). With `shared`, feed that hasher too.
-fn copy_hashing(src: &Path, dst: &Path, shared: Option<&mut Sha256>) -> Result<(u64, String), Error> {
+fn copy_hashing(
+    src: &Path,
+    dst: &Path,
+    shared: Option<&mut Sha256>,
+) -> Result<(u64, String), Error> {
     let mut input = fs::File::open(src)
         .map_err(|e| Error::internal_with(format!("opening {}", src.display()), e))?;
     let mut out = fs::File::create(dst)?;
@@ -210,9 +248,17 @@ struct ImgInfo {
 
 fn qemu_img_info(p: &Path) -> Result<ImgInfo, Error> {
     if !p.is_file() {
-        return Err(Error::invalid("disk_path", format!("{} is not a readable file", p.display())));
+        return Err(Error::invalid(
+            "disk_path",
+            format!("{} is not a readable file", p.display()),
+        ));
     }
-    let out = run(Command::new("qemu-img").args(["info", "--output=json"]).arg(p), "qemu-img info")?;
+    let out = run(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(p),
+        "qemu-img info",
+    )?;
     let v: serde_json::Value = serde_json::from_slice(&out)?;
     Ok(ImgInfo {
         format: v["format"].as_str().unwrap_or("unknown").to_string(),
@@ -224,7 +270,9 @@ fn qemu_img_info(p: &Path) -> Result<ImgInfo, Error> {
 fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Error> {
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::unavailable(format!("{what}: qemu-img not found (install the Debian package qemu-utils)"))
+            Error::unavailable(format!(
+                "{what}: qemu-img not found (install the Debian package qemu-utils)"
+            ))
         } else {
             Error::internal_with(what.to_string(), e)
         }
@@ -263,8 +311,14 @@ mod tests {
     fn import_disk_and_overlay() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src.qcow2");
-        run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&src).arg("64M"), "t")
-            .unwrap();
+        run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&src)
+                .arg("64M"),
+            "t",
+        )
+        .unwrap();
         let pool = DirPool::new(dir.path().join("pool"));
         let imp = pool.import_disk("ami-1", &src, None).unwrap();
         assert_eq!(imp.format, Some(DiskFormat::Qcow2));
@@ -281,7 +335,9 @@ mod tests {
         pool.delete_instance_disks("i-1").unwrap();
         assert!(!root.exists());
         // Wrong declared format is a precise error.
-        let e = pool.import_disk("ami-2", &src, Some(DiskFormat::Raw)).unwrap_err();
+        let e = pool
+            .import_disk("ami-2", &src, Some(DiskFormat::Raw))
+            .unwrap_err();
         assert_eq!(e.field(), Some("format"));
     }
 
@@ -298,7 +354,9 @@ mod tests {
         let mut h = Sha256::new();
         h.update(b"kernelinitrd");
         assert_eq!(imp.sha256, hex(&h.finalize()));
-        let e = pool.import_kernel("ami-x", &dir.path().join("missing"), &i).unwrap_err();
+        let e = pool
+            .import_kernel("ami-x", &dir.path().join("missing"), &i)
+            .unwrap_err();
         assert_eq!(e.field(), Some("kernel_path"));
     }
 }

@@ -31,13 +31,22 @@ pub struct Ctx {
 }
 
 /// Build the QEMU configuration of an assignment (pure).
-pub fn vm_config(ctx_data: &std::path::Path, pool: &DirPool, accel: Accel, a: &Assignment) -> VmConfig {
+pub fn vm_config(
+    ctx_data: &std::path::Path,
+    pool: &DirPool,
+    accel: Accel,
+    a: &Assignment,
+) -> VmConfig {
     let i = &a.instance;
     let boot = match a.image.kind {
         ImageKind::KernelInitrd => Boot::Kernel {
             kernel: pool.image_kernel(&a.image.id),
             initrd: Some(pool.image_initrd(&a.image.id)),
-            cmdline: a.image.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            cmdline: a
+                .image
+                .cmdline
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
         },
         ImageKind::Disk => Boot::Disk,
     };
@@ -60,7 +69,11 @@ pub fn vm_config(ctx_data: &std::path::Path, pool: &DirPool, accel: Accel, a: &A
             .nics
             .iter()
             .enumerate()
-            .map(|(n, nic)| NicSpec { id: format!("net{n}"), ifname: network::tap_name(&i.id, n as u8), mac: nic.mac.clone() })
+            .map(|(n, nic)| NicSpec {
+                id: format!("net{n}"),
+                ifname: network::tap_name(&i.id, n as u8),
+                mac: nic.mac.clone(),
+            })
             .collect(),
         seed_iso: None,
         run_dir: crate::paths::run_dir(ctx_data, &i.id),
@@ -101,7 +114,14 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
                 let kind = exit.kind;
                 match plan::after_exit(a.instance.restart_policy, kind) {
                     Ok(()) => {
-                        let _ = ctx.cp.event(&id, "instance.restarting", &format!("QEMU exited ({kind:?}); restarting per policy")).await;
+                        let _ = ctx
+                            .cp
+                            .event(
+                                &id,
+                                "instance.restarting",
+                                &format!("QEMU exited ({kind:?}); restarting per policy"),
+                            )
+                            .await;
                         status.state = InstanceState::Starting;
                     }
                     Err(state) => {
@@ -111,7 +131,10 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
                             ExitKind::Requested => "stopped on request",
                         };
                         report(&ctx, &id, &mut status, state, Some(msg.to_string()), None).await;
-                        let _ = ctx.cp.event(&id, &format!("instance.{}", state_word(state)), msg).await;
+                        let _ = ctx
+                            .cp
+                            .event(&id, &format!("instance.{}", state_word(state)), msg)
+                            .await;
                     }
                 }
             }
@@ -120,7 +143,17 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
         let due = retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
         match plan::decide(&a.instance, &status, Observed { running }) {
             Action::None => {}
-            Action::Report(s) => report(&ctx, &id, &mut status, s, None, vm.as_ref().map(|v| v.pid() as u32)).await,
+            Action::Report(s) => {
+                report(
+                    &ctx,
+                    &id,
+                    &mut status,
+                    s,
+                    None,
+                    vm.as_ref().map(|v| v.pid() as u32),
+                )
+                .await
+            }
             Action::Start if due => {
                 report(&ctx, &id, &mut status, InstanceState::Starting, None, None).await;
                 match start(&ctx, &a).await {
@@ -131,19 +164,44 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
                         status.reboot_seq = a.instance.reboot_seq;
                         let pid = v.pid() as u32;
                         vm = Some(v);
-                        report(&ctx, &id, &mut status, InstanceState::Running, None, Some(pid)).await;
-                        let _ = ctx.cp.event(&id, "instance.started", &format!("QEMU pid {pid} ({})", ctx.accel.as_str())).await;
+                        report(
+                            &ctx,
+                            &id,
+                            &mut status,
+                            InstanceState::Running,
+                            None,
+                            Some(pid),
+                        )
+                        .await;
+                        let _ = ctx
+                            .cp
+                            .event(
+                                &id,
+                                "instance.started",
+                                &format!("QEMU pid {pid} ({})", ctx.accel.as_str()),
+                            )
+                            .await;
                     }
                     Err(e) => {
                         failures += 1;
                         let msg = format!("start attempt {failures} failed: {e}");
                         tracing::warn!(instance = %id, "{msg}");
                         if failures >= MAX_START_ATTEMPTS {
-                            report(&ctx, &id, &mut status, InstanceState::Failed, Some(msg.clone()), None).await;
+                            report(
+                                &ctx,
+                                &id,
+                                &mut status,
+                                InstanceState::Failed,
+                                Some(msg.clone()),
+                                None,
+                            )
+                            .await;
                             let _ = ctx.cp.event(&id, "instance.failed", &msg).await;
                         } else {
                             status.message = Some(msg);
-                            retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2u64 << failures));
+                            retry_at = Some(
+                                tokio::time::Instant::now() + Duration::from_secs(2u64 << failures),
+                            );
                         }
                     }
                 }
@@ -152,14 +210,33 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
             Action::Start => {}
             Action::Stop { force } => {
                 if let Some(v) = vm.take() {
-                    report(&ctx, &id, &mut status, InstanceState::Stopping, None, Some(v.pid() as u32)).await;
-                    let r = if force { v.force_stop().await } else { v.shutdown(ctx.stop_timeout).await };
+                    report(
+                        &ctx,
+                        &id,
+                        &mut status,
+                        InstanceState::Stopping,
+                        None,
+                        Some(v.pid() as u32),
+                    )
+                    .await;
+                    let r = if force {
+                        v.force_stop().await
+                    } else {
+                        v.shutdown(ctx.stop_timeout).await
+                    };
                     if let Err(e) = r {
                         tracing::warn!(instance = %id, error = %e, "stop failed");
                     }
                 }
                 report(&ctx, &id, &mut status, InstanceState::Stopped, None, None).await;
-                let _ = ctx.cp.event(&id, "instance.stopped", if force { "stopped (forced)" } else { "stopped" }).await;
+                let _ = ctx
+                    .cp
+                    .event(
+                        &id,
+                        "instance.stopped",
+                        if force { "stopped (forced)" } else { "stopped" },
+                    )
+                    .await;
                 continue;
             }
             Action::Reboot { seq } => {
@@ -170,7 +247,15 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
                     status.reboot_seq = seq;
                     status.boot_count += 1;
                     let pid = v.pid() as u32;
-                    report(&ctx, &id, &mut status, InstanceState::Running, None, Some(pid)).await;
+                    report(
+                        &ctx,
+                        &id,
+                        &mut status,
+                        InstanceState::Running,
+                        None,
+                        Some(pid),
+                    )
+                    .await;
                     let _ = ctx.cp.event(&id, "instance.rebooted", "guest reset").await;
                 }
                 continue;
@@ -187,7 +272,9 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
                             return;
                         }
                     }
-                    Err(e) => tracing::warn!(instance = %id, error = %e, "teardown failed; will retry"),
+                    Err(e) => {
+                        tracing::warn!(instance = %id, error = %e, "teardown failed; will retry")
+                    }
                 }
                 retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             }
@@ -220,7 +307,14 @@ fn state_word(s: InstanceState) -> &'static str {
     }
 }
 
-async fn report(ctx: &Ctx, id: &str, status: &mut InstanceStatus, state: InstanceState, message: Option<String>, pid: Option<u32>) {
+async fn report(
+    ctx: &Ctx,
+    id: &str,
+    status: &mut InstanceStatus,
+    state: InstanceState,
+    message: Option<String>,
+    pid: Option<u32>,
+) {
     status.state = state;
     status.message = message;
     status.pid = pid;
@@ -239,7 +333,11 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
         .await
         .map_err(|e| kumo_types::Error::internal_with("disk task", e))??;
     for (n, nic) in i.nics.iter().enumerate() {
-        let net = a.networks.iter().find(|x| x.id == nic.network_id).ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
+        let net = a
+            .networks
+            .iter()
+            .find(|x| x.id == nic.network_id)
+            .ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
         network::ensure_tap(&network::tap_name(&i.id, n as u8), &net.bridge, net.mtu)?;
     }
     let cfg = vm_config(&ctx.data_dir, &ctx.pool, ctx.accel, a);
@@ -264,6 +362,13 @@ async fn teardown(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<()> {
         Err(e) => return Err(e.into()),
     }
     ctx.pool.delete_instance_disks(&i.id)?;
-    let _ = ctx.cp.event(&i.id, "instance.torn_down", "QEMU, tap, lease and disks removed").await;
+    let _ = ctx
+        .cp
+        .event(
+            &i.id,
+            "instance.torn_down",
+            "QEMU, tap, lease and disks removed",
+        )
+        .await;
     Ok(())
 }

@@ -26,7 +26,10 @@ pub struct TokenRecord {
 }
 
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn new_token() -> String {
@@ -45,14 +48,27 @@ pub async fn bootstrap(app: &App, data_dir: &Path) -> kumo_types::Result<()> {
         }
     }
     let token = new_token();
-    let rec = TokenRecord { name: "admin".into(), role: "admin".into(), created_at: now_rfc3339() };
+    let rec = TokenRecord {
+        name: "admin".into(),
+        role: "admin".into(),
+        created_at: now_rfc3339(),
+    };
     let key = keys::token(&hash_token(&token));
     app.kv()
-        .txn(Txn { compare: vec![Compare::absent(&key)], success: vec![Op::put(&key, encode(&rec)?)], failure: vec![] })
+        .txn(Txn {
+            compare: vec![Compare::absent(&key)],
+            success: vec![Op::put(&key, encode(&rec)?)],
+            failure: vec![],
+        })
         .await
         .map_err(store_err)?;
     let tmp = data_dir.join("admin.token.tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
@@ -61,14 +77,24 @@ pub async fn bootstrap(app: &App, data_dir: &Path) -> kumo_types::Result<()> {
 }
 
 /// Middleware: require `Authorization: Bearer <token>` whose hash is stored.
-pub async fn require_token(State(app): State<App>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+pub async fn require_token(
+    State(app): State<App>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return Err(Error::Unauthenticated { message: "send `Authorization: Bearer <token>` (the bootstrap token is in <data-dir>/admin.token)".into() }.into());
     };
     let key = keys::token(&hash_token(token.trim()));
     if app.kv().get(&key).await.map_err(store_err)?.is_none() {
-        return Err(Error::Unauthenticated { message: "unknown token".into() }.into());
+        return Err(Error::Unauthenticated {
+            message: "unknown token".into(),
+        }
+        .into());
     }
     Ok(next.run(req).await)
 }

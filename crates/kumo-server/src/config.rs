@@ -14,7 +14,9 @@ use crate::scheduler::Overcommit;
 pub enum StoreConfig {
     /// Embedded SQLite at `<data-dir>/store.db`.
     Sqlite,
-    Etcd { endpoints: Vec<String> },
+    Etcd {
+        endpoints: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -48,18 +50,24 @@ pub async fn open_store(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Kv>> {
     Ok(match &cfg.store {
         StoreConfig::Sqlite => {
             let path = cfg.data_dir.join("store.db");
-            Arc::new(kumo_store::sqlite::SqliteKv::open(&path).with_context(|| format!("opening {}", path.display()))?)
+            Arc::new(
+                kumo_store::sqlite::SqliteKv::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )
         }
-        StoreConfig::Etcd { endpoints } => {
-            Arc::new(kumo_store::etcd::EtcdKv::connect(endpoints).await.context("connecting to etcd")?)
-        }
+        StoreConfig::Etcd { endpoints } => Arc::new(
+            kumo_store::etcd::EtcdKv::connect(endpoints)
+                .await
+                .context("connecting to etcd")?,
+        ),
     })
 }
 
 /// Start the control plane (and, in single-host mode, the agent) and serve until the process ends.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     check_listen(&cfg.listen)?;
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let kv = open_store(&cfg).await?;
     let app = App::new(
         kv,
@@ -73,8 +81,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
     );
     app.bootstrap().await.context("bootstrapping the store")?;
-    crate::auth::bootstrap(&app, &cfg.data_dir).await.context("writing the admin token")?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    crate::auth::bootstrap(&app, &cfg.data_dir)
+        .await
+        .context("writing the admin token")?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "kumo server listening");
     if cfg.run_agent {
         let cp = Arc::new(crate::control::InProcess { app: app.clone() });
@@ -85,6 +97,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             }
         });
     }
-    axum::serve(listener, crate::api::router(app)).await.context("serving the API")?;
+    axum::serve(listener, crate::api::router(app))
+        .await
+        .context("serving the API")?;
     Ok(())
 }

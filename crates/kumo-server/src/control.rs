@@ -26,10 +26,19 @@ impl ControlPlane for InProcess {
     async fn assignments(&self, host_id: &str) -> Result<AssignmentSnapshot> {
         instance::assignments(&self.app, host_id).await
     }
-    async fn watch_assignments(&self, _host_id: &str, revision: i64) -> Result<BoxStream<'static, ()>> {
+    async fn watch_assignments(
+        &self,
+        _host_id: &str,
+        revision: i64,
+    ) -> Result<BoxStream<'static, ()>> {
         // Any change to desired state may concern this host; the agent re-reads its snapshot.
         let from = if revision > 0 { revision + 1 } else { 0 };
-        let stream = self.app.kv().watch(keys::INSTANCES, from).await.map_err(store_err)?;
+        let stream = self
+            .app
+            .kv()
+            .watch(keys::INSTANCES, from)
+            .await
+            .map_err(store_err)?;
         Ok(stream.map(|_| ()).boxed())
     }
     async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()> {

@@ -1,8 +1,8 @@
 //! The one place where [`kumo_types::Error`] becomes an HTTP status and JSON body.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use kumo_types::Error;
 
 pub fn status_of(e: &Error) -> StatusCode {
@@ -11,7 +11,9 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Conflict { .. } | Error::CasFailed { .. } => StatusCode::CONFLICT,
-        Error::InsufficientCapacity { .. } | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::InsufficientCapacity { .. } | Error::Unavailable { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
         Error::Forbidden { .. } => StatusCode::FORBIDDEN,

@@ -16,18 +16,29 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn parse(field: &str, s: &str) -> Result<Cidr, Error> {
-        let bad = || Error::invalid(field, format!("{s:?} is not an IPv4 CIDR like 198.18.0.0/24"));
+        let bad = || {
+            Error::invalid(
+                field,
+                format!("{s:?} is not an IPv4 CIDR like 198.18.0.0/24"),
+            )
+        };
         let (a, p) = s.split_once('/').ok_or_else(bad)?;
         let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
         let prefix: u8 = p.parse().map_err(|_| bad())?;
         if !(8..=30).contains(&prefix) {
-            return Err(Error::invalid(field, format!("prefix /{prefix} is not allowed: use /8 to /30")));
+            return Err(Error::invalid(
+                field,
+                format!("prefix /{prefix} is not allowed: use /8 to /30"),
+            ));
         }
         let c = Cidr { addr, prefix };
         if c.network() != addr {
             return Err(Error::invalid(
                 field,
-                format!("{s} has host bits set; the network address is {}/{prefix}", c.network()),
+                format!(
+                    "{s} has host bits set; the network address is {}/{prefix}",
+                    c.network()
+                ),
             ));
         }
         Ok(c)
@@ -55,10 +66,17 @@ impl Cidr {
 
 /// The lowest free address in `cidr` that is not the network, broadcast, gateway or in `used`,
 /// starting at offset `skip` (addresses below it are reserved for infrastructure).
-pub fn next_free(cidr: &Cidr, gateway: Ipv4Addr, used: &HashSet<Ipv4Addr>, skip: u32) -> Option<Ipv4Addr> {
+pub fn next_free(
+    cidr: &Cidr,
+    gateway: Ipv4Addr,
+    used: &HashSet<Ipv4Addr>,
+    skip: u32,
+) -> Option<Ipv4Addr> {
     let start = u32::from(cidr.network()) + skip.max(1);
     let end = u32::from(cidr.broadcast());
-    (start..end).map(Ipv4Addr::from).find(|ip| *ip != gateway && !used.contains(ip))
+    (start..end)
+        .map(Ipv4Addr::from)
+        .find(|ip| *ip != gateway && !used.contains(ip))
 }
 
 /// A locally administered MAC in QEMU's 52:54:00 range derived from random bytes.
@@ -76,7 +94,12 @@ mod tests {
         let c = Cidr::parse("cidr", "198.18.0.0/24").unwrap();
         assert_eq!(c.broadcast(), Ipv4Addr::new(198, 18, 0, 255));
         assert_eq!(c.netmask(), Ipv4Addr::new(255, 255, 255, 0));
-        assert!(Cidr::parse("cidr", "198.18.0.1/24").unwrap_err().to_string().contains("host bits"));
+        assert!(
+            Cidr::parse("cidr", "198.18.0.1/24")
+                .unwrap_err()
+                .to_string()
+                .contains("host bits")
+        );
         assert!(Cidr::parse("cidr", "nope").is_err());
         assert!(Cidr::parse("cidr", "10.0.0.0/31").is_err());
     }
@@ -91,7 +114,16 @@ mod tests {
             used.insert(ip);
             got.push(ip.to_string());
         }
-        assert_eq!(got, ["198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5", "198.18.0.6"]);
+        assert_eq!(
+            got,
+            [
+                "198.18.0.2",
+                "198.18.0.3",
+                "198.18.0.4",
+                "198.18.0.5",
+                "198.18.0.6"
+            ]
+        );
     }
 
     #[test]

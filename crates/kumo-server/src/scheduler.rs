@@ -14,7 +14,11 @@ pub struct Overcommit {
 impl Default for Overcommit {
     fn default() -> Self {
         // vCPUs are time-shared; memory is not (1:1); root disks are thin qcow2 overlays.
-        Overcommit { cpu: 4.0, memory: 1.0, disk: 2.0 }
+        Overcommit {
+            cpu: 4.0,
+            memory: 1.0,
+            disk: 2.0,
+        }
     }
 }
 
@@ -60,8 +64,10 @@ fn free(c: &Candidate, oc: &Overcommit) -> (u64, u64, u64) {
 
 /// Pick the ready, live host with the most free memory that fits `req` (spread policy).
 pub fn place(hosts: &[Candidate], req: &Request, oc: &Overcommit) -> Result<String, Unplaceable> {
-    let usable: Vec<&Candidate> =
-        hosts.iter().filter(|h| h.state == HostState::Ready && h.alive).collect();
+    let usable: Vec<&Candidate> = hosts
+        .iter()
+        .filter(|h| h.state == HostState::Ready && h.alive)
+        .collect();
     if usable.is_empty() {
         return Err(Unplaceable {
             resource: "hosts",
@@ -134,22 +140,37 @@ mod tests {
             cpus,
             memory_mib: mem,
             disk_gib: 100,
-            allocated: HostAllocation { memory_mib: alloc_mem, ..Default::default() },
+            allocated: HostAllocation {
+                memory_mib: alloc_mem,
+                ..Default::default()
+            },
         }
     }
-    const OC: Overcommit = Overcommit { cpu: 4.0, memory: 1.0, disk: 2.0 };
+    const OC: Overcommit = Overcommit {
+        cpu: 4.0,
+        memory: 1.0,
+        disk: 2.0,
+    };
 
     #[test]
     fn picks_host_with_most_free_memory() {
         let hosts = vec![host("a", 2, 4096, 3000), host("b", 2, 4096, 1000)];
-        let r = Request { vcpus: 1, memory_mib: 512, disk_gib: 1 };
+        let r = Request {
+            vcpus: 1,
+            memory_mib: 512,
+            disk_gib: 1,
+        };
         assert_eq!(place(&hosts, &r, &OC).unwrap(), "b");
     }
 
     #[test]
     fn names_memory_when_it_runs_out() {
         let hosts = vec![host("a", 2, 4096, 0)];
-        let r = Request { vcpus: 1, memory_mib: 8192, disk_gib: 1 };
+        let r = Request {
+            vcpus: 1,
+            memory_mib: 8192,
+            disk_gib: 1,
+        };
         let e = place(&hosts, &r, &OC).unwrap_err();
         assert_eq!(e.resource, "memory");
         assert!(e.message.contains("8192"), "{}", e.message);
@@ -158,10 +179,27 @@ mod tests {
     #[test]
     fn names_vcpus_and_disk() {
         let hosts = vec![host("a", 2, 4096, 0)];
-        let e = place(&hosts, &Request { vcpus: 9, memory_mib: 1, disk_gib: 1 }, &OC).unwrap_err();
+        let e = place(
+            &hosts,
+            &Request {
+                vcpus: 9,
+                memory_mib: 1,
+                disk_gib: 1,
+            },
+            &OC,
+        )
+        .unwrap_err();
         assert_eq!(e.resource, "vcpus");
-        let e =
-            place(&hosts, &Request { vcpus: 1, memory_mib: 1, disk_gib: 201 }, &OC).unwrap_err();
+        let e = place(
+            &hosts,
+            &Request {
+                vcpus: 1,
+                memory_mib: 1,
+                disk_gib: 201,
+            },
+            &OC,
+        )
+        .unwrap_err();
         assert_eq!(e.resource, "disk");
     }
 
@@ -171,7 +209,16 @@ mod tests {
         a.state = HostState::Maintenance;
         let mut b = host("b", 2, 4096, 0);
         b.alive = false;
-        let e = place(&[a, b], &Request { vcpus: 1, memory_mib: 1, disk_gib: 1 }, &OC).unwrap_err();
+        let e = place(
+            &[a, b],
+            &Request {
+                vcpus: 1,
+                memory_mib: 1,
+                disk_gib: 1,
+            },
+            &OC,
+        )
+        .unwrap_err();
         assert_eq!(e.resource, "hosts");
     }
 }

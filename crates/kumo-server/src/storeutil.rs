@@ -1,6 +1,6 @@
 //! Typed JSON access to the store, and the mapping of store errors onto [`kumo_types::Error`].
 
-use kumo_store::{Kv, KeyValue, Revision, StoreError};
+use kumo_store::{KeyValue, Kv, Revision, StoreError};
 use kumo_types::Error;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -37,7 +37,10 @@ pub async fn list_json<T: DeserializeOwned>(kv: &dyn Kv, prefix: &str) -> Result
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = kv.list(prefix, after.as_deref(), 500).await.map_err(store_err)?;
+        let page = kv
+            .list(prefix, after.as_deref(), 500)
+            .await
+            .map_err(store_err)?;
         for item in &page.kvs {
             out.push(decode(item)?);
         }
@@ -53,7 +56,10 @@ pub async fn list_raw(kv: &dyn Kv, prefix: &str) -> Result<Vec<KeyValue>, Error>
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = kv.list(prefix, after.as_deref(), 1000).await.map_err(store_err)?;
+        let page = kv
+            .list(prefix, after.as_deref(), 1000)
+            .await
+            .map_err(store_err)?;
         let more = page.more && !page.kvs.is_empty();
         after = page.kvs.last().map(|k| k.key.clone());
         out.extend(page.kvs);

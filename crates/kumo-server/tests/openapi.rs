@@ -17,7 +17,19 @@ fn openapi_document_is_committed_and_current() {
          `KUMO_UPDATE_OPENAPI=1 cargo nextest run -p kumo-server openapi` and commit it"
     );
     // Every /v1 route is documented.
-    for p in ["/v1/instances", "/v1/instances/{id}/console", "/v1/images", "/v1/hosts", "/v1/events", "/v1/key-pairs", "/v1/instance-types", "/v1/networks"] {
-        assert!(generated.contains(&format!("\"{p}\"")), "{p} missing from the OpenAPI document");
+    for p in [
+        "/v1/instances",
+        "/v1/instances/{id}/console",
+        "/v1/images",
+        "/v1/hosts",
+        "/v1/events",
+        "/v1/key-pairs",
+        "/v1/instance-types",
+        "/v1/networks",
+    ] {
+        assert!(
+            generated.contains(&format!("\"{p}\"")),
+            "{p} missing from the OpenAPI document"
+        );
     }
 }

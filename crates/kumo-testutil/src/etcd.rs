@@ -22,12 +22,16 @@ pub struct EtcdServer {
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
+    l.local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"))
+        .port()
 }
 
 /// True if GET /health on `port` answers `"health":"true"`.
 fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let req = format!("GET /health HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
@@ -44,7 +48,10 @@ impl EtcdServer {
     pub fn start() -> EtcdServer {
         crate::require("etcd", "etcd-server");
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let dir = std::env::temp_dir().join(format!(
             "kumo-etcd-{}-{nanos}-{}",
             std::process::id(),
@@ -54,7 +61,8 @@ impl EtcdServer {
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.join("etcd.log")).unwrap_or_else(|e| panic!("etcd log: {e}"));
+        let log =
+            std::fs::File::create(dir.join("etcd.log")).unwrap_or_else(|e| panic!("etcd log: {e}"));
         let log2 = log.try_clone().unwrap_or_else(|e| panic!("etcd log: {e}"));
         let child = Command::new("etcd")
             .arg("--name=kumo-test")
@@ -70,13 +78,25 @@ impl EtcdServer {
             .stderr(log2)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn etcd: {e}"));
-        let mut server = EtcdServer { endpoint: client_url, dir, child };
+        let mut server = EtcdServer {
+            endpoint: client_url,
+            dir,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !healthy(client) {
             let exited = server.child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(server.dir.join("etcd.log")).unwrap_or_default();
-                let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 panic!("etcd did not become healthy (exit: {exited:?}); log tail:\n{tail}");
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -33,7 +33,10 @@ pub fn require(binary: &str, package: &str) {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file()))
         .unwrap_or(false)
         || std::path::Path::new(binary).is_file();
-    assert!(found, "`{binary}` not found: install the Debian package `{package}` (scripts/setup.sh does)");
+    assert!(
+        found,
+        "`{binary}` not found: install the Debian package `{package}` (scripts/setup.sh does)"
+    );
 }
 
 /// Run a command, panicking with its output if it fails. Returns stdout.
@@ -80,7 +83,10 @@ impl Drop for PidGuard {
 /// True if a process with this PID exists (and is not a zombie we could reap).
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }

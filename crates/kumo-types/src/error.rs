@@ -20,7 +20,10 @@ pub enum Error {
     NotFound { kind: &'static str, id: String },
     /// The request conflicts with current state (duplicate name, resource in use, wrong state).
     #[error("{message}")]
-    Conflict { message: String, field: Option<String> },
+    Conflict {
+        message: String,
+        field: Option<String>,
+    },
     /// No host can take the request: `resource` names what ran out (vcpus, memory, disk, hosts).
     #[error("insufficient capacity: {resource}: {message}")]
     InsufficientCapacity { resource: String, message: String },
@@ -50,28 +53,48 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid { field: field.into(), message: message.into() }
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        Error::NotFound { kind, id: id.into() }
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        Error::Conflict { message: message.into(), field: None }
+        Error::Conflict {
+            message: message.into(),
+            field: None,
+        }
     }
     pub fn conflict_field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Conflict { message: message.into(), field: Some(field.into()) }
+        Error::Conflict {
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Error::Internal { message: message.into(), source: None }
+        Error::Internal {
+            message: message.into(),
+            source: None,
+        }
     }
     pub fn internal_with(
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Internal { message: message.into(), source: Some(Box::new(source)) }
+        Error::Internal {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Error::Unavailable { message: message.into() }
+        Error::Unavailable {
+            message: message.into(),
+        }
     }
 
     /// Stable machine-readable code used in the JSON error body.
@@ -110,7 +133,11 @@ impl Error {
             message.push_str(&s.to_string());
             src = s.source();
         }
-        ErrorBody { code: self.code().to_string(), message, field: self.field().map(str::to_string) }
+        ErrorBody {
+            code: self.code().to_string(),
+            message,
+            field: self.field().map(str::to_string),
+        }
     }
 }
 

@@ -163,7 +163,11 @@ impl InstanceView {
     pub fn new(i: &Instance, s: Option<&InstanceStatus>) -> Self {
         let default = InstanceStatus::default();
         let s = s.unwrap_or(&default);
-        let state = if i.deleting { InstanceState::Deleting } else { s.state };
+        let state = if i.deleting {
+            InstanceState::Deleting
+        } else {
+            s.state
+        };
         InstanceView {
             id: i.id.clone(),
             name: i.name.clone(),

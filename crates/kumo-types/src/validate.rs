@@ -9,7 +9,8 @@ pub fn name(field: &str, v: &str) -> Result<(), Error> {
         && v.len() <= 63
         && v.as_bytes()[0].is_ascii_lowercase()
         && !v.ends_with('-')
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {

@@ -90,7 +90,11 @@ struct AgentArgs {
     #[arg(long, env = "KUMO_SERVER", default_value = "http://127.0.0.1:8470")]
     server: String,
     /// File holding the token the agent authenticates with.
-    #[arg(long, env = "KUMO_AGENT_TOKEN_FILE", default_value = "/var/lib/kumo/admin.token")]
+    #[arg(
+        long,
+        env = "KUMO_AGENT_TOKEN_FILE",
+        default_value = "/var/lib/kumo/admin.token"
+    )]
     token_file: PathBuf,
     /// This host's data directory (disks, QEMU runtime files, DHCP state).
     #[arg(long, env = "KUMO_DATA_DIR", default_value = "/var/lib/kumo")]
@@ -111,24 +115,39 @@ fn accel_choice(a: Accel) -> AccelChoice {
 
 async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    let token = std::fs::read_to_string(&a.token_file).with_context(|| format!("reading {}", a.token_file.display()))?;
+    let token = std::fs::read_to_string(&a.token_file)
+        .with_context(|| format!("reading {}", a.token_file.display()))?;
     let cp = kumo_agent::control::http::HttpControlPlane::new(&a.server, token.trim())?;
-    let cfg = AgentConfig::new(a.data_dir, accel_choice(a.accel), std::time::Duration::from_secs(a.stop_timeout));
+    let cfg = AgentConfig::new(
+        a.data_dir,
+        accel_choice(a.accel),
+        std::time::Duration::from_secs(a.stop_timeout),
+    );
     kumo_agent::agent::run(std::sync::Arc::new(cp), cfg).await
 }
 
 fn server_config(a: ServerArgs) -> ServerConfig {
     let accel = accel_choice(a.accel);
     ServerConfig {
-        agent: AgentConfig::new(a.data_dir.clone(), accel, std::time::Duration::from_secs(a.stop_timeout)),
+        agent: AgentConfig::new(
+            a.data_dir.clone(),
+            accel,
+            std::time::Duration::from_secs(a.stop_timeout),
+        ),
         data_dir: a.data_dir,
         listen: a.listen,
         store: match a.store {
             StoreKind::Sqlite => StoreConfig::Sqlite,
-            StoreKind::Etcd => StoreConfig::Etcd { endpoints: a.etcd_endpoints },
+            StoreKind::Etcd => StoreConfig::Etcd {
+                endpoints: a.etcd_endpoints,
+            },
         },
         run_agent: !a.no_agent,
-        overcommit: Overcommit { cpu: a.cpu_overcommit, memory: a.memory_overcommit, disk: Overcommit::default().disk },
+        overcommit: Overcommit {
+            cpu: a.cpu_overcommit,
+            memory: a.memory_overcommit,
+            disk: Overcommit::default().disk,
+        },
         host_memory_reserve_mib: a.memory_reserve_mib,
         network_cidr: a.network_cidr,
         bridge: a.bridge,
@@ -138,7 +157,10 @@ fn server_config(a: ServerArgs) -> ServerConfig {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kumo: cannot start the async runtime: {e}");
@@ -174,6 +196,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KUMO_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KUMO_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

@@ -13,26 +13,42 @@ fn running_vms_survive_agent_and_server_kill_and_are_adopted() {
     let mut cloud = Cloud::start();
     cloud.import_tiny();
     for n in ["a1", "a2"] {
-        cloud.ok(&["instance", "run", "--name", n, "--image", "tiny", "--type", "nano", "--wait"]);
+        cloud.ok(&[
+            "instance", "run", "--name", n, "--image", "tiny", "--type", "nano", "--wait",
+        ]);
         cloud.wait_console(n, "KUMO-READY");
     }
     let before: Vec<(String, u64)> = ["a1", "a2"]
         .iter()
-        .map(|n| (n.to_string(), cloud.json(&["instance", "show", n])["pid"].as_u64().expect("pid")))
+        .map(|n| {
+            (
+                n.to_string(),
+                cloud.json(&["instance", "show", n])["pid"]
+                    .as_u64()
+                    .expect("pid"),
+            )
+        })
         .collect();
 
     cloud.kill9();
     // With the agent gone, the VMs keep running.
     std::thread::sleep(Duration::from_secs(2));
     for (n, pid) in &before {
-        assert!(kumo_testutil::pid_alive(*pid as i32), "{n}: QEMU {pid} died with the agent");
+        assert!(
+            kumo_testutil::pid_alive(*pid as i32),
+            "{n}: QEMU {pid} died with the agent"
+        );
     }
 
     cloud.spawn_server();
     // After restart: same PIDs, adopted, still running; boot counts unchanged (never restarted).
     for (n, pid) in &before {
         let v = cloud.wait_state(n, "running");
-        assert_eq!(v["pid"].as_u64(), Some(*pid), "{n} was restarted instead of adopted: {v}");
+        assert_eq!(
+            v["pid"].as_u64(),
+            Some(*pid),
+            "{n} was restarted instead of adopted: {v}"
+        );
         assert_eq!(v["boot_count"].as_u64(), Some(1), "{n}: {v}");
     }
     // The adopted VM is still controllable: stop one through QMP.
@@ -60,7 +76,16 @@ fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
             let (url, token) = (url.clone(), token.clone());
             std::thread::spawn(move || {
                 std::process::Command::new(common::KUMO)
-                    .args(["instance", "run", "--name", &format!("c{i}"), "--image", "tiny", "--type", "nano"])
+                    .args([
+                        "instance",
+                        "run",
+                        "--name",
+                        &format!("c{i}"),
+                        "--image",
+                        "tiny",
+                        "--type",
+                        "nano",
+                    ])
                     .env("KUMO_URL", url)
                     .env("KUMO_TOKEN", token)
                     .output()
@@ -71,7 +96,10 @@ fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
         .collect();
     std::thread::sleep(Duration::from_millis(400));
     cloud.kill9();
-    let accepted: usize = handles.into_iter().map(|h| usize::from(h.join().unwrap_or(false))).sum();
+    let accepted: usize = handles
+        .into_iter()
+        .map(|h| usize::from(h.join().unwrap_or(false)))
+        .sum();
     eprintln!("{accepted} of 10 creations were acknowledged before the kill");
 
     cloud.spawn_server();
@@ -80,29 +108,50 @@ fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
     let views = loop {
         let list = cloud.json(&["instance", "list"]);
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let settled = items.iter().all(|v| v["state"] == "running" || (v["state"] == "failed" && v["status_message"].is_string()));
+        let settled = items.iter().all(|v| {
+            v["state"] == "running" || (v["state"] == "failed" && v["status_message"].is_string())
+        });
         if settled {
             break items;
         }
-        assert!(Instant::now() < deadline, "instances did not settle: {list}\n{}", common::tail(&cloud.server_log(), 80));
+        assert!(
+            Instant::now() < deadline,
+            "instances did not settle: {list}\n{}",
+            common::tail(&cloud.server_log(), 80)
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert!(views.len() >= accepted, "an acknowledged creation was lost: {} < {accepted}", views.len());
+    assert!(
+        views.len() >= accepted,
+        "an acknowledged creation was lost: {} < {accepted}",
+        views.len()
+    );
     // Nothing orphaned: exactly one QEMU per running instance, one tap per instance, no stray dirs,
     // distinct addresses.
-    let running: Vec<&serde_json::Value> = views.iter().filter(|v| v["state"] == "running").collect();
+    let running: Vec<&serde_json::Value> =
+        views.iter().filter(|v| v["state"] == "running").collect();
     let pids: HashSet<u64> = running.iter().filter_map(|v| v["pid"].as_u64()).collect();
     let live: HashSet<u64> = cloud.qemu_pids().into_iter().map(|p| p as u64).collect();
     assert_eq!(pids, live, "QEMU processes do not match running instances");
-    let ids: HashSet<String> = views.iter().filter_map(|v| v["id"].as_str().map(str::to_string)).collect();
+    let ids: HashSet<String> = views
+        .iter()
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
     for dir in ["run", "pool/instances"] {
-        for e in std::fs::read_dir(cloud.data_dir().join(dir)).map(|r| r.filter_map(|e| e.ok()).collect::<Vec<_>>()).unwrap_or_default() {
+        for e in std::fs::read_dir(cloud.data_dir().join(dir))
+            .map(|r| r.filter_map(|e| e.ok()).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             assert!(ids.contains(&name), "orphaned {dir}/{name}");
         }
     }
     let taps = links().into_iter().filter(|l| l.starts_with("kt")).count();
-    assert!(taps <= views.len(), "{taps} taps for {} instances", views.len());
+    assert!(
+        taps <= views.len(),
+        "{taps} taps for {} instances",
+        views.len()
+    );
     let ips: HashSet<&str> = views.iter().filter_map(|v| v["ipv4"].as_str()).collect();
     assert_eq!(ips.len(), views.len(), "duplicate addresses");
 }
@@ -111,23 +160,36 @@ fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
 fn separate_agent_killed_while_vms_run_then_adopts_them() {
     let mut cloud = Cloud::start_split();
     cloud.import_tiny();
-    cloud.ok(&["instance", "run", "--name", "s1", "--image", "tiny", "--type", "nano", "--wait"]);
+    cloud.ok(&[
+        "instance", "run", "--name", "s1", "--image", "tiny", "--type", "nano", "--wait",
+    ]);
     cloud.wait_console("s1", "KUMO-READY");
-    let pid = cloud.json(&["instance", "show", "s1"])["pid"].as_u64().expect("pid");
+    let pid = cloud.json(&["instance", "show", "s1"])["pid"]
+        .as_u64()
+        .expect("pid");
 
     cloud.kill9_agent();
     std::thread::sleep(Duration::from_secs(2));
-    assert!(kumo_testutil::pid_alive(pid as i32), "QEMU died with the agent");
+    assert!(
+        kumo_testutil::pid_alive(pid as i32),
+        "QEMU died with the agent"
+    );
     // The control plane still answers while the agent is away; changes wait for it.
     cloud.ok(&["instance", "stop", "s1"]);
     std::thread::sleep(Duration::from_secs(1));
-    assert!(kumo_testutil::pid_alive(pid as i32), "nothing should act on the VM while the agent is down");
+    assert!(
+        kumo_testutil::pid_alive(pid as i32),
+        "nothing should act on the VM while the agent is down"
+    );
 
     cloud.spawn_agent();
     // The restarted agent adopts the VM and then applies the pending stop through QMP.
     let v = cloud.wait_state("s1", "stopped");
     assert!(v["pid"].is_null(), "{v}");
-    assert!(!kumo_testutil::pid_alive(pid as i32), "QEMU {pid} still alive");
+    assert!(
+        !kumo_testutil::pid_alive(pid as i32),
+        "QEMU {pid} still alive"
+    );
     cloud.ok(&["instance", "start", "s1", "--wait"]);
     let v = cloud.wait_state("s1", "running");
     assert_eq!(v["boot_count"].as_u64(), Some(2), "{v}");

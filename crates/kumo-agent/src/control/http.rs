@@ -5,7 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use kumo_types::{AssignmentSnapshot, Error, ErrorBody, Host, HostInventory, InstanceStatus, Result};
+use kumo_types::{
+    AssignmentSnapshot, Error, ErrorBody, Host, HostInventory, InstanceStatus, Result,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -24,29 +26,62 @@ impl HttpControlPlane {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| Error::internal_with("building the HTTP client", e))?;
-        Ok(HttpControlPlane { base: format!("{}/internal/v1", server_url.trim_end_matches('/')), token: token.to_string(), client })
+        Ok(HttpControlPlane {
+            base: format!("{}/internal/v1", server_url.trim_end_matches('/')),
+            token: token.to_string(),
+            client,
+        })
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&B>, timeout: Duration) -> Result<Option<T>> {
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token).timeout(timeout);
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<Option<T>> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(timeout);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        let bytes = resp.bytes().await.map_err(|e| Error::unavailable(format!("reading control plane answer: {e}")))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::unavailable(format!("reading control plane answer: {e}")))?;
         if !status.is_success() {
-            let msg = serde_json::from_slice::<ErrorBody>(&bytes).map(|b| b.message).unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(Error::unavailable(format!("control plane answered {status}: {msg}")));
+            let msg = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(Error::unavailable(format!(
+                "control plane answered {status}: {msg}"
+            )));
         }
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::internal_with("decoding control plane answer", e))
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::internal_with("decoding control plane answer", e))
     }
 
     async fn post_unit<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<()> {
-        self.call::<B, serde_json::Value>(reqwest::Method::POST, path, body, Duration::from_secs(30)).await.map(|_| ())
+        self.call::<B, serde_json::Value>(
+            reqwest::Method::POST,
+            path,
+            body,
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -57,15 +92,36 @@ fn required<T>(v: Option<T>) -> Result<T> {
 #[async_trait]
 impl ControlPlane for HttpControlPlane {
     async fn register_host(&self, inventory: HostInventory) -> Result<Host> {
-        required(self.call(reqwest::Method::POST, "/hosts/register", Some(&inventory), Duration::from_secs(30)).await?)
+        required(
+            self.call(
+                reqwest::Method::POST,
+                "/hosts/register",
+                Some(&inventory),
+                Duration::from_secs(30),
+            )
+            .await?,
+        )
     }
     async fn heartbeat(&self, host_id: &str) -> Result<()> {
-        self.post_unit::<()>(&format!("/hosts/{host_id}/heartbeat"), None).await
+        self.post_unit::<()>(&format!("/hosts/{host_id}/heartbeat"), None)
+            .await
     }
     async fn assignments(&self, host_id: &str) -> Result<AssignmentSnapshot> {
-        required(self.call::<(), _>(reqwest::Method::GET, &format!("/hosts/{host_id}/assignments"), None, Duration::from_secs(30)).await?)
+        required(
+            self.call::<(), _>(
+                reqwest::Method::GET,
+                &format!("/hosts/{host_id}/assignments"),
+                None,
+                Duration::from_secs(30),
+            )
+            .await?,
+        )
     }
-    async fn watch_assignments(&self, host_id: &str, revision: i64) -> Result<BoxStream<'static, ()>> {
+    async fn watch_assignments(
+        &self,
+        host_id: &str,
+        revision: i64,
+    ) -> Result<BoxStream<'static, ()>> {
         let this = self.clone();
         let host = host_id.to_string();
         // Successive long-polls; each yields once when something changed. A failed poll ends the
@@ -76,7 +132,10 @@ impl ControlPlane for HttpControlPlane {
                 let mut rev = rev?;
                 loop {
                     let path = format!("/hosts/{host}/watch?revision={rev}");
-                    let ans: Option<WatchAnswer> = this.call::<(), _>(reqwest::Method::GET, &path, None, Duration::from_secs(60)).await.ok()?;
+                    let ans: Option<WatchAnswer> = this
+                        .call::<(), _>(reqwest::Method::GET, &path, None, Duration::from_secs(60))
+                        .await
+                        .ok()?;
                     if ans.is_some_and(|a| a.changed) {
                         // The agent re-reads everything; from here any newer change counts.
                         rev = match this.assignments(&host).await {
@@ -91,13 +150,19 @@ impl ControlPlane for HttpControlPlane {
         Ok(stream.boxed())
     }
     async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()> {
-        self.post_unit(&format!("/instances/{instance_id}/status"), Some(&status)).await
+        self.post_unit(&format!("/instances/{instance_id}/status"), Some(&status))
+            .await
     }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
-        self.post_unit::<()>(&format!("/instances/{instance_id}/removed"), None).await
+        self.post_unit::<()>(&format!("/instances/{instance_id}/removed"), None)
+            .await
     }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
-        let body = EventBody { resource: resource.into(), kind: kind.into(), message: message.into() };
+        let body = EventBody {
+            resource: resource.into(),
+            kind: kind.into(),
+            message: message.into(),
+        };
         self.post_unit("/events", Some(&body)).await
     }
 }

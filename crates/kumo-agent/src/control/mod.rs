@@ -17,7 +17,11 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn assignments(&self, host_id: &str) -> Result<AssignmentSnapshot>;
     /// A stream that yields `()` whenever something relevant to the host may have changed after
     /// `revision`. The agent then re-reads [`ControlPlane::assignments`] (level-triggered).
-    async fn watch_assignments(&self, host_id: &str, revision: i64) -> Result<BoxStream<'static, ()>>;
+    async fn watch_assignments(
+        &self,
+        host_id: &str,
+        revision: i64,
+    ) -> Result<BoxStream<'static, ()>>;
     /// Record the observed status of an instance.
     async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()>;
     /// The agent has torn down a deleting instance completely; the control plane may forget it.

@@ -14,12 +14,19 @@ use crate::error::ApiResult;
 
 #[utoipa::path(get, path = "/v1/instances/{id}/console", params(("id" = String, Path, description = "ID or name")),
     responses((status = 101, description = "WebSocket upgrade; binary frames are raw serial bytes"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn console(State(app): State<App>, Path(id): Path<String>, ws: WebSocketUpgrade) -> ApiResult<Response> {
+pub async fn console(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
     let (inst, _) = instance::find(&app, &id).await?;
     let sock = kumo_agent::paths::serial_sock(&app.cfg.data_dir, &inst.id);
-    let stream = UnixStream::connect(&sock)
-        .await
-        .map_err(|e| Error::conflict(format!("the console of `{}` is not available (is it running?): {e}", inst.name)))?;
+    let stream = UnixStream::connect(&sock).await.map_err(|e| {
+        Error::conflict(format!(
+            "the console of `{}` is not available (is it running?): {e}",
+            inst.name
+        ))
+    })?;
     Ok(ws.on_upgrade(move |socket| bridge(socket, stream)))
 }
 
@@ -32,7 +39,11 @@ async fn bridge(socket: WebSocket, stream: UnixStream) {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if ws_tx.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                    if ws_tx
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }

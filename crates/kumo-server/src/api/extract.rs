@@ -18,17 +18,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ct = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !ct.starts_with("application/json") {
-            return Err(Error::Malformed { message: format!("Content-Type must be application/json (got {ct:?})") }.into());
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge { limit: BODY_LIMIT }
-            } else {
-                Error::Malformed { message: e.body_text() }
+            return Err(Error::Malformed {
+                message: format!("Content-Type must be application/json (got {ct:?})"),
             }
-        })?;
+            .into());
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge { limit: BODY_LIMIT }
+                } else {
+                    Error::Malformed {
+                        message: e.body_text(),
+                    }
+                }
+            })?;
         parse_json(&bytes).map(ApiJson).map_err(ApiError)
     }
 }
@@ -41,17 +52,29 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_string() } else { path };
+                let field = if path == "." {
+                    "body".to_string()
+                } else {
+                    path
+                };
                 let msg = inner.to_string();
                 // serde says "missing field `x`" at the parent path: name the field itself.
                 let field = msg
                     .strip_prefix("missing field `")
                     .and_then(|r| r.split('`').next())
-                    .map(|f| if field == "body" { f.to_string() } else { format!("{field}.{f}") })
+                    .map(|f| {
+                        if field == "body" {
+                            f.to_string()
+                        } else {
+                            format!("{field}.{f}")
+                        }
+                    })
                     .unwrap_or(field);
                 Error::invalid(field, strip_position(&msg))
             }
-            _ => Error::Malformed { message: format!("invalid JSON: {inner}") },
+            _ => Error::Malformed {
+                message: format!("invalid JSON: {inner}"),
+            },
         }
     })
 }
@@ -86,9 +109,15 @@ mod tests {
     fn names_fields() {
         let e = parse_json::<RunInstanceRequest>(br#"{"name":"a","image":"x"}"#).unwrap_err();
         assert_eq!(e.field(), Some("instance_type"), "{e}");
-        let e = parse_json::<RunInstanceRequest>(br#"{"name":"a","image":"x","instance_type":"t","root_disk_gib":"big"}"#).unwrap_err();
+        let e = parse_json::<RunInstanceRequest>(
+            br#"{"name":"a","image":"x","instance_type":"t","root_disk_gib":"big"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("root_disk_gib"), "{e}");
-        let e = parse_json::<RunInstanceRequest>(br#"{"name":"a","image":"x","instance_type":"t","bogus":1}"#).unwrap_err();
+        let e = parse_json::<RunInstanceRequest>(
+            br#"{"name":"a","image":"x","instance_type":"t","bogus":1}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = parse_json::<RunInstanceRequest>(b"{nope").unwrap_err();
         assert_eq!(e.code(), "malformed_request");

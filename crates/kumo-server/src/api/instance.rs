@@ -31,54 +31,98 @@ pub struct LogQuery {
 const LOG_CHUNK: u64 = 1 << 20;
 
 #[utoipa::path(get, path = "/v1/instances", params(ListQuery), responses((status = 200, body = Page<InstanceView>)))]
-pub async fn list_instances(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Page<InstanceView>>> {
-    Ok(Json(instance::list(&app, q.limit, q.next_token.as_deref()).await?))
+pub async fn list_instances(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<InstanceView>>> {
+    Ok(Json(
+        instance::list(&app, q.limit, q.next_token.as_deref()).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/instances", request_body = RunInstanceRequest, responses(
     (status = 202, body = InstanceView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
     (status = 422, body = ErrorBody), (status = 503, description = "insufficient capacity", body = ErrorBody)))]
-pub async fn run_instance(State(app): State<App>, ApiJson(req): ApiJson<RunInstanceRequest>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+pub async fn run_instance(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<RunInstanceRequest>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
     Ok((StatusCode::ACCEPTED, Json(instance::run(&app, req).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
-pub async fn get_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<InstanceView>> {
+pub async fn get_instance(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceView>> {
     Ok(Json(instance::get(&app, &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/instances/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody)))]
-pub async fn delete_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    Ok((StatusCode::ACCEPTED, Json(instance::delete(&app, &id).await?)))
+pub async fn delete_instance(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(instance::delete(&app, &id).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/start", params(("id" = String, Path, description = "ID or name")),
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn start_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    Ok((StatusCode::ACCEPTED, Json(instance::start(&app, &id).await?)))
+pub async fn start_instance(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(instance::start(&app, &id).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/stop", params(("id" = String, Path, description = "ID or name")),
     request_body(content = Option<StopInstanceRequest>, description = "optional"),
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn stop_instance(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    let req: StopInstanceRequest = if body.iter().all(u8::is_ascii_whitespace) { StopInstanceRequest::default() } else { parse_json(&body)? };
-    Ok((StatusCode::ACCEPTED, Json(instance::stop(&app, &id, req).await?)))
+pub async fn stop_instance(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    let req: StopInstanceRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StopInstanceRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(instance::stop(&app, &id, req).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/instances/{id}/reboot", params(("id" = String, Path, description = "ID or name")),
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn reboot_instance(State(app): State<App>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    Ok((StatusCode::ACCEPTED, Json(instance::reboot(&app, &id).await?)))
+pub async fn reboot_instance(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(instance::reboot(&app, &id).await?),
+    ))
 }
 
 /// Serial console output from `offset` (at most 1 MiB per call). Header `x-kumo-log-size` gives the
 /// total size so far.
 #[utoipa::path(get, path = "/v1/instances/{id}/serial-log", params(("id" = String, Path, description = "ID or name"), LogQuery),
     responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
-pub async fn serial_log(State(app): State<App>, Path(id): Path<String>, ApiQuery(q): ApiQuery<LogQuery>) -> ApiResult<Response> {
+pub async fn serial_log(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<Response> {
     let (inst, _) = instance::find(&app, &id).await?;
     let path = kumo_agent::paths::serial_log(&app.cfg.data_dir, &inst.id);
     let offset = q.offset.unwrap_or(0);

@@ -36,14 +36,20 @@ pub fn router(app: App) -> Router<App> {
         .route("/instances/{id}/status", post(status))
         .route("/instances/{id}/removed", post(removed))
         .route("/events", post(event))
-        .route_layer(middleware::from_fn_with_state(app, crate::auth::require_token))
+        .route_layer(middleware::from_fn_with_state(
+            app,
+            crate::auth::require_token,
+        ))
 }
 
 fn cp(app: App) -> InProcess {
     InProcess { app }
 }
 
-async fn register(State(app): State<App>, ApiJson(inv): ApiJson<HostInventory>) -> ApiResult<Json<Host>> {
+async fn register(
+    State(app): State<App>,
+    ApiJson(inv): ApiJson<HostInventory>,
+) -> ApiResult<Json<Host>> {
     Ok(Json(cp(app).register_host(inv).await?))
 }
 
@@ -52,18 +58,32 @@ async fn heartbeat(State(app): State<App>, Path(id): Path<String>) -> ApiResult<
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn assignments(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<AssignmentSnapshot>> {
+async fn assignments(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AssignmentSnapshot>> {
     Ok(Json(cp(app).assignments(&id).await?))
 }
 
 /// Long-poll: answers as soon as something changed after `revision`, or after [`WATCH_POLL`].
-async fn watch(State(app): State<App>, Path(id): Path<String>, ApiQuery(q): ApiQuery<WatchQuery>) -> ApiResult<Json<WatchAnswer>> {
+async fn watch(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WatchQuery>,
+) -> ApiResult<Json<WatchAnswer>> {
     let mut stream = cp(app).watch_assignments(&id, q.revision).await?;
-    let changed = matches!(tokio::time::timeout(WATCH_POLL, stream.next()).await, Ok(Some(())));
+    let changed = matches!(
+        tokio::time::timeout(WATCH_POLL, stream.next()).await,
+        Ok(Some(()))
+    );
     Ok(Json(WatchAnswer { changed }))
 }
 
-async fn status(State(app): State<App>, Path(id): Path<String>, ApiJson(st): ApiJson<InstanceStatus>) -> ApiResult<StatusCode> {
+async fn status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(st): ApiJson<InstanceStatus>,
+) -> ApiResult<StatusCode> {
     cp(app).report_status(&id, st).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,7 +3,10 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use kumo_types::{CreateInstanceTypeRequest, ErrorBody, Event, Host, Image, ImportImageRequest, ImportKeyPairRequest, InstanceType, KeyPair, Network, Page};
+use kumo_types::{
+    CreateInstanceTypeRequest, ErrorBody, Event, Host, Image, ImportImageRequest,
+    ImportKeyPairRequest, InstanceType, KeyPair, Network, Page,
+};
 use serde::Deserialize;
 
 use super::extract::{ApiJson, ApiQuery};
@@ -37,7 +40,10 @@ pub async fn list_images(State(app): State<App>) -> ApiResult<Json<Page<Image>>>
 
 #[utoipa::path(post, path = "/v1/images", request_body = ImportImageRequest,
     responses((status = 201, body = Image), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn import_image(State(app): State<App>, ApiJson(req): ApiJson<ImportImageRequest>) -> ApiResult<(StatusCode, Json<Image>)> {
+pub async fn import_image(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<ImportImageRequest>,
+) -> ApiResult<(StatusCode, Json<Image>)> {
     Ok((StatusCode::CREATED, Json(image::import(&app, req).await?)))
 }
 
@@ -61,19 +67,31 @@ pub async fn list_instance_types(State(app): State<App>) -> ApiResult<Json<Page<
 
 #[utoipa::path(post, path = "/v1/instance-types", request_body = CreateInstanceTypeRequest,
     responses((status = 201, body = InstanceType), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_instance_type(State(app): State<App>, ApiJson(req): ApiJson<CreateInstanceTypeRequest>) -> ApiResult<(StatusCode, Json<InstanceType>)> {
-    Ok((StatusCode::CREATED, Json(instance_type::create(&app, req).await?)))
+pub async fn create_instance_type(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<CreateInstanceTypeRequest>,
+) -> ApiResult<(StatusCode, Json<InstanceType>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(instance_type::create(&app, req).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/instance-types/{name}", params(("name" = String, Path)),
     responses((status = 200, body = InstanceType), (status = 404, body = ErrorBody)))]
-pub async fn get_instance_type(State(app): State<App>, Path(name): Path<String>) -> ApiResult<Json<InstanceType>> {
+pub async fn get_instance_type(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<InstanceType>> {
     Ok(Json(instance_type::get(&app, &name).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/instance-types/{name}", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete_instance_type(State(app): State<App>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_instance_type(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     instance_type::delete(&app, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -85,19 +103,31 @@ pub async fn list_key_pairs(State(app): State<App>) -> ApiResult<Json<Page<KeyPa
 
 #[utoipa::path(post, path = "/v1/key-pairs", request_body = ImportKeyPairRequest,
     responses((status = 201, body = KeyPair), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn import_key_pair(State(app): State<App>, ApiJson(req): ApiJson<ImportKeyPairRequest>) -> ApiResult<(StatusCode, Json<KeyPair>)> {
-    Ok((StatusCode::CREATED, Json(key_pair::import(&app, req).await?)))
+pub async fn import_key_pair(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<ImportKeyPairRequest>,
+) -> ApiResult<(StatusCode, Json<KeyPair>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(key_pair::import(&app, req).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/key-pairs/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = KeyPair), (status = 404, body = ErrorBody)))]
-pub async fn get_key_pair(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<KeyPair>> {
+pub async fn get_key_pair(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyPair>> {
     Ok(Json(key_pair::get(&app, &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/key-pairs/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_key_pair(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_key_pair(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     key_pair::delete(&app, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -109,11 +139,25 @@ pub async fn list_networks(State(app): State<App>) -> ApiResult<Json<Page<Networ
 
 #[utoipa::path(get, path = "/v1/networks/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = Network), (status = 404, body = ErrorBody)))]
-pub async fn get_network(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Network>> {
+pub async fn get_network(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Network>> {
     Ok(Json(network::get(&app, &id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, body = Page<Event>)))]
-pub async fn list_events(State(app): State<App>, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Json<Page<Event>>> {
-    Ok(Json(event::list(&app, q.resource.as_deref(), q.limit, q.next_token.as_deref()).await?))
+pub async fn list_events(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<Page<Event>>> {
+    Ok(Json(
+        event::list(
+            &app,
+            q.resource.as_deref(),
+            q.limit,
+            q.next_token.as_deref(),
+        )
+        .await?,
+    ))
 }

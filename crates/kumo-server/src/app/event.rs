@@ -21,9 +21,21 @@ pub async fn record(app: &App, resource: &str, kind: &str, message: &str) -> Res
     Ok(())
 }
 
-pub async fn list(app: &App, resource: Option<&str>, limit: Option<usize>, next_token: Option<&str>) -> Result<Page<Event>> {
+pub async fn list(
+    app: &App,
+    resource: Option<&str>,
+    limit: Option<usize>,
+    next_token: Option<&str>,
+) -> Result<Page<Event>> {
     let all: Vec<Event> = list_json(app.kv(), keys::EVENTS).await?;
-    let filtered: Vec<Event> =
-        all.into_iter().filter(|e| resource.is_none_or(|r| e.resource == r)).collect();
-    super::paginate(filtered, |e| format!("{}{}", e.time, e.id), limit, next_token)
+    let filtered: Vec<Event> = all
+        .into_iter()
+        .filter(|e| resource.is_none_or(|r| e.resource == r))
+        .collect();
+    super::paginate(
+        filtered,
+        |e| format!("{}{}", e.time, e.id),
+        limit,
+        next_token,
+    )
 }

@@ -1,7 +1,9 @@
 //! Hosts: registered by their agents; liveness is a store lease the agent keeps alive.
 
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{Error, Host, HostAllocation, HostInventory, HostState, Page, Result, ids, now_rfc3339};
+use kumo_types::{
+    Error, Host, HostAllocation, HostInventory, HostState, Page, Result, ids, now_rfc3339,
+};
 
 use super::App;
 use crate::scheduler::Candidate;
@@ -17,7 +19,9 @@ pub async fn register(app: &App, inv: HostInventory) -> Result<Host> {
     let name = inv.hostname.clone();
     let name_key = keys::name(KIND, CLUSTER, &name);
     let existing = match app.kv().get(&name_key).await.map_err(store_err)? {
-        Some(kv) => get_json::<Host>(app.kv(), &keys::host(&String::from_utf8_lossy(&kv.value))).await?,
+        Some(kv) => {
+            get_json::<Host>(app.kv(), &keys::host(&String::from_utf8_lossy(&kv.value))).await?
+        }
         None => None,
     };
     let now = now_rfc3339();
@@ -29,11 +33,22 @@ pub async fn register(app: &App, inv: HostInventory) -> Result<Host> {
             h.last_heartbeat = now;
             h
         }
-        None => Host { id: ids::new_id(ids::HOST), name: name.clone(), state: HostState::Ready, inventory: inv, accel, registered_at: now.clone(), last_heartbeat: now },
+        None => Host {
+            id: ids::new_id(ids::HOST),
+            name: name.clone(),
+            state: HostState::Ready,
+            inventory: inv,
+            accel,
+            registered_at: now.clone(),
+            last_heartbeat: now,
+        },
     };
     let txn = Txn {
         compare: vec![],
-        success: vec![Op::put(&name_key, host.id.clone()), Op::put(keys::host(&host.id), encode(&host)?)],
+        success: vec![
+            Op::put(&name_key, host.id.clone()),
+            Op::put(keys::host(&host.id), encode(&host)?),
+        ],
         failure: vec![],
     };
     app.kv().txn(txn).await.map_err(store_err)?;
@@ -51,26 +66,45 @@ pub async fn heartbeat(app: &App, host_id: &str) -> Result<()> {
         return Ok(());
     }
     let lease = app.kv().lease_grant(LEASE_TTL).await.map_err(store_err)?;
-    let txn = Txn { compare: vec![], success: vec![Op::Put { key, value: now_rfc3339().into_bytes(), lease }], failure: vec![] };
+    let txn = Txn {
+        compare: vec![],
+        success: vec![Op::Put {
+            key,
+            value: now_rfc3339().into_bytes(),
+            lease,
+        }],
+        failure: vec![],
+    };
     app.kv().txn(txn).await.map_err(store_err)?;
     Ok(())
 }
 
 pub async fn list(app: &App) -> Result<Page<Host>> {
     let items: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
-    Ok(Page { items, next_token: None })
+    Ok(Page {
+        items,
+        next_token: None,
+    })
 }
 
 pub async fn get(app: &App, id_or_name: &str) -> Result<Host> {
     let id = if ids::is_id(ids::HOST, id_or_name) {
         id_or_name.to_string()
     } else {
-        match app.kv().get(&keys::name(KIND, CLUSTER, id_or_name)).await.map_err(store_err)? {
+        match app
+            .kv()
+            .get(&keys::name(KIND, CLUSTER, id_or_name))
+            .await
+            .map_err(store_err)?
+        {
             Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
             None => return Err(Error::not_found("host", id_or_name)),
         }
     };
-    get_json(app.kv(), &keys::host(&id)).await?.map(|(h, _)| h).ok_or_else(|| Error::not_found("host", id_or_name))
+    get_json(app.kv(), &keys::host(&id))
+        .await?
+        .map(|(h, _)| h)
+        .ok_or_else(|| Error::not_found("host", id_or_name))
 }
 
 /// Scheduler inputs for every host, with the mod revision of each host's allocation record (the
@@ -79,8 +113,15 @@ pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
     let hosts: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
     let mut out = Vec::with_capacity(hosts.len());
     for h in hosts {
-        let alive = app.kv().get(&keys::host_lease(&h.id)).await.map_err(store_err)?.is_some();
-        let (allocated, rev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(&h.id)).await?.unwrap_or_default();
+        let alive = app
+            .kv()
+            .get(&keys::host_lease(&h.id))
+            .await
+            .map_err(store_err)?
+            .is_some();
+        let (allocated, rev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(&h.id))
+            .await?
+            .unwrap_or_default();
         let inv = &h.inventory;
         out.push((
             Candidate {
@@ -89,7 +130,9 @@ pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
                 state: h.state,
                 alive,
                 cpus: inv.cpus,
-                memory_mib: inv.memory_mib.saturating_sub(app.cfg.host_memory_reserve_mib),
+                memory_mib: inv
+                    .memory_mib
+                    .saturating_sub(app.cfg.host_memory_reserve_mib),
                 disk_gib: inv.disk_total_bytes >> 30,
                 allocated,
             },
@@ -101,7 +144,15 @@ pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
 
 /// A txn op list that adjusts a host's allocation by `sign` × the instance's resources, guarded by
 /// the allocation's mod revision.
-pub fn alloc_update(host_id: &str, current: &HostAllocation, rev: i64, vcpus: u32, mem: u64, disk: u64, add: bool) -> Result<(Compare, Op)> {
+pub fn alloc_update(
+    host_id: &str,
+    current: &HostAllocation,
+    rev: i64,
+    vcpus: u32,
+    mem: u64,
+    disk: u64,
+    add: bool,
+) -> Result<(Compare, Op)> {
     let mut a = current.clone();
     if add {
         a.vcpus += u64::from(vcpus);

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{DEFAULT_PROJECT, Error, Image, ImageKind, ImportImageRequest, Instance, Page, Result, ids, now_rfc3339, validate};
+use kumo_types::{
+    DEFAULT_PROJECT, Error, Image, ImageKind, ImportImageRequest, Instance, Page, Result, ids,
+    now_rfc3339, validate,
+};
 
 use super::App;
 use crate::storeutil::{encode, get_json, keys, list_json, store_err};
@@ -14,18 +17,38 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
     validate::name("name", &req.name)?;
     let name_key = keys::name(KIND, DEFAULT_PROJECT, &req.name);
     if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
-        return Err(Error::conflict_field("name", format!("image `{}` already exists", req.name)));
+        return Err(Error::conflict_field(
+            "name",
+            format!("image `{}` already exists", req.name),
+        ));
     }
     let kind = match (&req.disk_path, &req.kernel_path, &req.initrd_path) {
         (Some(_), None, None) => ImageKind::Disk,
         (None, Some(_), Some(_)) => ImageKind::KernelInitrd,
-        (None, Some(_), None) => return Err(Error::invalid("initrd_path", "required with kernel_path")),
-        (None, None, Some(_)) => return Err(Error::invalid("kernel_path", "required with initrd_path")),
-        (None, None, None) => return Err(Error::invalid("disk_path", "give disk_path, or kernel_path and initrd_path")),
-        _ => return Err(Error::invalid("disk_path", "give either disk_path or kernel_path+initrd_path, not both")),
+        (None, Some(_), None) => {
+            return Err(Error::invalid("initrd_path", "required with kernel_path"));
+        }
+        (None, None, Some(_)) => {
+            return Err(Error::invalid("kernel_path", "required with initrd_path"));
+        }
+        (None, None, None) => {
+            return Err(Error::invalid(
+                "disk_path",
+                "give disk_path, or kernel_path and initrd_path",
+            ));
+        }
+        _ => {
+            return Err(Error::invalid(
+                "disk_path",
+                "give either disk_path or kernel_path+initrd_path, not both",
+            ));
+        }
     };
     if kind == ImageKind::Disk && req.cmdline.is_some() {
-        return Err(Error::invalid("cmdline", "only kernel+initrd images take a kernel command line"));
+        return Err(Error::invalid(
+            "cmdline",
+            "only kernel+initrd images take a kernel command line",
+        ));
     }
     if kind == ImageKind::KernelInitrd && req.format.is_some() {
         return Err(Error::invalid("format", "only disk images have a format"));
@@ -34,7 +57,11 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
     let pool = app.pool.clone();
     let (id2, r2) = (id.clone(), req.clone());
     let imported = tokio::task::spawn_blocking(move || match kind {
-        ImageKind::Disk => pool.import_disk(&id2, &PathBuf::from(r2.disk_path.unwrap_or_default()), r2.format),
+        ImageKind::Disk => pool.import_disk(
+            &id2,
+            &PathBuf::from(r2.disk_path.unwrap_or_default()),
+            r2.format,
+        ),
         ImageKind::KernelInitrd => pool.import_kernel(
             &id2,
             &PathBuf::from(r2.kernel_path.unwrap_or_default()),
@@ -58,7 +85,10 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
     };
     let txn = Txn {
         compare: vec![Compare::absent(&name_key)],
-        success: vec![Op::put(&name_key, id.clone()), Op::put(keys::image(&id), encode(&image)?)],
+        success: vec![
+            Op::put(&name_key, id.clone()),
+            Op::put(keys::image(&id), encode(&image)?),
+        ],
         failure: vec![],
     };
     let ok = app.kv().txn(txn).await.map_err(store_err);
@@ -66,45 +96,87 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
         // Leave nothing half-created.
         let _ = app.pool.delete_image(&id);
         ok?;
-        return Err(Error::conflict_field("name", format!("image `{}` already exists", req.name)));
+        return Err(Error::conflict_field(
+            "name",
+            format!("image `{}` already exists", req.name),
+        ));
     }
-    super::event::record(app, &id, "image.imported", &format!("image `{}` imported ({} bytes)", image.name, image.size_bytes)).await?;
+    super::event::record(
+        app,
+        &id,
+        "image.imported",
+        &format!(
+            "image `{}` imported ({} bytes)",
+            image.name, image.size_bytes
+        ),
+    )
+    .await?;
     Ok(image)
 }
 
 pub async fn list(app: &App) -> Result<Page<Image>> {
     let mut items: Vec<Image> = list_json(app.kv(), keys::IMAGES).await?;
     items.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Page { items, next_token: None })
+    Ok(Page {
+        items,
+        next_token: None,
+    })
 }
 
 pub async fn get(app: &App, id_or_name: &str) -> Result<Image> {
     let id = if ids::is_id(ids::IMAGE, id_or_name) {
         id_or_name.to_string()
     } else {
-        match app.kv().get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name)).await.map_err(store_err)? {
+        match app
+            .kv()
+            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
+            .await
+            .map_err(store_err)?
+        {
             Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
             None => return Err(Error::not_found("image", id_or_name)),
         }
     };
-    get_json(app.kv(), &keys::image(&id)).await?.map(|(i, _)| i).ok_or_else(|| Error::not_found("image", id_or_name))
+    get_json(app.kv(), &keys::image(&id))
+        .await?
+        .map(|(i, _)| i)
+        .ok_or_else(|| Error::not_found("image", id_or_name))
 }
 
 pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
     let image = get(app, id_or_name).await?;
     let users: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
-    let users: Vec<&str> = users.iter().filter(|i| i.image_id == image.id).map(|i| i.name.as_str()).collect();
+    let users: Vec<&str> = users
+        .iter()
+        .filter(|i| i.image_id == image.id)
+        .map(|i| i.name.as_str())
+        .collect();
     if !users.is_empty() {
-        return Err(Error::conflict(format!("image `{}` is in use by instance(s) {}", image.name, users.join(", "))));
+        return Err(Error::conflict(format!(
+            "image `{}` is in use by instance(s) {}",
+            image.name,
+            users.join(", ")
+        )));
     }
     let txn = Txn {
         compare: vec![],
-        success: vec![Op::delete(keys::image(&image.id)), Op::delete(keys::name(KIND, &image.project, &image.name))],
+        success: vec![
+            Op::delete(keys::image(&image.id)),
+            Op::delete(keys::name(KIND, &image.project, &image.name)),
+        ],
         failure: vec![],
     };
     app.kv().txn(txn).await.map_err(store_err)?;
     let pool = app.pool.clone();
     let id = image.id.clone();
-    tokio::task::spawn_blocking(move || pool.delete_image(&id)).await.map_err(|e| Error::internal_with("delete task", e))??;
-    super::event::record(app, &image.id, "image.deleted", &format!("image `{}` deleted", image.name)).await
+    tokio::task::spawn_blocking(move || pool.delete_image(&id))
+        .await
+        .map_err(|e| Error::internal_with("delete task", e))??;
+    super::event::record(
+        app,
+        &image.id,
+        "image.deleted",
+        &format!("image `{}` deleted", image.name),
+    )
+    .await
 }

@@ -6,8 +6,9 @@ use std::net::Ipv4Addr;
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    Assignment, AssignmentSnapshot, DEFAULT_PROJECT, DesiredState, Error, HostAllocation, Instance, InstanceState, InstanceStatus, InstanceView, Nic,
-    Page, Result, RunInstanceRequest, StopInstanceRequest, ids, now_rfc3339, validate,
+    Assignment, AssignmentSnapshot, DEFAULT_PROJECT, DesiredState, Error, HostAllocation, Instance,
+    InstanceState, InstanceStatus, InstanceView, Nic, Page, Result, RunInstanceRequest,
+    StopInstanceRequest, ids, now_rfc3339, validate,
 };
 
 use super::{App, host, image, instance_type, key_pair, network};
@@ -26,45 +27,91 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     validate::name("name", &req.name)?;
     let name_key = keys::name(KIND, DEFAULT_PROJECT, &req.name);
     if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
-        return Err(Error::conflict_field("name", format!("an instance named `{}` already exists", req.name)));
+        return Err(Error::conflict_field(
+            "name",
+            format!("an instance named `{}` already exists", req.name),
+        ));
     }
     let image = image::get(app, &req.image).await.map_err(|e| match e {
-        Error::NotFound { .. } => Error::invalid("image", format!("no image with ID or name `{}` (see `kumo image list`)", req.image)),
+        Error::NotFound { .. } => Error::invalid(
+            "image",
+            format!(
+                "no image with ID or name `{}` (see `kumo image list`)",
+                req.image
+            ),
+        ),
         e => e,
     })?;
-    let itype = instance_type::get(app, &req.instance_type).await.map_err(|e| match e {
-        Error::NotFound { .. } => Error::invalid("instance_type", format!("no instance type `{}` (see `kumo instance-type list`)", req.instance_type)),
-        e => e,
-    })?;
+    let itype = instance_type::get(app, &req.instance_type)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound { .. } => Error::invalid(
+                "instance_type",
+                format!(
+                    "no instance type `{}` (see `kumo instance-type list`)",
+                    req.instance_type
+                ),
+            ),
+            e => e,
+        })?;
     let min_gib = image.virtual_size_bytes.div_ceil(1 << 30).max(1);
-    let root_disk_gib = req.root_disk_gib.unwrap_or(itype.root_disk_gib.max(min_gib));
+    let root_disk_gib = req
+        .root_disk_gib
+        .unwrap_or(itype.root_disk_gib.max(min_gib));
     if root_disk_gib < min_gib {
-        return Err(Error::invalid("root_disk_gib", format!("{root_disk_gib} GiB is smaller than image `{}` ({min_gib} GiB)", image.name)));
+        return Err(Error::invalid(
+            "root_disk_gib",
+            format!(
+                "{root_disk_gib} GiB is smaller than image `{}` ({min_gib} GiB)",
+                image.name
+            ),
+        ));
     }
     if root_disk_gib > 65536 {
         return Err(Error::invalid("root_disk_gib", "must be at most 65536"));
     }
     if let Some(k) = &req.key_name {
-        key_pair::get(app, k).await.map_err(|_| Error::invalid("key_name", format!("no key pair named `{k}`")))?;
+        key_pair::get(app, k)
+            .await
+            .map_err(|_| Error::invalid("key_name", format!("no key pair named `{k}`")))?;
     }
     if let Some(u) = &req.user_data
         && u.len() > MAX_USER_DATA
     {
-        return Err(Error::invalid("user_data", format!("{} bytes; the limit is {MAX_USER_DATA}", u.len())));
+        return Err(Error::invalid(
+            "user_data",
+            format!("{} bytes; the limit is {MAX_USER_DATA}", u.len()),
+        ));
     }
-    let net_ref = req.network.clone().unwrap_or_else(|| network::DEFAULT_NAME.to_string());
-    let net = network::get(app, &net_ref).await.map_err(|_| Error::invalid("network", format!("no network `{net_ref}`")))?;
+    let net_ref = req
+        .network
+        .clone()
+        .unwrap_or_else(|| network::DEFAULT_NAME.to_string());
+    let net = network::get(app, &net_ref)
+        .await
+        .map_err(|_| Error::invalid("network", format!("no network `{net_ref}`")))?;
     let cidr = Cidr::parse("network", &net.cidr)?;
-    let gateway: Ipv4Addr = net.gateway.parse().map_err(|_| Error::internal(format!("network {} has a bad gateway", net.id)))?;
-    let request = scheduler::Request { vcpus: itype.vcpus, memory_mib: itype.memory_mib, disk_gib: root_disk_gib };
+    let gateway: Ipv4Addr = net
+        .gateway
+        .parse()
+        .map_err(|_| Error::internal(format!("network {} has a bad gateway", net.id)))?;
+    let request = scheduler::Request {
+        vcpus: itype.vcpus,
+        memory_mib: itype.memory_mib,
+        disk_gib: root_disk_gib,
+    };
     let id = ids::new_id(ids::INSTANCE);
     let mac = ipam::random_mac();
 
     for _ in 0..MAX_ATTEMPTS {
         let cands = host::candidates(app).await?;
         let plain: Vec<_> = cands.iter().map(|(c, _)| c.clone()).collect();
-        let host_id = scheduler::place(&plain, &request, &app.cfg.overcommit)
-            .map_err(|u| Error::InsufficientCapacity { resource: u.resource.to_string(), message: u.message })?;
+        let host_id = scheduler::place(&plain, &request, &app.cfg.overcommit).map_err(|u| {
+            Error::InsufficientCapacity {
+                resource: u.resource.to_string(),
+                message: u.message,
+            }
+        })?;
         let Some((cand, alloc_rev)) = cands.iter().find(|(c, _)| c.id == host_id) else {
             return Err(Error::internal("scheduler chose an unknown host"));
         };
@@ -73,9 +120,11 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             .iter()
             .filter_map(|kv| kv.key.rsplit('/').next().and_then(|s| s.parse().ok()))
             .collect();
-        let ip = ipam::next_free(&cidr, gateway, &used, IP_SKIP).ok_or_else(|| Error::InsufficientCapacity {
-            resource: "ipv4".into(),
-            message: format!("network `{}` ({}) has no free address", net.name, net.cidr),
+        let ip = ipam::next_free(&cidr, gateway, &used, IP_SKIP).ok_or_else(|| {
+            Error::InsufficientCapacity {
+                resource: "ipv4".into(),
+                message: format!("network `{}` ({}) has no free address", net.name, net.cidr),
+            }
         })?;
         let inst = Instance {
             id: id.clone(),
@@ -88,24 +137,48 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             root_disk_gib,
             key_name: req.key_name.clone(),
             user_data: req.user_data.clone(),
-            desired_state: if req.start == Some(false) { DesiredState::Stopped } else { DesiredState::Running },
+            desired_state: if req.start == Some(false) {
+                DesiredState::Stopped
+            } else {
+                DesiredState::Running
+            },
             restart_policy: req.restart_policy.unwrap_or_default(),
             host: Some(host_id.clone()),
-            nics: vec![Nic { network_id: net.id.clone(), mac: mac.clone(), ipv4: ip.to_string() }],
+            nics: vec![Nic {
+                network_id: net.id.clone(),
+                mac: mac.clone(),
+                ipv4: ip.to_string(),
+            }],
             reboot_seq: 0,
             deleting: false,
             force_stop: false,
             created_at: now_rfc3339(),
         };
         let status = InstanceStatus {
-            state: if inst.desired_state == DesiredState::Running { InstanceState::Pending } else { InstanceState::Stopped },
+            state: if inst.desired_state == DesiredState::Running {
+                InstanceState::Pending
+            } else {
+                InstanceState::Stopped
+            },
             updated_at: now_rfc3339(),
             ..Default::default()
         };
         let ip_key = keys::ipam(&net.id, &ip.to_string());
-        let (alloc_cmp, alloc_put) = host::alloc_update(&host_id, &cand.allocated, *alloc_rev, inst.vcpus, inst.memory_mib, root_disk_gib, true)?;
+        let (alloc_cmp, alloc_put) = host::alloc_update(
+            &host_id,
+            &cand.allocated,
+            *alloc_rev,
+            inst.vcpus,
+            inst.memory_mib,
+            root_disk_gib,
+            true,
+        )?;
         let txn = Txn {
-            compare: vec![Compare::absent(&name_key), Compare::absent(&ip_key), alloc_cmp],
+            compare: vec![
+                Compare::absent(&name_key),
+                Compare::absent(&ip_key),
+                alloc_cmp,
+            ],
             success: vec![
                 Op::put(&name_key, id.clone()),
                 Op::put(&ip_key, id.clone()),
@@ -117,15 +190,29 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         };
         let r = app.kv().txn(txn).await.map_err(store_err)?;
         if r.succeeded {
-            super::event::record(app, &id, "instance.created", &format!("instance `{}` placed on {} with {ip}", inst.name, cand.name)).await?;
+            super::event::record(
+                app,
+                &id,
+                "instance.created",
+                &format!("instance `{}` placed on {} with {ip}", inst.name, cand.name),
+            )
+            .await?;
             return Ok(InstanceView::new(&inst, Some(&status)));
         }
-        if matches!(r.results.first(), Some(kumo_store::OpResult::Get { kv: Some(_) })) {
-            return Err(Error::conflict_field("name", format!("an instance named `{}` already exists", req.name)));
+        if matches!(
+            r.results.first(),
+            Some(kumo_store::OpResult::Get { kv: Some(_) })
+        ) {
+            return Err(Error::conflict_field(
+                "name",
+                format!("an instance named `{}` already exists", req.name),
+            ));
         }
         // Lost a race for the address or the host's capacity: decide again.
     }
-    Err(Error::unavailable("too much contention placing the instance; retry"))
+    Err(Error::unavailable(
+        "too much contention placing the instance; retry",
+    ))
 }
 
 /// Find an instance by ID or name, with the mod revision of its record.
@@ -133,16 +220,25 @@ pub async fn find(app: &App, id_or_name: &str) -> Result<(Instance, i64)> {
     let id = if ids::is_id(ids::INSTANCE, id_or_name) {
         id_or_name.to_string()
     } else {
-        match app.kv().get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name)).await.map_err(store_err)? {
+        match app
+            .kv()
+            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
+            .await
+            .map_err(store_err)?
+        {
             Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
             None => return Err(Error::not_found("instance", id_or_name)),
         }
     };
-    get_json(app.kv(), &keys::instance(&id)).await?.ok_or_else(|| Error::not_found("instance", id_or_name))
+    get_json(app.kv(), &keys::instance(&id))
+        .await?
+        .ok_or_else(|| Error::not_found("instance", id_or_name))
 }
 
 pub async fn status(app: &App, id: &str) -> Result<Option<InstanceStatus>> {
-    Ok(get_json(app.kv(), &keys::instance_status(id)).await?.map(|(s, _)| s))
+    Ok(get_json(app.kv(), &keys::instance_status(id))
+        .await?
+        .map(|(s, _)| s))
 }
 
 pub async fn get(app: &App, id_or_name: &str) -> Result<InstanceView> {
@@ -151,7 +247,11 @@ pub async fn get(app: &App, id_or_name: &str) -> Result<InstanceView> {
     Ok(InstanceView::new(&inst, st.as_ref()))
 }
 
-pub async fn list(app: &App, limit: Option<usize>, next_token: Option<&str>) -> Result<Page<InstanceView>> {
+pub async fn list(
+    app: &App,
+    limit: Option<usize>,
+    next_token: Option<&str>,
+) -> Result<Page<InstanceView>> {
     let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
     let statuses: HashMap<String, InstanceStatus> = list_raw(app.kv(), keys::INSTANCE_STATUS)
         .await?
@@ -161,31 +261,51 @@ pub async fn list(app: &App, limit: Option<usize>, next_token: Option<&str>) -> 
             serde_json::from_slice(&kv.value).ok().map(|s| (id, s))
         })
         .collect();
-    let mut views: Vec<InstanceView> = insts.iter().map(|i| InstanceView::new(i, statuses.get(&i.id))).collect();
+    let mut views: Vec<InstanceView> = insts
+        .iter()
+        .map(|i| InstanceView::new(i, statuses.get(&i.id)))
+        .collect();
     views.sort_by(|a, b| a.name.cmp(&b.name));
     super::paginate(views, |v| v.name.clone(), limit, next_token)
 }
 
 /// Apply `f` to the instance record with compare-and-swap, retrying on races. `f` may also return
 /// extra ops for the same transaction.
-async fn update(app: &App, id_or_name: &str, f: impl Fn(&mut Instance) -> Result<Vec<Op>>) -> Result<InstanceView> {
+async fn update(
+    app: &App,
+    id_or_name: &str,
+    f: impl Fn(&mut Instance) -> Result<Vec<Op>>,
+) -> Result<InstanceView> {
     for _ in 0..MAX_ATTEMPTS {
         let (mut inst, rev) = find(app, id_or_name).await?;
         let mut ops = f(&mut inst)?;
         let key = keys::instance(&inst.id);
         ops.push(Op::put(&key, encode(&inst)?));
-        let r = app.kv().txn(Txn { compare: vec![Compare::mod_revision(&key, rev)], success: ops, failure: vec![] }).await.map_err(store_err)?;
+        let r = app
+            .kv()
+            .txn(Txn {
+                compare: vec![Compare::mod_revision(&key, rev)],
+                success: ops,
+                failure: vec![],
+            })
+            .await
+            .map_err(store_err)?;
         if r.succeeded {
             let st = status(app, &inst.id).await?;
             return Ok(InstanceView::new(&inst, st.as_ref()));
         }
     }
-    Err(Error::unavailable("too much contention updating the instance; retry"))
+    Err(Error::unavailable(
+        "too much contention updating the instance; retry",
+    ))
 }
 
 fn not_deleting(i: &Instance) -> Result<()> {
     if i.deleting {
-        return Err(Error::conflict(format!("instance `{}` is being deleted", i.name)));
+        return Err(Error::conflict(format!(
+            "instance `{}` is being deleted",
+            i.name
+        )));
     }
     Ok(())
 }
@@ -223,7 +343,17 @@ pub async fn stop(app: &App, id_or_name: &str, req: StopInstanceRequest) -> Resu
         Ok(vec![])
     })
     .await?;
-    super::event::record(app, &v.id, "instance.stop_requested", if req.force { "forced stop requested" } else { "stop requested" }).await?;
+    super::event::record(
+        app,
+        &v.id,
+        "instance.stop_requested",
+        if req.force {
+            "forced stop requested"
+        } else {
+            "stop requested"
+        },
+    )
+    .await?;
     Ok(v)
 }
 
@@ -231,7 +361,13 @@ pub async fn reboot(app: &App, id_or_name: &str) -> Result<InstanceView> {
     let (inst, _) = find(app, id_or_name).await?;
     let st = status(app, &inst.id).await?.unwrap_or_default();
     if inst.desired_state != DesiredState::Running || st.state != InstanceState::Running {
-        return Err(Error::conflict(format!("instance `{}` is {:?}, not running; only a running instance can be rebooted", inst.name, st.state).to_lowercase()));
+        return Err(Error::conflict(
+            format!(
+                "instance `{}` is {:?}, not running; only a running instance can be rebooted",
+                inst.name, st.state
+            )
+            .to_lowercase(),
+        ));
     }
     let v = update(app, &inst.id, |i| {
         not_deleting(i)?;
@@ -252,7 +388,13 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<InstanceView> {
         Ok(vec![])
     })
     .await?;
-    super::event::record(app, &inst.id, "instance.delete_requested", "delete requested").await?;
+    super::event::record(
+        app,
+        &inst.id,
+        "instance.delete_requested",
+        "delete requested",
+    )
+    .await?;
     if inst.host.is_none() {
         finalize_delete(app, &inst.id).await?;
         v.state = InstanceState::Deleting;
@@ -278,17 +420,43 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             ops.push(Op::delete(keys::ipam(&n.network_id, &n.ipv4)));
         }
         if let Some(h) = &inst.host {
-            let (alloc, arev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(h)).await?.unwrap_or_default();
-            let (c, op) = host::alloc_update(h, &alloc, arev, inst.vcpus, inst.memory_mib, inst.root_disk_gib, false)?;
+            let (alloc, arev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(h))
+                .await?
+                .unwrap_or_default();
+            let (c, op) = host::alloc_update(
+                h,
+                &alloc,
+                arev,
+                inst.vcpus,
+                inst.memory_mib,
+                inst.root_disk_gib,
+                false,
+            )?;
             compare.push(c);
             ops.push(op);
         }
-        let r = app.kv().txn(Txn { compare, success: ops, failure: vec![] }).await.map_err(store_err)?;
+        let r = app
+            .kv()
+            .txn(Txn {
+                compare,
+                success: ops,
+                failure: vec![],
+            })
+            .await
+            .map_err(store_err)?;
         if r.succeeded {
-            return super::event::record(app, id, "instance.deleted", &format!("instance `{}` deleted", inst.name)).await;
+            return super::event::record(
+                app,
+                id,
+                "instance.deleted",
+                &format!("instance `{}` deleted", inst.name),
+            )
+            .await;
         }
     }
-    Err(Error::unavailable("too much contention deleting the instance; retry"))
+    Err(Error::unavailable(
+        "too much contention deleting the instance; retry",
+    ))
 }
 
 /// Record what the agent observed. Ignored for instances that no longer exist.
@@ -298,7 +466,11 @@ pub async fn report_status(app: &App, id: &str, mut st: InstanceStatus) -> Resul
     }
     let key = keys::instance(id);
     let txn = Txn {
-        compare: vec![Compare { key, op: kumo_store::CompareOp::Greater, target: kumo_store::CompareTarget::CreateRevision(0) }],
+        compare: vec![Compare {
+            key,
+            op: kumo_store::CompareOp::Greater,
+            target: kumo_store::CompareTarget::CreateRevision(0),
+        }],
         success: vec![Op::put(keys::instance_status(id), encode(&st)?)],
         failure: vec![],
     };
@@ -311,7 +483,10 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
     let revision = app.kv().revision().await.map_err(store_err)?;
     let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
     let mut out = Vec::new();
-    for inst in insts.into_iter().filter(|i| i.host.as_deref() == Some(host_id)) {
+    for inst in insts
+        .into_iter()
+        .filter(|i| i.host.as_deref() == Some(host_id))
+    {
         let image = image::get(app, &inst.image_id).await?;
         let mut networks = Vec::new();
         for n in &inst.nics {
@@ -322,7 +497,16 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
             None => None,
         };
         let st = status(app, &inst.id).await?;
-        out.push(Assignment { instance: inst, image, networks, key_pair, status: st });
+        out.push(Assignment {
+            instance: inst,
+            image,
+            networks,
+            key_pair,
+            status: st,
+        });
     }
-    Ok(AssignmentSnapshot { revision, assignments: out })
+    Ok(AssignmentSnapshot {
+        revision,
+        assignments: out,
+    })
 }

@@ -1,7 +1,9 @@
 //! Instance types: a built-in set (nano … 2xlarge) plus custom ones.
 
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{CreateInstanceTypeRequest, Error, InstanceType, Page, Result, builtin_instance_types, validate};
+use kumo_types::{
+    CreateInstanceTypeRequest, Error, InstanceType, Page, Result, builtin_instance_types, validate,
+};
 
 use super::App;
 use crate::storeutil::{encode, get_json, keys, list_json, store_err};
@@ -9,7 +11,11 @@ use crate::storeutil::{encode, get_json, keys, list_json, store_err};
 pub async fn ensure_builtins(app: &App) -> Result<()> {
     for t in builtin_instance_types() {
         let key = keys::instance_type(&t.name);
-        let txn = Txn { compare: vec![Compare::absent(&key)], success: vec![Op::put(&key, encode(&t)?)], failure: vec![] };
+        let txn = Txn {
+            compare: vec![Compare::absent(&key)],
+            success: vec![Op::put(&key, encode(&t)?)],
+            failure: vec![],
+        };
         app.kv().txn(txn).await.map_err(store_err)?;
     }
     Ok(())
@@ -18,7 +24,10 @@ pub async fn ensure_builtins(app: &App) -> Result<()> {
 pub async fn list(app: &App) -> Result<Page<InstanceType>> {
     let mut all: Vec<InstanceType> = list_json(app.kv(), keys::INSTANCE_TYPES).await?;
     all.sort_by(|a, b| (a.vcpus, a.memory_mib, &a.name).cmp(&(b.vcpus, b.memory_mib, &b.name)));
-    Ok(Page { items: all, next_token: None })
+    Ok(Page {
+        items: all,
+        next_token: None,
+    })
 }
 
 pub async fn get(app: &App, name: &str) -> Result<InstanceType> {
@@ -34,20 +43,36 @@ pub async fn create(app: &App, req: CreateInstanceTypeRequest) -> Result<Instanc
         return Err(Error::invalid("vcpus", "must be 1 to 256"));
     }
     if !(64..=4 * 1024 * 1024).contains(&req.memory_mib) {
-        return Err(Error::invalid("memory_mib", "must be 64 to 4194304 (4 TiB)"));
+        return Err(Error::invalid(
+            "memory_mib",
+            "must be 64 to 4194304 (4 TiB)",
+        ));
     }
     if !(1..=65536).contains(&req.root_disk_gib) {
         return Err(Error::invalid("root_disk_gib", "must be 1 to 65536"));
     }
-    let t = InstanceType { name: req.name, vcpus: req.vcpus, memory_mib: req.memory_mib, root_disk_gib: req.root_disk_gib, builtin: false };
+    let t = InstanceType {
+        name: req.name,
+        vcpus: req.vcpus,
+        memory_mib: req.memory_mib,
+        root_disk_gib: req.root_disk_gib,
+        builtin: false,
+    };
     let key = keys::instance_type(&t.name);
     let r = app
         .kv()
-        .txn(Txn { compare: vec![Compare::absent(&key)], success: vec![Op::put(&key, encode(&t)?)], failure: vec![] })
+        .txn(Txn {
+            compare: vec![Compare::absent(&key)],
+            success: vec![Op::put(&key, encode(&t)?)],
+            failure: vec![],
+        })
         .await
         .map_err(store_err)?;
     if !r.succeeded {
-        return Err(Error::conflict_field("name", format!("instance type `{}` already exists", t.name)));
+        return Err(Error::conflict_field(
+            "name",
+            format!("instance type `{}` already exists", t.name),
+        ));
     }
     Ok(t)
 }
@@ -57,11 +82,17 @@ pub async fn delete(app: &App, name: &str) -> Result<()> {
         .await?
         .ok_or_else(|| Error::not_found("instance type", name))?;
     if t.builtin {
-        return Err(Error::conflict(format!("instance type `{name}` is built in and cannot be deleted")));
+        return Err(Error::conflict(format!(
+            "instance type `{name}` is built in and cannot be deleted"
+        )));
     }
     let key = keys::instance_type(name);
     app.kv()
-        .txn(Txn { compare: vec![Compare::mod_revision(&key, rev)], success: vec![Op::delete(&key)], failure: vec![] })
+        .txn(Txn {
+            compare: vec![Compare::mod_revision(&key, rev)],
+            success: vec![Op::delete(&key)],
+            failure: vec![],
+        })
         .await
         .map_err(store_err)?;
     Ok(())

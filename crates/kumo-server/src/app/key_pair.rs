@@ -1,7 +1,9 @@
 //! Key pairs: imported OpenSSH public keys, served to guests by the metadata service.
 
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{DEFAULT_PROJECT, Error, ImportKeyPairRequest, KeyPair, Page, Result, ids, now_rfc3339, validate};
+use kumo_types::{
+    DEFAULT_PROJECT, Error, ImportKeyPairRequest, KeyPair, Page, Result, ids, now_rfc3339, validate,
+};
 use sha2::{Digest, Sha256};
 
 use super::App;
@@ -11,17 +13,31 @@ const KIND: &str = "key-pairs";
 
 /// Parse an OpenSSH public key line and return its `SHA256:` fingerprint (as `ssh-keygen -l`).
 pub fn fingerprint(line: &str) -> Result<String> {
-    let bad = |m: &str| Error::invalid("public_key", format!("{m}; expected an OpenSSH public key line like `ssh-ed25519 AAAA… comment`"));
+    let bad = |m: &str| {
+        Error::invalid(
+            "public_key",
+            format!("{m}; expected an OpenSSH public key line like `ssh-ed25519 AAAA… comment`"),
+        )
+    };
     let mut parts = line.split_whitespace();
     let algo = parts.next().ok_or_else(|| bad("empty"))?;
-    const ALGOS: [&str; 6] = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com"];
+    const ALGOS: [&str; 6] = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+    ];
     if !ALGOS.contains(&algo) {
         return Err(bad(&format!("unsupported key type {algo:?}")));
     }
     let b64 = parts.next().ok_or_else(|| bad("missing key data"))?;
     let blob = base64_decode(b64).ok_or_else(|| bad("key data is not base64"))?;
     // The blob starts with the algorithm name as an SSH string.
-    let name_len = blob.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let name_len = blob
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
     if name_len.and_then(|n| blob.get(4..4 + n)) != Some(algo.as_bytes()) {
         return Err(bad("key data does not match its type"));
     }
@@ -51,7 +67,10 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 fn base64_encode_nopad(b: &[u8]) -> String {
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |a, (i, &x)| a | (u32::from(x) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, &x)| a | (u32::from(x) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -66,15 +85,28 @@ pub async fn import(app: &App, req: ImportKeyPairRequest) -> Result<KeyPair> {
         return Err(Error::invalid("public_key", "longer than 16 KiB"));
     }
     let fp = fingerprint(&line)?;
-    let kp = KeyPair { id: ids::new_id(ids::KEY_PAIR), name: req.name, project: DEFAULT_PROJECT.into(), public_key: line, fingerprint: fp, created_at: now_rfc3339() };
+    let kp = KeyPair {
+        id: ids::new_id(ids::KEY_PAIR),
+        name: req.name,
+        project: DEFAULT_PROJECT.into(),
+        public_key: line,
+        fingerprint: fp,
+        created_at: now_rfc3339(),
+    };
     let name_key = keys::name(KIND, &kp.project, &kp.name);
     let txn = Txn {
         compare: vec![Compare::absent(&name_key)],
-        success: vec![Op::put(&name_key, kp.id.clone()), Op::put(keys::key_pair(&kp.id), encode(&kp)?)],
+        success: vec![
+            Op::put(&name_key, kp.id.clone()),
+            Op::put(keys::key_pair(&kp.id), encode(&kp)?),
+        ],
         failure: vec![],
     };
     if !app.kv().txn(txn).await.map_err(store_err)?.succeeded {
-        return Err(Error::conflict_field("name", format!("key pair `{}` already exists", kp.name)));
+        return Err(Error::conflict_field(
+            "name",
+            format!("key pair `{}` already exists", kp.name),
+        ));
     }
     Ok(kp)
 }
@@ -82,7 +114,10 @@ pub async fn import(app: &App, req: ImportKeyPairRequest) -> Result<KeyPair> {
 pub async fn list(app: &App) -> Result<Page<KeyPair>> {
     let mut all: Vec<KeyPair> = list_json(app.kv(), keys::KEY_PAIRS).await?;
     all.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Page { items: all, next_token: None })
+    Ok(Page {
+        items: all,
+        next_token: None,
+    })
 }
 
 /// Find by ID or name.
@@ -90,19 +125,30 @@ pub async fn get(app: &App, id_or_name: &str) -> Result<KeyPair> {
     let id = if ids::is_id(ids::KEY_PAIR, id_or_name) {
         id_or_name.to_string()
     } else {
-        match app.kv().get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name)).await.map_err(store_err)? {
+        match app
+            .kv()
+            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
+            .await
+            .map_err(store_err)?
+        {
             Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
             None => return Err(Error::not_found("key pair", id_or_name)),
         }
     };
-    get_json(app.kv(), &keys::key_pair(&id)).await?.map(|(k, _)| k).ok_or_else(|| Error::not_found("key pair", id_or_name))
+    get_json(app.kv(), &keys::key_pair(&id))
+        .await?
+        .map(|(k, _)| k)
+        .ok_or_else(|| Error::not_found("key pair", id_or_name))
 }
 
 pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
     let kp = get(app, id_or_name).await?;
     let txn = Txn {
         compare: vec![],
-        success: vec![Op::delete(keys::key_pair(&kp.id)), Op::delete(keys::name(KIND, &kp.project, &kp.name))],
+        success: vec![
+            Op::delete(keys::key_pair(&kp.id)),
+            Op::delete(keys::name(KIND, &kp.project, &kp.name)),
+        ],
         failure: vec![],
     };
     app.kv().txn(txn).await.map_err(store_err)?;
@@ -116,11 +162,23 @@ mod tests {
     #[test]
     fn fingerprints_match_ssh_keygen() {
         // `ssh-keygen -lf` of this key printed SHA256:Uq7oFbsgDS8ftSVivhWPLJIK8ohEPrAkMe0FpjWjoRQ
-        let k = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH38yLgzi2IeYHvMfF2FnnkBKRgeAhod6sUwDtsd3oD3 test";
-        assert_eq!(fingerprint(k).unwrap(), "SHA256:Uq7oFbsgDS8ftSVivhWPLJIK8ohEPrAkMe0FpjWjoRQ");
-        assert_eq!(fingerprint("ssh-foo AAAA").unwrap_err().field(), Some("public_key"));
+        let k =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH38yLgzi2IeYHvMfF2FnnkBKRgeAhod6sUwDtsd3oD3 test";
+        assert_eq!(
+            fingerprint(k).unwrap(),
+            "SHA256:Uq7oFbsgDS8ftSVivhWPLJIK8ohEPrAkMe0FpjWjoRQ"
+        );
+        assert_eq!(
+            fingerprint("ssh-foo AAAA").unwrap_err().field(),
+            Some("public_key")
+        );
         assert!(fingerprint("ssh-ed25519 !!!").is_err());
-        assert!(fingerprint("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err());
+        assert!(
+            fingerprint(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            )
+            .is_err()
+        );
     }
 
     #[test]

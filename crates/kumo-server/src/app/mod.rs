@@ -42,7 +42,11 @@ pub struct App {
 impl App {
     pub fn new(kv: Arc<dyn Kv>, cfg: AppConfig) -> Self {
         let pool = DirPool::new(kumo_agent::paths::pool_root(&cfg.data_dir));
-        App { kv, cfg: Arc::new(cfg), pool }
+        App {
+            kv,
+            cfg: Arc::new(cfg),
+            pool,
+        }
     }
 
     pub fn kv(&self) -> &dyn Kv {
@@ -70,7 +74,10 @@ pub fn paginate<T>(
 ) -> kumo_types::Result<kumo_types::Page<T>> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(kumo_types::Error::invalid("limit", format!("must be 1 to {MAX_PAGE}")));
+        return Err(kumo_types::Error::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        ));
     }
     let mut it: Vec<T> = match next_token {
         Some(t) => items.into_iter().filter(|x| key(x).as_str() > t).collect(),
@@ -79,5 +86,8 @@ pub fn paginate<T>(
     let more = it.len() > limit;
     it.truncate(limit);
     let next_token = if more { it.last().map(&key) } else { None };
-    Ok(kumo_types::Page { items: it, next_token })
+    Ok(kumo_types::Page {
+        items: it,
+        next_token,
+    })
 }

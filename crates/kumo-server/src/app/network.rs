@@ -29,7 +29,10 @@ pub async fn ensure_default(app: &App) -> Result<Network> {
     let name_key = keys::name(KIND, DEFAULT_PROJECT, DEFAULT_NAME);
     let txn = Txn {
         compare: vec![Compare::absent(&name_key)],
-        success: vec![Op::put(&name_key, net.id.clone()), Op::put(keys::network(&net.id), encode(&net)?)],
+        success: vec![
+            Op::put(&name_key, net.id.clone()),
+            Op::put(keys::network(&net.id), encode(&net)?),
+        ],
         failure: vec![],
     };
     app.kv().txn(txn).await.map_err(store_err)?;
@@ -38,17 +41,28 @@ pub async fn ensure_default(app: &App) -> Result<Network> {
 
 pub async fn list(app: &App) -> Result<Page<Network>> {
     let items: Vec<Network> = list_json(app.kv(), keys::NETWORKS).await?;
-    Ok(Page { items, next_token: None })
+    Ok(Page {
+        items,
+        next_token: None,
+    })
 }
 
 pub async fn get(app: &App, id_or_name: &str) -> Result<Network> {
     let id = if ids::is_id(ids::NETWORK, id_or_name) {
         id_or_name.to_string()
     } else {
-        match app.kv().get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name)).await.map_err(store_err)? {
+        match app
+            .kv()
+            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
+            .await
+            .map_err(store_err)?
+        {
             Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
             None => return Err(Error::not_found("network", id_or_name)),
         }
     };
-    get_json(app.kv(), &keys::network(&id)).await?.map(|(n, _)| n).ok_or_else(|| Error::not_found("network", id_or_name))
+    get_json(app.kv(), &keys::network(&id))
+        .await?
+        .map(|(n, _)| n)
+        .ok_or_else(|| Error::not_found("network", id_or_name))
 }

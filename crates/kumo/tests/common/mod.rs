@@ -18,7 +18,9 @@ pub const KUMO: &str = env!("CARGO_BIN_EXE_kumo");
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub fn test_cache() -> PathBuf {
-    std::env::var_os("KUMO_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/kumo-test-cache"))
+    std::env::var_os("KUMO_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/kumo-test-cache"))
 }
 
 pub struct Cloud {
@@ -33,7 +35,10 @@ pub struct Cloud {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Cloud {
@@ -57,7 +62,10 @@ impl Cloud {
         kumo_testutil::require("qemu-img", "qemu-utils");
         kumo_testutil::require("dnsmasq", "dnsmasq-base");
         kumo_testutil::require("nft", "nftables");
-        let data = tempfile::Builder::new().prefix("kumo-e2e-").tempdir().expect("tempdir");
+        let data = tempfile::Builder::new()
+            .prefix("kumo-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let mut c = Cloud {
             data,
             port: free_port(),
@@ -87,7 +95,14 @@ impl Cloud {
         let mut cmd = Command::new(KUMO);
         cmd.args(["server", "--data-dir"])
             .arg(self.data.path())
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "10"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--accel",
+                "tcg",
+                "--stop-timeout",
+                "10",
+            ])
             .args(&self.extra_args)
             .env("KUMO_LOG", "info,kumo_agent=debug")
             .stdin(Stdio::null())
@@ -97,16 +112,27 @@ impl Cloud {
         self.server = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(st) = self.server.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("kumo server exited with {st}:\n{}", self.server_log());
             }
             if self.http("GET", "/healthz", None).0 == 200 {
                 break;
             }
-            assert!(Instant::now() < deadline, "server did not come up:\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up:\n{}",
+                self.server_log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.token = std::fs::read_to_string(self.data.path().join("admin.token")).expect("admin.token").trim().to_string();
+        self.token = std::fs::read_to_string(self.data.path().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string();
         if self.split && self.agent.is_none() {
             self.spawn_agent();
         }
@@ -114,7 +140,11 @@ impl Cloud {
     }
 
     pub fn spawn_agent(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.path().join("agent.log")).expect("agent log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("agent.log"))
+            .expect("agent log");
         let child = Command::new(KUMO)
             .args(["agent", "--server", &self.url(), "--token-file"])
             .arg(self.data.path().join("admin.token"))
@@ -145,10 +175,17 @@ impl Cloud {
     fn wait_host(&self) {
         // Wait for the agent to register the host.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.json(&["host", "list"]).pointer("/items/0/id").is_none()
+        while self
+            .json(&["host", "list"])
+            .pointer("/items/0/id")
+            .is_none()
             && self.json(&["host", "list"]).pointer("/0/id").is_none()
         {
-            assert!(Instant::now() < deadline, "agent did not register:\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not register:\n{}",
+                self.server_log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -166,7 +203,8 @@ impl Cloud {
     }
 
     pub fn server_log(&self) -> String {
-        let mut s = std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default();
+        let mut s =
+            std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default();
         if let Ok(a) = std::fs::read_to_string(self.data.path().join("agent.log")) {
             s.push_str("\n--- agent log ---\n");
             s.push_str(&a);
@@ -210,15 +248,32 @@ impl Cloud {
 
     /// Raw HTTP with the admin token: (status, JSON body or Null).
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        self.http_raw(method, path, body.map(|b| b.as_bytes().to_vec()), Some("application/json"))
+        self.http_raw(
+            method,
+            path,
+            body.map(|b| b.as_bytes().to_vec()),
+            Some("application/json"),
+        )
     }
 
-    pub fn http_raw(&self, method: &str, path: &str, body: Option<Vec<u8>>, content_type: Option<&str>) -> (u16, Value) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    pub fn http_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> (u16, Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         rt.block_on(async {
             let client = reqwest::Client::new();
             let mut req = client
-                .request(method.parse().expect("method"), format!("{}{}", self.url(), path))
+                .request(
+                    method.parse().expect("method"),
+                    format!("{}{}", self.url(), path),
+                )
                 .bearer_auth(&self.token)
                 .timeout(Duration::from_secs(30));
             if let Some(ct) = content_type {
@@ -231,7 +286,10 @@ impl Cloud {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let bytes = r.bytes().await.unwrap_or_default();
-                    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+                    (
+                        status,
+                        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    )
                 }
                 Err(_) => (0, Value::Null),
             }
@@ -240,12 +298,19 @@ impl Cloud {
 
     /// GET without a token.
     pub fn http_raw_noauth(&self, path: &str) -> (u16, Value) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         rt.block_on(async {
             match reqwest::get(format!("{}{}", self.url(), path)).await {
                 Ok(r) => {
                     let s = r.status().as_u16();
-                    (s, serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or(Value::Null))
+                    (
+                        s,
+                        serde_json::from_slice(&r.bytes().await.unwrap_or_default())
+                            .unwrap_or(Value::Null),
+                    )
                 }
                 Err(_) => (0, Value::Null),
             }
@@ -262,7 +327,13 @@ impl Cloud {
         let debs = cache.join("debs");
         let out = cache.join("tiny");
         self.ok(&[
-            "image", "build", "tiny", "--cache-dir", &debs.to_string_lossy(), "--out-dir", &out.to_string_lossy(),
+            "image",
+            "build",
+            "tiny",
+            "--cache-dir",
+            &debs.to_string_lossy(),
+            "--out-dir",
+            &out.to_string_lossy(),
         ]);
         drop(lock);
     }
@@ -275,7 +346,11 @@ impl Cloud {
             if pred(&v) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "instance {name}: timed out waiting for {what}; last: {v}\n{}", tail(&self.server_log(), 60));
+            assert!(
+                Instant::now() < deadline,
+                "instance {name}: timed out waiting for {what}; last: {v}\n{}",
+                tail(&self.server_log(), 60)
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -293,7 +368,11 @@ impl Cloud {
             if log.contains(needle) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "instance {name}: no {needle:?} on the console; log:\n{}", tail(&log, 40));
+            assert!(
+                Instant::now() < deadline,
+                "instance {name}: no {needle:?} on the console; log:\n{}",
+                tail(&log, 40)
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -309,7 +388,9 @@ impl Cloud {
 }
 
 fn pids_under(root: &Path, file: &str) -> Vec<i32> {
-    let Ok(rd) = std::fs::read_dir(root) else { return vec![] };
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return vec![];
+    };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path().join(file)).ok())
         .filter_map(|s| s.trim().parse::<i32>().ok())
@@ -340,7 +421,13 @@ pub fn tail(s: &str, n: usize) -> String {
 pub fn links() -> Vec<String> {
     let out = kumo_testutil::run("ip", &["-j", "link", "show"]);
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-    v.as_array().map(|a| a.iter().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Read a whole file or "".
