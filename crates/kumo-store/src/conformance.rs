@@ -29,7 +29,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $setup;
             get_put_delete, revision_advances_once_per_write, create_mod_revision_and_version,
             cas_absent_key, cas_mod_revision, cas_value, delete_prefix, list_order_and_pagination,
-            watch_replays_then_streams, watch_from_now, watch_compacted_errors, lease_expiry_deletes_keys,
+            watch_replays_then_streams, watch_from_now, watch_slow_consumer_loses_nothing, watch_compacted_errors, lease_expiry_deletes_keys,
             lease_keepalive_keeps_keys, lease_revoke_deletes_keys, concurrent_cas_increments);
     };
     (@tests $setup:path; $($name:ident),*) => {
@@ -443,6 +443,28 @@ pub async fn watch_replays_then_streams(kv: Arc<dyn Kv>) {
         );
         last = e.kv.mod_revision;
     }
+}
+
+pub async fn watch_slow_consumer_loses_nothing(kv: Arc<dyn Kv>) {
+    // More writes than any internal buffer holds, while the watcher reads nothing.
+    const N: i64 = 1500;
+    let start = kv.revision().await.unwrap();
+    let mut w = kv.watch("/ws/", start + 1).await.unwrap();
+    for i in 0..N {
+        kv.put(&format!("/ws/{}", i % 10), i.to_string().into_bytes())
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        let e = next_event(&mut w).await;
+        assert_eq!(
+            e.kv.mod_revision,
+            start + 1 + i,
+            "event {i} missing, repeated or out of order"
+        );
+        assert_eq!(e.kv.value, i.to_string().into_bytes());
+    }
+    no_event(&mut w).await;
 }
 
 pub async fn watch_from_now(kv: Arc<dyn Kv>) {
