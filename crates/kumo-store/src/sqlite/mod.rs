@@ -8,6 +8,8 @@
 //!   replays the `log` table up to a snapshot revision, then forwards live events newer than that
 //!   snapshot. A watcher that falls behind the broadcast re-subscribes and replays the gap from the
 //!   log, so it never silently loses events (if the gap has been compacted it gets `Compacted`).
+//! - One `SqliteKv` per database file (and per process): the writer caches the current revision, so
+//!   a second writer on the same file would corrupt the numbering. Reads may be many.
 //! - Leases expire in the writer thread (checked every 500 ms); on open every lease's expiry is reset
 //!   to now + TTL, as etcd does after a leader change, so downtime does not expire them all.
 
