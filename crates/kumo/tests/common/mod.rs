@@ -56,8 +56,18 @@ impl Cloud {
         Self::start_inner(extra, false)
     }
 
+    /// Start a server in the namespace the test already entered (for tests that need to start other
+    /// things, e.g. etcd, in the same namespace first).
+    pub fn start_with_in_current_netns(extra: &[&str]) -> Cloud {
+        Self::start_no_netns(extra, false)
+    }
+
     fn start_inner(extra: &[&str], split: bool) -> Cloud {
         kumo_testutil::enter_private_netns();
+        Self::start_no_netns(extra, split)
+    }
+
+    fn start_no_netns(extra: &[&str], split: bool) -> Cloud {
         kumo_testutil::require("qemu-system-x86_64", "qemu-system-x86");
         kumo_testutil::require("qemu-img", "qemu-utils");
         kumo_testutil::require("dnsmasq", "dnsmasq-base");
