@@ -80,12 +80,32 @@ pub fn vm_config(
     }
 }
 
+/// A worker's memory between turns.
+struct Worker {
+    ctx: Arc<Ctx>,
+    id: String,
+    /// The status as this worker last recorded it.
+    status: InstanceStatus,
+    vm: Option<RunningVm>,
+    failures: u32,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// What a turn asks of the wait that follows it.
+enum Next {
+    /// Wait for a change, an exit or the retry timer.
+    Wait,
+    /// Decide again at once.
+    Again,
+    /// The instance is gone from this host.
+    Done,
+}
+
 pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
     let first = rx.borrow().clone();
     let id = first.instance.id.clone();
-    let mut status = first.status.clone().unwrap_or_default();
     let run_dir = crate::paths::run_dir(&ctx.data_dir, &id);
-    let mut vm: Option<RunningVm> = match process::adopt(&run_dir, &id).await {
+    let vm = match process::adopt(&run_dir, &id).await {
         Ok(Some(v)) => {
             tracing::info!(instance = %id, pid = v.pid(), "adopted running QEMU");
             Some(v)
@@ -96,205 +116,214 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
             None
         }
     };
-    let mut failures = 0u32;
-    let mut retry_at: Option<tokio::time::Instant> = None;
+    let status = first.status.clone().unwrap_or_default();
+    let mut w = Worker {
+        ctx,
+        id,
+        status,
+        vm,
+        failures: 0,
+        retry_at: None,
+    };
     loop {
         let a = rx.borrow_and_update().clone();
+        match w.turn(&a).await {
+            Next::Done => return,
+            Next::Again => continue,
+            Next::Wait => {}
+        }
+        if !w.wait(&mut rx).await {
+            // The agent dropped us: the instance is no longer assigned here.
+            return;
+        }
+    }
+}
+
+impl Worker {
+    /// One decision and its execution.
+    async fn turn(&mut self, a: &Assignment) -> Next {
         // A newer stored status (a start request resets it to `pending`) wins over ours.
         if let Some(s) = &a.status
-            && s.updated_at > status.updated_at
+            && s.updated_at > self.status.updated_at
         {
-            status = s.clone();
-            failures = 0;
+            self.status = s.clone();
+            self.failures = 0;
         }
-        // Handle an exit that happened on its own.
-        if let Some(exit) = vm.as_ref().and_then(RunningVm::exit_info) {
-            vm = None;
+        if let Some(exit) = self.vm.as_ref().and_then(RunningVm::exit_info) {
+            self.vm = None;
             if !exit.requested {
-                let kind = exit.kind;
-                match plan::after_exit(a.instance.restart_policy, kind) {
-                    Ok(()) => {
-                        let _ = ctx
-                            .cp
-                            .event(
-                                &id,
-                                "instance.restarting",
-                                &format!("QEMU exited ({kind:?}); restarting per policy"),
-                            )
-                            .await;
-                        status.state = InstanceState::Starting;
-                    }
-                    Err(state) => {
-                        let msg = match kind {
-                            ExitKind::GuestShutdown => "the guest powered off",
-                            ExitKind::Crash => "QEMU exited without a shutdown (crash or kill)",
-                            ExitKind::Requested => "stopped on request",
-                        };
-                        report(&ctx, &id, &mut status, state, Some(msg.to_string()), None).await;
-                        let _ = ctx
-                            .cp
-                            .event(&id, &format!("instance.{}", state_word(state)), msg)
-                            .await;
-                    }
-                }
+                self.on_unrequested_exit(a, exit.kind).await;
             }
         }
-        let running = vm.is_some();
-        let due = retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
-        match plan::decide(&a.instance, &status, Observed { running }) {
-            Action::None => {}
+        let due = self
+            .retry_at
+            .is_none_or(|t| tokio::time::Instant::now() >= t);
+        match plan::decide(
+            &a.instance,
+            &self.status,
+            Observed {
+                running: self.vm.is_some(),
+            },
+        ) {
+            Action::None | Action::Start if !due => Next::Wait,
+            Action::None => Next::Wait,
             Action::Report(s) => {
-                report(
-                    &ctx,
-                    &id,
-                    &mut status,
-                    s,
-                    None,
-                    vm.as_ref().map(|v| v.pid() as u32),
-                )
-                .await
+                let pid = self.vm.as_ref().map(|v| v.pid() as u32);
+                self.report(s, None, pid).await;
+                Next::Wait
             }
-            Action::Start if due => {
-                report(&ctx, &id, &mut status, InstanceState::Starting, None, None).await;
-                match start(&ctx, &a).await {
-                    Ok(v) => {
-                        failures = 0;
-                        retry_at = None;
-                        status.boot_count += 1;
-                        status.reboot_seq = a.instance.reboot_seq;
-                        let pid = v.pid() as u32;
-                        vm = Some(v);
-                        report(
-                            &ctx,
-                            &id,
-                            &mut status,
-                            InstanceState::Running,
-                            None,
-                            Some(pid),
-                        )
-                        .await;
-                        let _ = ctx
-                            .cp
-                            .event(
-                                &id,
-                                "instance.started",
-                                &format!("QEMU pid {pid} ({})", ctx.accel.as_str()),
-                            )
-                            .await;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let msg = format!("start attempt {failures} failed: {e}");
-                        tracing::warn!(instance = %id, "{msg}");
-                        if failures >= MAX_START_ATTEMPTS {
-                            report(
-                                &ctx,
-                                &id,
-                                &mut status,
-                                InstanceState::Failed,
-                                Some(msg.clone()),
-                                None,
-                            )
-                            .await;
-                            let _ = ctx.cp.event(&id, "instance.failed", &msg).await;
-                        } else {
-                            status.message = Some(msg);
-                            retry_at = Some(
-                                tokio::time::Instant::now() + Duration::from_secs(2u64 << failures),
-                            );
-                        }
-                    }
-                }
-                continue;
-            }
-            Action::Start => {}
-            Action::Stop { force } => {
-                if let Some(v) = vm.take() {
-                    report(
-                        &ctx,
-                        &id,
-                        &mut status,
-                        InstanceState::Stopping,
-                        None,
-                        Some(v.pid() as u32),
-                    )
-                    .await;
-                    let r = if force {
-                        v.force_stop().await
-                    } else {
-                        v.shutdown(ctx.stop_timeout).await
-                    };
-                    if let Err(e) = r {
-                        tracing::warn!(instance = %id, error = %e, "stop failed");
-                    }
-                }
-                report(&ctx, &id, &mut status, InstanceState::Stopped, None, None).await;
-                let _ = ctx
+            Action::Start => self.start(a).await,
+            Action::Stop { force } => self.stop(force).await,
+            Action::Reboot { seq } => self.reboot(seq).await,
+            Action::Teardown => self.teardown(a).await,
+        }
+    }
+
+    async fn on_unrequested_exit(&mut self, a: &Assignment, kind: ExitKind) {
+        match plan::after_exit(a.instance.restart_policy, kind) {
+            Ok(()) => {
+                let msg = format!("QEMU exited ({kind:?}); restarting per policy");
+                let _ = self
+                    .ctx
                     .cp
-                    .event(
-                        &id,
-                        "instance.stopped",
-                        if force { "stopped (forced)" } else { "stopped" },
-                    )
+                    .event(&self.id, "instance.restarting", &msg)
                     .await;
-                continue;
+                self.status.state = InstanceState::Starting;
             }
-            Action::Reboot { seq } => {
-                if let Some(v) = &vm {
-                    if let Err(e) = v.reboot().await {
-                        tracing::warn!(instance = %id, error = %e, "reboot failed");
-                    }
-                    status.reboot_seq = seq;
-                    status.boot_count += 1;
-                    let pid = v.pid() as u32;
-                    report(
-                        &ctx,
-                        &id,
-                        &mut status,
-                        InstanceState::Running,
-                        None,
-                        Some(pid),
-                    )
-                    .await;
-                    let _ = ctx.cp.event(&id, "instance.rebooted", "guest reset").await;
-                }
-                continue;
-            }
-            Action::Teardown => {
-                if let Some(v) = vm.take() {
-                    let _ = v.force_stop().await;
-                }
-                match teardown(&ctx, &a).await {
-                    Ok(()) => {
-                        if let Err(e) = ctx.cp.instance_removed(&id).await {
-                            tracing::warn!(instance = %id, error = %e, "could not finalize delete; will retry");
-                        } else {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance = %id, error = %e, "teardown failed; will retry")
-                    }
-                }
-                retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+            Err(state) => {
+                let msg = match kind {
+                    ExitKind::GuestShutdown => "the guest powered off",
+                    ExitKind::Crash => "QEMU exited without a shutdown (crash or kill)",
+                    ExitKind::Requested => "stopped on request",
+                };
+                self.report(state, Some(msg.to_string()), None).await;
+                let kind = format!("instance.{}", state_word(state));
+                let _ = self.ctx.cp.event(&self.id, &kind, msg).await;
             }
         }
-        // Wait for something to happen.
-        let mut exit_rx = vm.as_ref().map(RunningVm::exit_watch);
-        let sleep = async {
+    }
+
+    async fn start(&mut self, a: &Assignment) -> Next {
+        self.report(InstanceState::Starting, None, None).await;
+        match start(&self.ctx, a).await {
+            Ok(v) => {
+                self.failures = 0;
+                self.retry_at = None;
+                self.status.boot_count += 1;
+                self.status.reboot_seq = a.instance.reboot_seq;
+                let pid = v.pid() as u32;
+                self.vm = Some(v);
+                self.report(InstanceState::Running, None, Some(pid)).await;
+                let msg = format!("QEMU pid {pid} ({})", self.ctx.accel.as_str());
+                let _ = self.ctx.cp.event(&self.id, "instance.started", &msg).await;
+            }
+            Err(e) => {
+                self.failures += 1;
+                let msg = format!("start attempt {} failed: {e}", self.failures);
+                tracing::warn!(instance = %self.id, "{msg}");
+                if self.failures >= MAX_START_ATTEMPTS {
+                    self.report(InstanceState::Failed, Some(msg.clone()), None)
+                        .await;
+                    let _ = self.ctx.cp.event(&self.id, "instance.failed", &msg).await;
+                } else {
+                    self.status.message = Some(msg);
+                    self.retry_at = Some(
+                        tokio::time::Instant::now() + Duration::from_secs(2u64 << self.failures),
+                    );
+                }
+            }
+        }
+        Next::Again
+    }
+
+    async fn stop(&mut self, force: bool) -> Next {
+        if let Some(v) = self.vm.take() {
+            self.report(InstanceState::Stopping, None, Some(v.pid() as u32))
+                .await;
+            let r = if force {
+                v.force_stop().await
+            } else {
+                v.shutdown(self.ctx.stop_timeout).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(instance = %self.id, error = %e, "stop failed");
+            }
+        }
+        self.report(InstanceState::Stopped, None, None).await;
+        let msg = if force { "stopped (forced)" } else { "stopped" };
+        let _ = self.ctx.cp.event(&self.id, "instance.stopped", msg).await;
+        Next::Again
+    }
+
+    async fn reboot(&mut self, seq: u64) -> Next {
+        let Some(pid) = self.vm.as_ref().map(|v| v.pid() as u32) else {
+            return Next::Again;
+        };
+        if let Some(v) = &self.vm
+            && let Err(e) = v.reboot().await
+        {
+            tracing::warn!(instance = %self.id, error = %e, "reboot failed");
+        }
+        self.status.reboot_seq = seq;
+        self.status.boot_count += 1;
+        self.report(InstanceState::Running, None, Some(pid)).await;
+        let _ = self
+            .ctx
+            .cp
+            .event(&self.id, "instance.rebooted", "guest reset")
+            .await;
+        Next::Again
+    }
+
+    async fn teardown(&mut self, a: &Assignment) -> Next {
+        if let Some(v) = self.vm.take() {
+            let _ = v.force_stop().await;
+        }
+        match teardown(&self.ctx, a).await {
+            Ok(()) => match self.ctx.cp.instance_removed(&self.id).await {
+                Ok(()) => return Next::Done,
+                Err(e) => {
+                    tracing::warn!(instance = %self.id, error = %e, "could not finalize delete; will retry")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(instance = %self.id, error = %e, "teardown failed; will retry")
+            }
+        }
+        self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+        Next::Wait
+    }
+
+    /// Wait for a new assignment, QEMU's exit, or the retry timer. False when the agent dropped us.
+    async fn wait(&mut self, rx: &mut watch::Receiver<Assignment>) -> bool {
+        let mut exit_rx = self.vm.as_ref().map(RunningVm::exit_watch);
+        let retry_at = self.retry_at;
+        let exited = async {
+            match exit_rx.as_mut() {
+                Some(e) => {
+                    let _ = e.wait_for(Option::is_some).await;
+                }
+                None => futures::future::pending().await,
+            }
+        };
+        let retry = async {
             match retry_at {
                 Some(t) => tokio::time::sleep_until(t).await,
                 None => futures::future::pending().await,
             }
         };
         tokio::select! {
-            r = rx.changed() => if r.is_err() {
-                // The agent dropped us: the instance is no longer assigned here.
-                return;
-            },
-            _ = async { match exit_rx.as_mut() { Some(e) => { let _ = e.wait_for(Option::is_some).await; } None => futures::future::pending().await } } => {},
-            _ = sleep => { retry_at = None; },
+            r = rx.changed() => r.is_ok(),
+            _ = exited => true,
+            _ = retry => {
+                self.retry_at = None;
+                true
+            }
         }
+    }
+
+    async fn report(&mut self, state: InstanceState, message: Option<String>, pid: Option<u32>) {
+        report(&self.ctx, &self.id, &mut self.status, state, message, pid).await;
     }
 }
 
