@@ -1,0 +1,275 @@
+//! VM start benchmark: `POST /v1/instances` → `KUMO-READY` on the serial console, against launching
+//! the identical QEMU argv directly to the same marker.
+//!
+//! Each pair (kumo first, then raw; `--runs` pairs after `--warmup` discarded pairs):
+//! 1. kumo: time from sending `POST /v1/instances` (tiny image, `nano`) until
+//!    `<data>/run/<id>/serial.log` contains `KUMO-READY` (the file is read directly, every 5 ms).
+//! 2. The instance's argv is read from `/proc/<qemu pid>/cmdline`; the instance is stopped with
+//!    `force` (kumo keeps its tap, disk, DHCP host entry and metadata registration).
+//! 3. raw: the same argv with only the run dir (pidfile, QMP/serial sockets, serial log) moved to a
+//!    fresh temp dir is launched directly (it daemonizes like kumo's); the same tap, disk, MAC and so
+//!    the same DHCP address and metadata answer; timed from spawn to `KUMO-READY` in its own log,
+//!    polled the same way. The raw QEMU is killed by its PID, then the instance is deleted.
+//!
+//! Usage: `cargo run --release -p kumo-bench --bin vmstart -- [--runs N] [--warmup N]`
+//! (defaults 10 and 1; root needed; `$KUMO_BIN` or `$CARGO_TARGET_DIR/release/kumo`).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kumo_bench::{
+    Cloud, enter_netns, kill9, parse_cmdline, percentile, read_pidfile, runtime, table,
+    wait_file_contains, wait_pid_gone,
+};
+
+const MARKER: &str = "KUMO-READY";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(5);
+/// Hard cap on pairs, to bound the run time.
+const MAX_RUNS: usize = 50;
+
+struct Args {
+    runs: usize,
+    warmup: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args { runs: 10, warmup: 1 };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--runs" => a.runs = it.next().context("--runs needs a value")?.parse()?,
+            "--warmup" => a.warmup = it.next().context("--warmup needs a value")?.parse()?,
+            other => bail!("unknown argument {other} (expected --runs N, --warmup N)"),
+        }
+    }
+    if a.runs == 0 || a.runs > MAX_RUNS {
+        bail!("--runs must be 1..={MAX_RUNS}");
+    }
+    Ok(a)
+}
+
+/// The reference argv: `argv` with every mention of `old_run_dir` replaced by `new_run_dir`.
+/// Fails unless the pidfile and serial log moved and nothing still points into the old run dir.
+pub fn raw_argv(argv: &[String], old_run_dir: &str, new_run_dir: &str) -> Result<Vec<String>> {
+    if argv.is_empty() {
+        bail!("empty QEMU argv");
+    }
+    let out: Vec<String> = argv
+        .iter()
+        .map(|a| a.replace(old_run_dir, new_run_dir))
+        .collect();
+    let pidfile = out
+        .iter()
+        .position(|a| a == "-pidfile")
+        .and_then(|i| out.get(i + 1))
+        .context("QEMU argv has no -pidfile")?;
+    if !pidfile.starts_with(new_run_dir) {
+        bail!("pidfile {pidfile} is not in the run dir {old_run_dir}");
+    }
+    if !out.iter().any(|a| a.contains(&format!("{new_run_dir}/serial.log"))) {
+        bail!("QEMU argv has no serial log in the run dir {old_run_dir}");
+    }
+    if out.iter().any(|a| a.contains(old_run_dir)) {
+        bail!("argv still refers to {old_run_dir}");
+    }
+    Ok(out)
+}
+
+/// One kumo start: returns (ms to marker, instance id, QEMU argv, run dir).
+async fn kumo_start(cloud: &Cloud, name: &str) -> Result<(f64, String, Vec<String>)> {
+    let t0 = Instant::now();
+    let id = cloud.run_instance(name, true).await?;
+    let seen = wait_file_contains(&cloud.serial_log_path(&id), MARKER, BOOT_TIMEOUT, POLL)
+        .await
+        .with_context(|| format!("kumo instance {id}:\n{}", cloud.log_tail(20)))?;
+    let ms = (seen - t0).as_secs_f64() * 1e3;
+    let run_dir = cloud.data_dir().join("run").join(&id);
+    let pid = read_pidfile(&run_dir.join("qemu.pid")).context("kumo's QEMU pidfile")?;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).context("reading QEMU cmdline")?;
+    Ok((ms, id, parse_cmdline(&raw)))
+}
+
+/// Stop the instance with `force` and wait until its QEMU is gone (tap, disk and leases stay).
+async fn force_stop(cloud: &Cloud, id: &str) -> Result<()> {
+    let pid = read_pidfile(&cloud.data_dir().join("run").join(id).join("qemu.pid"));
+    cloud
+        .api_ok(
+            "POST",
+            &format!("/v1/instances/{id}/stop"),
+            Some(serde_json::json!({"force": true})),
+        )
+        .await?;
+    cloud
+        .wait_instance(id, "stopped", Duration::from_secs(60), |_, v| {
+            v["state"] == "stopped"
+        })
+        .await?;
+    if let Some(pid) = pid {
+        wait_pid_gone(pid, Duration::from_secs(20)).await?;
+    }
+    Ok(())
+}
+
+/// One raw start of `argv` (already pointed at `dir`): ms from spawn to marker.
+async fn raw_start(argv: &[String], dir: &Path) -> Result<f64> {
+    let mut guard = kumo_testutil::PidGuard::new();
+    let t0 = Instant::now();
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("spawning raw QEMU")?;
+    if !out.status.success() {
+        bail!(
+            "raw QEMU failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pid = read_pidfile(&dir.join("qemu.pid")).context("raw QEMU pidfile")?;
+    guard.add(pid);
+    let seen = wait_file_contains(&dir.join("serial.log"), MARKER, BOOT_TIMEOUT, POLL).await?;
+    let ms = (seen - t0).as_secs_f64() * 1e3;
+    kill9(pid);
+    wait_pid_gone(pid, Duration::from_secs(20)).await?;
+    Ok(ms)
+}
+
+fn summary(kumo: &[f64], raw: &[f64]) -> Result<String> {
+    let p = |v: &[f64], q| percentile(v, q).context("no samples");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (k50, k95, r50, r95) = (p(kumo, 50.0)?, p(kumo, 95.0)?, p(raw, 50.0)?, p(raw, 95.0)?);
+    let rows = vec![
+        vec!["case", "runs", "p50 ms", "p95 ms", "mean ms"],
+        vec!["kumo (API run)", "", "", "", ""],
+        vec!["raw QEMU (same argv)", "", "", "", ""],
+    ];
+    let mut rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(String::from).collect())
+        .collect();
+    for (row, v, a, b) in [(1, kumo, k50, k95), (2, raw, r50, r95)] {
+        rows[row][1] = v.len().to_string();
+        rows[row][2] = format!("{a:.0}");
+        rows[row][3] = format!("{b:.0}");
+        rows[row][4] = format!("{:.0}", mean(v));
+    }
+    rows.push(vec![
+        "kumo / raw".into(),
+        String::new(),
+        format!("{:.3}x", k50 / r50),
+        format!("{:.3}x", k95 / r95),
+        format!("{:.3}x", mean(kumo) / mean(raw)),
+    ]);
+    rows.push(vec![
+        "added by kumo (ms)".into(),
+        String::new(),
+        format!("{:+.0}", k50 - r50),
+        format!("{:+.0}", k95 - r95),
+        format!("{:+.0}", mean(kumo) - mean(raw)),
+    ]);
+    Ok(table(&rows))
+}
+
+async fn bench(args: Args) -> Result<()> {
+    let cloud = Cloud::start().await?;
+    cloud.import_tiny().await?;
+    let (mut kumo, mut raw) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    for i in 0..args.warmup + args.runs {
+        let (k_ms, id, argv) = kumo_start(&cloud, &format!("vs-{i}")).await?;
+        force_stop(&cloud, &id).await?;
+        let dir = tempfile::Builder::new()
+            .prefix("kraw")
+            .tempdir_in("/tmp")
+            .context("raw run dir")?;
+        let old = cloud.data_dir().join("run").join(&id);
+        let argv = raw_argv(
+            &argv,
+            &old.to_string_lossy(),
+            &dir.path().to_string_lossy(),
+        )?;
+        let r_ms = raw_start(&argv, dir.path()).await?;
+        cloud.delete_instance(&id).await?;
+        let tag = if i < args.warmup { " (warm-up)" } else { "" };
+        eprintln!("pair {i}: kumo {k_ms:.0} ms, raw {r_ms:.0} ms{tag}");
+        if i >= args.warmup {
+            kumo.push(k_ms);
+            raw.push(r_ms);
+        }
+    }
+    println!(
+        "vmstart: POST /v1/instances -> {MARKER} vs identical QEMU argv -> {MARKER}\n\
+         (TCG, tiny guest, nano; {} interleaved pairs after {} warm-up; marker polled in the serial \
+         log file every {} ms; {:.0} s total)\n",
+        args.runs,
+        args.warmup,
+        POLL.as_millis(),
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", summary(&kumo, &raw)?);
+    println!("goal: <= 1.05x and < 100 ms added (recorded, not gated)");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    enter_netns();
+    runtime()?.block_on(bench(args))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn run_dir_moves_and_nothing_else_changes() {
+        let argv = v(&[
+            "qemu-system-x86_64",
+            "-blockdev",
+            r#"{"file":{"filename":"/d/pool/instances/i-1/root.qcow2"}}"#,
+            "-netdev",
+            "tap,id=net0,ifname=kt1,script=no,downscript=no",
+            "-chardev",
+            "socket,id=serial0,path=/d/run/i-1/serial.sock,server=on,wait=off,logfile=/d/run/i-1/serial.log",
+            "-chardev",
+            "socket,id=qmp,path=/d/run/i-1/qmp.sock,server=on,wait=off",
+            "-daemonize",
+            "-pidfile",
+            "/d/run/i-1/qemu.pid",
+        ]);
+        let out = raw_argv(&argv, "/d/run/i-1", "/tmp/kraw1").unwrap();
+        assert_eq!(out.len(), argv.len());
+        assert_eq!(out[2], argv[2], "disk stays");
+        assert_eq!(out[4], argv[4], "tap stays");
+        assert_eq!(
+            out[6],
+            "socket,id=serial0,path=/tmp/kraw1/serial.sock,server=on,wait=off,logfile=/tmp/kraw1/serial.log"
+        );
+        assert_eq!(out[12], "/tmp/kraw1/qemu.pid");
+    }
+
+    #[test]
+    fn argv_without_pidfile_is_refused() {
+        let argv = v(&["qemu", "-chardev", "socket,logfile=/d/run/i-1/serial.log"]);
+        assert!(raw_argv(&argv, "/d/run/i-1", "/tmp/x").is_err());
+        assert!(raw_argv(&[], "/d/run/i-1", "/tmp/x").is_err());
+    }
+
+    #[test]
+    fn summary_reports_ratio_and_added_ms() {
+        let s = summary(&[110.0, 120.0], &[100.0, 100.0]).unwrap();
+        assert!(s.contains("1.100x"), "{s}");
+        assert!(s.contains("+10"), "{s}");
+        assert!(s.contains("raw QEMU (same argv)"), "{s}");
+    }
+}
