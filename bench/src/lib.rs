@@ -26,15 +26,21 @@ pub fn test_cache() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/tmp/kumo-test-cache"))
 }
 
-/// The `kumo` binary under test: `$KUMO_BIN`, else `$CARGO_TARGET_DIR/release/kumo`, else
-/// `target/release/kumo`. Fails with the build command if it is missing.
+/// The `kumo` binary under test: `$KUMO_BIN`, else `$CARGO_TARGET_DIR/release/kumo`, else `kumo`
+/// beside this benchmark's own executable (both are built into the same `release/` dir). Fails with
+/// the build command if it is missing.
 pub fn kumo_bin() -> Result<PathBuf> {
+    let sibling = || {
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("kumo")))
+            .unwrap_or_else(|| PathBuf::from("target/release/kumo"))
+    };
     let p = match std::env::var_os("KUMO_BIN") {
         Some(p) => PathBuf::from(p),
         None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("target"))
-            .join("release/kumo"),
+            .map(|d| PathBuf::from(d).join("release/kumo"))
+            .unwrap_or_else(sibling),
     };
     if !p.is_file() {
         bail!(
