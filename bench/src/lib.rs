@@ -124,7 +124,11 @@ impl Cloud {
     async fn wait_up(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(st) = self.server.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("kumo server exited with {st}:\n{}", self.log_tail(30));
             }
             let ok = self
@@ -192,7 +196,10 @@ impl Cloud {
             .with_context(|| format!("{method} {path}"))?;
         let status = r.status().as_u16();
         let bytes = r.bytes().await?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// A REST call that must answer 2xx.
@@ -277,7 +284,9 @@ impl Cloud {
     ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let (st, v) = self.api("GET", &format!("/v1/instances/{id}"), None).await?;
+            let (st, v) = self
+                .api("GET", &format!("/v1/instances/{id}"), None)
+                .await?;
             if pred(st, &v) {
                 return Ok(v);
             }
@@ -488,7 +497,7 @@ mod tests {
 
     #[test]
     fn cmdline_splits_on_nul() {
-        let raw = b"qemu-system-x86_64\0-name\0guest=a,b\0-m\0128M\0";
+        let raw = b"qemu-system-x86_64\0-name\0guest=a,b\0-m\x00128M\0";
         assert_eq!(
             parse_cmdline(raw),
             ["qemu-system-x86_64", "-name", "guest=a,b", "-m", "128M"]
@@ -510,7 +519,7 @@ mod tests {
         ]);
         assert_eq!(
             t,
-            "case        ms\n------------\nkumo      1234\nraw qemu     9\n"
+            "case        ms\n--------------\nkumo      1234\nraw qemu     9\n"
         );
         assert_eq!(mib(2048), "2.0");
     }

@@ -197,7 +197,9 @@ async fn bench(a: Args) -> Result<()> {
     cloud.import_tiny().await?;
     let id = cloud.run_instance("api-bench", false).await?;
     let kumo_url = format!("{}/v1/instances/{id}", cloud.url());
-    let body = cloud.api_ok("GET", &format!("/v1/instances/{id}"), None).await?;
+    let body = cloud
+        .api_ok("GET", &format!("/v1/instances/{id}"), None)
+        .await?;
     let body_len = serde_json::to_vec(&body)?.len();
     let (port, stop) = spawn_bare(Arc::new(body))?;
     let bare_url = format!("http://127.0.0.1:{port}/v1/instances/{id}");

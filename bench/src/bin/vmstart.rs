@@ -36,7 +36,10 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { runs: 10, warmup: 1 };
+    let mut a = Args {
+        runs: 10,
+        warmup: 1,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
@@ -69,7 +72,10 @@ pub fn raw_argv(argv: &[String], old_run_dir: &str, new_run_dir: &str) -> Result
     if !pidfile.starts_with(new_run_dir) {
         bail!("pidfile {pidfile} is not in the run dir {old_run_dir}");
     }
-    if !out.iter().any(|a| a.contains(&format!("{new_run_dir}/serial.log"))) {
+    if !out
+        .iter()
+        .any(|a| a.contains(&format!("{new_run_dir}/serial.log")))
+    {
         bail!("QEMU argv has no serial log in the run dir {old_run_dir}");
     }
     if out.iter().any(|a| a.contains(old_run_dir)) {
@@ -188,11 +194,7 @@ async fn bench(args: Args) -> Result<()> {
             .tempdir_in("/tmp")
             .context("raw run dir")?;
         let old = cloud.data_dir().join("run").join(&id);
-        let argv = raw_argv(
-            &argv,
-            &old.to_string_lossy(),
-            &dir.path().to_string_lossy(),
-        )?;
+        let argv = raw_argv(&argv, &old.to_string_lossy(), &dir.path().to_string_lossy())?;
         let r_ms = raw_start(&argv, dir.path()).await?;
         cloud.delete_instance(&id).await?;
         let tag = if i < args.warmup { " (warm-up)" } else { "" };
@@ -255,7 +257,7 @@ mod tests {
             out[6],
             "socket,id=serial0,path=/tmp/kraw1/serial.sock,server=on,wait=off,logfile=/tmp/kraw1/serial.log"
         );
-        assert_eq!(out[12], "/tmp/kraw1/qemu.pid");
+        assert_eq!(out[11], "/tmp/kraw1/qemu.pid");
     }
 
     #[test]
