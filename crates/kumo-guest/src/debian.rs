@@ -93,7 +93,7 @@ pub fn fetch(package: &str, cache_dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(p) = cached(cache_dir, package)?.pop() {
         return Ok(p);
     }
-    let tmp = cache_dir.join(format!(".download-{package}-{}", std::process::id()));
+    let tmp = cache_dir.join(format!(".download-{package}-{}", crate::unique_suffix()));
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = download_into(package, &tmp).and_then(|()| {
         let deb = cached(&tmp, package)?

@@ -79,6 +79,23 @@ pub fn build_tiny(cache_dir: &Path, out_dir: &Path) -> anyhow::Result<TinyGuest>
     let kernel_deb = debian::fetch(&kernel_pkg, cache_dir)?;
     let busybox_deb = debian::fetch(debian::BUSYBOX, cache_dir)?;
 
+    let kernel_out = out_dir.join(KERNEL_FILE);
+    let initrd_out = out_dir.join(INITRD_FILE);
+    let guest = TinyGuest {
+        kernel: kernel_out.clone(),
+        initrd: initrd_out.clone(),
+        cmdline: CMDLINE.to_string(),
+    };
+    let stamp_path = out_dir.join(STAMP_FILE);
+    let stamp = build_stamp(&kernel_deb, &busybox_deb);
+    if kernel_out.is_file()
+        && initrd_out.is_file()
+        && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp)
+    {
+        tracing::debug!(out = %out_dir.display(), "tiny guest is up to date");
+        return Ok(guest);
+    }
+
     let work = TempDir::new(out_dir, "unpack")?;
     debian::extract(&kernel_deb, &work.0).with_context(|| format!("unpacking {kernel_pkg}"))?;
     debian::extract(&busybox_deb, &work.0).context("unpacking busybox-static")?;
@@ -94,18 +111,39 @@ pub fn build_tiny(cache_dir: &Path, out_dir: &Path) -> anyhow::Result<TinyGuest>
     let mods = modules::collect(&moddir)?;
     let initrd = initramfs(&busybox, &mods)?;
 
-    let kernel_out = out_dir.join(KERNEL_FILE);
-    let initrd_out = out_dir.join(INITRD_FILE);
     let kernel_bytes =
         std::fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
     write_atomic(&kernel_out, &kernel_bytes)?;
     write_atomic(&initrd_out, &initrd)?;
+    // Written last: a stamp never vouches for outputs that are not complete.
+    write_atomic(&stamp_path, stamp.as_bytes())?;
     tracing::info!(kernel = %kernel_pkg, modules = mods.len(), initrd_bytes = initrd.len(), "built tiny guest");
-    Ok(TinyGuest {
-        kernel: kernel_out,
-        initrd: initrd_out,
-        cmdline: CMDLINE.to_string(),
-    })
+    Ok(guest)
+}
+
+/// Records what the outputs in `out_dir` were built from; a matching stamp skips the rebuild.
+pub const STAMP_FILE: &str = "tiny.stamp";
+
+/// The inputs of a build: package files, this crate's version and a hash of the guest scripts
+/// and module lists (FNV-1a, stable across toolchains).
+fn build_stamp(kernel_deb: &Path, busybox_deb: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let lists = [modules::REQUIRED.join(","), modules::OPTIONAL.join(",")];
+    let parts = [INIT_SH, UDHCPC_SCRIPT, POWER_SH, &lists[0], &lists[1]];
+    for b in parts.iter().flat_map(|p| p.bytes().chain([0])) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "kumo-guest {}\nkernel {}\nbusybox {}\nscripts {h:016x}\n",
+        env!("CARGO_PKG_VERSION"),
+        name(kernel_deb),
+        name(busybox_deb)
+    )
 }
 
 /// The initramfs image: busybox, `/init`, its helper scripts and the kernel modules.
@@ -159,6 +197,13 @@ fn find_kernel(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((boot.join(&name), moddir))
 }
 
+/// A name unique within this machine for temp files: pid + per-process counter.
+pub(crate) fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// Write `data` to `dest` via a temp file in the same directory and a rename.
 fn write_atomic(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
@@ -169,7 +214,7 @@ fn write_atomic(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
         .file_name()
         .context("destination has no file name")?
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}.tmp-{}", unique_suffix()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -187,7 +232,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(parent: &Path, tag: &str) -> anyhow::Result<Self> {
-        let p = parent.join(format!(".kumo-guest-{tag}-{}", std::process::id()));
+        let p = parent.join(format!(".kumo-guest-{tag}-{}", unique_suffix()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
         Ok(Self(p))

@@ -63,5 +63,20 @@ fn build_is_reproducible_and_complete() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names.len(), 2, "unexpected files in out_dir: {names:?}");
+    assert_eq!(names.len(), 3, "unexpected files in out_dir: {names:?}");
+
+    // A rebuild with the same inputs is skipped: the outputs are not rewritten.
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = (mtime(&ga.kernel), mtime(&ga.initrd));
+    let again = common::build(a.path());
+    assert_eq!(again, ga);
+    assert_eq!(
+        (mtime(&ga.kernel), mtime(&ga.initrd)),
+        before,
+        "cached build rewrote its outputs"
+    );
+    // A stale stamp forces a rebuild that again gives identical bytes.
+    std::fs::write(a.path().join(kumo_guest::STAMP_FILE), "stale").unwrap();
+    common::build(a.path());
+    assert_eq!(std::fs::read(&ga.initrd).unwrap(), initrd);
 }
