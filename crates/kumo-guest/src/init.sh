@@ -20,6 +20,7 @@ mkdir -p /dev/pts /dev/shm /run/kumo
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 exec </dev/console >/dev/console 2>&1
+hostname -F /etc/hostname
 
 err() { echo "KUMO-ERROR $*"; }
 
@@ -49,9 +50,12 @@ fi
 # --- instance metadata (EC2 style, 169.254.169.254) ---
 # imds METHOD PATH OUT [HEADER]: body to OUT; succeeds only on HTTP 200.
 imds() {
-    req="$1 $2 HTTP/1.0\r\nHost: 169.254.169.254\r\nContent-Length: 0\r\n"
-    [ -n "$4" ] && req="$req$4\r\n"
-    printf "$req\r\n" | nc -w 3 169.254.169.254 80 >/tmp/imds.resp 2>/dev/null || return 1
+    # Values go through %s so a token or path can never act as a printf format.
+    {
+        printf '%s %s HTTP/1.0\r\nHost: 169.254.169.254\r\nContent-Length: 0\r\n' "$1" "$2"
+        [ -n "$4" ] && printf '%s\r\n' "$4"
+        printf '\r\n'
+    } | nc -w 3 169.254.169.254 80 >/tmp/imds.resp 2>/dev/null || return 1
     code=$(head -n 1 /tmp/imds.resp | cut -d ' ' -f 2)
     # Byte offset of the body: everything up to and including the first empty (CR)LF line.
     off=$(awk '{ n += length($0) + 1; sub(/\r$/, "") } $0 == "" { print n; exit }' /tmp/imds.resp)

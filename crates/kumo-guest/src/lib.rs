@@ -16,6 +16,20 @@
 //! EC2-style metadata and user-data from 169.254.169.254 (IMDSv2 token if offered) or a NoCloud
 //! `cidata` ISO, runs `#!` user-data, serves HTTP on port 80, powers off on the ACPI power button,
 //! prints `KUMO-READY instance-id=<id> ip=<ip|none>` on ttyS0 and leaves a shell on the console.
+//!
+//! # Booting it
+//!
+//! ```text
+//! qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 256 -nodefaults -no-user-config \
+//!   -display none -serial <chardev> -qmp unix:<sock>,server=on,wait=off \
+//!   -kernel tiny-vmlinuz -initrd tiny-initrd.img -append "console=ttyS0 quiet panic=-1" \
+//!   -netdev tap,id=n0,ifname=<tap>,script=no,downscript=no -device virtio-net-pci,netdev=n0,mac=<mac>
+//! ```
+//! Measured on a 2-core TCG host (QEMU 7.2, Debian 12 cloud kernel 6.1), QEMU start to
+//! `KUMO-READY` including DHCP and metadata: q35 ≈ 2.7 s, pc ≈ 2.9 s, microvm ≈ 2.4 s. q35 is the
+//! default; microvm (needs [`MICROVM_CMDLINE_EXTRA`] and `virtio-net-device`/`virtio-blk-device`
+//! on virtio-mmio) is only ~10% faster. Extra flags (`tsc=reliable no_timer_check
+//! mitigations=off`) did not help on q35; dropping `quiet` costs ~0.5 s of serial output.
 
 pub mod cpio;
 pub mod debian;
@@ -35,6 +49,10 @@ pub const POWER_SH: &str = include_str!("power.sh");
 /// Kernel command line for the tiny guest on `q35`/`pc` (serial console on ttyS0).
 /// `panic=-1` reboots at once on a panic instead of hanging.
 pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+
+/// Appended to [`CMDLINE`] on the `microvm` machine: without a fixed TSC frequency the kernel can
+/// hang calibrating it under TCG.
+pub const MICROVM_CMDLINE_EXTRA: &str = "tsc_early_khz=2000000 tsc=reliable";
 
 /// Line the guest prints once it is up: `KUMO-READY instance-id=<id> ip=<ipv4|none>`.
 pub const READY_MARKER: &str = "KUMO-READY";
