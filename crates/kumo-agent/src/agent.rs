@@ -167,7 +167,7 @@ async fn converge(
     registry: &MetadataRegistry,
     registered: &mut HashSet<Ipv4Addr>,
 ) {
-    if let Err(e) = ctx.net.lock().await.sync(&snap.assignments) {
+    if let Err(e) = ctx.net.lock().await.sync(snap) {
         tracing::warn!(error = %e, "network sync failed");
     }
     sync_metadata(registry, registered, &snap.assignments);

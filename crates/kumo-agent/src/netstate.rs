@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use kumo_types::{Assignment, Network, Result};
+use kumo_types::{AssignmentSnapshot, Network, Result, Subnet};
 
 use crate::network::{self, BridgeSpec, DhcpHost, Dnsmasq, DnsmasqConfig, NatNetwork, Ruleset};
 
@@ -26,9 +26,10 @@ impl NetState {
 
     /// Make bridges, DHCP host lists and NAT match the assignments. Instances being deleted are left
     /// out of DHCP at once; their taps and leases go when their worker tears them down.
-    pub fn sync(&mut self, assignments: &[Assignment]) -> Result<()> {
+    pub fn sync(&mut self, snap: &AssignmentSnapshot) -> Result<()> {
+        let topo = &snap.topology;
         let mut nets: BTreeMap<String, (Network, Vec<DhcpHost>)> = BTreeMap::new();
-        for a in assignments {
+        for a in &snap.assignments {
             for (i, nic) in a.instance.nics.iter().enumerate() {
                 let Some(net) = a.networks.iter().find(|n| n.id == nic.network_id) else {
                     continue;
@@ -54,22 +55,25 @@ impl NetState {
                 }
             }
         }
+        let mut nat = Vec::new();
         for (id, (net, hosts)) in &nets {
-            self.ensure_network(net)?;
+            let subnet = topo
+                .subnets
+                .iter()
+                .find(|s| &s.network_id == id && s.gateway.is_some());
+            self.ensure_network(net, subnet)?;
             if let Some(d) = self.dnsmasq.get(id) {
                 d.set_hosts(hosts)?;
             }
+            for s in topo.subnets.iter().filter(|s| &s.network_id == id) {
+                nat.push(NatNetwork {
+                    bridge: net.bridge.clone(),
+                    cidr: s.cidr.clone(),
+                    nat: net.nat,
+                });
+            }
         }
-        let rs = Ruleset {
-            networks: nets
-                .values()
-                .map(|(n, _)| NatNetwork {
-                    bridge: n.bridge.clone(),
-                    cidr: n.cidr.clone(),
-                    nat: n.nat,
-                })
-                .collect(),
-        };
+        let rs = Ruleset { networks: nat };
         if self.ruleset.as_ref() != Some(&rs) {
             network::nft::apply(&rs)?;
             self.ruleset = Some(rs);
@@ -77,20 +81,29 @@ impl NetState {
         Ok(())
     }
 
-    fn ensure_network(&mut self, net: &Network) -> Result<()> {
-        let prefix = net.cidr.split('/').nth(1).unwrap_or("24");
+    fn ensure_network(&mut self, net: &Network, subnet: Option<&Subnet>) -> Result<()> {
+        let addresses = match subnet.and_then(|s| s.gateway.as_deref().map(|g| (g, &s.cidr))) {
+            Some((gw, cidr)) => vec![format!("{gw}/{}", cidr.split('/').nth(1).unwrap_or("24"))],
+            None => vec![],
+        };
         network::ensure_bridge(&BridgeSpec {
             name: net.bridge.clone(),
-            gateway_cidr: format!("{}/{prefix}", net.gateway),
+            addresses,
             mtu: net.mtu,
         })?;
+        let Some(subnet) = subnet.filter(|s| s.dhcp) else {
+            return Ok(());
+        };
         let alive = self
             .dnsmasq
             .get(&net.id)
             .is_some_and(|d| kumo_pid_alive(d.pid()));
         if !alive {
-            let cfg =
-                DnsmasqConfig::for_network(net, crate::paths::net_dir(&self.data_dir, &net.id))?;
+            let cfg = DnsmasqConfig::for_subnet(
+                net,
+                subnet,
+                crate::paths::net_dir(&self.data_dir, &net.id),
+            )?;
             self.dnsmasq.insert(net.id.clone(), Dnsmasq::ensure(cfg)?);
         }
         Ok(())

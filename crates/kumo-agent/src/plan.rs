@@ -95,6 +95,8 @@ mod tests {
             restart_policy: RestartPolicy::OnFailure,
             host: Some("host-1".into()),
             nics: vec![Nic {
+                port_id: "eni-1".into(),
+                subnet_id: "subnet-1".into(),
                 network_id: "net-1".into(),
                 mac: "52:54:00:00:00:01".into(),
                 ipv4: "198.18.0.10".into(),

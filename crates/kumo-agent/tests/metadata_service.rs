@@ -81,7 +81,7 @@ fn each_instance_sees_only_itself() {
     require("ip", "iproute2");
     network::ensure_bridge(&BridgeSpec {
         name: "kbrmd".into(),
-        gateway_cidr: "198.18.0.1/24".into(),
+        addresses: vec!["198.18.0.1/24".into()],
         mtu: 1500,
     })
     .unwrap();

@@ -78,7 +78,7 @@ fn dnsmasq_serves_fixed_address_and_releases_it() {
 
     network::ensure_bridge(&BridgeSpec {
         name: "kbrdhcp".into(),
-        gateway_cidr: "198.18.0.1/24".into(),
+        addresses: vec!["198.18.0.1/24".into()],
         mtu: 1500,
     })
     .unwrap();

@@ -8,7 +8,7 @@ use kumo_testutil::{enter_private_netns, require, run};
 fn spec() -> BridgeSpec {
     BridgeSpec {
         name: "kbrtest0".into(),
-        gateway_cidr: "198.18.0.1/24".into(),
+        addresses: vec!["198.18.0.1/24".into()],
         mtu: 1450,
     }
 }

@@ -292,13 +292,12 @@ pub fn host_detail(h: &Host) -> Table {
 }
 
 pub fn networks_table(items: &[Network]) -> Table {
-    let mut t = table(&["NAME", "ID", "CIDR", "GATEWAY", "BRIDGE", "NAT", "MTU"]);
+    let mut t = table(&["NAME", "ID", "KIND", "BRIDGE", "NAT", "MTU"]);
     for n in items {
         t.add_row(vec![
             n.name.clone(),
             n.id.clone(),
-            n.cidr.clone(),
-            n.gateway.clone(),
+            network_kind(n),
             n.bridge.clone(),
             if n.nat { "yes".into() } else { "no".into() },
             n.mtu.to_string(),
@@ -307,13 +306,34 @@ pub fn networks_table(items: &[Network]) -> Table {
     t
 }
 
+fn network_kind(n: &Network) -> String {
+    match n.kind {
+        kumo_types::NetworkKind::Bridge => "bridge".into(),
+        kumo_types::NetworkKind::Vlan => format!(
+            "vlan {} on {}",
+            n.vlan_id.map(|v| v.to_string()).unwrap_or_default(),
+            n.physical_network.clone().unwrap_or_default()
+        ),
+        kumo_types::NetworkKind::Vxlan => {
+            format!("vxlan {}", n.vni.map(|v| v.to_string()).unwrap_or_default())
+        }
+    }
+}
+
 pub fn network_detail(n: &Network) -> Table {
     detail(vec![
         ("name", n.name.clone()),
         ("id", n.id.clone()),
         ("project", n.project.clone()),
-        ("cidr", n.cidr.clone()),
-        ("gateway", n.gateway.clone()),
+        ("kind", network_kind(n)),
+        (
+            "external",
+            if n.external {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ),
         ("bridge", n.bridge.clone()),
         ("nat", if n.nat { "yes".into() } else { "no".into() }),
         ("mtu", n.mtu.to_string()),

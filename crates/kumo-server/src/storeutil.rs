@@ -91,6 +91,21 @@ pub mod keys {
     pub fn network(id: &str) -> String {
         format!("/networks/{id}")
     }
+    pub fn subnet(id: &str) -> String {
+        format!("/subnets/{id}")
+    }
+    pub fn port(id: &str) -> String {
+        format!("/ports/{id}")
+    }
+    pub fn router(id: &str) -> String {
+        format!("/routers/{id}")
+    }
+    pub fn security_group(id: &str) -> String {
+        format!("/security-groups/{id}")
+    }
+    pub fn floating_ip(id: &str) -> String {
+        format!("/floating-ips/{id}")
+    }
     pub fn host(id: &str) -> String {
         format!("/hosts/{id}")
     }
@@ -100,11 +115,12 @@ pub mod keys {
     pub fn host_lease(id: &str) -> String {
         format!("/host-leases/{id}")
     }
-    pub fn ipam_prefix(network: &str) -> String {
-        format!("/ipam/{network}/")
+    /// Addresses taken in a subnet.
+    pub fn ipam_prefix(subnet: &str) -> String {
+        format!("/ipam/{subnet}/")
     }
-    pub fn ipam(network: &str, ip: &str) -> String {
-        format!("/ipam/{network}/{ip}")
+    pub fn ipam(subnet: &str, ip: &str) -> String {
+        format!("/ipam/{subnet}/{ip}")
     }
     pub fn token(hash: &str) -> String {
         format!("/tokens/{hash}")
@@ -115,6 +131,11 @@ pub mod keys {
     pub const INSTANCE_TYPES: &str = "/instance-types/";
     pub const KEY_PAIRS: &str = "/key-pairs/";
     pub const NETWORKS: &str = "/networks/";
+    pub const SUBNETS: &str = "/subnets/";
+    pub const PORTS: &str = "/ports/";
+    pub const ROUTERS: &str = "/routers/";
+    pub const SECURITY_GROUPS: &str = "/security-groups/";
+    pub const FLOATING_IPS: &str = "/floating-ips/";
     pub const HOSTS: &str = "/hosts/";
     pub const EVENTS: &str = "/events/";
 }

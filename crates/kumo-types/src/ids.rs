@@ -7,6 +7,12 @@ pub const IMAGE: &str = "ami";
 pub const KEY_PAIR: &str = "key";
 pub const HOST: &str = "host";
 pub const NETWORK: &str = "net";
+pub const SUBNET: &str = "subnet";
+pub const PORT: &str = "eni";
+pub const ROUTER: &str = "rtr";
+pub const SECURITY_GROUP: &str = "sg";
+pub const SG_RULE: &str = "sgr";
+pub const FLOATING_IP: &str = "eipalloc";
 pub const EVENT: &str = "ev";
 
 /// A fresh random ID with the given prefix.

@@ -9,8 +9,10 @@
 
 pub mod error;
 pub mod ids;
+pub mod net;
 pub mod resources;
 pub mod validate;
 
 pub use error::{Error, ErrorBody, Result};
+pub use net::*;
 pub use resources::*;

@@ -45,7 +45,12 @@ pub enum RestartPolicy {
 /// One network interface of an instance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Nic {
+    /// The port (see [`crate::Port`]) this NIC is.
+    #[serde(default)]
+    pub port_id: String,
     pub network_id: String,
+    #[serde(default)]
+    pub subnet_id: String,
     /// Fixed MAC, `52:54:00:xx:xx:xx`.
     pub mac: String,
     /// Fixed IPv4 allocated by kumo's IPAM and served by DHCP.
@@ -212,12 +217,37 @@ pub struct RunInstanceRequest {
     pub root_disk_gib: Option<u64>,
     #[serde(default)]
     pub restart_policy: Option<RestartPolicy>,
-    /// Network ID or name; defaults to the default network.
+    /// Network ID or name for a single NIC; defaults to the default network. Use `nics` for more.
     #[serde(default)]
     pub network: Option<String>,
+    /// One entry per NIC, in order (eth0, eth1, …). Overrides `network`.
+    #[serde(default)]
+    pub nics: Option<Vec<NicRequest>>,
+    /// Security groups (IDs or names) for NICs that do not name their own; default: `default`.
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
     /// Create it stopped.
     #[serde(default)]
     pub start: Option<bool>,
+}
+
+/// One NIC of a new instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NicRequest {
+    /// Network ID or name (its first subnet unless `subnet` is given).
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// A fixed IPv4 to request.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    /// Attach this existing, unattached port instead of creating one.
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 /// Body of `POST /v1/instances/{id}/stop`.
@@ -416,25 +446,6 @@ pub struct HostAllocation {
     pub instances: u64,
 }
 
-// ---------------------------------------------------------------- networks
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub struct Network {
-    pub id: String,
-    pub name: String,
-    pub project: String,
-    /// IPv4 CIDR, e.g. `198.18.0.0/24`.
-    pub cidr: String,
-    /// The bridge's own address; handed out as router by DHCP.
-    pub gateway: String,
-    /// Linux bridge name on every host.
-    pub bridge: String,
-    /// Masquerade traffic leaving the bridge for other interfaces.
-    pub nat: bool,
-    pub mtu: u32,
-    pub created_at: String,
-}
-
 // ---------------------------------------------------------------- events
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -455,7 +466,7 @@ pub struct Event {
 pub struct Assignment {
     pub instance: Instance,
     pub image: Image,
-    pub networks: Vec<Network>,
+    pub networks: Vec<crate::Network>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pair: Option<KeyPair>,
     /// The status last recorded for it (so a restarted agent knows the boot count, reboot seq…).
@@ -468,6 +479,9 @@ pub struct Assignment {
 pub struct AssignmentSnapshot {
     pub revision: i64,
     pub assignments: Vec<Assignment>,
+    /// The network topology the host's ports live in.
+    #[serde(default)]
+    pub topology: crate::NetworkTopology,
 }
 
 /// A page of a list.

@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kumo_types::{Error, Network, Result};
+use kumo_types::{Error, Network, Result, Subnet};
 
 use super::Ipv4Cidr;
 
@@ -50,17 +50,22 @@ pub struct DnsmasqConfig {
 }
 
 impl DnsmasqConfig {
-    /// The configuration for a kumo network with state in `state_dir` (`paths::net_dir`).
-    pub fn for_network(net: &Network, state_dir: impl Into<PathBuf>) -> Result<Self> {
-        let gateway = net.gateway.parse().map_err(|_| {
+    /// The configuration for a subnet of a kumo network with state in `state_dir` (`paths::net_dir`).
+    pub fn for_subnet(
+        net: &Network,
+        subnet: &Subnet,
+        state_dir: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        let gw = subnet.gateway.as_deref().unwrap_or_default();
+        let gateway = gw.parse().map_err(|_| {
             Error::invalid(
                 "gateway",
-                format!("`{}` is not an IPv4 address", net.gateway),
+                format!("subnet {} has no usable gateway (`{gw}`)", subnet.id),
             )
         })?;
         Ok(DnsmasqConfig {
             bridge: net.bridge.clone(),
-            cidr: net.cidr.clone(),
+            cidr: subnet.cidr.clone(),
             gateway,
             mtu: net.mtu,
             lease_secs: DEFAULT_LEASE_SECS,

@@ -24,7 +24,9 @@ pub const IFNAME_MAX: usize = 15;
 pub struct BridgeSpec {
     pub name: String,
     /// The bridge's own address with the network's prefix, e.g. `198.18.0.1/24`.
-    pub gateway_cidr: String,
+    /// The bridge's own addresses with their prefixes: each subnet's gateway, e.g. `198.18.0.1/24`
+    /// (and, on external networks, floating IPs as /32). May be empty (an L2-only network).
+    pub addresses: Vec<String>,
     pub mtu: u32,
 }
 
@@ -86,7 +88,11 @@ fn wrong_kind(name: &str, want: &str, have: &Option<String>) -> Error {
 /// The `ip` argv lists that turn `current` into the bridge described by `spec`.
 pub fn plan_bridge(spec: &BridgeSpec, current: Option<&LinkState>) -> Result<Vec<Vec<String>>> {
     check_ifname(&spec.name)?;
-    let gw = Ipv4Cidr::parse(&spec.gateway_cidr)?;
+    let mut want_addrs = spec
+        .addresses
+        .iter()
+        .map(|a| Ipv4Cidr::parse(a))
+        .collect::<Result<Vec<_>>>()?;
     let name = spec.name.as_str();
     let mtu = spec.mtu.to_string();
     let mut out = Vec::new();
@@ -110,7 +116,8 @@ pub fn plan_bridge(spec: &BridgeSpec, current: Option<&LinkState>) -> Result<Vec
         addr: METADATA_ADDR,
         prefix: 32,
     };
-    for want in [gw, meta] {
+    want_addrs.push(meta);
+    for want in want_addrs {
         if !cur.ipv4.contains(&want) {
             out.push(cmd(&["addr", "replace", &want.to_string(), "dev", name]));
         }
@@ -301,7 +308,7 @@ mod tests {
     fn spec() -> BridgeSpec {
         BridgeSpec {
             name: "kbr0".into(),
-            gateway_cidr: "198.18.0.1/24".into(),
+            addresses: vec!["198.18.0.1/24".into()],
             mtu: 1500,
         }
     }

@@ -139,6 +139,8 @@ pub fn run_request(a: &RunArgs, user_data: Option<String>) -> RunInstanceRequest
         root_disk_gib: a.root_disk_gib,
         restart_policy: a.restart_policy.map(Into::into),
         network: a.network.clone(),
+        nics: None,
+        security_groups: None,
         start: if a.stopped { Some(false) } else { None },
     }
 }

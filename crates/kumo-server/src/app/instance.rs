@@ -2,25 +2,23 @@
 //! instance's host makes it real and reports status back ([`report_status`], [`finalize_delete`]).
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
     Assignment, AssignmentSnapshot, DEFAULT_PROJECT, DesiredState, Error, HostAllocation, Instance,
-    InstanceState, InstanceStatus, InstanceView, Nic, Page, Result, RunInstanceRequest,
-    StopInstanceRequest, ids, now_rfc3339, validate,
+    InstanceState, InstanceStatus, InstanceView, NetworkTopology, NicRequest, Page, Result,
+    RunInstanceRequest, StopInstanceRequest, ids, now_rfc3339, validate,
 };
 
-use super::{App, host, image, instance_type, key_pair, network};
-use crate::ipam::{self, Cidr};
+use super::{App, host, image, instance_type, key_pair, network, port, security_group};
 use crate::scheduler;
 use crate::storeutil::{encode, get_json, keys, list_json, list_raw, store_err};
 
 const KIND: &str = "instances";
 /// AWS's limit for user data.
 pub const MAX_USER_DATA: usize = 16 * 1024;
-/// Addresses below this offset in a subnet are kept for infrastructure.
-const IP_SKIP: u32 = 10;
+/// Most NICs per instance.
+const MAX_NICS: usize = 8;
 const MAX_ATTEMPTS: usize = 20;
 
 pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
@@ -83,25 +81,49 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             format!("{} bytes; the limit is {MAX_USER_DATA}", u.len()),
         ));
     }
-    let net_ref = req
-        .network
-        .clone()
-        .unwrap_or_else(|| network::DEFAULT_NAME.to_string());
-    let net = network::get(app, &net_ref)
-        .await
-        .map_err(|_| Error::invalid("network", format!("no network `{net_ref}`")))?;
-    let cidr = Cidr::parse("network", &net.cidr)?;
-    let gateway: Ipv4Addr = net
-        .gateway
-        .parse()
-        .map_err(|_| Error::internal(format!("network {} has a bad gateway", net.id)))?;
+    let nic_reqs: Vec<NicRequest> = match &req.nics {
+        Some(n) if n.is_empty() => {
+            return Err(Error::invalid(
+                "nics",
+                "give at least one NIC, or omit `nics`",
+            ));
+        }
+        Some(n) if n.len() > MAX_NICS => {
+            return Err(Error::invalid("nics", format!("at most {MAX_NICS} NICs")));
+        }
+        Some(n) => n.clone(),
+        None => vec![NicRequest {
+            network: req.network.clone(),
+            ..Default::default()
+        }],
+    };
+    let default_sgs =
+        port::groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+    let mut targets = Vec::new();
+    for (i, n) in nic_reqs.iter().enumerate() {
+        let field = format!("nics[{i}]");
+        if n.port.is_some() {
+            return Err(Error::invalid(
+                format!("{field}.port"),
+                "attaching existing ports at launch is not supported yet; omit `port`",
+            ));
+        }
+        let (net, subnet) =
+            port::resolve_target(app, &field, n.network.as_deref(), n.subnet.as_deref()).await?;
+        let sgs = match &n.security_groups {
+            Some(r) => {
+                security_group::resolve_all(app, &format!("{field}.security_groups"), r).await?
+            }
+            None => default_sgs.clone(),
+        };
+        targets.push((field, net, subnet, n.ipv4.clone(), sgs));
+    }
     let request = scheduler::Request {
         vcpus: itype.vcpus,
         memory_mib: itype.memory_mib,
         disk_gib: root_disk_gib,
     };
     let id = ids::new_id(ids::INSTANCE);
-    let mac = ipam::random_mac();
 
     for _ in 0..MAX_ATTEMPTS {
         let cands = host::candidates(app).await?;
@@ -115,17 +137,30 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         let Some((cand, alloc_rev)) = cands.iter().find(|(c, _)| c.id == host_id) else {
             return Err(Error::internal("scheduler chose an unknown host"));
         };
-        let used: HashSet<Ipv4Addr> = list_raw(app.kv(), &keys::ipam_prefix(&net.id))
-            .await?
-            .iter()
-            .filter_map(|kv| kv.key.rsplit('/').next().and_then(|s| s.parse().ok()))
-            .collect();
-        let ip = ipam::next_free(&cidr, gateway, &used, IP_SKIP).ok_or_else(|| {
-            Error::InsufficientCapacity {
-                resource: "ipv4".into(),
-                message: format!("network `{}` ({}) has no free address", net.name, net.cidr),
+        let mut compare = vec![Compare::absent(&name_key)];
+        let mut ops = vec![Op::put(&name_key, id.clone())];
+        let mut nics = Vec::new();
+        let mut pending = HashSet::new();
+        for (field, net, subnet, fixed, sgs) in &targets {
+            let p = port::plan(
+                app,
+                field,
+                net,
+                subnet,
+                fixed.as_deref(),
+                sgs.clone(),
+                Some(&id),
+                None,
+                &pending,
+            )
+            .await?;
+            if let Ok(ip) = p.port.ipv4.parse() {
+                pending.insert(ip);
             }
-        })?;
+            nics.push(p.nic());
+            compare.extend(p.compare);
+            ops.extend(p.ops);
+        }
         let inst = Instance {
             id: id.clone(),
             name: req.name.clone(),
@@ -144,11 +179,7 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             },
             restart_policy: req.restart_policy.unwrap_or_default(),
             host: Some(host_id.clone()),
-            nics: vec![Nic {
-                network_id: net.id.clone(),
-                mac: mac.clone(),
-                ipv4: ip.to_string(),
-            }],
+            nics,
             reboot_seq: 0,
             deleting: false,
             force_stop: false,
@@ -163,7 +194,6 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             updated_at: now_rfc3339(),
             ..Default::default()
         };
-        let ip_key = keys::ipam(&net.id, &ip.to_string());
         let (alloc_cmp, alloc_put) = host::alloc_update(
             &host_id,
             &cand.allocated,
@@ -173,30 +203,25 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             root_disk_gib,
             true,
         )?;
+        compare.push(alloc_cmp);
+        ops.push(alloc_put);
+        ops.push(Op::put(keys::instance(&id), encode(&inst)?));
+        ops.push(Op::put(keys::instance_status(&id), encode(&status)?));
         let txn = Txn {
-            compare: vec![
-                Compare::absent(&name_key),
-                Compare::absent(&ip_key),
-                alloc_cmp,
-            ],
-            success: vec![
-                Op::put(&name_key, id.clone()),
-                Op::put(&ip_key, id.clone()),
-                alloc_put,
-                Op::put(keys::instance(&id), encode(&inst)?),
-                Op::put(keys::instance_status(&id), encode(&status)?),
-            ],
+            compare,
+            success: ops,
             failure: vec![Op::get(&name_key)],
         };
         let r = app.kv().txn(txn).await.map_err(store_err)?;
         if r.succeeded {
-            super::event::record(
-                app,
-                &id,
-                "instance.created",
-                &format!("instance `{}` placed on {} with {ip}", inst.name, cand.name),
-            )
-            .await?;
+            let ips: Vec<&str> = inst.nics.iter().map(|n| n.ipv4.as_str()).collect();
+            let msg = format!(
+                "instance `{}` placed on {} with {}",
+                inst.name,
+                cand.name,
+                ips.join(", ")
+            );
+            super::event::record(app, &id, "instance.created", &msg).await?;
             return Ok(InstanceView::new(&inst, Some(&status)));
         }
         if matches!(
@@ -208,7 +233,8 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
                 format!("an instance named `{}` already exists", req.name),
             ));
         }
-        // Lost a race for the address or the host's capacity: decide again.
+        // Lost a race for an address or the host's capacity: decide again (a fixed address that was
+        // taken meanwhile is then reported precisely by `port::plan`).
     }
     Err(Error::unavailable(
         "too much contention placing the instance; retry",
@@ -417,7 +443,8 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             Op::delete(keys::name(KIND, &inst.project, &inst.name)),
         ];
         for n in &inst.nics {
-            ops.push(Op::delete(keys::ipam(&n.network_id, &n.ipv4)));
+            ops.push(Op::delete(keys::port(&n.port_id)));
+            ops.push(Op::delete(keys::ipam(&n.subnet_id, &n.ipv4)));
         }
         if let Some(h) = &inst.host {
             let (alloc, arev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(h))
@@ -478,6 +505,18 @@ pub async fn report_status(app: &App, id: &str, mut st: InstanceStatus) -> Resul
     Ok(())
 }
 
+/// The whole network topology (every agent gets all of it; see `kumo_types::NetworkTopology`).
+pub async fn topology(app: &App) -> Result<NetworkTopology> {
+    Ok(NetworkTopology {
+        networks: list_json(app.kv(), keys::NETWORKS).await?,
+        subnets: list_json(app.kv(), keys::SUBNETS).await?,
+        ports: list_json(app.kv(), keys::PORTS).await?,
+        routers: list_json(app.kv(), keys::ROUTERS).await?,
+        security_groups: list_json(app.kv(), keys::SECURITY_GROUPS).await?,
+        floating_ips: list_json(app.kv(), keys::FLOATING_IPS).await?,
+    })
+}
+
 /// Everything assigned to `host_id`, resolved for the agent.
 pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot> {
     let revision = app.kv().revision().await.map_err(store_err)?;
@@ -508,5 +547,6 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
     Ok(AssignmentSnapshot {
         revision,
         assignments: out,
+        topology: topology(app).await?,
     })
 }

@@ -10,6 +10,8 @@ pub mod instance;
 pub mod instance_type;
 pub mod key_pair;
 pub mod network;
+pub mod port;
+pub mod security_group;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +59,7 @@ impl App {
     pub async fn bootstrap(&self) -> kumo_types::Result<()> {
         instance_type::ensure_builtins(self).await?;
         network::ensure_default(self).await?;
+        security_group::ensure_default(self).await?;
         Ok(())
     }
 }

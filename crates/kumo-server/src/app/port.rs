@@ -1,0 +1,282 @@
+//! Ports: a NIC's identity on a subnet (fixed MAC and IPv4, security groups). Ports are created with
+//! instances (one per NIC) or on their own and attached later. An address is taken iff its key
+//! `/ipam/<subnet>/<ip>` exists; the key is created in the same transaction as the port.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use kumo_store::{Compare, Op, Txn};
+use kumo_types::{DEFAULT_PROJECT, Error, Nic, Page, Port, Result, Subnet, ids, now_rfc3339};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{App, network, security_group};
+use crate::ipam::{self, Cidr};
+use crate::storeutil::{encode, get_json, keys, list_json, list_raw, store_err};
+
+const MAX_ATTEMPTS: usize = 30;
+
+/// Body of `POST /v1/ports`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePortRequest {
+    /// Network ID or name (its first subnet is used unless `subnet` is given).
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// A fixed address to request.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// Security group IDs or names (default: the project's `default` group).
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A port decided but not yet written: the ops and compares that make it real.
+pub struct PortPlan {
+    pub port: Port,
+    pub compare: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl PortPlan {
+    pub fn nic(&self) -> Nic {
+        Nic {
+            port_id: self.port.id.clone(),
+            network_id: self.port.network_id.clone(),
+            subnet_id: self.port.subnet_id.clone(),
+            mac: self.port.mac.clone(),
+            ipv4: self.port.ipv4.clone(),
+        }
+    }
+}
+
+/// Addresses a subnet never hands out: network, broadcast, gateway, reserved.
+fn infrastructure(cidr: &Cidr, s: &Subnet) -> HashSet<Ipv4Addr> {
+    let mut set: HashSet<Ipv4Addr> = s.reserved.iter().filter_map(|r| r.parse().ok()).collect();
+    set.insert(cidr.network());
+    set.insert(cidr.broadcast());
+    if let Some(g) = s.gateway.as_deref().and_then(|g| g.parse().ok()) {
+        set.insert(g);
+    }
+    set
+}
+
+/// Resolve where a NIC goes: (network, subnet).
+pub async fn resolve_target(
+    app: &App,
+    field: &str,
+    net: Option<&str>,
+    subnet: Option<&str>,
+) -> Result<(kumo_types::Network, Subnet)> {
+    match subnet {
+        Some(s) => {
+            let sub = network::get_subnet(app, s).await.map_err(|_| {
+                Error::invalid(format!("{field}.subnet"), format!("no subnet `{s}`"))
+            })?;
+            let n = network::get(app, &sub.network_id).await?;
+            if let Some(want) = net
+                && want != n.id
+                && want != n.name
+            {
+                return Err(Error::invalid(
+                    format!("{field}.subnet"),
+                    format!("subnet `{s}` is not in network `{want}`"),
+                ));
+            }
+            Ok((n, sub))
+        }
+        None => {
+            let r = net.unwrap_or(network::DEFAULT_NAME);
+            let n = network::get(app, r).await.map_err(|_| {
+                Error::invalid(format!("{field}.network"), format!("no network `{r}`"))
+            })?;
+            let sub = network::default_subnet(app, &n).await?;
+            Ok((n, sub))
+        }
+    }
+}
+
+/// Decide a port on `subnet`: pick (or check) its address against what is taken now plus `pending`
+/// (addresses already chosen for the same transaction).
+#[allow(clippy::too_many_arguments)]
+pub async fn plan(
+    app: &App,
+    field: &str,
+    net: &kumo_types::Network,
+    subnet: &Subnet,
+    fixed: Option<&str>,
+    security_groups: Vec<String>,
+    instance_id: Option<&str>,
+    name: Option<String>,
+    pending: &HashSet<Ipv4Addr>,
+) -> Result<PortPlan> {
+    let cidr = Cidr::parse("cidr", &subnet.cidr)?;
+    let infra = infrastructure(&cidr, subnet);
+    let used: HashSet<Ipv4Addr> = list_raw(app.kv(), &keys::ipam_prefix(&subnet.id))
+        .await?
+        .iter()
+        .filter_map(|kv| kv.key.rsplit('/').next().and_then(|s| s.parse().ok()))
+        .collect();
+    let ip = match fixed {
+        Some(f) => {
+            let ip: Ipv4Addr = f.parse().map_err(|_| {
+                Error::invalid(
+                    format!("{field}.ipv4"),
+                    format!("{f:?} is not an IPv4 address"),
+                )
+            })?;
+            ipam::check_fixed(&format!("{field}.ipv4"), &cidr, ip, &infra)?;
+            if used.contains(&ip) || pending.contains(&ip) {
+                return Err(Error::conflict_field(
+                    format!("{field}.ipv4"),
+                    format!("{ip} is already in use in subnet `{}`", subnet.name),
+                ));
+            }
+            ip
+        }
+        None => {
+            let pools = ipam::parse_pools("allocation_pools", &cidr, &subnet.allocation_pools)?;
+            let exclude: HashSet<Ipv4Addr> = infra
+                .iter()
+                .chain(used.iter())
+                .chain(pending.iter())
+                .copied()
+                .collect();
+            ipam::pick(&pools, &exclude).ok_or_else(|| Error::InsufficientCapacity {
+                resource: "ipv4".into(),
+                message: format!(
+                    "subnet `{}` ({}) has no free address in its allocation pools",
+                    subnet.name, subnet.cidr
+                ),
+            })?
+        }
+    };
+    let port = Port {
+        id: ids::new_id(ids::PORT),
+        name,
+        project: DEFAULT_PROJECT.into(),
+        network_id: net.id.clone(),
+        subnet_id: subnet.id.clone(),
+        mac: ipam::random_mac(),
+        ipv4: ip.to_string(),
+        instance_id: instance_id.map(str::to_string),
+        security_groups,
+        created_at: now_rfc3339(),
+    };
+    let ip_key = keys::ipam(&subnet.id, &port.ipv4);
+    Ok(PortPlan {
+        compare: vec![Compare::absent(&ip_key)],
+        ops: vec![
+            Op::put(&ip_key, port.id.clone()),
+            Op::put(keys::port(&port.id), encode(&port)?),
+        ],
+        port,
+    })
+}
+
+/// The security groups a new port gets: the named ones, or the project's default group.
+pub async fn groups_or_default(
+    app: &App,
+    field: &str,
+    refs: Option<&[String]>,
+) -> Result<Vec<String>> {
+    match refs {
+        Some(r) => security_group::resolve_all(app, field, r).await,
+        None => Ok(vec![security_group::ensure_default(app).await?.id]),
+    }
+}
+
+/// Create a free-standing port (attach it to an instance later). Race-free: a lost race for the
+/// address is decided again.
+pub async fn create(app: &App, req: CreatePortRequest) -> Result<Port> {
+    if let Some(n) = &req.name {
+        kumo_types::validate::name("name", n)?;
+    }
+    let (net, subnet) =
+        resolve_target(app, "port", req.network.as_deref(), req.subnet.as_deref()).await?;
+    let sgs = groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let p = plan(
+            app,
+            "port",
+            &net,
+            &subnet,
+            req.ipv4.as_deref(),
+            sgs.clone(),
+            None,
+            req.name.clone(),
+            &HashSet::new(),
+        )
+        .await?;
+        let txn = Txn {
+            compare: p.compare,
+            success: p.ops,
+            failure: vec![],
+        };
+        if app.kv().txn(txn).await.map_err(store_err)?.succeeded {
+            return Ok(p.port);
+        }
+        if req.ipv4.is_some() {
+            return Err(Error::conflict_field(
+                "ipv4",
+                "the requested address was taken concurrently",
+            ));
+        }
+    }
+    Err(Error::unavailable(
+        "too much contention allocating an address; retry",
+    ))
+}
+
+pub async fn list(app: &App, network: Option<&str>) -> Result<Page<Port>> {
+    let all: Vec<Port> = list_json(app.kv(), keys::PORTS).await?;
+    let items = all
+        .into_iter()
+        .filter(|p| network.is_none_or(|n| p.network_id == n))
+        .collect();
+    Ok(Page {
+        items,
+        next_token: None,
+    })
+}
+
+pub async fn get(app: &App, id: &str) -> Result<Port> {
+    get_json(app.kv(), &keys::port(id))
+        .await?
+        .map(|(p, _)| p)
+        .ok_or_else(|| Error::not_found("port", id))
+}
+
+/// Ops that remove a port and free its address.
+pub fn delete_ops(p: &Port) -> Vec<Op> {
+    vec![
+        Op::delete(keys::port(&p.id)),
+        Op::delete(keys::ipam(&p.subnet_id, &p.ipv4)),
+    ]
+}
+
+pub async fn delete(app: &App, id: &str) -> Result<()> {
+    let (p, rev) = get_json::<Port>(app.kv(), &keys::port(id))
+        .await?
+        .ok_or_else(|| Error::not_found("port", id))?;
+    if let Some(i) = &p.instance_id {
+        return Err(Error::conflict(format!(
+            "port `{id}` is attached to instance {i}; detach it first"
+        )));
+    }
+    let txn = Txn {
+        compare: vec![Compare::mod_revision(keys::port(id), rev)],
+        success: delete_ops(&p),
+        failure: vec![],
+    };
+    if !app.kv().txn(txn).await.map_err(store_err)?.succeeded {
+        return Err(Error::conflict(format!(
+            "port `{id}` changed concurrently; retry"
+        )));
+    }
+    Ok(())
+}
