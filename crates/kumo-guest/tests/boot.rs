@@ -369,3 +369,42 @@ fn tiny_guest_without_network_uses_nocloud_seed() {
     let _ = qemu.kill();
     let _ = qemu.wait();
 }
+
+/// DHCP works but nothing answers on 169.254.169.254: the guest says so and still reaches
+/// KUMO-READY with its address and an unknown instance id.
+#[test]
+fn tiny_guest_without_metadata_still_gets_ready() {
+    enter_private_netns();
+    require("qemu-system-x86_64", "qemu-system-x86");
+    require("dnsmasq", "dnsmasq-base");
+    require("ip", "iproute2");
+
+    let out = tempfile::tempdir().unwrap();
+    let guest = common::build(out.path());
+    let dir = tempfile::tempdir().unwrap();
+    let mut guard = PidGuard::new();
+    setup_network();
+    start_dnsmasq(dir.path(), &mut guard);
+
+    let nic = format!("virtio-net-pci,netdev=n0,mac={MAC}");
+    let extra = [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        &nic,
+    ];
+    let mut qemu = start_qemu(&guest, dir.path(), &extra, &mut guard);
+    let console = dir.path().join("console.log");
+    let ready = format!("KUMO-READY instance-id=unknown ip={GUEST_IP}");
+    let text = wait_for_console(&console, &ready, Duration::from_secs(90));
+    assert!(
+        text.contains("KUMO-ERROR metadata 169.254.169.254"),
+        "console:\n{text}"
+    );
+    assert!(
+        !text.contains("KUMO-USERDATA-EXIT"),
+        "no user-data to run; console:\n{text}"
+    );
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+}
