@@ -20,7 +20,7 @@ const INSTANCE_ID: &str = "i-test0123456789abc";
 const MAC: &str = "52:54:00:12:34:56";
 const GUEST_IP: &str = "198.18.0.23";
 const TOKEN: &str = "kumo-test-token-1";
-const USER_DATA: &str = "#!/bin/sh\necho USERDATA-RAN-$((6*7))\n";
+const USER_DATA: &str = "#!/bin/sh\necho USERDATA-RAN-$((6*7))\necho HOST=$(hostname)\n";
 
 /// Answer one metadata request. IMDSv2: a token from `PUT /latest/api/token`, required on every GET.
 fn metadata_response(method: &str, path: &str, headers: &[(String, String)]) -> (u16, String) {
