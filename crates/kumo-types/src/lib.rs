@@ -10,9 +10,11 @@
 pub mod error;
 pub mod ids;
 pub mod net;
+pub mod net_api;
 pub mod resources;
 pub mod validate;
 
 pub use error::{Error, ErrorBody, Result};
 pub use net::*;
+pub use net_api::*;
 pub use resources::*;

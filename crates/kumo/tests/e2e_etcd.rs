@@ -10,11 +10,21 @@ fn server_on_etcd_runs_an_instance_and_survives_a_restart() {
     kumo_testutil::enter_private_netns();
     // etcd listens on this namespace's loopback; the server below joins the same namespace.
     let etcd = EtcdServer::start();
-    let mut cloud = Cloud::start_with_in_current_netns(&["--store", "etcd", "--etcd-endpoints", &etcd.endpoint]);
+    let mut cloud = Cloud::start_with_in_current_netns(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &etcd.endpoint,
+    ]);
     cloud.import_tiny();
-    cloud.ok(&["instance", "run", "--name", "e1", "--image", "tiny", "--type", "nano", "--wait"]);
+    cloud.ok(&[
+        "instance", "run", "--name", "e1", "--image", "tiny", "--type", "nano", "--wait",
+    ]);
     let v = cloud.json(&["instance", "show", "e1"]);
-    let (id, ip) = (v["id"].as_str().expect("id").to_string(), v["ipv4"].as_str().expect("ip").to_string());
+    let (id, ip) = (
+        v["id"].as_str().expect("id").to_string(),
+        v["ipv4"].as_str().expect("ip").to_string(),
+    );
     let log = cloud.wait_console("e1", "KUMO-READY");
     assert!(log.contains(&format!("instance-id={id} ip={ip}")), "{log}");
     // No SQLite file: the state lives in etcd.

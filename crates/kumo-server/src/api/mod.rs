@@ -4,6 +4,7 @@ pub mod console;
 pub mod extract;
 pub mod instance;
 pub mod internal;
+pub mod network;
 pub mod resources;
 
 use axum::extract::DefaultBodyLimit;
@@ -49,6 +50,34 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         instance::reboot_instance,
         instance::serial_log,
         console::console,
+        network::create_network,
+        network::delete_network,
+        network::list_subnets,
+        network::create_subnet,
+        network::get_subnet,
+        network::delete_subnet,
+        network::list_ports,
+        network::create_port,
+        network::get_port,
+        network::delete_port,
+        network::list_routers,
+        network::create_router,
+        network::get_router,
+        network::delete_router,
+        network::add_router_interface,
+        network::remove_router_interface,
+        network::list_security_groups,
+        network::create_security_group,
+        network::get_security_group,
+        network::delete_security_group,
+        network::add_rule,
+        network::remove_rule,
+        network::list_floating_ips,
+        network::allocate_floating_ip,
+        network::get_floating_ip,
+        network::release_floating_ip,
+        network::associate_floating_ip,
+        network::disassociate_floating_ip,
     ),
     components(schemas(kumo_types::ErrorBody))
 )]
@@ -89,8 +118,75 @@ pub fn router(app: App) -> Router {
             "/key-pairs/{id}",
             get(resources::get_key_pair).delete(resources::delete_key_pair),
         )
-        .route("/networks", get(resources::list_networks))
-        .route("/networks/{id}", get(resources::get_network))
+        .route(
+            "/networks",
+            get(resources::list_networks).post(network::create_network),
+        )
+        .route(
+            "/networks/{id}",
+            get(resources::get_network).delete(network::delete_network),
+        )
+        .route(
+            "/subnets",
+            get(network::list_subnets).post(network::create_subnet),
+        )
+        .route(
+            "/subnets/{id}",
+            get(network::get_subnet).delete(network::delete_subnet),
+        )
+        .route(
+            "/ports",
+            get(network::list_ports).post(network::create_port),
+        )
+        .route(
+            "/ports/{id}",
+            get(network::get_port).delete(network::delete_port),
+        )
+        .route(
+            "/routers",
+            get(network::list_routers).post(network::create_router),
+        )
+        .route(
+            "/routers/{id}",
+            get(network::get_router).delete(network::delete_router),
+        )
+        .route(
+            "/routers/{id}/interfaces",
+            post(network::add_router_interface),
+        )
+        .route(
+            "/routers/{id}/interfaces/{subnet}",
+            axum::routing::delete(network::remove_router_interface),
+        )
+        .route(
+            "/security-groups",
+            get(network::list_security_groups).post(network::create_security_group),
+        )
+        .route(
+            "/security-groups/{id}",
+            get(network::get_security_group).delete(network::delete_security_group),
+        )
+        .route("/security-groups/{id}/rules", post(network::add_rule))
+        .route(
+            "/security-groups/{id}/rules/{rule}",
+            axum::routing::delete(network::remove_rule),
+        )
+        .route(
+            "/floating-ips",
+            get(network::list_floating_ips).post(network::allocate_floating_ip),
+        )
+        .route(
+            "/floating-ips/{id}",
+            get(network::get_floating_ip).delete(network::release_floating_ip),
+        )
+        .route(
+            "/floating-ips/{id}/associate",
+            post(network::associate_floating_ip),
+        )
+        .route(
+            "/floating-ips/{id}/disassociate",
+            post(network::disassociate_floating_ip),
+        )
         .route("/events", get(resources::list_events))
         .route(
             "/instances",

@@ -446,6 +446,19 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             ops.push(Op::delete(keys::port(&n.port_id)));
             ops.push(Op::delete(keys::ipam(&n.subnet_id, &n.ipv4)));
         }
+        // Floating IPs stay allocated but lose their association.
+        for kv in list_raw(app.kv(), keys::FLOATING_IPS).await? {
+            let mut f: kumo_types::FloatingIp = crate::storeutil::decode(&kv)?;
+            if f.port_id
+                .as_ref()
+                .is_some_and(|p| inst.nics.iter().any(|n| &n.port_id == p))
+            {
+                f.port_id = None;
+                f.fixed_ip = None;
+                compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
+                ops.push(Op::put(&kv.key, encode(&f)?));
+            }
+        }
         if let Some(h) = &inst.host {
             let (alloc, arev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(h))
                 .await?

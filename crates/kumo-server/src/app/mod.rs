@@ -4,6 +4,7 @@
 //! QEMU, bridges or files of running instances: the agent does that.
 
 pub mod event;
+pub mod floating_ip;
 pub mod host;
 pub mod image;
 pub mod instance;
@@ -11,6 +12,7 @@ pub mod instance_type;
 pub mod key_pair;
 pub mod network;
 pub mod port;
+pub mod router;
 pub mod security_group;
 
 use std::path::PathBuf;

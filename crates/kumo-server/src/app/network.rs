@@ -1,11 +1,13 @@
 //! Networks and subnets. The default network (`default`, a host-local bridge with outbound NAT and one
 //! subnet) is created on first start.
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    DEFAULT_PROJECT, Error, IpRange, Network, NetworkKind, Page, Result, Subnet, ids, now_rfc3339,
+    CreateNetworkRequest, CreateSubnetRequest, DEFAULT_PROJECT, Error, IpRange, Network,
+    NetworkKind, Page, Result, Subnet, ids, now_rfc3339, validate,
 };
 
 use super::App;
@@ -144,4 +146,358 @@ pub async fn default_subnet(app: &App, net: &Network) -> Result<Subnet> {
                 format!("network `{}` has no subnet to allocate from", net.name),
             )
         })
+}
+
+/// Bridge name of a network: `kb` + 10 hex digits of its ID (fits IFNAMSIZ).
+pub fn bridge_name(id: &str) -> String {
+    let tail = id.rsplit('-').next().unwrap_or(id);
+    format!("kb{}", &tail[..tail.len().min(10)])
+}
+
+/// VNIs are allocated from this range.
+const VNI_RANGE: std::ops::RangeInclusive<u32> = 1000..=16_000_000;
+
+pub async fn create(app: &App, req: CreateNetworkRequest) -> Result<Network> {
+    validate::name("name", &req.name)?;
+    let name_key = keys::name(KIND, DEFAULT_PROJECT, &req.name);
+    if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
+        return Err(Error::conflict_field(
+            "name",
+            format!("network `{}` already exists", req.name),
+        ));
+    }
+    match req.kind {
+        NetworkKind::Vlan => {
+            match req.vlan_id {
+                Some(v) if (1..=4094).contains(&v) => {}
+                Some(v) => {
+                    return Err(Error::invalid(
+                        "vlan_id",
+                        format!("{v} is not a VLAN ID (1-4094)"),
+                    ));
+                }
+                None => return Err(Error::invalid("vlan_id", "required for vlan networks")),
+            }
+            match &req.physical_network {
+                Some(p) => validate::name("physical_network", p)?,
+                None => {
+                    return Err(Error::invalid(
+                        "physical_network",
+                        "required for vlan networks (the host uplink mapping, e.g. physnet1)",
+                    ));
+                }
+            }
+        }
+        _ => {
+            if req.vlan_id.is_some() {
+                return Err(Error::invalid(
+                    "vlan_id",
+                    "only vlan networks take a VLAN ID",
+                ));
+            }
+            if req.physical_network.is_some() {
+                return Err(Error::invalid(
+                    "physical_network",
+                    "only vlan networks take a physical network",
+                ));
+            }
+        }
+    }
+    let default_mtu = if req.kind == NetworkKind::Vxlan {
+        1450
+    } else {
+        1500
+    };
+    let mtu = req.mtu.unwrap_or(default_mtu);
+    if !(576..=9000).contains(&mtu) {
+        return Err(Error::invalid("mtu", format!("{mtu} is outside 576-9000")));
+    }
+    let id = ids::new_id(ids::NETWORK);
+    let mut compare = vec![Compare::absent(&name_key)];
+    let mut ops = vec![Op::put(&name_key, id.clone())];
+    let mut vni = None;
+    if req.kind == NetworkKind::Vxlan {
+        let used: HashSet<u32> = crate::storeutil::list_raw(app.kv(), "/vni/")
+            .await?
+            .iter()
+            .filter_map(|kv| kv.key.rsplit('/').next().and_then(|s| s.parse().ok()))
+            .collect();
+        let v = VNI_RANGE
+            .clone()
+            .find(|v| !used.contains(v))
+            .ok_or_else(|| Error::InsufficientCapacity {
+                resource: "vni".into(),
+                message: "no VXLAN network identifier left".into(),
+            })?;
+        compare.push(Compare::absent(format!("/vni/{v}")));
+        ops.push(Op::put(format!("/vni/{v}"), id.clone()));
+        vni = Some(v);
+    }
+    let net = Network {
+        bridge: bridge_name(&id),
+        id: id.clone(),
+        name: req.name.clone(),
+        project: DEFAULT_PROJECT.into(),
+        kind: req.kind,
+        vlan_id: req.vlan_id,
+        physical_network: req.physical_network,
+        vni,
+        mtu,
+        external: req.external,
+        nat: req.nat,
+        created_at: now_rfc3339(),
+    };
+    ops.push(Op::put(keys::network(&id), encode(&net)?));
+    let r = app
+        .kv()
+        .txn(Txn {
+            compare,
+            success: ops,
+            failure: vec![],
+        })
+        .await
+        .map_err(store_err)?;
+    if !r.succeeded {
+        return Err(Error::conflict(
+            "the network name or its VNI was taken concurrently; retry",
+        ));
+    }
+    super::event::record(
+        app,
+        &id,
+        "network.created",
+        &format!("network `{}` ({:?})", net.name, net.kind),
+    )
+    .await?;
+    Ok(net)
+}
+
+pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
+    let net = get(app, id_or_name).await?;
+    if net.name == DEFAULT_NAME {
+        return Err(Error::conflict("the default network cannot be deleted"));
+    }
+    let subnets = list_subnets(app, Some(&net.id)).await?.items;
+    if !subnets.is_empty() {
+        let names: Vec<&str> = subnets.iter().map(|s| s.name.as_str()).collect();
+        return Err(Error::conflict(format!(
+            "network `{}` still has subnet(s) {}; delete them first",
+            net.name,
+            names.join(", ")
+        )));
+    }
+    let mut ops = vec![
+        Op::delete(keys::network(&net.id)),
+        Op::delete(keys::name(KIND, &net.project, &net.name)),
+    ];
+    if let Some(v) = net.vni {
+        ops.push(Op::delete(format!("/vni/{v}")));
+    }
+    app.kv()
+        .txn(Txn {
+            compare: vec![],
+            success: ops,
+            failure: vec![],
+        })
+        .await
+        .map_err(store_err)?;
+    super::event::record(
+        app,
+        &net.id,
+        "network.deleted",
+        &format!("network `{}` deleted", net.name),
+    )
+    .await
+}
+
+/// Validate a subnet request into a subnet (pure; `existing` are all subnets, for overlap checks).
+pub fn build_subnet(
+    req: &CreateSubnetRequest,
+    net: &Network,
+    existing: &[Subnet],
+) -> Result<Subnet> {
+    validate::name("name", &req.name)?;
+    let cidr = Cidr::parse("cidr", &req.cidr)?;
+    // Every kumo subnet is routed by the hosts themselves, so subnets may not overlap anywhere.
+    for s in existing {
+        if let Ok(o) = Cidr::parse("cidr", &s.cidr)
+            && (o.contains(cidr.network()) || cidr.contains(o.network()))
+        {
+            return Err(Error::conflict_field(
+                "cidr",
+                format!("{} overlaps subnet `{}` ({})", req.cidr, s.name, s.cidr),
+            ));
+        }
+    }
+    let gateway = match req.gateway.as_deref() {
+        Some("none") => None,
+        Some(g) => {
+            let ip: Ipv4Addr = g.parse().map_err(|_| {
+                Error::invalid(
+                    "gateway",
+                    format!("{g:?} is not an IPv4 address (or \"none\")"),
+                )
+            })?;
+            if !cidr.contains(ip) || ip == cidr.network() || ip == cidr.broadcast() {
+                return Err(Error::invalid(
+                    "gateway",
+                    format!("{ip} is not a host address of {}", req.cidr),
+                ));
+            }
+            Some(ip.to_string())
+        }
+        None => Some(cidr.first_host().to_string()),
+    };
+    let pools = req
+        .allocation_pools
+        .clone()
+        .unwrap_or_else(|| vec![default_pool(&cidr)]);
+    let parsed = crate::ipam::parse_pools("allocation_pools", &cidr, &pools)?;
+    for (i, r) in req.reserved.iter().enumerate() {
+        let ip: Ipv4Addr = r.parse().map_err(|_| {
+            Error::invalid(
+                format!("reserved[{i}]"),
+                format!("{r:?} is not an IPv4 address"),
+            )
+        })?;
+        if !cidr.contains(ip) {
+            return Err(Error::invalid(
+                format!("reserved[{i}]"),
+                format!("{ip} is outside {}", req.cidr),
+            ));
+        }
+    }
+    if let Some(g) = gateway.as_deref().and_then(|g| g.parse::<Ipv4Addr>().ok())
+        && parsed.iter().any(|(s, e)| *s <= g && g <= *e)
+    {
+        return Err(Error::invalid(
+            "allocation_pools",
+            format!("the pools include the gateway {g}"),
+        ));
+    }
+    for (i, d) in req.dns_servers.iter().enumerate() {
+        d.parse::<Ipv4Addr>().map_err(|_| {
+            Error::invalid(
+                format!("dns_servers[{i}]"),
+                format!("{d:?} is not an IPv4 address"),
+            )
+        })?;
+    }
+    for (i, r) in req.routes.iter().enumerate() {
+        Cidr::parse_any(&format!("routes[{i}].destination"), &r.destination)?;
+        let nh: Ipv4Addr = r.nexthop.parse().map_err(|_| {
+            Error::invalid(
+                format!("routes[{i}].nexthop"),
+                format!("{:?} is not an IPv4 address", r.nexthop),
+            )
+        })?;
+        if !cidr.contains(nh) {
+            return Err(Error::invalid(
+                format!("routes[{i}].nexthop"),
+                format!("{nh} is not on {}", req.cidr),
+            ));
+        }
+    }
+    Ok(Subnet {
+        id: ids::new_id(ids::SUBNET),
+        name: req.name.clone(),
+        project: DEFAULT_PROJECT.into(),
+        network_id: net.id.clone(),
+        cidr: format!("{}/{}", cidr.network(), cidr.prefix),
+        gateway,
+        allocation_pools: pools,
+        reserved: req.reserved.clone(),
+        dhcp: req.dhcp.unwrap_or(true),
+        dns_servers: req.dns_servers.clone(),
+        routes: req.routes.clone(),
+        created_at: now_rfc3339(),
+    })
+}
+
+pub async fn create_subnet(app: &App, req: CreateSubnetRequest) -> Result<Subnet> {
+    let net = get(app, &req.network)
+        .await
+        .map_err(|_| Error::invalid("network", format!("no network `{}`", req.network)))?;
+    let existing = list_subnets(app, None).await?.items;
+    let subnet = build_subnet(&req, &net, &existing)?;
+    let name_key = keys::name(SUBNET_KIND, DEFAULT_PROJECT, &subnet.name);
+    // Guard against a concurrent overlapping subnet: every subnet creation bumps one key.
+    let guard = "/subnet-guard";
+    let rev = app
+        .kv()
+        .get(guard)
+        .await
+        .map_err(store_err)?
+        .map(|kv| kv.mod_revision)
+        .unwrap_or(0);
+    let txn = Txn {
+        compare: vec![
+            Compare::absent(&name_key),
+            Compare::mod_revision(guard, rev),
+        ],
+        success: vec![
+            Op::put(&name_key, subnet.id.clone()),
+            Op::put(keys::subnet(&subnet.id), encode(&subnet)?),
+            Op::put(guard, subnet.id.clone()),
+        ],
+        failure: vec![Op::get(&name_key)],
+    };
+    let r = app.kv().txn(txn).await.map_err(store_err)?;
+    if !r.succeeded {
+        if matches!(
+            r.results.first(),
+            Some(kumo_store::OpResult::Get { kv: Some(_) })
+        ) {
+            return Err(Error::conflict_field(
+                "name",
+                format!("subnet `{}` already exists", subnet.name),
+            ));
+        }
+        return Err(Error::conflict(
+            "another subnet was created concurrently; retry",
+        ));
+    }
+    super::event::record(
+        app,
+        &subnet.id,
+        "subnet.created",
+        &format!("subnet `{}` {} in `{}`", subnet.name, subnet.cidr, net.name),
+    )
+    .await?;
+    Ok(subnet)
+}
+
+pub async fn delete_subnet(app: &App, id_or_name: &str) -> Result<()> {
+    let s = get_subnet(app, id_or_name).await?;
+    let used = crate::storeutil::list_raw(app.kv(), &keys::ipam_prefix(&s.id)).await?;
+    if !used.is_empty() {
+        return Err(Error::conflict(format!(
+            "subnet `{}` still has {} address(es) in use (ports, routers, floating IPs)",
+            s.name,
+            used.len()
+        )));
+    }
+    let routers: Vec<kumo_types::Router> = list_json(app.kv(), keys::ROUTERS).await?;
+    if let Some(r) = routers.iter().find(|r| r.subnets.contains(&s.id)) {
+        return Err(Error::conflict(format!(
+            "subnet `{}` is attached to router `{}`",
+            s.name, r.name
+        )));
+    }
+    let txn = Txn {
+        compare: vec![],
+        success: vec![
+            Op::delete(keys::subnet(&s.id)),
+            Op::delete(keys::name(SUBNET_KIND, &s.project, &s.name)),
+        ],
+        failure: vec![],
+    };
+    app.kv().txn(txn).await.map_err(store_err)?;
+    super::event::record(
+        app,
+        &s.id,
+        "subnet.deleted",
+        &format!("subnet `{}` deleted", s.name),
+    )
+    .await
 }

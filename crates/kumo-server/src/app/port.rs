@@ -6,34 +6,15 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{DEFAULT_PROJECT, Error, Nic, Page, Port, Result, Subnet, ids, now_rfc3339};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use kumo_types::{
+    CreatePortRequest, DEFAULT_PROJECT, Error, Nic, Page, Port, Result, Subnet, ids, now_rfc3339,
+};
 
 use super::{App, network, security_group};
 use crate::ipam::{self, Cidr};
 use crate::storeutil::{encode, get_json, keys, list_json, list_raw, store_err};
 
 const MAX_ATTEMPTS: usize = 30;
-
-/// Body of `POST /v1/ports`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePortRequest {
-    /// Network ID or name (its first subnet is used unless `subnet` is given).
-    #[serde(default)]
-    pub network: Option<String>,
-    #[serde(default)]
-    pub subnet: Option<String>,
-    /// A fixed address to request.
-    #[serde(default)]
-    pub ipv4: Option<String>,
-    /// Security group IDs or names (default: the project's `default` group).
-    #[serde(default)]
-    pub security_groups: Option<Vec<String>>,
-    #[serde(default)]
-    pub name: Option<String>,
-}
 
 /// A port decided but not yet written: the ops and compares that make it real.
 pub struct PortPlan {

@@ -3,11 +3,9 @@
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    DEFAULT_PROJECT, Direction, Error, Page, Protocol, Result, SecurityGroup, SecurityGroupRule,
-    ids, now_rfc3339, validate,
+    CreateSecurityGroupRequest, DEFAULT_PROJECT, Direction, Error, Page, Protocol, Result,
+    RuleRequest, SecurityGroup, SecurityGroupRule, ids, now_rfc3339, validate,
 };
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::App;
 use crate::ipam::Cidr;
@@ -16,38 +14,6 @@ use crate::storeutil::{encode, get_json, keys, list_json, store_err};
 const KIND: &str = "security-groups";
 pub const DEFAULT_NAME: &str = "default";
 const MAX_RULES: usize = 1000;
-
-/// Body of `POST /v1/security-groups`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSecurityGroupRequest {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// Add the default allow-all egress rule (as AWS does for a new group). Default true.
-    #[serde(default)]
-    pub allow_all_egress: Option<bool>,
-}
-
-/// Body of `POST /v1/security-groups/{id}/rules`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RuleRequest {
-    pub direction: Direction,
-    #[serde(default)]
-    pub protocol: Protocol,
-    #[serde(default)]
-    pub port_min: Option<u16>,
-    #[serde(default)]
-    pub port_max: Option<u16>,
-    #[serde(default)]
-    pub remote_cidr: Option<String>,
-    /// ID or name of a security group whose members are the peers.
-    #[serde(default)]
-    pub remote_group: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-}
 
 fn egress_all() -> SecurityGroupRule {
     SecurityGroupRule {
