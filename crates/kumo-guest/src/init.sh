@@ -37,7 +37,7 @@ while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 30 ]; do usleep 100000; n=$((n + 
 if [ -e /sys/class/net/eth0 ]; then
     ip link set eth0 up
     # The script applies the lease (udhcpc itself configures nothing) and records the address.
-    if udhcpc -i eth0 -s /etc/udhcpc.script -t 10 -T 1 -A 1 -n -q >/dev/null 2>&1 \
+    if udhcpc -i eth0 -s /etc/udhcpc.script -O mtu -O staticroutes -O domain -t 10 -T 1 -A 1 -n -q >/dev/null 2>&1 \
         && [ -s /run/kumo/ip ]; then
         ip=$(cat /run/kumo/ip)
     else
@@ -46,6 +46,24 @@ if [ -e /sys/class/net/eth0 ]; then
 else
     err "no eth0"
 fi
+
+# nic IFACE: bring up a secondary NIC with DHCP and report it (also used for hot-plugged NICs).
+nic() {
+    ip link set "$1" up
+    if udhcpc -i "$1" -s /etc/udhcpc.script -O mtu -O staticroutes -t 10 -T 1 -A 1 -n -q >/dev/null 2>&1 \
+        && [ -s "/run/kumo/ip.$1" ]; then
+        echo "KUMO-NIC $1 ip=$(cat "/run/kumo/ip.$1")"
+    else
+        echo "KUMO-NIC $1 ip=none"
+        err "dhcp $1"
+    fi
+    : >"/run/kumo/nic.$1"
+}
+: >/run/kumo/nic.eth0
+for path in /sys/class/net/eth*; do
+    i=${path##*/}
+    [ -e "$path" ] && [ ! -e "/run/kumo/nic.$i" ] && nic "$i"
+done
 
 # --- instance metadata (EC2 style, 169.254.169.254) ---
 # imds METHOD PATH OUT [HEADER]: body to OUT; succeeds only on HTTP 200.
@@ -122,6 +140,17 @@ if [ -s /tmp/user-data ] && [ "$(head -c 2 /tmp/user-data)" = '#!' ]; then
 fi
 
 echo "KUMO-READY instance-id=$iid ip=$ip"
+
+# --- NIC hot-plug: configure interfaces that appear later (QMP device_add) ---
+(
+    while :; do
+        for path in /sys/class/net/eth*; do
+            i=${path##*/}
+            [ -e "$path" ] && [ ! -e "/run/kumo/nic.$i" ] && nic "$i"
+        done
+        sleep 1
+    done
+) &
 
 # --- console shell, respawned forever (this is PID 1: it must never exit) ---
 while :; do
