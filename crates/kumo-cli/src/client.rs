@@ -213,19 +213,38 @@ impl Client {
         path: &str,
         max: Option<usize>,
     ) -> Result<List<T>, CliError> {
+        self.pages(path, max, true).await
+    }
+
+    /// GET a list endpoint that takes no `limit` (it answers everything at once; a `next_token`, should
+    /// one come back, is still followed).
+    pub async fn list_unpaged<T: DeserializeOwned>(&self, path: &str) -> Result<List<T>, CliError> {
+        self.pages(path, None, false).await
+    }
+
+    async fn pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        max: Option<usize>,
+        send_limit: bool,
+    ) -> Result<List<T>, CliError> {
         let mut out = List {
             items: Vec::new(),
             raw_items: Vec::new(),
         };
         let mut token: Option<String> = None;
         loop {
-            let sep = if path.contains('?') { '&' } else { '?' };
             let want = max.map_or(PAGE_LIMIT, |m| {
                 m.saturating_sub(out.items.len()).clamp(1, PAGE_LIMIT)
             });
-            let mut url = format!("{path}{sep}limit={want}");
+            let mut url = path.to_string();
+            if send_limit {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&format!("limit={want}"));
+            }
             if let Some(t) = &token {
-                url.push_str("&next_token=");
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("next_token=");
                 url.push_str(&encode_query(t));
             }
             let page: Json<Page<Box<RawValue>>> = self.get(&url).await?;

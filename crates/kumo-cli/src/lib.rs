@@ -11,7 +11,8 @@
 //!   for humans and may change.
 //! - Exit codes: 0 success, 1 API or usage error (the `ErrorBody` code/message/field is printed on
 //!   stderr), 2 the server could not be reached. See [`error::CliError::exit_code`].
-//! - Deciding is separate from doing: config precedence ([`config::resolve`]), wait verdicts
+//! - Deciding is separate from doing: the value mini-syntaxes ([`syntax`]: `--nic`, `--pool`,
+//!   `--route`, `--ports`), config precedence ([`config::resolve`]), wait verdicts
 //!   ([`wait::verdict`]), console escape handling ([`console::scan_input`]) and rendering ([`render`])
 //!   are pure functions with unit tests.
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod render;
+pub mod syntax;
 pub mod terminal;
 pub mod wait;
 
@@ -63,9 +65,24 @@ pub enum Command {
     /// Hypervisor hosts.
     #[command(subcommand)]
     Host(cmd::misc::HostCmd),
-    /// Networks.
+    /// Networks (bridge, VLAN provider, VXLAN overlay).
     #[command(subcommand)]
-    Network(cmd::misc::NetworkCmd),
+    Network(cmd::network::NetworkCmd),
+    /// Subnets of a network (CIDR, gateway, DHCP, allocation pools).
+    #[command(subcommand)]
+    Subnet(cmd::network::SubnetCmd),
+    /// Ports: NICs with a fixed MAC and address.
+    #[command(subcommand)]
+    Port(cmd::network::PortCmd),
+    /// Routers joining subnets (and SNAT to an external network).
+    #[command(subcommand)]
+    Router(cmd::router::RouterCmd),
+    /// Security groups and their rules.
+    #[command(subcommand, name = "security-group")]
+    SecurityGroup(cmd::security_group::SecurityGroupCmd),
+    /// Floating IPs from external networks.
+    #[command(subcommand, name = "floating-ip")]
+    FloatingIp(cmd::floating_ip::FloatingIpCmd),
     /// Recent events.
     Events(cmd::misc::EventsArgs),
 }
@@ -92,7 +109,12 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::InstanceType(c) => cmd::misc::run_instance_type(&client, &out, c).await,
         Command::KeyPair(c) => cmd::misc::run_key_pair(&client, &out, c).await,
         Command::Host(c) => cmd::misc::run_host(&client, &out, c).await,
-        Command::Network(c) => cmd::misc::run_network(&client, &out, c).await,
+        Command::Network(c) => cmd::network::run_network(&client, &out, c).await,
+        Command::Subnet(c) => cmd::network::run_subnet(&client, &out, c).await,
+        Command::Port(c) => cmd::network::run_port(&client, &out, c).await,
+        Command::Router(c) => cmd::router::run(&client, &out, c).await,
+        Command::SecurityGroup(c) => cmd::security_group::run(&client, &out, c).await,
+        Command::FloatingIp(c) => cmd::floating_ip::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
     }
 }

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::client::{Json, List};
 
+pub mod net;
+
 /// Where command results go.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -27,6 +29,16 @@ impl Output {
             println!("{}", v.raw.trim_end());
         } else {
             println!("{}", detail(&v.value));
+        }
+    }
+
+    /// Print one resource: its JSON verbatim, or several tables separated by a blank line.
+    pub fn one_tables<T>(&self, v: &Json<T>, tables: impl Fn(&T) -> Vec<Table>) {
+        if self.json {
+            println!("{}", v.raw.trim_end());
+        } else {
+            let parts: Vec<String> = tables(&v.value).iter().map(Table::to_string).collect();
+            println!("{}", parts.join("\n\n"));
         }
     }
 
@@ -52,6 +64,10 @@ pub fn wire<T: Serialize>(v: &T) -> String {
         Ok(other) => other.to_string(),
         Err(_) => "?".into(),
     }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
 }
 
 fn opt(v: &Option<String>) -> String {
@@ -146,7 +162,8 @@ pub fn instance_detail(i: &InstanceView) -> Table {
     let nics: Vec<String> = i
         .nics
         .iter()
-        .map(|n| format!("{} {} ({})", n.ipv4, n.mac, n.network_id))
+        .enumerate()
+        .map(|(k, n)| nic_line(k, n))
         .collect();
     detail(vec![
         ("name", i.name.clone()),
@@ -181,6 +198,25 @@ pub fn instance_detail(i: &InstanceView) -> Table {
         ("boot count", i.boot_count.to_string()),
         ("created", i.created_at.clone()),
     ])
+}
+
+/// One NIC of `instance show`: `nic0 198.18.0.10 52:54:00:… port port-… network net-… subnet sub-…`.
+pub fn nic_line(index: usize, n: &kumo_types::Nic) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    format!(
+        "nic{index} {} {} port {} network {} subnet {}",
+        n.ipv4,
+        n.mac,
+        dash(&n.port_id),
+        n.network_id,
+        dash(&n.subnet_id)
+    )
 }
 
 pub fn instance_types_table(items: &[InstanceType]) -> Table {

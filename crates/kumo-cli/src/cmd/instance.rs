@@ -10,12 +10,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use kumo_types::{InstanceView, RestartPolicy, RunInstanceRequest, StopInstanceRequest};
+use kumo_types::{
+    InstanceView, NicRequest, RestartPolicy, RunInstanceRequest, StopInstanceRequest,
+};
 
 use crate::CliError;
 use crate::client::{Client, Json, is_not_found, seg};
 use crate::console;
 use crate::render::{self, Output};
+use crate::syntax;
 use crate::wait::{self, DEFAULT_TIMEOUT_SECS, Target};
 
 /// How often `logs --follow` polls.
@@ -101,9 +104,15 @@ pub struct RunArgs {
     /// What to do when QEMU exits unexpectedly.
     #[arg(long, value_enum)]
     pub restart_policy: Option<RestartPolicyArg>,
-    /// Network ID or name (defaults to the default network).
-    #[arg(long)]
+    /// Network ID or name for the one NIC (defaults to the default network; see --nic for more).
+    #[arg(long, conflicts_with = "nics")]
     pub network: Option<String>,
+    /// A NIC: network=N[,subnet=S][,ip=A][,sg=G1+G2] (repeatable, in guest order).
+    #[arg(long = "nic", value_name = "SPEC", value_parser = syntax::parse_nic)]
+    pub nics: Vec<NicRequest>,
+    /// Security group ID or name for NICs that name none (repeatable; default: `default`).
+    #[arg(long = "security-group", value_name = "GROUP")]
+    pub security_groups: Vec<String>,
     /// Create the instance without starting it.
     #[arg(long)]
     pub stopped: bool,
@@ -139,8 +148,16 @@ pub fn run_request(a: &RunArgs, user_data: Option<String>) -> RunInstanceRequest
         root_disk_gib: a.root_disk_gib,
         restart_policy: a.restart_policy.map(Into::into),
         network: a.network.clone(),
-        nics: None,
-        security_groups: None,
+        nics: if a.nics.is_empty() {
+            None
+        } else {
+            Some(a.nics.clone())
+        },
+        security_groups: if a.security_groups.is_empty() {
+            None
+        } else {
+            Some(a.security_groups.clone())
+        },
         start: if a.stopped { Some(false) } else { None },
     }
 }

@@ -1,10 +1,10 @@
-//! `kumo instance-type …`, `kumo key-pair …`, `kumo host …`, `kumo network …`, `kumo events`.
+//! `kumo instance-type …`, `kumo key-pair …`, `kumo host …`, `kumo events` (networks: [`super::network`]).
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use kumo_types::{
-    CreateInstanceTypeRequest, Event, Host, ImportKeyPairRequest, InstanceType, KeyPair, Network,
+    CreateInstanceTypeRequest, Event, Host, ImportKeyPairRequest, InstanceType, KeyPair,
 };
 
 use crate::CliError;
@@ -57,14 +57,6 @@ pub enum HostCmd {
     /// List hosts.
     List,
     /// Show one host with its inventory.
-    Show { name: String },
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum NetworkCmd {
-    /// List networks.
-    List,
-    /// Show one network.
     Show { name: String },
 }
 
@@ -161,22 +153,6 @@ pub async fn run_host(client: &Client, out: &Output, cmd: HostCmd) -> Result<i32
         HostCmd::Show { name } => out.one(
             &client.get::<Host>(&format!("hosts/{}", seg(&name))).await?,
             render::host_detail,
-        ),
-    }
-    Ok(0)
-}
-
-pub async fn run_network(client: &Client, out: &Output, cmd: NetworkCmd) -> Result<i32, CliError> {
-    match cmd {
-        NetworkCmd::List => out.list(
-            &client.list::<Network>("networks").await?,
-            render::networks_table,
-        ),
-        NetworkCmd::Show { name } => out.one(
-            &client
-                .get::<Network>(&format!("networks/{}", seg(&name)))
-                .await?,
-            render::network_detail,
         ),
     }
     Ok(0)

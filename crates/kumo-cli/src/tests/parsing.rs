@@ -323,7 +323,7 @@ fn parses_other_resources() {
     ));
     assert!(matches!(
         parse(&["network", "show", "default"]).expect("parses").cmd,
-        Command::Network(misc::NetworkCmd::Show { .. })
+        Command::Network(crate::cmd::network::NetworkCmd::Show { .. })
     ));
     let cli = parse(&["events", "--resource", "i-1 2", "--limit", "5"]).expect("parses");
     let Command::Events(a) = cli.cmd else {
