@@ -1,16 +1,25 @@
-//! Host-wide network state the agent converges on every sync: one bridge + dnsmasq per network in
-//! use, the nftables table, and the metadata registry. Per-instance taps belong to the workers.
+//! Host-wide network state the agent converges on every sync: per network with ports on this host,
+//! its bridge (carrying every subnet's gateway), its uplink (a VLAN link on the host interface mapped
+//! to the network's physical network, or a VXLAN device flooding to the peers), its dnsmasq pair
+//! (DHCP for all DHCP subnets + DNS for instance names); the nftables table; the metadata registry.
+//! Per-instance taps belong to the workers.
+//!
+//! An uplink that cannot be set up (unmapped physical network, no VXLAN endpoint, kernel without
+//! 802.1Q) is logged as an error and the network keeps working between this host's instances.
+//! Networks without local ports lose their dnsmasq; their bridges and uplinks stay (cheap, and a
+//! port may come back).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use kumo_types::{AssignmentSnapshot, Network, Result, Subnet};
+use kumo_types::{AssignmentSnapshot, Network, NetworkKind, Result, Subnet};
 
 use crate::network::{self, BridgeSpec, DhcpHost, Dnsmasq, DnsmasqConfig, NatNetwork, Ruleset};
 
 pub struct NetState {
     data_dir: PathBuf,
+    uplinks: UplinkConfig,
     dnsmasq: HashMap<String, Dnsmasq>,
     ruleset: Option<Ruleset>,
 }
@@ -19,52 +28,27 @@ impl NetState {
     pub fn new(data_dir: PathBuf) -> Self {
         NetState {
             data_dir,
+            uplinks: UplinkConfig::default(),
             dnsmasq: HashMap::new(),
             ruleset: None,
         }
+    }
+
+    /// Use this host's uplink configuration (VLAN interfaces, VXLAN endpoint and peers).
+    pub fn with_uplinks(mut self, uplinks: UplinkConfig) -> Self {
+        self.uplinks = uplinks;
+        self
     }
 
     /// Make bridges, DHCP host lists and NAT match the assignments. Instances being deleted are left
     /// out of DHCP at once; their taps and leases go when their worker tears them down.
     pub fn sync(&mut self, snap: &AssignmentSnapshot) -> Result<()> {
         let topo = &snap.topology;
-        let mut nets: BTreeMap<String, (Network, Vec<DhcpHost>)> = BTreeMap::new();
-        for a in &snap.assignments {
-            for (i, nic) in a.instance.nics.iter().enumerate() {
-                let Some(net) = a.networks.iter().find(|n| n.id == nic.network_id) else {
-                    continue;
-                };
-                let entry = nets
-                    .entry(net.id.clone())
-                    .or_insert_with(|| (net.clone(), Vec::new()));
-                if !a.instance.deleting {
-                    let ip: Ipv4Addr = nic
-                        .ipv4
-                        .parse()
-                        .map_err(|_| kumo_types::Error::internal(format!("bad ip {}", nic.ipv4)))?;
-                    let hostname = if i == 0 {
-                        a.instance.name.clone()
-                    } else {
-                        format!("{}-{i}", a.instance.name)
-                    };
-                    entry.1.push(DhcpHost {
-                        mac: nic.mac.clone(),
-                        ip,
-                        hostname,
-                    });
-                }
-            }
-        }
+        let nets = local_networks(snap)?;
+        self.retire_unused(&nets);
         let mut nat = Vec::new();
         for (id, (net, hosts)) in &nets {
-            let subnet = topo
-                .subnets
-                .iter()
-                .find(|s| &s.network_id == id && s.gateway.is_some());
-            self.ensure_network(net, subnet)?;
-            if let Some(d) = self.dnsmasq.get(id) {
-                d.set_hosts(hosts)?;
-            }
+            self.ensure_network(net, &topo.subnets, hosts)?;
             for s in topo.subnets.iter().filter(|s| &s.network_id == id) {
                 nat.push(NatNetwork {
                     bridge: net.bridge.clone(),
@@ -73,40 +57,89 @@ impl NetState {
                 });
             }
         }
-        let rs = Ruleset { networks: nat };
+        let local: Vec<network::nft::LocalPort> = snap
+            .assignments
+            .iter()
+            .flat_map(|a| {
+                a.instance.nics.iter().enumerate().map(|(i, nic)| {
+                    network::nft::LocalPort {
+                        port_id: nic.port_id.clone(),
+                        tap: network::tap_name(&a.instance.id, u8::try_from(i).unwrap_or(u8::MAX)),
+                        instance_id: a.instance.id.clone(),
+                    }
+                })
+            })
+            .collect();
+        let mut rs: Ruleset = network::nft::plan(topo, &local);
+        for n in nat {
+            if !rs.networks.contains(&n) {
+                rs.networks.push(n);
+            }
+        }
         if self.ruleset.as_ref() != Some(&rs) {
+            for why in &rs.skipped {
+                tracing::warn!("firewall: {why}");
+            }
             network::nft::apply(&rs)?;
             self.ruleset = Some(rs);
         }
         Ok(())
     }
 
-    fn ensure_network(&mut self, net: &Network, subnet: Option<&Subnet>) -> Result<()> {
-        let addresses = match subnet.and_then(|s| s.gateway.as_deref().map(|g| (g, &s.cidr))) {
-            Some((gw, cidr)) => vec![format!("{gw}/{}", cidr.split('/').nth(1).unwrap_or("24"))],
-            None => vec![],
-        };
+    /// Converge one network that has local ports: its bridge (every subnet's gateway), its uplink
+    /// (VLAN link or VXLAN device with peers; a failure is logged and leaves the network L2-local),
+    /// its dnsmasq pair (none without a DHCP subnet) and the names it serves.
+    fn ensure_network(
+        &mut self,
+        net: &Network,
+        subnets: &[Subnet],
+        hosts: &[DhcpHost],
+    ) -> Result<()> {
         network::ensure_bridge(&BridgeSpec {
             name: net.bridge.clone(),
-            addresses,
+            addresses: bridge_addresses(net, subnets),
             mtu: net.mtu,
         })?;
-        let Some(subnet) = subnet.filter(|s| s.dhcp) else {
-            return Ok(());
+        if let Err(e) = ensure_uplink(net, &self.uplinks) {
+            tracing::error!(network = %net.id, bridge = %net.bridge, error = %e, "network uplink not set up: the network stays local to this host");
+        }
+        let state_dir = crate::paths::net_dir(&self.data_dir, &net.id);
+        let Some(cfg) = DnsmasqConfig::for_network(net, subnets, &state_dir)? else {
+            if let Some(d) = self.dnsmasq.remove(&net.id) {
+                d.stop()?;
+            }
+            return Dnsmasq::stop_in(&state_dir);
         };
-        let alive = self
+        let current = self
             .dnsmasq
             .get(&net.id)
-            .is_some_and(|d| kumo_pid_alive(d.pid()));
-        if !alive {
-            let cfg = DnsmasqConfig::for_subnet(
-                net,
-                subnet,
-                crate::paths::net_dir(&self.data_dir, &net.id),
-            )?;
+            .is_some_and(|d| d.is_running() && d.config() == &cfg);
+        if !current {
+            // `ensure` adopts a matching pair and replaces one with another configuration.
+            self.dnsmasq.remove(&net.id);
             self.dnsmasq.insert(net.id.clone(), Dnsmasq::ensure(cfg)?);
         }
+        if let Some(d) = self.dnsmasq.get(&net.id) {
+            d.set_hosts(hosts)?;
+        }
         Ok(())
+    }
+
+    /// Stop the dnsmasq of networks that no longer have ports on this host.
+    fn retire_unused(&mut self, in_use: &BTreeMap<String, (Network, Vec<DhcpHost>)>) {
+        let gone: Vec<String> = self
+            .dnsmasq
+            .keys()
+            .filter(|id| !in_use.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(d) = self.dnsmasq.remove(&id)
+                && let Err(e) = d.stop()
+            {
+                tracing::warn!(network = %id, error = %e, "stopping dnsmasq of an unused network");
+            }
+        }
     }
 
     /// Drop the DHCP lease of a NIC (its host entry is already gone).
@@ -121,6 +154,141 @@ impl NetState {
     }
 }
 
-fn kumo_pid_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+
+/// The networks with ports of this host's instances, each with the DHCP/DNS entries of its live
+/// (not deleting) NICs. An instance's first NIC on a network is named after the instance, further
+/// ones `<name>-<nic index>`.
+fn local_networks(snap: &AssignmentSnapshot) -> Result<BTreeMap<String, (Network, Vec<DhcpHost>)>> {
+    let mut nets: BTreeMap<String, (Network, Vec<DhcpHost>)> = BTreeMap::new();
+    for a in &snap.assignments {
+        let mut named: HashSet<&str> = HashSet::new();
+        for (i, nic) in a.instance.nics.iter().enumerate() {
+            let Some(net) = a.networks.iter().find(|n| n.id == nic.network_id) else {
+                continue;
+            };
+            let entry = nets
+                .entry(net.id.clone())
+                .or_insert_with(|| (net.clone(), Vec::new()));
+            if a.instance.deleting {
+                continue;
+            }
+            let ip: Ipv4Addr = nic
+                .ipv4
+                .parse()
+                .map_err(|_| kumo_types::Error::internal(format!("bad ip {}", nic.ipv4)))?;
+            let hostname = if named.insert(net.id.as_str()) {
+                a.instance.name.clone()
+            } else {
+                format!("{}-{i}", a.instance.name)
+            };
+            entry.1.push(DhcpHost {
+                mac: nic.mac.clone(),
+                ip,
+                hostname,
+            });
+        }
+    }
+    Ok(nets)
+}
+
+/// The bridge's addresses: every subnet's gateway with the subnet's prefix, sorted.
+pub fn bridge_addresses(net: &Network, subnets: &[Subnet]) -> Vec<String> {
+    let mut v: Vec<String> = subnets
+        .iter()
+        .filter(|s| s.network_id == net.id)
+        .filter_map(|s| {
+            let gw = s.gateway.as_deref()?;
+            let prefix = s.cidr.split_once('/')?.1;
+            Some(format!("{gw}/{prefix}"))
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// How this host joins its networks to the outside: from the agent's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UplinkConfig {
+    /// Physical network name (`Network::physical_network`) → host interface, for `vlan` networks.
+    pub physical_networks: BTreeMap<String, String>,
+    /// This host's VXLAN tunnel endpoint; `vxlan` networks need it.
+    pub vxlan_local_ip: Option<Ipv4Addr>,
+    /// Remote tunnel endpoints (today a static list from `--vxlan-peer`).
+    pub vxlan_peers: Vec<Ipv4Addr>,
+}
+
+/// What a network's bridge is joined to on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UplinkPlan {
+    /// A host-local bridge.
+    None,
+    Vlan { uplink: String, vlan_id: u16 },
+    Vxlan {
+        vni: u32,
+        local: Ipv4Addr,
+        peers: Vec<Ipv4Addr>,
+    },
+}
+
+/// The VXLAN peers of a network. The hook for the cluster work: today every VXLAN network floods to
+/// the agent's static peer list; later the control plane hands down, per network, the tunnel
+/// addresses of the hosts that have ports on it.
+pub fn vxlan_peers(_net: &Network, cfg: &UplinkConfig) -> Vec<Ipv4Addr> {
+    cfg.vxlan_peers.clone()
+}
+
+/// Decide a network's uplink (pure). An error says why the network must stay host-local.
+pub fn plan_uplink(net: &Network, cfg: &UplinkConfig) -> Result<UplinkPlan> {
+    let missing = |what: &str| {
+        kumo_types::Error::invalid(what.to_string(), format!("network {} has no {what}", net.id))
+    };
+    match net.kind {
+        NetworkKind::Bridge => Ok(UplinkPlan::None),
+        NetworkKind::Vlan => {
+            let vlan_id = net.vlan_id.ok_or_else(|| missing("vlan_id"))?;
+            let physnet = net
+                .physical_network
+                .as_deref()
+                .ok_or_else(|| missing("physical_network"))?;
+            let uplink = cfg.physical_networks.get(physnet).ok_or_else(|| {
+                kumo_types::Error::invalid(
+                    "physical_network",
+                    format!("physical network `{physnet}` is not mapped to an interface on this host (agent flag --physical-network {physnet}=<interface>)"),
+                )
+            })?;
+            Ok(UplinkPlan::Vlan {
+                uplink: uplink.clone(),
+                vlan_id,
+            })
+        }
+        NetworkKind::Vxlan => {
+            let vni = net.vni.ok_or_else(|| missing("vni"))?;
+            let local = cfg.vxlan_local_ip.ok_or_else(|| {
+                kumo_types::Error::invalid(
+                    "vxlan_local_ip",
+                    "this host has no VXLAN tunnel address (agent flag --vxlan-local-ip)",
+                )
+            })?;
+            Ok(UplinkPlan::Vxlan {
+                vni,
+                local,
+                peers: vxlan_peers(net, cfg),
+            })
+        }
+    }
+}
+
+/// Join the network's bridge (which exists) to its uplink.
+fn ensure_uplink(net: &Network, cfg: &UplinkConfig) -> Result<()> {
+    match plan_uplink(net, cfg)? {
+        UplinkPlan::None => Ok(()),
+        UplinkPlan::Vlan { uplink, vlan_id } => {
+            network::ensure_vlan_uplink(&net.bridge, &uplink, vlan_id, net.mtu).map(|_| ())
+        }
+        UplinkPlan::Vxlan { vni, local, peers } => {
+            let dev = network::ensure_vxlan(&net.bridge, vni, local, network::VXLAN_PORT, net.mtu)?;
+            network::sync_vxlan_peers(&dev, local, &peers)
+        }
+    }
 }
