@@ -71,6 +71,9 @@ pub(super) fn image_value(sha: &str) -> Image {
 mod config_resolution;
 mod decisions;
 mod errors;
+mod net_parsing;
+mod net_rendering;
+mod net_syntax;
 mod parsing;
 mod raw_terminal;
 mod rendering;
