@@ -23,7 +23,6 @@ pub const IFNAME_MAX: usize = 15;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
     pub name: String,
-    /// The bridge's own address with the network's prefix, e.g. `198.18.0.1/24`.
     /// The bridge's own addresses with their prefixes: each subnet's gateway, e.g. `198.18.0.1/24`
     /// (and, on external networks, floating IPs as /32). May be empty (an L2-only network).
     pub addresses: Vec<String>,
@@ -41,6 +40,21 @@ pub struct LinkState {
     pub up: bool,
     pub master: Option<String>,
     pub ipv4: Vec<Ipv4Cidr>,
+    /// The lower device (`link` in iproute2's JSON), e.g. the uplink of a VLAN link.
+    pub parent: Option<String>,
+    /// `linkinfo.info_data.id` of a `vlan` link.
+    pub vlan_id: Option<u16>,
+    /// The tunnel parameters of a `vxlan` link.
+    pub vxlan: Option<VxlanInfo>,
+}
+
+/// What iproute2 reports about a VXLAN link (the parameters kumo sets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    pub local: Option<Ipv4Addr>,
+    pub port: u16,
+    pub learning: bool,
 }
 
 /// The tap name for NIC `nic_index` of an instance: `kt` + 10 hex digits + the index, at most
@@ -58,7 +72,7 @@ pub fn tap_name(instance_id: &str, nic_index: u8) -> String {
     format!("kt{hex}{nic_index}")
 }
 
-fn check_ifname(name: &str) -> Result<()> {
+pub(crate) fn check_ifname(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= IFNAME_MAX
         && name
@@ -74,11 +88,11 @@ fn check_ifname(name: &str) -> Result<()> {
     }
 }
 
-fn cmd(parts: &[&str]) -> Vec<String> {
+pub(crate) fn cmd(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
-fn wrong_kind(name: &str, want: &str, have: &Option<String>) -> Error {
+pub(crate) fn wrong_kind(name: &str, want: &str, have: &Option<String>) -> Error {
     Error::conflict(format!(
         "interface `{name}` exists but is a {} link, not a {want}",
         have.as_deref().unwrap_or("plain")
@@ -200,12 +214,14 @@ pub fn parse_links(link_json: &str, addr_json: Option<&str>) -> Result<Vec<LinkS
                 Some(Ipv4Cidr { addr, prefix })
             })
             .collect();
+        let kind = l
+            .pointer("/linkinfo/info_kind")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let info = l.pointer("/linkinfo/info_data");
         out.push(LinkState {
             name: name.to_string(),
-            kind: l
-                .pointer("/linkinfo/info_kind")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            kind: kind.clone(),
             mtu: l
                 .get("mtu")
                 .and_then(Value::as_u64)
@@ -214,9 +230,37 @@ pub fn parse_links(link_json: &str, addr_json: Option<&str>) -> Result<Vec<LinkS
             up: flags.iter().any(|f| f.as_str() == Some("UP")),
             master: l.get("master").and_then(Value::as_str).map(str::to_string),
             ipv4,
+            parent: l.get("link").and_then(Value::as_str).map(str::to_string),
+            vlan_id: (kind.as_deref() == Some("vlan"))
+                .then(|| info.and_then(|i| i.get("id")?.as_u64()))
+                .flatten()
+                .and_then(|v| u16::try_from(v).ok()),
+            vxlan: (kind.as_deref() == Some("vxlan"))
+                .then(|| info.map(parse_vxlan_info))
+                .flatten(),
         });
     }
     Ok(out)
+}
+
+fn parse_vxlan_info(d: &Value) -> VxlanInfo {
+    VxlanInfo {
+        vni: d
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        local: d
+            .get("local")
+            .and_then(Value::as_str)
+            .and_then(|a| a.parse().ok()),
+        port: d
+            .get("port")
+            .and_then(Value::as_u64)
+            .and_then(|v| u16::try_from(v).ok())
+            .unwrap_or(0),
+        learning: d.get("learning").and_then(Value::as_bool).unwrap_or(true),
+    }
 }
 
 /// Every link in the current network namespace (no addresses).
@@ -250,7 +294,7 @@ pub fn list_links_with_prefix(prefix: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn apply(plan: Vec<Vec<String>>) -> Result<()> {
+pub(crate) fn apply(plan: Vec<Vec<String>>) -> Result<()> {
     for argv in plan {
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         run("ip", &args)?;
@@ -350,6 +394,7 @@ mod tests {
                 Ipv4Cidr::parse("198.18.0.1/24").unwrap(),
                 Ipv4Cidr::parse("169.254.169.254/32").unwrap(),
             ],
+            ..LinkState::default()
         };
         assert!(plan_bridge(&spec(), Some(&cur)).unwrap().is_empty());
         cur.ipv4.pop();
@@ -396,6 +441,7 @@ mod tests {
             up: true,
             master: Some("kbr0".into()),
             ipv4: vec![],
+            ..LinkState::default()
         };
         assert!(
             plan_tap("kt1", "kbr0", 1450, Some(&cur))

@@ -1,5 +1,6 @@
-//! The agent's host networking: Linux bridges and taps ([`link`]), one DHCP-only dnsmasq per network
-//! ([`dnsmasq`]), and the nftables NAT ruleset ([`nft`]).
+//! The agent's host networking: Linux bridges and taps ([`link`]), VLAN and VXLAN uplinks of bridges
+//! ([`uplink`]), per network a DHCP dnsmasq for all its subnets and a DNS dnsmasq for instance names
+//! ([`dnsmasq`]), the nftables ruleset ([`nft`]), and NoCloud seed images ([`seed`]).
 //!
 //! Shape: every choice is made by a pure planner (`plan_*`, `render_*`, `argv`) that is unit-tested;
 //! the executors read the host state, call the planner and run what it returned. Host state is read and
@@ -13,24 +14,31 @@
 //! - Only kumo's own objects are touched: links named by kumo, dnsmasq processes found through kumo's
 //!   pidfiles (and verified through `/proc/<pid>/cmdline`), and the nftables table `inet kumo`.
 //!
-//! Later work keeps these shapes: VLAN/VXLAN uplinks become more `ensure_*` functions in [`link`],
-//! security groups and floating IPs become more chains in the ruleset built by [`nft`].
+//! Later work keeps these shapes: security groups and floating IPs become more chains in the ruleset
+//! built by [`nft`]; VXLAN peers handed down by the control plane feed [`uplink::sync_vxlan_peers`].
 
 pub mod dnsmasq;
 pub mod link;
 pub mod nft;
+pub mod seed;
+pub mod uplink;
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use kumo_types::{Error, Result};
 
-pub use dnsmasq::{DhcpHost, Dnsmasq, DnsmasqConfig};
+pub use dnsmasq::{DhcpHost, DhcpSubnet, Dnsmasq, DnsmasqConfig};
 pub use link::{
     BridgeSpec, delete_bridge, delete_tap, ensure_bridge, ensure_tap, link_exists,
     list_links_with_prefix, tap_name,
 };
 pub use nft::{NatNetwork, Ruleset};
+pub use seed::{SeedSpec, build_seed};
+pub use uplink::{
+    VXLAN_PORT, delete_uplink, ensure_vlan_uplink, ensure_vxlan, sync_vxlan_peers, underlay_mtu,
+    vlan_link_name, vxlan_link_name,
+};
 
 /// The link-local address of the metadata service, present on every kumo bridge.
 pub const METADATA_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
