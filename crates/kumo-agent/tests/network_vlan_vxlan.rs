@@ -1,0 +1,252 @@
+//! VLAN and VXLAN uplinks carry real traffic between fake guests (child network namespaces on veth
+//! pairs), inside the test's private network namespace.
+//!
+//! VXLAN: two "hosts" (child namespaces) joined by veth links to a "switch" bridge, each with a kumo
+//! bridge + `kx<vni>` and a guest; the guests ping each other through the tunnel, and removing the
+//! peer from the flood list cuts them off.
+//! VLAN: a kumo bridge joined to `<uplink>.<vid>` on a veth "uplink" whose far end, in another
+//! namespace, has a matching VLAN interface; a guest pings across, an untagged address does not
+//! answer. Needs a kernel with 802.1Q (`CONFIG_VLAN_8021Q`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use kumo_agent::network::{self, BridgeSpec, link, uplink};
+use kumo_testutil::{enter_private_netns, require, run};
+
+/// A named network namespace (`ip netns add`); deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!("kumo-t-{:08x}", rand::random::<u32>());
+        run("ip", &["netns", "add", &name]);
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+    /// Run `f` on a thread inside this namespace (commands it starts run there too).
+    fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
+                // SAFETY: setns on an open namespace fd; affects only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+    fn ip(&self, args: &[&str]) {
+        let mut v = vec!["-n", self.0.as_str()];
+        v.extend_from_slice(args);
+        run("ip", &v);
+    }
+    /// True if `busybox ping` from this namespace gets an answer from `dst` (a few tries).
+    fn pings(&self, dst: &str) -> bool {
+        (0..3).any(|_| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &self.0, "busybox", "ping", "-c", "1"])
+                .args(["-W", "2", dst])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A guest namespace on a veth whose host end `host_if` is created in `host` (None: the current
+/// namespace) and enslaved to `bridge`.
+fn guest(host: Option<&Netns>, host_if: &str, bridge: &str, cidr: &str, mtu: u32) -> Netns {
+    let g = Netns::new();
+    let mtu = mtu.to_string();
+    let mut add = vec![];
+    if let Some(h) = host {
+        add.extend(["-n", h.0.as_str()]);
+    }
+    let mut cmd = add.clone();
+    cmd.extend([
+        "link", "add", host_if, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "netns", &g.0,
+    ]);
+    run("ip", &cmd);
+    let mut cmd = add;
+    cmd.extend(["link", "set", "dev", host_if, "master", bridge, "up"]);
+    run("ip", &cmd);
+    g.ip(&["addr", "add", cidr, "dev", "eth0"]);
+    g.ip(&["link", "set", "dev", "eth0", "mtu", &mtu, "up"]);
+    g
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn vxlan_guests_on_two_hosts_ping_each_other() {
+    enter_private_netns();
+    require("ip", "iproute2");
+    require("bridge", "iproute2");
+    require("busybox", "busybox-static");
+
+    // The switch: a plain bridge in the test's namespace, one veth per host.
+    run("ip", &["link", "add", "sw0", "type", "bridge"]);
+    run("ip", &["link", "set", "sw0", "up"]);
+    let under = [Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2)];
+    let hosts = [Netns::new(), Netns::new()];
+    for (i, h) in hosts.iter().enumerate() {
+        let sw_if = format!("sw{i}p");
+        run(
+            "ip",
+            &[
+                "link", "add", &sw_if, "type", "veth", "peer", "name", "eth0", "netns", &h.0,
+            ],
+        );
+        run("ip", &["link", "set", &sw_if, "master", "sw0", "up"]);
+        h.ip(&["addr", "add", &format!("{}/24", under[i]), "dev", "eth0"]);
+        h.ip(&["link", "set", "eth0", "up"]);
+    }
+    let mtu = 1450;
+    assert_eq!(network::underlay_mtu(mtu), 1500, "fits the 1500-byte underlay");
+    let setup = |h: &Netns, local: Ipv4Addr, peer: Ipv4Addr| {
+        h.enter(|| {
+            network::ensure_bridge(&BridgeSpec {
+                name: "kbrx".into(),
+                addresses: vec![],
+                mtu,
+            })
+            .unwrap();
+            let dev = network::ensure_vxlan("kbrx", 100, local, network::VXLAN_PORT, mtu).unwrap();
+            assert_eq!(dev, "kx100");
+            network::sync_vxlan_peers(&dev, local, &[peer, local]).unwrap();
+        })
+    };
+    setup(&hosts[0], under[0], under[1]);
+    setup(&hosts[1], under[1], under[0]);
+    // Idempotent: a second pass changes nothing.
+    setup(&hosts[0], under[0], under[1]);
+    hosts[0].enter(|| {
+        let l = link::link("kx100").unwrap().unwrap();
+        assert_eq!(l.master.as_deref(), Some("kbrx"));
+        assert_eq!(l.mtu, mtu);
+        assert!(l.up);
+        let v = l.vxlan.clone().unwrap();
+        assert_eq!(
+            (v.vni, v.local, v.port, v.learning),
+            (100, Some(under[0]), 4789, false)
+        );
+        let spec = uplink::VxlanSpec {
+            bridge: "kbrx".into(),
+            vni: 100,
+            local: under[0],
+            port: 4789,
+            mtu,
+        };
+        assert!(uplink::plan_vxlan(&spec, Some(&l)).unwrap().is_empty());
+        let fdb = run("bridge", &["-j", "fdb", "show", "dev", "kx100"]);
+        assert_eq!(uplink::parse_fdb_peers(&fdb).unwrap(), [under[1]]);
+    });
+
+    let ga = guest(Some(&hosts[0]), "kga", "kbrx", "198.18.5.10/24", mtu);
+    let gb = guest(Some(&hosts[1]), "kgb", "kbrx", "198.18.5.11/24", mtu);
+    eventually("guest A reaches guest B over VXLAN", || {
+        ga.pings("198.18.5.11")
+    });
+    assert!(gb.pings("198.18.5.10"));
+
+    // No flood entry towards B: A's frames have nowhere to go.
+    hosts[0].enter(|| network::sync_vxlan_peers("kx100", under[0], &[]).unwrap());
+    hosts[0].ip(&["neigh", "flush", "all"]);
+    ga.ip(&["neigh", "flush", "all"]);
+    run("ip", &["netns", "exec", &hosts[0].0, "bridge", "fdb", "flush", "dev", "kbrx"]);
+    assert!(!ga.pings("198.18.5.11"), "peer removed: no traffic");
+    hosts[0].enter(|| network::sync_vxlan_peers("kx100", under[0], &[under[1]]).unwrap());
+    eventually("traffic resumes with the peer back", || {
+        ga.pings("198.18.5.11")
+    });
+}
+
+#[test]
+fn vlan_guest_pings_a_tagged_neighbour_on_the_uplink() {
+    enter_private_netns();
+    require("ip", "iproute2");
+    require("busybox", "busybox-static");
+
+    // The uplink: a veth whose far end lives in another namespace (the "physical" network).
+    let far = Netns::new();
+    let uplink_if = "upl-long-name0";
+    run(
+        "ip",
+        &[
+            "link", "add", uplink_if, "type", "veth", "peer", "name", "far0", "netns", &far.0,
+        ],
+    );
+    run("ip", &["link", "set", uplink_if, "up"]);
+    far.ip(&["link", "set", "far0", "up"]);
+    network::ensure_bridge(&BridgeSpec {
+        name: "kbrv".into(),
+        addresses: vec![],
+        mtu: 1500,
+    })
+    .unwrap();
+    let name = network::ensure_vlan_uplink("kbrv", uplink_if, 10, 1500).unwrap_or_else(|e| {
+        panic!(
+            "creating the VLAN link failed: {e} — VLAN networks need a kernel with 802.1Q \
+             (CONFIG_VLAN_8021Q / module 8021q); this host's kernel cannot tag frames"
+        )
+    });
+    assert_eq!(name, network::vlan_link_name(uplink_if, 10));
+    assert!(name.starts_with("kv10-") && name.len() == 15, "{name}");
+    // Idempotent.
+    assert_eq!(
+        network::ensure_vlan_uplink("kbrv", uplink_if, 10, 1500).unwrap(),
+        name
+    );
+    let l = link::link(&name).unwrap().unwrap();
+    assert_eq!(
+        (l.kind.as_deref(), l.vlan_id, l.parent.as_deref()),
+        (Some("vlan"), Some(10), Some(uplink_if))
+    );
+    assert_eq!(l.master.as_deref(), Some("kbrv"));
+
+    far.ip(&[
+        "link", "add", "link", "far0", "name", "far0.10", "type", "vlan", "id", "10",
+    ]);
+    far.ip(&["addr", "add", "198.18.10.2/24", "dev", "far0.10"]);
+    far.ip(&["link", "set", "far0.10", "up"]);
+    // An untagged address on the same wire must not be reachable from the VLAN.
+    far.ip(&["addr", "add", "198.18.10.3/24", "dev", "far0"]);
+
+    let g = guest(None, "kvg", "kbrv", "198.18.10.10/24", 1500);
+    eventually("guest reaches the tagged neighbour", || g.pings("198.18.10.2"));
+    assert!(!g.pings("198.18.10.3"), "untagged traffic stays apart");
+
+    // A wrong VLAN id on an existing link is repaired by recreating it.
+    network::delete_uplink(&name).unwrap();
+    run(
+        "ip",
+        &[
+            "link", "add", "link", uplink_if, "name", &name, "type", "vlan", "id", "11",
+        ],
+    );
+    network::ensure_vlan_uplink("kbrv", uplink_if, 10, 1500).unwrap();
+    assert_eq!(link::link(&name).unwrap().unwrap().vlan_id, Some(10));
+    eventually("guest reaches the neighbour again", || g.pings("198.18.10.2"));
+}
