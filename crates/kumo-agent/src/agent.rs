@@ -4,7 +4,7 @@
 //! whole snapshot of assignments and converges networks, workers and leftovers. Nothing depends on
 //! seeing every event, so a missed or duplicated one is harmless and a restart converges the same way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::control::ControlPlane;
 use crate::metadata::{InstanceMetadata, MetadataRegistry};
-use crate::netstate::NetState;
+use crate::netstate::{NetState, UplinkConfig};
 use crate::network;
 use crate::runtime::qemu::Accel;
 use crate::storage::{DirPool, read_dir_names};
@@ -43,6 +43,14 @@ pub struct AgentConfig {
     /// Safety-net resync period when no watch event arrives.
     pub resync: Duration,
     pub heartbeat: Duration,
+    /// Physical network name → host interface carrying its VLANs (`--physical-network NAME=IFACE`).
+    /// A `vlan` network whose physical network is not mapped here stays local to this host.
+    pub physical_networks: BTreeMap<String, String>,
+    /// This host's VXLAN tunnel endpoint (`--vxlan-local-ip`); `vxlan` networks need it.
+    pub vxlan_local_ip: Option<Ipv4Addr>,
+    /// Remote VXLAN tunnel endpoints (`--vxlan-peer`, repeatable) until the control plane hands
+    /// them down per network.
+    pub vxlan_peers: Vec<Ipv4Addr>,
 }
 
 impl AgentConfig {
@@ -54,6 +62,9 @@ impl AgentConfig {
             metadata_addr: SocketAddr::from((network::METADATA_ADDR, 80)),
             resync: Duration::from_secs(10),
             heartbeat: Duration::from_secs(5),
+            physical_networks: BTreeMap::new(),
+            vxlan_local_ip: None,
+            vxlan_peers: Vec::new(),
         }
     }
 }
@@ -101,7 +112,13 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         pool: DirPool::new(crate::paths::pool_root(&cfg.data_dir)),
         accel,
         stop_timeout: cfg.stop_timeout,
-        net: Arc::new(Mutex::new(NetState::new(cfg.data_dir.clone()))),
+        net: Arc::new(Mutex::new(NetState::new(cfg.data_dir.clone()).with_uplinks(
+            UplinkConfig {
+                physical_networks: cfg.physical_networks.clone(),
+                vxlan_local_ip: cfg.vxlan_local_ip,
+                vxlan_peers: cfg.vxlan_peers.clone(),
+            },
+        ))),
     });
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;

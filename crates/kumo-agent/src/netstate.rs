@@ -61,13 +61,15 @@ impl NetState {
             .assignments
             .iter()
             .flat_map(|a| {
-                a.instance.nics.iter().enumerate().map(|(i, nic)| {
-                    network::nft::LocalPort {
+                a.instance
+                    .nics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, nic)| network::nft::LocalPort {
                         port_id: nic.port_id.clone(),
                         tap: network::tap_name(&a.instance.id, u8::try_from(i).unwrap_or(u8::MAX)),
                         instance_id: a.instance.id.clone(),
-                    }
-                })
+                    })
             })
             .collect();
         let mut rs: Ruleset = network::nft::plan(topo, &local);
@@ -154,7 +156,6 @@ impl NetState {
     }
 }
 
-
 /// The networks with ports of this host's instances, each with the DHCP/DNS entries of its live
 /// (not deleting) NICs. An instance's first NIC on a network is named after the instance, further
 /// ones `<name>-<nic index>`.
@@ -223,7 +224,10 @@ pub struct UplinkConfig {
 pub enum UplinkPlan {
     /// A host-local bridge.
     None,
-    Vlan { uplink: String, vlan_id: u16 },
+    Vlan {
+        uplink: String,
+        vlan_id: u16,
+    },
     Vxlan {
         vni: u32,
         local: Ipv4Addr,
@@ -241,7 +245,10 @@ pub fn vxlan_peers(_net: &Network, cfg: &UplinkConfig) -> Vec<Ipv4Addr> {
 /// Decide a network's uplink (pure). An error says why the network must stay host-local.
 pub fn plan_uplink(net: &Network, cfg: &UplinkConfig) -> Result<UplinkPlan> {
     let missing = |what: &str| {
-        kumo_types::Error::invalid(what.to_string(), format!("network {} has no {what}", net.id))
+        kumo_types::Error::invalid(
+            what.to_string(),
+            format!("network {} has no {what}", net.id),
+        )
     };
     match net.kind {
         NetworkKind::Bridge => Ok(UplinkPlan::None),
@@ -290,5 +297,98 @@ fn ensure_uplink(net: &Network, cfg: &UplinkConfig) -> Result<()> {
             let dev = network::ensure_vxlan(&net.bridge, vni, local, network::VXLAN_PORT, net.mtu)?;
             network::sync_vxlan_peers(&dev, local, &peers)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod uplink_tests {
+    use super::*;
+
+    fn net(kind: NetworkKind) -> Network {
+        Network {
+            id: "net-1".into(),
+            name: "n".into(),
+            project: "p".into(),
+            kind,
+            vlan_id: Some(20),
+            physical_network: Some("physnet1".into()),
+            vni: Some(4242),
+            mtu: 1450,
+            external: false,
+            nat: false,
+            bridge: "kbr1".into(),
+            created_at: String::new(),
+        }
+    }
+
+    fn cfg() -> UplinkConfig {
+        UplinkConfig {
+            physical_networks: [("physnet1".to_string(), "eth1".to_string())].into(),
+            vxlan_local_ip: Some(Ipv4Addr::new(198, 19, 0, 1)),
+            vxlan_peers: vec![Ipv4Addr::new(198, 19, 0, 2)],
+        }
+    }
+
+    #[test]
+    fn uplink_per_kind() {
+        assert_eq!(
+            plan_uplink(&net(NetworkKind::Bridge), &cfg()).unwrap(),
+            UplinkPlan::None
+        );
+        assert_eq!(
+            plan_uplink(&net(NetworkKind::Vlan), &cfg()).unwrap(),
+            UplinkPlan::Vlan {
+                uplink: "eth1".into(),
+                vlan_id: 20
+            }
+        );
+        assert_eq!(
+            plan_uplink(&net(NetworkKind::Vxlan), &cfg()).unwrap(),
+            UplinkPlan::Vxlan {
+                vni: 4242,
+                local: Ipv4Addr::new(198, 19, 0, 1),
+                peers: vec![Ipv4Addr::new(198, 19, 0, 2)],
+            }
+        );
+        let unmapped = plan_uplink(&net(NetworkKind::Vlan), &UplinkConfig::default());
+        assert!(
+            unmapped
+                .unwrap_err()
+                .to_string()
+                .contains("physical network `physnet1` is not mapped")
+        );
+        assert!(plan_uplink(&net(NetworkKind::Vxlan), &UplinkConfig::default()).is_err());
+        let mut no_vid = net(NetworkKind::Vlan);
+        no_vid.vlan_id = None;
+        assert!(plan_uplink(&no_vid, &cfg()).is_err());
+    }
+
+    #[test]
+    fn bridge_carries_every_gateway() {
+        let sub = |id: &str, cidr: &str, gw: Option<&str>, net_id: &str| Subnet {
+            id: id.into(),
+            name: id.into(),
+            project: "p".into(),
+            network_id: net_id.into(),
+            cidr: cidr.into(),
+            gateway: gw.map(str::to_string),
+            allocation_pools: vec![],
+            reserved: vec![],
+            dhcp: true,
+            dns_servers: vec![],
+            routes: vec![],
+            created_at: String::new(),
+        };
+        let subnets = [
+            sub("b", "198.18.1.0/25", Some("198.18.1.1"), "net-1"),
+            sub("a", "198.18.0.0/24", Some("198.18.0.1"), "net-1"),
+            sub("c", "198.18.2.0/24", None, "net-1"),
+            sub("d", "198.18.3.0/24", Some("198.18.3.1"), "net-2"),
+        ];
+        assert_eq!(
+            bridge_addresses(&net(NetworkKind::Bridge), &subnets),
+            ["198.18.0.1/24", "198.18.1.1/25"]
+        );
     }
 }

@@ -364,7 +364,19 @@ fn multi_subnet_dhcp_options_and_instance_names() {
     for _ in 0..3 {
         let _ = std::process::Command::new("ip")
             .args(["netns", "exec", &g.0, "busybox", "udhcpc", "-i", "eth0"])
-            .args(["-O", "mtu", "-O", "staticroutes", "-n", "-q", "-t", "3", "-T", "1", "-s"])
+            .args([
+                "-O",
+                "mtu",
+                "-O",
+                "staticroutes",
+                "-n",
+                "-q",
+                "-t",
+                "3",
+                "-T",
+                "1",
+                "-s",
+            ])
             .arg(&script)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -412,7 +424,15 @@ fn multi_subnet_dhcp_options_and_instance_names() {
     assert!(!String::from_utf8_lossy(&host_side.stdout).contains("198.18.20.60"));
     run(
         "ip",
-        &["-n", &g.0, "route", "add", "169.254.169.254/32", "dev", "eth0"],
+        &[
+            "-n",
+            &g.0,
+            "route",
+            "add",
+            "169.254.169.254/32",
+            "dev",
+            "eth0",
+        ],
     );
     assert!(nslookup(&g, "web-2", "169.254.169.254").is_empty());
 

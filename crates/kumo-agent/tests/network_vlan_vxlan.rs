@@ -124,7 +124,11 @@ fn vxlan_guests_on_two_hosts_ping_each_other() {
         h.ip(&["link", "set", "eth0", "up"]);
     }
     let mtu = 1450;
-    assert_eq!(network::underlay_mtu(mtu), 1500, "fits the 1500-byte underlay");
+    assert_eq!(
+        network::underlay_mtu(mtu),
+        1500,
+        "fits the 1500-byte underlay"
+    );
     let setup = |h: &Netns, local: Ipv4Addr, peer: Ipv4Addr| {
         h.enter(|| {
             network::ensure_bridge(&BridgeSpec {
@@ -175,7 +179,19 @@ fn vxlan_guests_on_two_hosts_ping_each_other() {
     hosts[0].enter(|| network::sync_vxlan_peers("kx100", under[0], &[]).unwrap());
     hosts[0].ip(&["neigh", "flush", "all"]);
     ga.ip(&["neigh", "flush", "all"]);
-    run("ip", &["netns", "exec", &hosts[0].0, "bridge", "fdb", "flush", "dev", "kbrx"]);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &hosts[0].0,
+            "bridge",
+            "fdb",
+            "flush",
+            "dev",
+            "kbrx",
+        ],
+    );
     assert!(!ga.pings("198.18.5.11"), "peer removed: no traffic");
     hosts[0].enter(|| network::sync_vxlan_peers("kx100", under[0], &[under[1]]).unwrap());
     eventually("traffic resumes with the peer back", || {
@@ -235,7 +251,9 @@ fn vlan_guest_pings_a_tagged_neighbour_on_the_uplink() {
     far.ip(&["addr", "add", "198.18.10.3/24", "dev", "far0"]);
 
     let g = guest(None, "kvg", "kbrv", "198.18.10.10/24", 1500);
-    eventually("guest reaches the tagged neighbour", || g.pings("198.18.10.2"));
+    eventually("guest reaches the tagged neighbour", || {
+        g.pings("198.18.10.2")
+    });
     assert!(!g.pings("198.18.10.3"), "untagged traffic stays apart");
 
     // A wrong VLAN id on an existing link is repaired by recreating it.
@@ -248,5 +266,7 @@ fn vlan_guest_pings_a_tagged_neighbour_on_the_uplink() {
     );
     network::ensure_vlan_uplink("kbrv", uplink_if, 10, 1500).unwrap();
     assert_eq!(link::link(&name).unwrap().unwrap().vlan_id, Some(10));
-    eventually("guest reaches the neighbour again", || g.pings("198.18.10.2"));
+    eventually("guest reaches the neighbour again", || {
+        g.pings("198.18.10.2")
+    });
 }

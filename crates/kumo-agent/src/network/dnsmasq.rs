@@ -906,24 +906,37 @@ mod tests {
     fn config_from_the_model() {
         let n = net("Research_Net");
         assert_eq!(network_domain(&n), "research-net.kumo.internal");
-        assert_eq!(network_domain(&net("__")), "net-0123456789abcdef0.kumo.internal");
+        assert_eq!(
+            network_domain(&net("__")),
+            "net-0123456789abcdef0.kumo.internal"
+        );
         let subnets = [
             model_subnet("sub-b", &n.id, 1, true, true),
             model_subnet("sub-a", &n.id, 0, false, true),
             model_subnet("sub-x", "net-other", 5, true, true),
         ];
-        let c = DnsmasqConfig::for_network(&n, &subnets, "/d").unwrap().unwrap();
+        let c = DnsmasqConfig::for_network(&n, &subnets, "/d")
+            .unwrap()
+            .unwrap();
         assert_eq!(c.bridge, "kbr1");
         assert_eq!(c.mtu, 1400);
         let ids: Vec<(&str, bool)> = c.subnets.iter().map(|s| (s.id.as_str(), s.dhcp)).collect();
-        assert_eq!(ids, [("sub-a", false), ("sub-b", true)], "sorted, gateway-less not on DHCP");
+        assert_eq!(
+            ids,
+            [("sub-a", false), ("sub-b", true)],
+            "sorted, gateway-less not on DHCP"
+        );
         assert_eq!(
             c.subnets[1].routes,
             [("198.18.99.0/24".to_string(), Ipv4Addr::new(198, 18, 1, 254))]
         );
         assert_eq!(c.dns_addresses(), [Ipv4Addr::new(198, 18, 1, 1)]);
         let no_dhcp = [model_subnet("sub-b", &n.id, 1, true, false)];
-        assert!(DnsmasqConfig::for_network(&n, &no_dhcp, "/d").unwrap().is_none());
+        assert!(
+            DnsmasqConfig::for_network(&n, &no_dhcp, "/d")
+                .unwrap()
+                .is_none()
+        );
         let mut bad = model_subnet("sub-b", &n.id, 1, true, true);
         bad.dns_servers = vec!["nope".into()];
         assert!(DnsmasqConfig::for_network(&n, &[bad], "/d").is_err());

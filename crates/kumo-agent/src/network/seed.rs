@@ -104,7 +104,7 @@ pub fn build_seed(dir: &Path, spec: &SeedSpec) -> Result<PathBuf> {
         .args(&args)
         .output()
         .map_err(io(
-            "cannot run `genisoimage` (Debian package genisoimage)".to_string(),
+            "cannot run `genisoimage` (Debian package genisoimage)".to_string()
         ))?;
     if !out.status.success() {
         let _ = std::fs::remove_file(&tmp);

@@ -124,7 +124,11 @@ fn plan_port(
     fresh: bool,
 ) -> Vec<Vec<String>> {
     let empty = LinkState::default();
-    let cur = if fresh { &empty } else { current.unwrap_or(&empty) };
+    let cur = if fresh {
+        &empty
+    } else {
+        current.unwrap_or(&empty)
+    };
     let mut out = Vec::new();
     if !fresh && cur.mtu != mtu {
         out.push(cmd(&["link", "set", "dev", name, "mtu", &mtu.to_string()]));
