@@ -269,7 +269,9 @@ async fn collect_garbage(ctx: &Arc<Ctx>, assigned: &HashSet<&str>) {
             tracing::warn!(instance = %id, pid = vm.pid(), "stopping orphaned QEMU");
             let _ = vm.force_stop().await;
         }
-        let _ = network::delete_tap(&network::tap_name(&id, 0));
+        for slot in 0..crate::runtime::qemu::HOTPLUG_SLOTS as u8 {
+            let _ = network::delete_tap(&network::tap_name(&id, slot));
+        }
         let _ = std::fs::remove_dir_all(&dir);
         let _ = ctx.pool.delete_instance_disks(&id);
         tracing::info!(instance = %id, "removed leftovers of an unassigned instance");

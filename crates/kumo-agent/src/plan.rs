@@ -1,7 +1,9 @@
 //! What to do with one instance, decided as a pure function of its desired state, its last recorded
 //! status and what the agent sees on the host. The worker executes the answer and is left no choices.
 
-use kumo_types::{DesiredState, Instance, InstanceState, InstanceStatus, RestartPolicy};
+use std::collections::BTreeMap;
+
+use kumo_types::{DesiredState, Instance, InstanceState, InstanceStatus, Nic, RestartPolicy};
 
 pub use crate::runtime::process::ExitKind;
 
@@ -63,6 +65,22 @@ pub fn decide(inst: &Instance, status: &InstanceStatus, obs: Observed) -> Action
     }
 }
 
+/// NIC slots to hot-plug and to unplug on a running VM, given what is attached (slot → MAC).
+/// A slot whose MAC changed is unplugged first and plugged again.
+pub fn nic_changes(desired: &[Nic], attached: &BTreeMap<u8, String>) -> (Vec<Nic>, Vec<u8>) {
+    let add = desired
+        .iter()
+        .filter(|n| attached.get(&n.slot) != Some(&n.mac))
+        .cloned()
+        .collect();
+    let remove = attached
+        .iter()
+        .filter(|(slot, mac)| !desired.iter().any(|n| n.slot == **slot && &n.mac == *mac))
+        .map(|(slot, _)| *slot)
+        .collect();
+    (add, remove)
+}
+
 /// After QEMU exited on its own: restart it, or record which state?
 pub fn after_exit(policy: RestartPolicy, kind: ExitKind) -> Result<(), InstanceState> {
     match (kind, policy) {
@@ -100,6 +118,7 @@ mod tests {
                 network_id: "net-1".into(),
                 mac: "52:54:00:00:00:01".into(),
                 ipv4: "198.18.0.10".into(),
+                slot: 0,
             }],
             reboot_seq: 0,
             deleting: false,
@@ -172,6 +191,26 @@ mod tests {
         i.deleting = true;
         assert_eq!(decide(&i, &s, UP), Action::Teardown);
         assert_eq!(decide(&i, &s, DOWN), Action::Teardown);
+    }
+
+    #[test]
+    fn nic_changes_plug_and_unplug_by_slot() {
+        let nic = |slot: u8, mac: &str| Nic {
+            port_id: format!("eni-{slot}"),
+            network_id: "net-1".into(),
+            subnet_id: "subnet-1".into(),
+            mac: mac.into(),
+            ipv4: "198.18.0.10".into(),
+            slot,
+        };
+        let attached: BTreeMap<u8, String> = [(0, "m0".to_string()), (1, "m1".to_string())].into();
+        let (add, rm) = nic_changes(&[nic(0, "m0"), nic(1, "m1")], &attached);
+        assert!(add.is_empty() && rm.is_empty());
+        let (add, rm) = nic_changes(&[nic(0, "m0"), nic(2, "m2")], &attached);
+        assert_eq!(add.iter().map(|n| n.slot).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(rm, vec![1]);
+        let (add, rm) = nic_changes(&[nic(0, "mX")], &attached);
+        assert_eq!((add.len(), rm), (1, vec![0, 1]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One task per assigned instance: it owns the instance's QEMU (started or adopted), decides with
 //! [`plan::decide`] and executes. It wakes on a new assignment, on QEMU's exit, or on a retry timer.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,16 @@ pub struct Ctx {
     pub accel: Accel,
     pub stop_timeout: Duration,
     pub net: Arc<Mutex<NetState>>,
+}
+
+/// The QEMU NIC of an instance NIC: id, tap and hot-plug bus all derive from its stable slot.
+pub fn nic_spec(instance_id: &str, nic: &kumo_types::Nic) -> NicSpec {
+    NicSpec {
+        id: format!("net{}", nic.slot),
+        ifname: network::tap_name(instance_id, nic.slot),
+        mac: nic.mac.clone(),
+        bus: Some(crate::runtime::qemu::hotplug_bus(u32::from(nic.slot))),
+    }
 }
 
 /// Build the QEMU configuration of an assignment (pure).
@@ -65,16 +76,7 @@ pub fn vm_config(
             readonly: false,
             cache: DiskCache::default(),
         }],
-        nics: i
-            .nics
-            .iter()
-            .enumerate()
-            .map(|(n, nic)| NicSpec {
-                id: format!("net{n}"),
-                ifname: network::tap_name(&i.id, n as u8),
-                mac: nic.mac.clone(),
-            })
-            .collect(),
+        nics: i.nics.iter().map(|nic| nic_spec(&i.id, nic)).collect(),
         seed_iso: None,
         run_dir: crate::paths::run_dir(ctx_data, &i.id),
     }
@@ -89,6 +91,8 @@ struct Worker {
     vm: Option<RunningVm>,
     failures: u32,
     retry_at: Option<tokio::time::Instant>,
+    /// NICs plugged into the running VM: slot → MAC (persisted in `<run>/nics.json`).
+    attached: BTreeMap<u8, String>,
 }
 
 /// What a turn asks of the wait that follows it.
@@ -117,11 +121,18 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
         }
     };
     let status = first.status.clone().unwrap_or_default();
+    let attached = match (read_attached(&run_dir), &vm) {
+        (Some(a), _) => a,
+        // Adopted from before NICs were recorded: what it was launched with.
+        (None, Some(_)) => first.instance.nics.iter().map(|n| (n.slot, n.mac.clone())).collect(),
+        (None, None) => BTreeMap::new(),
+    };
     let mut w = Worker {
         ctx,
         id,
         status,
         vm,
+        attached,
         failures: 0,
         retry_at: None,
     };
@@ -166,6 +177,7 @@ impl Worker {
             },
         ) {
             Action::None | Action::Start if !due => Next::Wait,
+            Action::None if self.vm.is_some() => self.sync_nics(a).await,
             Action::None => Next::Wait,
             Action::Report(s) => {
                 let pid = self.vm.as_ref().map(|v| v.pid() as u32);
@@ -213,6 +225,7 @@ impl Worker {
                 self.status.reboot_seq = a.instance.reboot_seq;
                 let pid = v.pid() as u32;
                 self.vm = Some(v);
+                self.set_attached(a.instance.nics.iter().map(|n| (n.slot, n.mac.clone())).collect());
                 self.report(InstanceState::Running, None, Some(pid)).await;
                 let msg = format!("QEMU pid {pid} ({})", self.ctx.accel.as_str());
                 let _ = self.ctx.cp.event(&self.id, "instance.started", &msg).await;
@@ -294,6 +307,67 @@ impl Worker {
         Next::Wait
     }
 
+    /// Hot-plug added NICs and unplug removed ones on the running VM.
+    async fn sync_nics(&mut self, a: &Assignment) -> Next {
+        let (add, remove) = plan::nic_changes(&a.instance.nics, &self.attached);
+        if add.is_empty() && remove.is_empty() {
+            return Next::Wait;
+        }
+        let Some(vm) = &self.vm else { return Next::Wait };
+        let mut attached = self.attached.clone();
+        let mut failed = None;
+        for slot in remove {
+            match vm.unplug_nic(&format!("net{slot}"), Duration::from_secs(20)).await {
+                Ok(()) => {
+                    attached.remove(&slot);
+                    let _ = network::delete_tap(&network::tap_name(&self.id, slot));
+                    let _ = self.ctx.cp.event(&self.id, "instance.nic_unplugged", &format!("NIC slot {slot} unplugged")).await;
+                }
+                Err(e) => failed = Some(format!("unplugging NIC slot {slot}: {e}")),
+            }
+        }
+        for nic in add {
+            let r = async {
+                let net = a
+                    .networks
+                    .iter()
+                    .find(|x| x.id == nic.network_id)
+                    .ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
+                let spec = nic_spec(&self.id, &nic);
+                network::ensure_tap(&spec.ifname, &net.bridge, net.mtu)?;
+                let bus = spec.bus.clone().unwrap_or_default();
+                vm.hotplug_nic(&spec, &bus).await
+            }
+            .await;
+            match r {
+                Ok(()) => {
+                    attached.insert(nic.slot, nic.mac.clone());
+                    let msg = format!("NIC {} ({}) plugged", nic.ipv4, nic.mac);
+                    let _ = self.ctx.cp.event(&self.id, "instance.nic_plugged", &msg).await;
+                }
+                Err(e) => failed = Some(format!("hot-plugging NIC {}: {e}", nic.ipv4)),
+            }
+        }
+        self.set_attached(attached);
+        if let Some(msg) = failed {
+            tracing::warn!(instance = %self.id, "{msg}");
+            self.status.message = Some(msg);
+            self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+        }
+        Next::Wait
+    }
+
+    fn set_attached(&mut self, attached: BTreeMap<u8, String>) {
+        let path = crate::paths::run_dir(&self.ctx.data_dir, &self.id).join("nics.json");
+        if let Ok(json) = serde_json::to_vec(&attached) {
+            let tmp = path.with_extension("json.tmp");
+            if std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+                tracing::warn!(instance = %self.id, "could not record attached NICs");
+            }
+        }
+        self.attached = attached;
+    }
+
     /// Wait for a new assignment, QEMU's exit, or the retry timer. False when the agent dropped us.
     async fn wait(&mut self, rx: &mut watch::Receiver<Assignment>) -> bool {
         let mut exit_rx = self.vm.as_ref().map(RunningVm::exit_watch);
@@ -325,6 +399,11 @@ impl Worker {
     async fn report(&mut self, state: InstanceState, message: Option<String>, pid: Option<u32>) {
         report(&self.ctx, &self.id, &mut self.status, state, message, pid).await;
     }
+}
+
+/// NICs recorded as plugged into an adopted VM (empty if none recorded).
+fn read_attached(run_dir: &std::path::Path) -> Option<BTreeMap<u8, String>> {
+    std::fs::read(run_dir.join("nics.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn state_word(s: InstanceState) -> &'static str {
@@ -361,13 +440,13 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
     tokio::task::spawn_blocking(move || pool.ensure_root_disk(&inst_id, &image, size))
         .await
         .map_err(|e| kumo_types::Error::internal_with("disk task", e))??;
-    for (n, nic) in i.nics.iter().enumerate() {
+    for nic in &i.nics {
         let net = a
             .networks
             .iter()
             .find(|x| x.id == nic.network_id)
             .ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
-        network::ensure_tap(&network::tap_name(&i.id, n as u8), &net.bridge, net.mtu)?;
+        network::ensure_tap(&network::tap_name(&i.id, nic.slot), &net.bridge, net.mtu)?;
     }
     let cfg = vm_config(&ctx.data_dir, &ctx.pool, ctx.accel, a);
     std::fs::create_dir_all(&cfg.run_dir)?;
@@ -379,8 +458,8 @@ async fn teardown(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<()> {
     let i = &a.instance;
     {
         let mut net = ctx.net.lock().await;
-        for (n, nic) in i.nics.iter().enumerate() {
-            network::delete_tap(&network::tap_name(&i.id, n as u8))?;
+        for nic in &i.nics {
+            network::delete_tap(&network::tap_name(&i.id, nic.slot))?;
             net.release(&nic.network_id, &nic.mac, &nic.ipv4)?;
         }
     }

@@ -69,11 +69,17 @@ done
 # imds METHOD PATH OUT [HEADER]: body to OUT; succeeds only on HTTP 200.
 imds() {
     # Values go through %s so a token or path can never act as a printf format.
-    {
-        printf '%s %s HTTP/1.0\r\nHost: 169.254.169.254\r\nContent-Length: 0\r\n' "$1" "$2"
-        [ -n "$4" ] && printf '%s\r\n' "$4"
-        printf '\r\n'
-    } | nc -w 3 169.254.169.254 80 >/tmp/imds.resp 2>/dev/null || return 1
+    # A busy host may answer slowly: retry when nothing at all came back.
+    for try in 1 2 3 4; do
+        {
+            printf '%s %s HTTP/1.0\r\nHost: 169.254.169.254\r\nContent-Length: 0\r\n' "$1" "$2"
+            [ -n "$4" ] && printf '%s\r\n' "$4"
+            printf '\r\n'
+        } | nc -w 3 169.254.169.254 80 >/tmp/imds.resp 2>/dev/null
+        [ -s /tmp/imds.resp ] && break
+        sleep 1
+    done
+    [ -s /tmp/imds.resp ] || return 1
     code=$(head -n 1 /tmp/imds.resp | cut -d ' ' -f 2)
     # Byte offset of the body: everything up to and including the first empty (CR)LF line.
     off=$(awk '{ n += length($0) + 1; sub(/\r$/, "") } $0 == "" { print n; exit }' /tmp/imds.resp)

@@ -76,6 +76,31 @@ pub async fn bootstrap(app: &App, data_dir: &Path) -> kumo_types::Result<()> {
     Ok(())
 }
 
+/// Recently verified token hashes, so a busy client does not cost a store read per request. An entry
+/// lives [`AuthCache::TTL`]: a revoked token stops working within that time.
+#[derive(Default)]
+pub struct AuthCache {
+    seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl AuthCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+    const MAX: usize = 10_000;
+
+    fn fresh(&self, hash: &str) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(hash).is_some_and(|t| t.elapsed() < Self::TTL)
+    }
+
+    fn remember(&self, hash: String) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= Self::MAX {
+            seen.retain(|_, t| t.elapsed() < Self::TTL);
+        }
+        seen.insert(hash, std::time::Instant::now());
+    }
+}
+
 /// Middleware: require `Authorization: Bearer <token>` whose hash is stored.
 pub async fn require_token(
     State(app): State<App>,
@@ -89,12 +114,21 @@ pub async fn require_token(
     let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return Err(Error::Unauthenticated { message: "send `Authorization: Bearer <token>` (the bootstrap token is in <data-dir>/admin.token)".into() }.into());
     };
-    let key = keys::token(&hash_token(token.trim()));
-    if app.kv().get(&key).await.map_err(store_err)?.is_none() {
-        return Err(Error::Unauthenticated {
-            message: "unknown token".into(),
+    let hash = hash_token(token.trim());
+    if !app.auth_cache.fresh(&hash) {
+        if app
+            .kv()
+            .get(&keys::token(&hash))
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
+            return Err(Error::Unauthenticated {
+                message: "unknown token".into(),
+            }
+            .into());
         }
-        .into());
+        app.auth_cache.remember(hash);
     }
     Ok(next.run(req).await)
 }

@@ -55,6 +55,10 @@ pub struct Nic {
     pub mac: String,
     /// Fixed IPv4 allocated by kumo's IPAM and served by DHCP.
     pub ipv4: String,
+    /// Stable slot of the NIC in its instance (names its tap and QEMU device; survives unplugging
+    /// other NICs).
+    #[serde(default)]
+    pub slot: u8,
 }
 
 /// Desired state of an instance, written by the API only.

@@ -109,6 +109,8 @@ pub struct NicSpec {
     /// Host tap interface (created by the network module; QEMU does not run scripts).
     pub ifname: String,
     pub mac: String,
+    /// PCI(e) bus to plug into (`hp<slot>` on q35, so every NIC can be unplugged); `None`: default.
+    pub bus: Option<String>,
 }
 
 /// Everything about one QEMU process.
@@ -183,6 +185,8 @@ pub fn argv(cfg: &VmConfig) -> Vec<String> {
     a.extend(identity_args(cfg));
     a.extend(machine_args(cfg));
     a.extend(device_defaults_args());
+    // Root ports first: NICs (and hot-plugged devices) plug into them.
+    a.extend(hotplug_args(cfg.machine));
     a.extend(boot_args(&cfg.boot));
     a.extend(disk_args(&all_disks(cfg), matches!(cfg.boot, Boot::Disk)));
     a.extend(nic_args(&cfg.nics));
@@ -226,6 +230,25 @@ pub fn machine_args(cfg: &VmConfig) -> Vec<String> {
         s("-m"),
         format!("{}M", cfg.memory_mib),
     ]
+}
+
+/// Spare slots for hot-plugged devices (NICs, later volumes).
+pub const HOTPLUG_SLOTS: u32 = 8;
+
+/// Bus name of hot-plug slot `i` (`hp0`…).
+pub fn hotplug_bus(i: u32) -> String {
+    format!("hp{i}")
+}
+
+/// q35 cannot hot-plug onto its root bus: give it empty PCIe root ports to plug into. The `pc`
+/// machine hot-plugs onto `pci.0` through ACPI and needs nothing.
+pub fn hotplug_args(machine: Machine) -> Vec<String> {
+    match machine {
+        Machine::Q35 => (0..HOTPLUG_SLOTS)
+            .flat_map(|i| [s("-device"), format!("pcie-root-port,id={},chassis={}", hotplug_bus(i), i + 1)])
+            .collect(),
+        Machine::Pc => vec![],
+    }
 }
 
 /// No default devices, no display, no user config files.
@@ -350,8 +373,11 @@ pub fn nic_args(nics: &[NicSpec]) -> Vec<String> {
             ),
             s("-device"),
             format!(
-                "virtio-net-pci,id=dev-{},netdev={},mac={}",
-                n.id, n.id, n.mac
+                "virtio-net-pci,id=dev-{},netdev={},mac={}{}",
+                n.id,
+                n.id,
+                n.mac,
+                n.bus.as_ref().map(|b| format!(",bus={b}")).unwrap_or_default()
             ),
         ]);
     }

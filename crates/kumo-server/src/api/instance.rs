@@ -114,6 +114,32 @@ pub async fn reboot_instance(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/instances/{id}/nics", params(("id" = String, Path, description = "ID or name")),
+    request_body = kumo_types::NicRequest,
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn attach_nic(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<kumo_types::NicRequest>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(instance::attach_nic(&app, &id, req).await?),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/instances/{id}/nics/{nic}", params(("id" = String, Path, description = "ID or name"), ("nic" = String, Path, description = "port ID or IPv4")),
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn detach_nic(
+    State(app): State<App>,
+    Path((id, nic)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(instance::detach_nic(&app, &id, &nic).await?),
+    ))
+}
+
 /// Serial console output from `offset` (at most 1 MiB per call). Header `x-kumo-log-size` gives the
 /// total size so far.
 #[utoipa::path(get, path = "/v1/instances/{id}/serial-log", params(("id" = String, Path, description = "ID or name"), LogQuery),

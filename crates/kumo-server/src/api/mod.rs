@@ -49,6 +49,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         instance::stop_instance,
         instance::reboot_instance,
         instance::serial_log,
+        instance::attach_nic,
+        instance::detach_nic,
         console::console,
         network::create_network,
         network::delete_network,
@@ -200,6 +202,11 @@ pub fn router(app: App) -> Router {
         .route("/instances/{id}/stop", post(instance::stop_instance))
         .route("/instances/{id}/reboot", post(instance::reboot_instance))
         .route("/instances/{id}/serial-log", get(instance::serial_log))
+        .route("/instances/{id}/nics", post(instance::attach_nic))
+        .route(
+            "/instances/{id}/nics/{nic}",
+            axum::routing::delete(instance::detach_nic),
+        )
         .route("/instances/{id}/console", get(console::console))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),

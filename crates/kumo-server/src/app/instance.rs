@@ -157,7 +157,9 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             if let Ok(ip) = p.port.ipv4.parse() {
                 pending.insert(ip);
             }
-            nics.push(p.nic());
+            let mut nic = p.nic();
+            nic.slot = nics.len() as u8;
+            nics.push(nic);
             compare.extend(p.compare);
             ops.extend(p.ops);
         }
@@ -238,6 +240,130 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     }
     Err(Error::unavailable(
         "too much contention placing the instance; retry",
+    ))
+}
+
+/// Hot-plug a new NIC (a new port) into an instance; the agent plugs it into the running VM.
+pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<InstanceView> {
+    if req.port.is_some() {
+        return Err(Error::invalid(
+            "port",
+            "attaching existing ports is not supported yet; omit `port`",
+        ));
+    }
+    let (net, subnet) =
+        port::resolve_target(app, "nic", req.network.as_deref(), req.subnet.as_deref()).await?;
+    let sgs =
+        port::groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut inst, rev) = find(app, id_or_name).await?;
+        not_deleting(&inst)?;
+        if inst.nics.len() >= MAX_NICS {
+            return Err(Error::conflict(format!(
+                "instance `{}` already has the maximum of {MAX_NICS} NICs",
+                inst.name
+            )));
+        }
+        let slot = (0..MAX_NICS as u8)
+            .find(|s| !inst.nics.iter().any(|n| n.slot == *s))
+            .unwrap_or(0);
+        let p = port::plan(
+            app,
+            "nic",
+            &net,
+            &subnet,
+            req.ipv4.as_deref(),
+            sgs.clone(),
+            Some(&inst.id),
+            None,
+            &HashSet::new(),
+        )
+        .await?;
+        let mut nic = p.nic();
+        nic.slot = slot;
+        inst.nics.push(nic.clone());
+        let key = keys::instance(&inst.id);
+        let mut compare = p.compare;
+        compare.push(Compare::mod_revision(&key, rev));
+        let mut ops = p.ops;
+        ops.push(Op::put(&key, encode(&inst)?));
+        if app
+            .kv()
+            .txn(Txn {
+                compare,
+                success: ops,
+                failure: vec![],
+            })
+            .await
+            .map_err(store_err)?
+            .succeeded
+        {
+            super::event::record(
+                app,
+                &inst.id,
+                "instance.nic_attached",
+                &format!("{} on `{}`", nic.ipv4, net.name),
+            )
+            .await?;
+            let st = status(app, &inst.id).await?;
+            return Ok(InstanceView::new(&inst, st.as_ref()));
+        }
+    }
+    Err(Error::unavailable(
+        "too much contention attaching the NIC; retry",
+    ))
+}
+
+/// Unplug a NIC (by port ID or its IPv4) and delete its port.
+pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<InstanceView> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut inst, rev) = find(app, id_or_name).await?;
+        not_deleting(&inst)?;
+        let Some(pos) = inst
+            .nics
+            .iter()
+            .position(|n| n.port_id == nic_ref || n.ipv4 == nic_ref)
+        else {
+            return Err(Error::not_found("NIC", nic_ref));
+        };
+        if inst.nics.len() == 1 {
+            return Err(Error::conflict("an instance keeps at least one NIC"));
+        }
+        let nic = inst.nics.remove(pos);
+        let key = keys::instance(&inst.id);
+        let mut ops = vec![
+            Op::put(&key, encode(&inst)?),
+            Op::delete(keys::port(&nic.port_id)),
+            Op::delete(keys::ipam(&nic.subnet_id, &nic.ipv4)),
+        ];
+        let mut compare = vec![Compare::mod_revision(&key, rev)];
+        for kv in list_raw(app.kv(), keys::FLOATING_IPS).await? {
+            let mut f: kumo_types::FloatingIp = crate::storeutil::decode(&kv)?;
+            if f.port_id.as_deref() == Some(nic.port_id.as_str()) {
+                f.port_id = None;
+                f.fixed_ip = None;
+                compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
+                ops.push(Op::put(&kv.key, encode(&f)?));
+            }
+        }
+        if app
+            .kv()
+            .txn(Txn {
+                compare,
+                success: ops,
+                failure: vec![],
+            })
+            .await
+            .map_err(store_err)?
+            .succeeded
+        {
+            super::event::record(app, &inst.id, "instance.nic_detached", &nic.ipv4).await?;
+            let st = status(app, &inst.id).await?;
+            return Ok(InstanceView::new(&inst, st.as_ref()));
+        }
+    }
+    Err(Error::unavailable(
+        "too much contention detaching the NIC; retry",
     ))
 }
 

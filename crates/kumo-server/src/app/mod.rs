@@ -41,6 +41,7 @@ pub struct App {
     pub kv: Arc<dyn Kv>,
     pub cfg: Arc<AppConfig>,
     pub pool: DirPool,
+    pub auth_cache: Arc<crate::auth::AuthCache>,
 }
 
 impl App {
@@ -50,6 +51,7 @@ impl App {
             kv,
             cfg: Arc::new(cfg),
             pool,
+            auth_cache: Arc::default(),
         }
     }
 

@@ -31,6 +31,7 @@ impl PortPlan {
             subnet_id: self.port.subnet_id.clone(),
             mac: self.port.mac.clone(),
             ipv4: self.port.ipv4.clone(),
+            slot: 0,
         }
     }
 }
