@@ -46,9 +46,15 @@ impl NetState {
         let topo = &snap.topology;
         let nets = local_networks(snap)?;
         self.retire_unused(&nets);
+        // One broken network (a dnsmasq that cannot start…) must not keep the others or the
+        // firewall from converging: remember the first error, report it at the end.
+        let mut failed = None;
         let mut nat = Vec::new();
         for (id, (net, hosts)) in &nets {
-            self.ensure_network(net, &topo.subnets, hosts)?;
+            if let Err(e) = self.ensure_network(net, &topo.subnets, hosts) {
+                tracing::error!(network = %id, error = %e, "network setup failed");
+                failed.get_or_insert(e);
+            }
             for s in topo.subnets.iter().filter(|s| &s.network_id == id) {
                 nat.push(NatNetwork {
                     bridge: net.bridge.clone(),
@@ -85,7 +91,7 @@ impl NetState {
             network::nft::apply(&rs)?;
             self.ruleset = Some(rs);
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Converge one network that has local ports: its bridge (every subnet's gateway), its uplink

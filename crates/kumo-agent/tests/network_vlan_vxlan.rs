@@ -270,3 +270,161 @@ fn vlan_guest_pings_a_tagged_neighbour_on_the_uplink() {
         g.pings("198.18.10.2")
     });
 }
+
+/// A snapshot with one instance on a two-subnet VXLAN network (DHCP) and on a VLAN network whose
+/// physical network this host does not map (no DHCP).
+fn snapshot(with_instance: bool) -> kumo_types::AssignmentSnapshot {
+    let net = |id: &str, name: &str, kind: &str, bridge: &str, extra: serde_json::Value| {
+        let mut v = serde_json::json!({
+            "id": id, "name": name, "project": "p", "kind": kind, "mtu": 1450,
+            "bridge": bridge, "created_at": ""
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let subnet = |id: &str, net_id: &str, third: u8, dhcp: bool| {
+        serde_json::json!({
+            "id": id, "name": id, "project": "p", "network_id": net_id,
+            "cidr": format!("198.18.{third}.0/24"), "gateway": format!("198.18.{third}.1"),
+            "allocation_pools": [], "dhcp": dhcp, "created_at": ""
+        })
+    };
+    let networks = serde_json::json!([
+        net(
+            "net-a",
+            "Net-A",
+            "vxlan",
+            "kbra",
+            serde_json::json!({"vni": 300})
+        ),
+        net(
+            "net-b",
+            "net-b",
+            "vlan",
+            "kbrb",
+            serde_json::json!({"vlan_id": 30, "physical_network": "physX"})
+        ),
+    ]);
+    let nic = |port: &str, net_id: &str, subnet_id: &str, mac: &str, ip: &str, slot: u8| {
+        serde_json::json!({"port_id": port, "network_id": net_id, "subnet_id": subnet_id,
+            "mac": mac, "ipv4": ip, "slot": slot})
+    };
+    let instance = serde_json::json!({
+        "id": "i-0123456789abcdef0", "name": "web-1", "project": "p", "image_id": "ami-1",
+        "instance_type": "nano", "vcpus": 1, "memory_mib": 128, "root_disk_gib": 1,
+        "desired_state": "running", "host": "h1", "created_at": "",
+        "nics": [
+            nic("eni-1", "net-a", "sub-a2", "52:54:00:00:31:10", "198.18.31.10", 0),
+            nic("eni-2", "net-b", "sub-b", "52:54:00:00:32:10", "198.18.32.10", 1),
+        ],
+    });
+    let image = serde_json::json!({
+        "id": "ami-1", "name": "tiny", "project": "p", "kind": "kernel_initrd", "size_bytes": 0,
+        "virtual_size_bytes": 0, "sha256": "", "pool": "local", "created_at": ""
+    });
+    let assignments = if with_instance {
+        serde_json::json!([{"instance": instance, "image": image, "networks": networks.clone()}])
+    } else {
+        serde_json::json!([])
+    };
+    serde_json::from_value(serde_json::json!({
+        "revision": 1,
+        "assignments": assignments,
+        "topology": {
+            "networks": networks,
+            "subnets": [
+                subnet("sub-a1", "net-a", 30, true),
+                subnet("sub-a2", "net-a", 31, true),
+                subnet("sub-b", "net-b", 32, false),
+            ],
+            "ports": [], "routers": [], "security_groups": [], "floating_ips": []
+        }
+    }))
+    .unwrap()
+}
+
+fn pid_in(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn netstate_converges_vxlan_network_with_two_subnets() {
+    enter_private_netns();
+    require("ip", "iproute2");
+    require("bridge", "iproute2");
+    require("dnsmasq", "dnsmasq-base");
+    require("nft", "nftables");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut guard = kumo_testutil::PidGuard::new();
+    // The underlay interface carrying this host's tunnel address.
+    run(
+        "ip",
+        &[
+            "link", "add", "und0", "type", "veth", "peer", "name", "und1",
+        ],
+    );
+    run("ip", &["addr", "add", "198.19.9.1/24", "dev", "und0"]);
+    run("ip", &["link", "set", "und0", "up"]);
+    run("ip", &["link", "set", "und1", "up"]);
+    let uplinks = kumo_agent::netstate::UplinkConfig {
+        physical_networks: Default::default(), // physX unmapped: net-b stays local
+        vxlan_local_ip: Some(Ipv4Addr::new(198, 19, 9, 1)),
+        vxlan_peers: vec![Ipv4Addr::new(198, 19, 9, 2), Ipv4Addr::new(198, 19, 9, 3)],
+    };
+    let mut ns =
+        kumo_agent::netstate::NetState::new(tmp.path().to_path_buf()).with_uplinks(uplinks);
+    ns.sync(&snapshot(true)).unwrap();
+
+    let dir = kumo_agent::paths::net_dir(tmp.path(), "net-a");
+    let (dhcp_pid, dns_pid) = (
+        pid_in(&dir.join("dnsmasq.pid")).expect("DHCP dnsmasq runs"),
+        pid_in(&dir.join("dns.pid")).expect("DNS dnsmasq runs"),
+    );
+    guard.add(dhcp_pid);
+    guard.add(dns_pid);
+
+    let br = link::link("kbra").unwrap().unwrap();
+    let addrs: Vec<String> = br.ipv4.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        addrs,
+        ["198.18.30.1/24", "198.18.31.1/24", "169.254.169.254/32"]
+    );
+    assert_eq!(br.mtu, 1450);
+    let kx = link::link("kx300").unwrap().unwrap();
+    assert_eq!(kx.master.as_deref(), Some("kbra"));
+    let fdb = run("bridge", &["-j", "fdb", "show", "dev", "kx300"]);
+    assert_eq!(
+        uplink::parse_fdb_peers(&fdb).unwrap(),
+        [Ipv4Addr::new(198, 19, 9, 2), Ipv4Addr::new(198, 19, 9, 3)]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hosts")).unwrap(),
+        "52:54:00:00:31:10,198.18.31.10,web-1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("dns-hosts")).unwrap(),
+        "198.18.31.10 web-1 web-1.net-a.kumo.internal\n"
+    );
+    // The VLAN network could not get its uplink but its bridge works locally; no DHCP, no dnsmasq.
+    let brb = link::link("kbrb").unwrap().unwrap();
+    assert!(brb.ipv4.iter().any(|c| c.to_string() == "198.18.32.1/24"));
+    let dir_b = kumo_agent::paths::net_dir(tmp.path(), "net-b");
+    assert!(pid_in(&dir_b.join("dnsmasq.pid")).is_none());
+
+    // Idempotent: the same processes stay.
+    ns.sync(&snapshot(true)).unwrap();
+    assert_eq!(pid_in(&dir.join("dnsmasq.pid")), Some(dhcp_pid));
+    assert_eq!(pid_in(&dir.join("dns.pid")), Some(dns_pid));
+
+    // A restarted agent adopts them.
+    let mut again = kumo_agent::netstate::NetState::new(tmp.path().to_path_buf());
+    again.sync(&snapshot(true)).unwrap();
+    assert_eq!(pid_in(&dir.join("dnsmasq.pid")), Some(dhcp_pid));
+
+    // No more ports on the network: its dnsmasq pair goes.
+    again.sync(&snapshot(false)).unwrap();
+    assert!(!kumo_testutil::pid_alive(dhcp_pid));
+    assert!(!kumo_testutil::pid_alive(dns_pid));
+}
