@@ -243,9 +243,34 @@ pub fn ensure_vxlan(
         mtu,
     };
     let name = vxlan_link_name(vni);
-    let all = link::links()?;
+    let text = run("ip", &["-j", "-d", "addr", "show"])?;
+    let all = link::parse_links(&text, Some(&text))?;
+    if let Some(why) = underlay_problem(&all, local_ip, mtu) {
+        tracing::warn!(vxlan = %name, "{why}");
+    }
     apply(plan_vxlan(&spec, all.iter().find(|l| l.name == name))?)?;
     Ok(name)
+}
+
+/// Why the underlay cannot carry a VXLAN network of `mtu` from `local` (pure): the address is on no
+/// interface, or that interface's MTU is below `mtu + 50` (large frames would be dropped).
+pub fn underlay_problem(links: &[LinkState], local: Ipv4Addr, mtu: u32) -> Option<String> {
+    let Some(l) = links
+        .iter()
+        .find(|l| l.ipv4.iter().any(|c| c.addr == local))
+    else {
+        return Some(format!(
+            "tunnel address {local} is on no interface of this host"
+        ));
+    };
+    (l.mtu < underlay_mtu(mtu)).then(|| {
+        format!(
+            "underlay {} has MTU {} but a VXLAN network of MTU {mtu} needs {}",
+            l.name,
+            l.mtu,
+            underlay_mtu(mtu)
+        )
+    })
 }
 
 /// The remote endpoints of the all-zero (flood) FDB entries in `bridge -j fdb show dev …` output.
@@ -449,6 +474,31 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn underlay_checks() {
+        let local = Ipv4Addr::new(198, 19, 0, 1);
+        let mut eth = LinkState {
+            name: "eth0".into(),
+            mtu: 1500,
+            ipv4: vec![super::super::Ipv4Cidr {
+                addr: local,
+                prefix: 24,
+            }],
+            ..LinkState::default()
+        };
+        assert_eq!(
+            underlay_problem(std::slice::from_ref(&eth), local, 1450),
+            None
+        );
+        assert!(
+            underlay_problem(std::slice::from_ref(&eth), local, 1500)
+                .unwrap()
+                .contains("needs 1550")
+        );
+        eth.ipv4.clear();
+        assert!(underlay_problem(&[eth], local, 1450).is_some());
     }
 
     #[test]
