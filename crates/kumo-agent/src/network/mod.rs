@@ -20,6 +20,7 @@
 pub mod dnsmasq;
 pub mod link;
 pub mod nft;
+mod proc_util;
 pub mod seed;
 pub mod uplink;
 
