@@ -112,13 +112,13 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         pool: DirPool::new(crate::paths::pool_root(&cfg.data_dir)),
         accel,
         stop_timeout: cfg.stop_timeout,
-        net: Arc::new(Mutex::new(NetState::new(cfg.data_dir.clone()).with_uplinks(
-            UplinkConfig {
+        net: Arc::new(Mutex::new(
+            NetState::new(cfg.data_dir.clone()).with_uplinks(UplinkConfig {
                 physical_networks: cfg.physical_networks.clone(),
                 vxlan_local_ip: cfg.vxlan_local_ip,
                 vxlan_peers: cfg.vxlan_peers.clone(),
-            },
-        ))),
+            }),
+        )),
     });
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;
@@ -184,10 +184,17 @@ async fn converge(
     registry: &MetadataRegistry,
     registered: &mut HashSet<Ipv4Addr>,
 ) {
-    if let Err(e) = ctx.net.lock().await.sync(snap) {
-        tracing::warn!(error = %e, "network sync failed");
+    let problems = {
+        let mut net = ctx.net.lock().await;
+        if let Err(e) = net.sync(snap) {
+            tracing::warn!(error = %e, "network sync failed");
+        }
+        net.new_problems()
+    };
+    for (network_id, why) in problems {
+        let _ = ctx.cp.event(&network_id, "network.degraded", &why).await;
     }
-    sync_metadata(registry, registered, &snap.assignments);
+    sync_metadata(registry, registered, snap);
     let assigned: HashSet<&str> = snap
         .assignments
         .iter()
@@ -224,10 +231,10 @@ async fn converge(
 fn sync_metadata(
     registry: &MetadataRegistry,
     registered: &mut HashSet<Ipv4Addr>,
-    assignments: &[Assignment],
+    snap: &AssignmentSnapshot,
 ) {
     let mut live = HashSet::new();
-    for a in assignments.iter().filter(|a| !a.instance.deleting) {
+    for a in snap.assignments.iter().filter(|a| !a.instance.deleting) {
         let i = &a.instance;
         let Some(nic) = i.nics.first() else { continue };
         let Ok(ip) = nic.ipv4.parse::<Ipv4Addr>() else {
@@ -244,6 +251,13 @@ fn sync_metadata(
         m.image_id = Some(i.image_id.clone());
         m.instance_type = Some(i.instance_type.clone());
         m.mac = Some(nic.mac.clone());
+        // `public-ipv4`: the floating IP associated with the instance's first NIC, as on EC2.
+        m.public_ipv4 = snap
+            .topology
+            .floating_ips
+            .iter()
+            .find(|f| f.port_id.as_deref() == Some(nic.port_id.as_str()) && !nic.port_id.is_empty())
+            .and_then(|f| f.address.parse().ok());
         if registry.get(ip).as_deref() != Some(&m) {
             registry.upsert(ip, m);
         }

@@ -22,6 +22,10 @@ pub struct NetState {
     uplinks: UplinkConfig,
     dnsmasq: HashMap<String, Dnsmasq>,
     ruleset: Option<Ruleset>,
+    /// Networks that work only partly on this host (an uplink that cannot be set up), with why;
+    /// and which of those the agent has already reported.
+    problems: BTreeMap<String, String>,
+    reported: BTreeMap<String, String>,
 }
 
 impl NetState {
@@ -31,6 +35,8 @@ impl NetState {
             uplinks: UplinkConfig::default(),
             dnsmasq: HashMap::new(),
             ruleset: None,
+            problems: BTreeMap::new(),
+            reported: BTreeMap::new(),
         }
     }
 
@@ -67,15 +73,11 @@ impl NetState {
             .assignments
             .iter()
             .flat_map(|a| {
-                a.instance
-                    .nics
-                    .iter()
-                    .enumerate()
-                    .map(|(i, nic)| network::nft::LocalPort {
-                        port_id: nic.port_id.clone(),
-                        tap: network::tap_name(&a.instance.id, u8::try_from(i).unwrap_or(u8::MAX)),
-                        instance_id: a.instance.id.clone(),
-                    })
+                a.instance.nics.iter().map(|nic| network::nft::LocalPort {
+                    port_id: nic.port_id.clone(),
+                    tap: network::tap_name(&a.instance.id, nic.slot),
+                    instance_id: a.instance.id.clone(),
+                })
             })
             .collect();
         let mut rs: Ruleset = network::nft::plan(topo, &local);
@@ -108,8 +110,17 @@ impl NetState {
             addresses: bridge_addresses(net, subnets),
             mtu: net.mtu,
         })?;
-        if let Err(e) = ensure_uplink(net, &self.uplinks) {
-            tracing::error!(network = %net.id, bridge = %net.bridge, error = %e, "network uplink not set up: the network stays local to this host");
+        match ensure_uplink(net, &self.uplinks) {
+            Ok(()) => {
+                self.problems.remove(&net.id);
+            }
+            Err(e) => {
+                tracing::error!(network = %net.id, bridge = %net.bridge, error = %e, "network uplink not set up: the network stays local to this host");
+                self.problems.insert(
+                    net.id.clone(),
+                    format!("uplink not set up on this host: {e}"),
+                );
+            }
         }
         let state_dir = crate::paths::net_dir(&self.data_dir, &net.id);
         let Some(cfg) = DnsmasqConfig::for_network(net, subnets, &state_dir)? else {
@@ -131,6 +142,19 @@ impl NetState {
             d.set_hosts(hosts)?;
         }
         Ok(())
+    }
+
+    /// Problems (network ID → why) that appeared or changed since the last call; the agent reports
+    /// them as events so they are visible through the API, once each.
+    pub fn new_problems(&mut self) -> Vec<(String, String)> {
+        let fresh: Vec<(String, String)> = self
+            .problems
+            .iter()
+            .filter(|(id, why)| self.reported.get(*id) != Some(*why))
+            .map(|(id, why)| (id.clone(), why.clone()))
+            .collect();
+        self.reported = self.problems.clone();
+        fresh
     }
 
     /// Stop the dnsmasq of networks that no longer have ports on this host.

@@ -124,7 +124,12 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
     let attached = match (read_attached(&run_dir), &vm) {
         (Some(a), _) => a,
         // Adopted from before NICs were recorded: what it was launched with.
-        (None, Some(_)) => first.instance.nics.iter().map(|n| (n.slot, n.mac.clone())).collect(),
+        (None, Some(_)) => first
+            .instance
+            .nics
+            .iter()
+            .map(|n| (n.slot, n.mac.clone()))
+            .collect(),
         (None, None) => BTreeMap::new(),
     };
     let mut w = Worker {
@@ -225,7 +230,13 @@ impl Worker {
                 self.status.reboot_seq = a.instance.reboot_seq;
                 let pid = v.pid() as u32;
                 self.vm = Some(v);
-                self.set_attached(a.instance.nics.iter().map(|n| (n.slot, n.mac.clone())).collect());
+                self.set_attached(
+                    a.instance
+                        .nics
+                        .iter()
+                        .map(|n| (n.slot, n.mac.clone()))
+                        .collect(),
+                );
                 self.report(InstanceState::Running, None, Some(pid)).await;
                 let msg = format!("QEMU pid {pid} ({})", self.ctx.accel.as_str());
                 let _ = self.ctx.cp.event(&self.id, "instance.started", &msg).await;
@@ -313,15 +324,28 @@ impl Worker {
         if add.is_empty() && remove.is_empty() {
             return Next::Wait;
         }
-        let Some(vm) = &self.vm else { return Next::Wait };
+        let Some(vm) = &self.vm else {
+            return Next::Wait;
+        };
         let mut attached = self.attached.clone();
         let mut failed = None;
         for slot in remove {
-            match vm.unplug_nic(&format!("net{slot}"), Duration::from_secs(20)).await {
+            match vm
+                .unplug_nic(&format!("net{slot}"), Duration::from_secs(20))
+                .await
+            {
                 Ok(()) => {
                     attached.remove(&slot);
                     let _ = network::delete_tap(&network::tap_name(&self.id, slot));
-                    let _ = self.ctx.cp.event(&self.id, "instance.nic_unplugged", &format!("NIC slot {slot} unplugged")).await;
+                    let _ = self
+                        .ctx
+                        .cp
+                        .event(
+                            &self.id,
+                            "instance.nic_unplugged",
+                            &format!("NIC slot {slot} unplugged"),
+                        )
+                        .await;
                 }
                 Err(e) => failed = Some(format!("unplugging NIC slot {slot}: {e}")),
             }
@@ -332,7 +356,9 @@ impl Worker {
                     .networks
                     .iter()
                     .find(|x| x.id == nic.network_id)
-                    .ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
+                    .ok_or_else(|| {
+                        kumo_types::Error::internal("network of NIC missing from assignment")
+                    })?;
                 let spec = nic_spec(&self.id, &nic);
                 network::ensure_tap(&spec.ifname, &net.bridge, net.mtu)?;
                 let bus = spec.bus.clone().unwrap_or_default();
@@ -343,7 +369,11 @@ impl Worker {
                 Ok(()) => {
                     attached.insert(nic.slot, nic.mac.clone());
                     let msg = format!("NIC {} ({}) plugged", nic.ipv4, nic.mac);
-                    let _ = self.ctx.cp.event(&self.id, "instance.nic_plugged", &msg).await;
+                    let _ = self
+                        .ctx
+                        .cp
+                        .event(&self.id, "instance.nic_plugged", &msg)
+                        .await;
                 }
                 Err(e) => failed = Some(format!("hot-plugging NIC {}: {e}", nic.ipv4)),
             }
@@ -361,7 +391,10 @@ impl Worker {
         let path = crate::paths::run_dir(&self.ctx.data_dir, &self.id).join("nics.json");
         if let Ok(json) = serde_json::to_vec(&attached) {
             let tmp = path.with_extension("json.tmp");
-            if std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+            if std::fs::write(&tmp, json)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .is_err()
+            {
                 tracing::warn!(instance = %self.id, "could not record attached NICs");
             }
         }
@@ -403,7 +436,9 @@ impl Worker {
 
 /// NICs recorded as plugged into an adopted VM (empty if none recorded).
 fn read_attached(run_dir: &std::path::Path) -> Option<BTreeMap<u8, String>> {
-    std::fs::read(run_dir.join("nics.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    std::fs::read(run_dir.join("nics.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn state_word(s: InstanceState) -> &'static str {
@@ -448,8 +483,22 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
             .ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
         network::ensure_tap(&network::tap_name(&i.id, nic.slot), &net.bridge, net.mtu)?;
     }
-    let cfg = vm_config(&ctx.data_dir, &ctx.pool, ctx.accel, a);
+    let mut cfg = vm_config(&ctx.data_dir, &ctx.pool, ctx.accel, a);
     std::fs::create_dir_all(&cfg.run_dir)?;
+    // A NoCloud seed (ISO labelled `cidata`) so stock cloud-init images configure themselves even
+    // without the metadata service.
+    let spec = network::seed::SeedSpec {
+        instance_id: i.id.clone(),
+        hostname: i.name.clone(),
+        user_data: i.user_data.clone(),
+        public_keys: a.key_pair.iter().map(|k| k.public_key.clone()).collect(),
+        network_config: None,
+    };
+    let run_dir = cfg.run_dir.clone();
+    let seed = tokio::task::spawn_blocking(move || network::seed::build_seed(&run_dir, &spec))
+        .await
+        .map_err(|e| kumo_types::Error::internal_with("seed task", e))??;
+    cfg.seed_iso = Some(seed);
     // A fresh serial log per boot sequence keeps `logs` about this run.
     process::launch(&cfg).await
 }

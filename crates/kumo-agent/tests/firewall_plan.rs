@@ -19,14 +19,49 @@ fn vpc() -> NetworkTopology {
     let mut web = group(
         "sg-web",
         vec![
-            rule("sgr-1", Direction::Ingress, Protocol::Tcp, Some((80, 80)), None, None),
-            rule("sgr-2", Direction::Ingress, Protocol::Tcp, Some((8000, 8999)), Some("198.18.9.7/24"), None),
-            rule("sgr-3", Direction::Ingress, Protocol::Icmp, None, None, Some("sg-default")),
-            rule("sgr-4", Direction::Egress, Protocol::Udp, Some((53, 53)), Some("0.0.0.0/0"), None),
+            rule(
+                "sgr-1",
+                Direction::Ingress,
+                Protocol::Tcp,
+                Some((80, 80)),
+                None,
+                None,
+            ),
+            rule(
+                "sgr-2",
+                Direction::Ingress,
+                Protocol::Tcp,
+                Some((8000, 8999)),
+                Some("198.18.9.7/24"),
+                None,
+            ),
+            rule(
+                "sgr-3",
+                Direction::Ingress,
+                Protocol::Icmp,
+                None,
+                None,
+                Some("sg-default"),
+            ),
+            rule(
+                "sgr-4",
+                Direction::Egress,
+                Protocol::Udp,
+                Some((53, 53)),
+                Some("0.0.0.0/0"),
+                None,
+            ),
         ],
     );
     // The same rule through two groups appears once.
-    web.rules.push(rule("sgr-5", Direction::Egress, Protocol::Any, None, None, None));
+    web.rules.push(rule(
+        "sgr-5",
+        Direction::Egress,
+        Protocol::Any,
+        None,
+        None,
+        None,
+    ));
     NetworkTopology {
         networks: vec![
             network("net-1", "kbr1", false),
@@ -39,15 +74,52 @@ fn vpc() -> NetworkTopology {
             subnet("subnet-ext", "net-ext", "198.19.0.0/24", "198.19.0.1"),
         ],
         ports: vec![
-            port(A, "net-1", "subnet-1", "52:54:00:AA:00:01", "198.18.1.10", &["sg-default", "sg-web"]),
-            port(B, "net-2", "subnet-2", "52:54:00:bb:00:02", "198.18.2.11", &["sg-default"]),
-            port(R, "net-2", "subnet-2", "52:54:00:dd:00:04", "198.18.2.44", &["sg-default"]),
+            port(
+                A,
+                "net-1",
+                "subnet-1",
+                "52:54:00:AA:00:01",
+                "198.18.1.10",
+                &["sg-default", "sg-web"],
+            ),
+            port(
+                B,
+                "net-2",
+                "subnet-2",
+                "52:54:00:bb:00:02",
+                "198.18.2.11",
+                &["sg-default"],
+            ),
+            port(
+                R,
+                "net-2",
+                "subnet-2",
+                "52:54:00:dd:00:04",
+                "198.18.2.44",
+                &["sg-default"],
+            ),
         ],
-        routers: vec![router("rtr-1", &["subnet-1", "subnet-2"], Some(("net-ext", "198.19.0.2")))],
+        routers: vec![router(
+            "rtr-1",
+            &["subnet-1", "subnet-2"],
+            Some(("net-ext", "198.19.0.2")),
+        )],
         security_groups: vec![default_group("sg-default"), web],
         floating_ips: vec![
-            floating("eipalloc-1", "net-ext", "subnet-ext", "198.19.0.100", Some(A)),
-            floating("eipalloc-2", "net-ext", "subnet-ext", "198.19.0.101", Some(R)),
+            floating(
+                "eipalloc-1",
+                "net-ext",
+                "subnet-ext",
+                "198.19.0.100",
+                Some(A),
+            ),
+            floating(
+                "eipalloc-2",
+                "net-ext",
+                "subnet-ext",
+                "198.19.0.101",
+                Some(R),
+            ),
             floating("eipalloc-3", "net-ext", "subnet-ext", "198.19.0.102", None),
         ],
     }
@@ -86,7 +158,14 @@ fn golden_nat_network_with_default_group() {
     let topo = NetworkTopology {
         networks: vec![net],
         subnets: vec![subnet("subnet-0", "net-0", "198.18.0.0/24", "198.18.0.1")],
-        ports: vec![port(A, "net-0", "subnet-0", "52:54:00:00:00:0a", "198.18.0.10", &["sg-default"])],
+        ports: vec![port(
+            A,
+            "net-0",
+            "subnet-0",
+            "52:54:00:00:00:0a",
+            "198.18.0.10",
+            &["sg-default"],
+        )],
         security_groups: vec![default_group("sg-default")],
         ..Default::default()
     };
@@ -101,13 +180,25 @@ fn union_of_groups_and_remote_group_sets() {
     // sg-default: egress any + ingress from group; sg-web: 4 rules, its egress-any is a duplicate.
     assert_eq!(a.egress.len(), 2, "{:?}", a.egress);
     assert_eq!(a.ingress.len(), 4, "{:?}", a.ingress);
-    assert!(a.ingress.iter().any(|r| r.remote == Remote::Cidr("198.18.9.0".parse().unwrap(), 24)));
+    assert!(
+        a.ingress
+            .iter()
+            .any(|r| r.remote == Remote::Cidr("198.18.9.0".parse().unwrap(), 24))
+    );
     let g = rs.groups.iter().find(|g| g.name == "g_sg_default").unwrap();
     let members: Vec<String> = g.members.iter().map(|m| m.to_string()).collect();
-    assert_eq!(members, ["198.18.1.10", "198.18.2.11", "198.18.2.44"], "remote ports count");
+    assert_eq!(
+        members,
+        ["198.18.1.10", "198.18.2.11", "198.18.2.44"],
+        "remote ports count"
+    );
     // Only the local port's floating IP is programmed; the router SNATs both of its subnets.
     assert_eq!(rs.dnat.len(), 1);
-    assert_eq!(rs.snat[0].to.to_string(), "198.19.0.100", "floating SNAT before router SNAT");
+    assert_eq!(
+        rs.snat[0].to.to_string(),
+        "198.19.0.100",
+        "floating SNAT before router SNAT"
+    );
     assert_eq!(rs.snat.len(), 3);
     assert_eq!(rs.routed.len(), 2, "both directions");
     let addrs = nft::bridge_addresses(&vpc(), &local(&[A]));
@@ -128,7 +219,10 @@ fn bad_input_fails_closed() {
     });
     let rs = nft::plan(&topo, &l);
     assert_eq!(rs.ports.len(), 1, "only B survives");
-    assert_eq!(rs.blocked_taps, [l[0].tap.clone(), "ktffffffffff0".to_string()]);
+    assert_eq!(
+        rs.blocked_taps,
+        [l[0].tap.clone(), "ktffffffffff0".to_string()]
+    );
     assert_eq!(rs.skipped.len(), 2, "{:?}", rs.skipped);
     let text = nft::render(&rs).unwrap();
     assert!(text.contains("iifname \"ktffffffffff0\" drop"), "{text}");
@@ -136,7 +230,11 @@ fn bad_input_fails_closed() {
 
     // A bad rule only loses that rule.
     let rs = nft::plan(&topo, &local(&[B]));
-    assert!(rs.skipped.is_empty(), "B is not in sg-web: {:?}", rs.skipped);
+    assert!(
+        rs.skipped.is_empty(),
+        "B is not in sg-web: {:?}",
+        rs.skipped
+    );
     let mut topo = vpc();
     topo.security_groups[1].rules[1].remote_cidr = Some("nope".into());
     let rs = nft::plan(&topo, &local(&[A]));

@@ -28,10 +28,31 @@ fn topology() -> NetworkTopology {
             subnet("subnet-ext", "net-ext", "198.19.0.0/24", "198.19.0.1"),
         ],
         ports: vec![
-            port(A, "net-1", "subnet-1", "52:54:00:00:01:0a", "198.18.1.10", &["sg-open"]),
-            port(B, "net-2", "subnet-2", "52:54:00:00:02:0b", "198.18.2.11", &["sg-open"]),
+            port(
+                A,
+                "net-1",
+                "subnet-1",
+                "52:54:00:00:01:0a",
+                "198.18.1.10",
+                &["sg-open"],
+            ),
+            port(
+                B,
+                "net-2",
+                "subnet-2",
+                "52:54:00:00:02:0b",
+                "198.18.2.11",
+                &["sg-open"],
+            ),
             // The "outside" host on the external network, a port like any other.
-            port(X, "net-ext", "subnet-ext", "52:54:00:00:09:09", "198.19.0.50", &["sg-open"]),
+            port(
+                X,
+                "net-ext",
+                "subnet-ext",
+                "52:54:00:00:09:09",
+                "198.19.0.50",
+                &["sg-open"],
+            ),
         ],
         security_groups: vec![open_group("sg-open")],
         ..Default::default()
@@ -47,22 +68,43 @@ fn subnets_talk_only_through_a_router() {
     bridge("kbr1", &["198.18.1.1/24".into()]);
     bridge("kbr2", &["198.18.2.1/24".into()]);
     let tap = |p: &str| kumo_agent::network::tap_name(&format!("i-{}", &p[4..]), 0);
-    let a = Guest::new("kbr1", &tap(A), "52:54:00:00:01:0a", "198.18.1.10/24", Some("198.18.1.1"));
-    let b = Guest::new("kbr2", &tap(B), "52:54:00:00:02:0b", "198.18.2.11/24", Some("198.18.2.1"));
+    let a = Guest::new(
+        "kbr1",
+        &tap(A),
+        "52:54:00:00:01:0a",
+        "198.18.1.10/24",
+        Some("198.18.1.1"),
+    );
+    let b = Guest::new(
+        "kbr2",
+        &tap(B),
+        "52:54:00:00:02:0b",
+        "198.18.2.11/24",
+        Some("198.18.2.1"),
+    );
     b.serve(8080);
-    assert!(a.ping("198.18.2.11"), "the host routes between them without kumo's rules");
+    assert!(
+        a.ping("198.18.2.11"),
+        "the host routes between them without kumo's rules"
+    );
 
     apply(&topo);
-    assert!(a.ping("198.18.1.1") == false, "the host is not pingable (host protection)");
+    assert!(
+        !a.ping("198.18.1.1"),
+        "the host is not pingable (host protection)"
+    );
     assert!(!a.ping("198.18.2.11"), "different subnets, no router");
     assert_eq!(a.connect(b.ip, 8080), None, "different subnets, no router");
 
-    topo.routers.push(router("rtr-1", &["subnet-1", "subnet-2"], None));
+    topo.routers
+        .push(router("rtr-1", &["subnet-1", "subnet-2"], None));
     let t0 = Instant::now();
     apply(&topo);
-    wait_for("the router joins the subnets", Duration::from_secs(5), || {
-        a.connect(b.ip, 8080).as_deref() == Some("198.18.1.10")
-    });
+    wait_for(
+        "the router joins the subnets",
+        Duration::from_secs(5),
+        || a.connect(b.ip, 8080).as_deref() == Some("198.18.1.10"),
+    );
     println!("router added → traffic passes in {:?}", t0.elapsed());
     assert!(a.ping("198.18.2.11"));
     assert!(b.ping("198.18.1.10"));
@@ -79,16 +121,29 @@ fn router_snats_to_the_external_network() {
     kumo_testutil::require("busybox", "busybox-static");
     kumo_testutil::require("nft", "nftables");
     let mut topo = topology();
-    topo.routers.push(router("rtr-1", &["subnet-1"], Some(("net-ext", "198.19.0.2"))));
+    topo.routers.push(router(
+        "rtr-1",
+        &["subnet-1"],
+        Some(("net-ext", "198.19.0.2")),
+    ));
     let local = all_local(&topo);
     let addrs = kumo_agent::network::nft::bridge_addresses(&topo, &local);
-    assert_eq!(addrs.get("kext").unwrap(), &vec!["198.19.0.2/32".to_string()]);
+    assert_eq!(
+        addrs.get("kext").unwrap(),
+        &vec!["198.19.0.2/32".to_string()]
+    );
     bridge("kbr1", &["198.18.1.1/24".into()]);
     let mut ext = vec!["198.19.0.1/24".to_string()];
     ext.extend(addrs["kext"].iter().cloned());
     bridge("kext", &ext);
     let tap = |p: &str| kumo_agent::network::tap_name(&format!("i-{}", &p[4..]), 0);
-    let a = Guest::new("kbr1", &tap(A), "52:54:00:00:01:0a", "198.18.1.10/24", Some("198.18.1.1"));
+    let a = Guest::new(
+        "kbr1",
+        &tap(A),
+        "52:54:00:00:01:0a",
+        "198.18.1.10/24",
+        Some("198.18.1.1"),
+    );
     let x = Guest::new("kext", &tap(X), "52:54:00:00:09:09", "198.19.0.50/24", None);
     x.serve(9000);
     apply(&topo);
@@ -104,5 +159,9 @@ fn router_snats_to_the_external_network() {
     // No route back into the subnet from outside (X has no route; even with one, isolation holds).
     x.ip(&["route", "add", "198.18.1.0/24", "via", "198.19.0.1"]);
     a.serve(8080);
-    assert_eq!(x.connect(a.ip, 8080), None, "the outside cannot reach in without a floating IP");
+    assert_eq!(
+        x.connect(a.ip, 8080),
+        None,
+        "the outside cannot reach in without a floating IP"
+    );
 }

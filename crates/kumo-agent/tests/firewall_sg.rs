@@ -24,15 +24,36 @@ fn topology() -> NetworkTopology {
         networks: vec![network("net-1", "kbr0", false)],
         subnets: vec![subnet("subnet-1", "net-1", "198.18.0.0/24", "198.18.0.1")],
         ports: vec![
-            port(A, "net-1", "subnet-1", MAC_A, "198.18.0.10", &["sg-default"]),
-            port(B, "net-1", "subnet-1", MAC_B, "198.18.0.11", &["sg-default"]),
+            port(
+                A,
+                "net-1",
+                "subnet-1",
+                MAC_A,
+                "198.18.0.10",
+                &["sg-default"],
+            ),
+            port(
+                B,
+                "net-1",
+                "subnet-1",
+                MAC_B,
+                "198.18.0.11",
+                &["sg-default"],
+            ),
             port(C, "net-1", "subnet-1", MAC_C, "198.18.0.12", &["sg-client"]),
         ],
         security_groups: vec![
             default_group("sg-default"),
             group(
                 "sg-client",
-                vec![rule("sgr-c", Direction::Egress, Protocol::Any, None, None, None)],
+                vec![rule(
+                    "sgr-c",
+                    Direction::Egress,
+                    Protocol::Any,
+                    None,
+                    None,
+                    None,
+                )],
             ),
         ],
         ..Default::default()
@@ -45,7 +66,13 @@ fn guests(topo: &NetworkTopology) -> Vec<Guest> {
         .iter()
         .map(|p| {
             let tap = kumo_agent::network::tap_name(p.instance_id.as_deref().unwrap(), 0);
-            Guest::new("kbr0", &tap, &p.mac, &format!("{}/24", p.ipv4), Some("198.18.0.1"))
+            Guest::new(
+                "kbr0",
+                &tap,
+                &p.mac,
+                &format!("{}/24", p.ipv4),
+                Some("198.18.0.1"),
+            )
         })
         .collect()
 }
@@ -110,8 +137,10 @@ fn ingress_rule_opens_a_port_and_removing_it_closes_it() {
     topo.security_groups[0].rules.pop();
     let t0 = std::time::Instant::now();
     apply(&topo);
-    wait_for("removing the rule closes 8080", Duration::from_secs(5), || {
-        c.connect(b.ip, 8080).is_none()
-    });
+    wait_for(
+        "removing the rule closes 8080",
+        Duration::from_secs(5),
+        || c.connect(b.ip, 8080).is_none(),
+    );
     println!("rule removed → traffic stops in {:?}", t0.elapsed());
 }

@@ -21,14 +21,29 @@ fn setup() -> (NetworkTopology, Guest, Guest) {
         networks: vec![network("net-1", "kbr0", false)],
         subnets: vec![subnet("subnet-1", "net-1", "198.18.0.0/24", "198.18.0.1")],
         ports: vec![
-            port(A, "net-1", "subnet-1", "52:54:00:00:00:0a", "198.18.0.10", &["sg-open"]),
-            port(B, "net-1", "subnet-1", "52:54:00:00:00:0b", "198.18.0.11", &["sg-open"]),
+            port(
+                A,
+                "net-1",
+                "subnet-1",
+                "52:54:00:00:00:0a",
+                "198.18.0.10",
+                &["sg-open"],
+            ),
+            port(
+                B,
+                "net-1",
+                "subnet-1",
+                "52:54:00:00:00:0b",
+                "198.18.0.11",
+                &["sg-open"],
+            ),
         ],
         security_groups: vec![open_group("sg-open")],
         ..Default::default()
     };
     bridge("kbr0", &["198.18.0.1/24".into()]);
-    let tap = |p: usize| kumo_agent::network::tap_name(topo.ports[p].instance_id.as_deref().unwrap(), 0);
+    let tap =
+        |p: usize| kumo_agent::network::tap_name(topo.ports[p].instance_id.as_deref().unwrap(), 0);
     let a = Guest::new("kbr0", &tap(0), "52:54:00:00:00:0a", "198.18.0.10/24", None);
     let b = Guest::new("kbr0", &tap(1), "52:54:00:00:00:0b", "198.18.0.11/24", None);
     b.serve(8080);
@@ -54,9 +69,11 @@ fn forged_source_ip_is_dropped() {
     assert!(!a.ping("198.18.0.11"), "forged source IP dropped");
 
     set_ip(&a, "198.18.0.10/24");
-    let took = wait_for("A with its own IP gets through", Duration::from_secs(5), || {
-        a.connect(b.ip, 8080).as_deref() == Some("198.18.0.10")
-    });
+    let took = wait_for(
+        "A with its own IP gets through",
+        Duration::from_secs(5),
+        || a.connect(b.ip, 8080).as_deref() == Some("198.18.0.10"),
+    );
     println!("own identity passes after {took:?}");
     // Forging another guest's address (B's neighbour, a live one) is no better.
     set_ip(&a, "198.18.0.11/24");
@@ -77,8 +94,10 @@ fn forged_source_mac_is_dropped() {
     assert!(!a.ping("198.18.0.11"), "forged MAC dropped");
 
     a.ip(&["link", "set", "eth0", "address", "52:54:00:00:00:0a"]);
-    let took = wait_for("A with its own MAC gets through", Duration::from_secs(5), || {
-        a.connect(b.ip, 8080).is_some()
-    });
+    let took = wait_for(
+        "A with its own MAC gets through",
+        Duration::from_secs(5),
+        || a.connect(b.ip, 8080).is_some(),
+    );
     println!("own MAC passes again after {took:?}");
 }

@@ -33,8 +33,15 @@ fn ruleset_applies_and_replaces_only_kumo_tables() {
         listed.contains("ip saddr 198.18.0.0/24 oifname != @bridges masquerade"),
         "{listed}"
     );
-    assert!(listed.contains("ct state established,related accept"), "{listed}");
-    assert_eq!(listed.matches("masquerade").count(), 1, "applying twice must not duplicate: {listed}");
+    assert!(
+        listed.contains("ct state established,related accept"),
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches("masquerade").count(),
+        1,
+        "applying twice must not duplicate: {listed}"
+    );
     assert!(nft::list_family("bridge").unwrap().is_some());
 
     let two = Ruleset {
@@ -54,11 +61,23 @@ fn ruleset_applies_and_replaces_only_kumo_tables() {
     };
     nft::apply(&two).unwrap();
     let listed = nft::list().unwrap().unwrap();
-    assert!(!listed.contains("198.18.0.0/24"), "old rules replaced: {listed}");
+    assert!(
+        !listed.contains("198.18.0.0/24"),
+        "old rules replaced: {listed}"
+    );
     assert!(!listed.contains("\"kbr0\""), "old rules replaced: {listed}");
-    assert!(listed.contains("ip saddr 198.19.0.0/24 oifname != @bridges masquerade"), "{listed}");
-    assert!(!listed.contains("198.19.1.0/24"), "no NAT for kbr2: {listed}");
-    assert!(listed.contains("\"kbr2\""), "kbr2 is a kumo bridge: {listed}");
+    assert!(
+        listed.contains("ip saddr 198.19.0.0/24 oifname != @bridges masquerade"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("198.19.1.0/24"),
+        "no NAT for kbr2: {listed}"
+    );
+    assert!(
+        listed.contains("\"kbr2\""),
+        "kbr2 is a kumo bridge: {listed}"
+    );
 
     // A broken batch changes nothing (one transaction).
     let bad = nft::render(&one)
@@ -77,7 +96,11 @@ fn ruleset_applies_and_replaces_only_kumo_tables() {
         })
         .unwrap();
     assert!(!out.success());
-    assert_eq!(nft::list().unwrap().unwrap(), listed, "failed batch left the table untouched");
+    assert_eq!(
+        nft::list().unwrap().unwrap(),
+        listed,
+        "failed batch left the table untouched"
+    );
 
     nft::remove().unwrap();
     nft::remove().unwrap();
@@ -93,12 +116,19 @@ fn a_full_vpc_ruleset_is_accepted_by_the_kernel() {
     use firewall_common::*;
     use kumo_types::{Direction, NetworkTopology, Protocol};
     let mut topo = NetworkTopology {
-        networks: vec![network("net-1", "kbr1", false), network("net-ext", "kext", true)],
+        networks: vec![
+            network("net-1", "kbr1", false),
+            network("net-ext", "kext", true),
+        ],
         subnets: vec![
             subnet("subnet-1", "net-1", "198.18.1.0/24", "198.18.1.1"),
             subnet("subnet-ext", "net-ext", "198.19.0.0/24", "198.19.0.1"),
         ],
-        routers: vec![router("rtr-1", &["subnet-1"], Some(("net-ext", "198.19.0.2")))],
+        routers: vec![router(
+            "rtr-1",
+            &["subnet-1"],
+            Some(("net-ext", "198.19.0.2")),
+        )],
         security_groups: vec![default_group("sg-default")],
         ..Default::default()
     };
@@ -120,12 +150,21 @@ fn a_full_vpc_ruleset_is_accepted_by_the_kernel() {
             None,
         ));
     }
-    topo.floating_ips
-        .push(floating("eipalloc-1", "net-ext", "subnet-ext", "198.19.0.100", Some(&topo.ports[0].id.clone())));
+    topo.floating_ips.push(floating(
+        "eipalloc-1",
+        "net-ext",
+        "subnet-ext",
+        "198.19.0.100",
+        Some(&topo.ports[0].id.clone()),
+    ));
     let rs = nft::plan(&topo, &all_local(&topo));
     assert!(rs.skipped.is_empty(), "{:?}", rs.skipped);
     nft::apply(&rs).unwrap();
     let listed = nft::list().unwrap().unwrap();
     assert!(listed.contains("dnat ip to 198.18.1.10"), "{listed}");
-    assert_eq!(listed.matches("udp dport 1000-2000 accept").count(), 20, "{listed}");
+    assert_eq!(
+        listed.matches("udp dport 1000-2000 accept").count(),
+        20,
+        "{listed}"
+    );
 }

@@ -11,6 +11,18 @@ use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result
 use crate::app::{App, event, host, instance};
 use crate::storeutil::{keys, store_err};
 
+/// The key prefixes whose changes alter what an agent must converge to.
+const ASSIGNMENT_PREFIXES: [&str; 8] = [
+    keys::INSTANCES,
+    keys::NETWORKS,
+    keys::SUBNETS,
+    keys::PORTS,
+    keys::ROUTERS,
+    keys::SECURITY_GROUPS,
+    keys::FLOATING_IPS,
+    keys::KEY_PAIRS,
+];
+
 pub struct InProcess {
     pub app: App,
 }
@@ -31,15 +43,16 @@ impl ControlPlane for InProcess {
         _host_id: &str,
         revision: i64,
     ) -> Result<BoxStream<'static, ()>> {
-        // Any change to desired state may concern this host; the agent re-reads its snapshot.
+        // Any change to desired state that shapes an assignment may concern this host (instances,
+        // and the network topology: a security-group rule must be in effect within a second); the
+        // agent re-reads its snapshot, coalescing bursts.
         let from = if revision > 0 { revision + 1 } else { 0 };
-        let stream = self
-            .app
-            .kv()
-            .watch(keys::INSTANCES, from)
-            .await
-            .map_err(store_err)?;
-        Ok(stream.map(|_| ()).boxed())
+        let mut streams = Vec::with_capacity(ASSIGNMENT_PREFIXES.len());
+        for prefix in ASSIGNMENT_PREFIXES {
+            let s = self.app.kv().watch(prefix, from).await.map_err(store_err)?;
+            streams.push(s.map(|_| ()).boxed());
+        }
+        Ok(futures::stream::select_all(streams).boxed())
     }
     async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()> {
         instance::report_status(&self.app, instance_id, status).await

@@ -82,6 +82,41 @@ struct ServerArgs {
     /// Seconds an ACPI shutdown may take before QEMU is stopped hard.
     #[arg(long, default_value_t = 30)]
     stop_timeout: u64,
+    #[command(flatten)]
+    net: HostNetArgs,
+}
+
+/// Host networking settings shared by `kumo server` (in-process agent) and `kumo agent`.
+#[derive(Args, Clone)]
+struct HostNetArgs {
+    /// Map a physical network name to the host interface carrying its VLANs (`physnet1=eno2`);
+    /// repeatable.
+    #[arg(long = "physical-network", value_name = "NAME=IFACE")]
+    physical_networks: Vec<String>,
+    /// This host's VXLAN tunnel endpoint address.
+    #[arg(long)]
+    vxlan_local_ip: Option<std::net::Ipv4Addr>,
+    /// A remote VXLAN tunnel endpoint; repeatable.
+    #[arg(long = "vxlan-peer")]
+    vxlan_peers: Vec<std::net::Ipv4Addr>,
+}
+
+impl HostNetArgs {
+    fn apply(&self, cfg: &mut AgentConfig) -> anyhow::Result<()> {
+        for m in &self.physical_networks {
+            let Some((name, iface)) = m
+                .split_once('=')
+                .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+            else {
+                anyhow::bail!("--physical-network {m:?}: expected NAME=IFACE, e.g. physnet1=eno2");
+            };
+            cfg.physical_networks
+                .insert(name.to_string(), iface.to_string());
+        }
+        cfg.vxlan_local_ip = self.vxlan_local_ip;
+        cfg.vxlan_peers = self.vxlan_peers.clone();
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -103,6 +138,8 @@ struct AgentArgs {
     accel: Accel,
     #[arg(long, default_value_t = 30)]
     stop_timeout: u64,
+    #[command(flatten)]
+    net: HostNetArgs,
 }
 
 fn accel_choice(a: Accel) -> AccelChoice {
@@ -118,22 +155,18 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&a.token_file)
         .with_context(|| format!("reading {}", a.token_file.display()))?;
     let cp = kumo_agent::control::http::HttpControlPlane::new(&a.server, token.trim())?;
-    let cfg = AgentConfig::new(
-        a.data_dir,
-        accel_choice(a.accel),
-        std::time::Duration::from_secs(a.stop_timeout),
-    );
+    let stop = std::time::Duration::from_secs(a.stop_timeout);
+    let mut cfg = AgentConfig::new(a.data_dir, accel_choice(a.accel), stop);
+    a.net.apply(&mut cfg)?;
     kumo_agent::agent::run(std::sync::Arc::new(cp), cfg).await
 }
 
-fn server_config(a: ServerArgs) -> ServerConfig {
-    let accel = accel_choice(a.accel);
-    ServerConfig {
-        agent: AgentConfig::new(
-            a.data_dir.clone(),
-            accel,
-            std::time::Duration::from_secs(a.stop_timeout),
-        ),
+fn server_config(a: ServerArgs) -> anyhow::Result<ServerConfig> {
+    let stop = std::time::Duration::from_secs(a.stop_timeout);
+    let mut agent = AgentConfig::new(a.data_dir.clone(), accel_choice(a.accel), stop);
+    a.net.apply(&mut agent)?;
+    Ok(ServerConfig {
+        agent,
         data_dir: a.data_dir,
         listen: a.listen,
         store: match a.store {
@@ -152,7 +185,7 @@ fn server_config(a: ServerArgs) -> ServerConfig {
         network_cidr: a.network_cidr,
         bridge: a.bridge,
         nat: !a.no_nat,
-    }
+    })
 }
 
 fn main() -> ExitCode {
@@ -170,7 +203,8 @@ fn main() -> ExitCode {
     match cli.cmd {
         Top::Server(args) => {
             init_logging();
-            match rt.block_on(kumo_server::config::run(server_config(args))) {
+            let run = async { kumo_server::config::run(server_config(args)?).await };
+            match rt.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("kumo server: {e:#}");

@@ -38,7 +38,7 @@ pub use nft::{NatNetwork, Ruleset};
 pub use seed::{SeedSpec, build_seed};
 pub use uplink::{
     VXLAN_PORT, delete_uplink, ensure_vlan_uplink, ensure_vxlan, sync_vxlan_peers, underlay_mtu,
-    vlan_link_name, vxlan_link_name,
+    vlan_link_name, vlan_supported, vxlan_link_name,
 };
 
 /// The link-local address of the metadata service, present on every kumo bridge.

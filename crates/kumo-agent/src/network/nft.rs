@@ -192,7 +192,16 @@ pub fn enable_bridge_netfilter(bridges: &[String]) -> Result<()> {
         {
             run(
                 "ip",
-                &["link", "set", "dev", b, "type", "bridge", "nf_call_iptables", "1"],
+                &[
+                    "link",
+                    "set",
+                    "dev",
+                    b,
+                    "type",
+                    "bridge",
+                    "nf_call_iptables",
+                    "1",
+                ],
             )?;
         }
     }

@@ -17,8 +17,9 @@
 //! - VXLAN runs with `nolearning` and head-end replication: one all-zero FDB entry per remote tunnel
 //!   endpoint ([`sync_vxlan_peers`]); entries for endpoints no longer wanted are removed. Unicast
 //!   destinations are learned by the bridge, not by the VXLAN device.
-//! - This machine's kernel may lack 802.1Q (`CONFIG_VLAN_8021Q`): creating a VLAN link then fails
-//!   with iproute2's "Unknown device type", reported as is.
+//! - A kernel may lack 802.1Q (`CONFIG_VLAN_8021Q`; the development VMs' kernel does): then
+//!   [`ensure_vlan_uplink`] refuses with an `unavailable` error naming it ([`vlan_supported`]), the
+//!   agent reports it as an event on the network, and the network stays local to the host.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -159,8 +160,30 @@ pub fn ensure_vlan_uplink(bridge: &str, uplink: &str, vlan_id: u16, mtu: u32) ->
         ));
     }
     let name = vlan_link_name(uplink, vlan_id);
-    apply(plan_vlan(&spec, all.iter().find(|l| l.name == name))?)?;
+    let steps = plan_vlan(&spec, all.iter().find(|l| l.name == name))?;
+    if !steps.is_empty() && !vlan_supported() {
+        return Err(Error::unavailable(format!(
+            "VLAN {vlan_id} on `{uplink}`: this host's kernel cannot tag frames (802.1Q: \
+             CONFIG_VLAN_8021Q / module 8021q is missing); the network stays local to this host"
+        )));
+    }
+    apply(steps)?;
     Ok(name)
+}
+
+/// Whether the kernel can create 802.1Q VLAN links: the `8021q` module is loaded (or built in), or
+/// loads on request.
+pub fn vlan_supported() -> bool {
+    let loaded = || std::path::Path::new("/proc/net/vlan/config").exists();
+    if loaded() {
+        return true;
+    }
+    let _ = std::process::Command::new("modprobe")
+        .arg("8021q")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    loaded()
 }
 
 /// A VXLAN device for `vni` enslaved to `bridge`.

@@ -325,7 +325,11 @@ impl RunningVm {
     }
 
     /// Hot-plug a virtio NIC backed by an existing tap onto `bus` (see `qemu::hotplug_bus`).
-    pub async fn hotplug_nic(&self, nic: &crate::runtime::qemu::NicSpec, bus: &str) -> Result<(), Error> {
+    pub async fn hotplug_nic(
+        &self,
+        nic: &crate::runtime::qemu::NicSpec,
+        bus: &str,
+    ) -> Result<(), Error> {
         let netdev = serde_json::json!({
             "type": "tap", "id": nic.id, "ifname": nic.ifname, "script": "no", "downscript": "no",
         });
@@ -334,7 +338,10 @@ impl RunningVm {
             "driver": "virtio-net-pci", "id": format!("dev-{}", nic.id), "netdev": nic.id, "mac": nic.mac, "bus": bus,
         });
         if let Err(e) = self.qmp.execute("device_add", Some(dev)).await {
-            let _ = self.qmp.execute("netdev_del", Some(serde_json::json!({ "id": nic.id }))).await;
+            let _ = self
+                .qmp
+                .execute("netdev_del", Some(serde_json::json!({ "id": nic.id })))
+                .await;
             return Err(e.into());
         }
         Ok(())
@@ -345,7 +352,11 @@ impl RunningVm {
     pub async fn unplug_nic(&self, nic_id: &str, timeout: Duration) -> Result<(), Error> {
         let dev = format!("dev-{nic_id}");
         let mut events = self.qmp.subscribe();
-        match self.qmp.execute("device_del", Some(serde_json::json!({ "id": dev }))).await {
+        match self
+            .qmp
+            .execute("device_del", Some(serde_json::json!({ "id": dev })))
+            .await
+        {
             Ok(_) => {
                 let wait = async {
                     while let Ok(ev) = events.recv().await {
@@ -356,14 +367,19 @@ impl RunningVm {
                     false
                 };
                 if !tokio::time::timeout(timeout, wait).await.unwrap_or(false) {
-                    return Err(Error::unavailable(format!("the guest did not release {dev} within {timeout:?}")));
+                    return Err(Error::unavailable(format!(
+                        "the guest did not release {dev} within {timeout:?}"
+                    )));
                 }
             }
             // Already gone (e.g. a retry after a crash between the two steps).
             Err(e) if e.to_string().contains("not found") => {}
             Err(e) => return Err(e.into()),
         }
-        let _ = self.qmp.execute("netdev_del", Some(serde_json::json!({ "id": nic_id }))).await;
+        let _ = self
+            .qmp
+            .execute("netdev_del", Some(serde_json::json!({ "id": nic_id })))
+            .await;
         Ok(())
     }
 

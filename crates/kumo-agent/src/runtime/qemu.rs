@@ -245,7 +245,12 @@ pub fn hotplug_bus(i: u32) -> String {
 pub fn hotplug_args(machine: Machine) -> Vec<String> {
     match machine {
         Machine::Q35 => (0..HOTPLUG_SLOTS)
-            .flat_map(|i| [s("-device"), format!("pcie-root-port,id={},chassis={}", hotplug_bus(i), i + 1)])
+            .flat_map(|i| {
+                [
+                    s("-device"),
+                    format!("pcie-root-port,id={},chassis={}", hotplug_bus(i), i + 1),
+                ]
+            })
             .collect(),
         Machine::Pc => vec![],
     }
@@ -377,7 +382,10 @@ pub fn nic_args(nics: &[NicSpec]) -> Vec<String> {
                 n.id,
                 n.id,
                 n.mac,
-                n.bus.as_ref().map(|b| format!(",bus={b}")).unwrap_or_default()
+                n.bus
+                    .as_ref()
+                    .map(|b| format!(",bus={b}"))
+                    .unwrap_or_default()
             ),
         ]);
     }

@@ -106,7 +106,14 @@ pub fn default_group(id: &str) -> SecurityGroup {
         id,
         vec![
             rule("sgr-e", Direction::Egress, Protocol::Any, None, None, None),
-            rule("sgr-i", Direction::Ingress, Protocol::Any, None, None, Some(id)),
+            rule(
+                "sgr-i",
+                Direction::Ingress,
+                Protocol::Any,
+                None,
+                None,
+                Some(id),
+            ),
         ],
     )
 }
@@ -117,7 +124,14 @@ pub fn open_group(id: &str) -> SecurityGroup {
         id,
         vec![
             rule("sgr-oe", Direction::Egress, Protocol::Any, None, None, None),
-            rule("sgr-oi", Direction::Ingress, Protocol::Any, None, None, None),
+            rule(
+                "sgr-oi",
+                Direction::Ingress,
+                Protocol::Any,
+                None,
+                None,
+                None,
+            ),
         ],
     )
 }
@@ -229,7 +243,9 @@ impl Guest {
     /// `busybox ping -c1 -W1 <dst>` from inside the guest; true if answered.
     pub fn ping(&self, dst: &str) -> bool {
         Command::new("ip")
-            .args(["netns", "exec", &self.ns, "busybox", "ping", "-c1", "-W1", dst])
+            .args([
+                "netns", "exec", &self.ns, "busybox", "ping", "-c1", "-W1", dst,
+            ])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
@@ -256,7 +272,10 @@ impl Guest {
             let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
             tx.send(()).unwrap();
             for mut c in l.incoming().flatten() {
-                let peer = c.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                let peer = c
+                    .peer_addr()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default();
                 let _ = c.write_all(peer.as_bytes());
             }
         });
@@ -272,9 +291,7 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.tap])
-            .output();
+        let _ = Command::new("ip").args(["link", "del", &self.tap]).output();
     }
 }
 
@@ -314,7 +331,10 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -
         if cond() {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?}: {what}");
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

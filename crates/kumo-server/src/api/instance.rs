@@ -14,6 +14,7 @@ use crate::app::{App, instance};
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub limit: Option<usize>,
@@ -21,6 +22,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Byte offset to read from.

@@ -15,10 +15,15 @@ use crate::app::{App, floating_ip, network, port, router, security_group};
 use crate::error::ApiResult;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkFilter {
-    /// Only items of this network (ID).
+    /// Only items of this network (ID or name).
     pub network: Option<String>,
+    /// Page size (1 to 1000; default 100).
+    pub limit: Option<usize>,
+    /// The `next_token` of the previous page.
+    pub next_token: Option<String>,
 }
 
 type Created<T> = ApiResult<(StatusCode, Json<T>)>;
@@ -47,9 +52,17 @@ pub async fn list_subnets(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<NetworkFilter>,
 ) -> ApiResult<Json<Page<Subnet>>> {
-    Ok(Json(
-        network::list_subnets(&app, q.network.as_deref()).await?,
-    ))
+    let net = match &q.network {
+        Some(n) => Some(network::get(&app, n).await?.id),
+        None => None,
+    };
+    let all = network::list_subnets(&app, net.as_deref()).await?.items;
+    Ok(Json(crate::app::paginate(
+        all,
+        |s| s.id.clone(),
+        q.limit,
+        q.next_token.as_deref(),
+    )?))
 }
 
 #[utoipa::path(post, path = "/v1/subnets", request_body = CreateSubnetRequest,
@@ -85,7 +98,17 @@ pub async fn list_ports(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<NetworkFilter>,
 ) -> ApiResult<Json<Page<Port>>> {
-    Ok(Json(port::list(&app, q.network.as_deref()).await?))
+    let net = match &q.network {
+        Some(n) => Some(network::get(&app, n).await?.id),
+        None => None,
+    };
+    let all = port::list(&app, net.as_deref()).await?.items;
+    Ok(Json(crate::app::paginate(
+        all,
+        |p| p.id.clone(),
+        q.limit,
+        q.next_token.as_deref(),
+    )?))
 }
 
 #[utoipa::path(post, path = "/v1/ports", request_body = CreatePortRequest,

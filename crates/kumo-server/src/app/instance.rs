@@ -108,8 +108,14 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
                 "attaching existing ports at launch is not supported yet; omit `port`",
             ));
         }
-        let (net, subnet) =
-            port::resolve_target(app, &field, n.network.as_deref(), n.subnet.as_deref()).await?;
+        let (net, subnet) = port::resolve_target_for(
+            app,
+            &field,
+            n.network.as_deref(),
+            n.subnet.as_deref(),
+            n.ipv4.as_deref(),
+        )
+        .await?;
         let sgs = match &n.security_groups {
             Some(r) => {
                 security_group::resolve_all(app, &format!("{field}.security_groups"), r).await?
@@ -251,8 +257,14 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
             "attaching existing ports is not supported yet; omit `port`",
         ));
     }
-    let (net, subnet) =
-        port::resolve_target(app, "nic", req.network.as_deref(), req.subnet.as_deref()).await?;
+    let (net, subnet) = port::resolve_target_for(
+        app,
+        "nic",
+        req.network.as_deref(),
+        req.subnet.as_deref(),
+        req.ipv4.as_deref(),
+    )
+    .await?;
     let sgs =
         port::groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
     for _ in 0..MAX_ATTEMPTS {

@@ -136,7 +136,9 @@ pub async fn get_subnet(app: &App, id_or_name: &str) -> Result<Subnet> {
 
 /// The subnet an instance NIC lands on when only a network is named: its first subnet with a pool.
 pub async fn default_subnet(app: &App, net: &Network) -> Result<Subnet> {
-    let subnets = list_subnets(app, Some(&net.id)).await?.items;
+    let mut subnets = list_subnets(app, Some(&net.id)).await?.items;
+    // The oldest subnet is the network's first.
+    subnets.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     subnets
         .into_iter()
         .find(|s| !s.allocation_pools.is_empty())

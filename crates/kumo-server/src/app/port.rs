@@ -54,6 +54,18 @@ pub async fn resolve_target(
     net: Option<&str>,
     subnet: Option<&str>,
 ) -> Result<(kumo_types::Network, Subnet)> {
+    resolve_target_for(app, field, net, subnet, None).await
+}
+
+/// Like [`resolve_target`]; with only a network and a requested address, the subnet containing the
+/// address is chosen.
+pub async fn resolve_target_for(
+    app: &App,
+    field: &str,
+    net: Option<&str>,
+    subnet: Option<&str>,
+    ipv4: Option<&str>,
+) -> Result<(kumo_types::Network, Subnet)> {
     match subnet {
         Some(s) => {
             let sub = network::get_subnet(app, s).await.map_err(|_| {
@@ -76,6 +88,16 @@ pub async fn resolve_target(
             let n = network::get(app, r).await.map_err(|_| {
                 Error::invalid(format!("{field}.network"), format!("no network `{r}`"))
             })?;
+            let wanted: Option<Ipv4Addr> = ipv4.and_then(|i| i.parse().ok());
+            if let Some(ip) = wanted {
+                let subs = network::list_subnets(app, Some(&n.id)).await?.items;
+                if let Some(s) = subs
+                    .into_iter()
+                    .find(|s| Cidr::parse("cidr", &s.cidr).is_ok_and(|c| c.contains(ip)))
+                {
+                    return Ok((n, s));
+                }
+            }
             let sub = network::default_subnet(app, &n).await?;
             Ok((n, sub))
         }
@@ -250,12 +272,29 @@ pub async fn delete(app: &App, id: &str) -> Result<()> {
             "port `{id}` is attached to instance {i}; detach it first"
         )));
     }
-    let txn = Txn {
-        compare: vec![Compare::mod_revision(keys::port(id), rev)],
-        success: delete_ops(&p),
-        failure: vec![],
-    };
-    if !app.kv().txn(txn).await.map_err(store_err)?.succeeded {
+    let mut compare = vec![Compare::mod_revision(keys::port(id), rev)];
+    let mut ops = delete_ops(&p);
+    // A floating IP on the port stays allocated but loses its association.
+    for kv in list_raw(app.kv(), keys::FLOATING_IPS).await? {
+        let mut f: kumo_types::FloatingIp = crate::storeutil::decode(&kv)?;
+        if f.port_id.as_deref() == Some(id) {
+            f.port_id = None;
+            f.fixed_ip = None;
+            compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
+            ops.push(Op::put(&kv.key, encode(&f)?));
+        }
+    }
+    if !app
+        .kv()
+        .txn(Txn {
+            compare,
+            success: ops,
+            failure: vec![],
+        })
+        .await
+        .map_err(store_err)?
+        .succeeded
+    {
         return Err(Error::conflict(format!(
             "port `{id}` changed concurrently; retry"
         )));

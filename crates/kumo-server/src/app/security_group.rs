@@ -285,6 +285,19 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
             users.join(", ")
         )));
     }
+    let groups: Vec<SecurityGroup> = list_json(app.kv(), keys::SECURITY_GROUPS).await?;
+    let referenced = groups.iter().find(|o| {
+        o.id != g.id
+            && o.rules
+                .iter()
+                .any(|r| r.remote_group.as_deref() == Some(g.id.as_str()))
+    });
+    if let Some(other) = referenced {
+        return Err(Error::conflict(format!(
+            "security group `{}` is referenced by rules of group `{}`",
+            g.name, other.name
+        )));
+    }
     let txn = Txn {
         compare: vec![],
         success: vec![

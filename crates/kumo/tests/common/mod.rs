@@ -387,13 +387,73 @@ impl Cloud {
         }
     }
 
+    /// Type `script` into the instance's serial console (a root shell in the tiny guest) and return
+    /// what came back, up to the line `KUMO-DONE`. Lines of `script` run in order.
+    pub fn console_run(&self, name: &str, script: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(KUMO)
+            .args(["instance", "console", name, "--linger", "4"])
+            .env("KUMO_URL", self.url())
+            .env("KUMO_TOKEN", &self.token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn console");
+        let input = format!("\n{script}\necho KUMO-DONE\n");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write console");
+        let out = child.wait_with_output().expect("console output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "console of {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("\nKUMO-DONE"),
+            "console of {name}: the script did not finish:\n{text}"
+        );
+        text
+    }
+
+    /// Poll `console_run` until `pred` holds on its output (rules take a moment to apply).
+    pub fn console_until(
+        &self,
+        name: &str,
+        script: &str,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.console_run(name, script);
+            if pred(&out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: timed out waiting for {what}; last output:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// PIDs of QEMU processes started for this cloud (from pidfiles), alive now.
     pub fn qemu_pids(&self) -> Vec<i32> {
         pids_under(&self.data.path().join("run"), "qemu.pid")
     }
 
+    /// Both dnsmasq processes of every network (DHCP and DNS).
     pub fn dnsmasq_pids(&self) -> Vec<i32> {
-        pids_under(&self.data.path().join("net"), "dnsmasq.pid")
+        let net = self.data.path().join("net");
+        let mut p = pids_under(&net, "dnsmasq.pid");
+        p.extend(pids_under(&net, "dns.pid"));
+        p
     }
 }
 

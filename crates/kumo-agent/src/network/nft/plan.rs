@@ -16,7 +16,7 @@ use crate::network::Ipv4Cidr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalPort {
     pub port_id: String,
-    /// The host-side interface (`tap_name(instance_id, nic_index)`).
+    /// The host-side interface (`tap_name(instance_id, nic.slot)`).
     pub tap: String,
     pub instance_id: String,
 }
@@ -49,8 +49,10 @@ pub fn plan(topo: &NetworkTopology, local: &[LocalPort]) -> Ruleset {
                 if super::render::check_ifname(&lp.tap).is_ok() {
                     rs.blocked_taps.push(lp.tap.clone());
                 }
-                rs.skipped
-                    .push(format!("port {} on {}: {why}; tap blocked", lp.port_id, lp.tap));
+                rs.skipped.push(format!(
+                    "port {} on {}: {why}; tap blocked",
+                    lp.port_id, lp.tap
+                ));
             }
         }
     }
@@ -96,7 +98,10 @@ pub fn plan(topo: &NetworkTopology, local: &[LocalPort]) -> Ruleset {
 
 /// The `/32` addresses the host must carry on each bridge so it answers ARP for them: floating IPs of
 /// local ports and the external addresses of routers serving local subnets, on the external bridge.
-pub fn bridge_addresses(topo: &NetworkTopology, local: &[LocalPort]) -> BTreeMap<String, Vec<String>> {
+pub fn bridge_addresses(
+    topo: &NetworkTopology,
+    local: &[LocalPort],
+) -> BTreeMap<String, Vec<String>> {
     let rs = plan(topo, local);
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &rs.snat {
@@ -121,7 +126,9 @@ fn net_cidr(c: Ipv4Cidr) -> Ipv4Cidr {
 /// nft identifier for an ID: `[A-Za-z0-9_]`, `-` mapped to `_`.
 pub(super) fn ident(id: &str) -> Option<String> {
     let s: String = id.chars().map(|c| if c == '-' { '_' } else { c }).collect();
-    let ok = !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     ok.then_some(s)
 }
 
@@ -187,7 +194,10 @@ fn port_filter<'a>(
     ))
 }
 
-fn allow(r: &SecurityGroupRule, group_names: &mut BTreeMap<String, String>) -> Result<Allow, String> {
+fn allow(
+    r: &SecurityGroupRule,
+    group_names: &mut BTreeMap<String, String>,
+) -> Result<Allow, String> {
     let ports = match r.protocol {
         Protocol::Tcp | Protocol::Udp => match (r.port_min, r.port_max) {
             (None, None) => None,
@@ -297,7 +307,10 @@ fn routers<'a>(
             .external_network
             .as_deref()
             .and_then(|n| ix.networks.get(n));
-        let ext_ip = r.external_ip.as_deref().and_then(|i| i.parse::<Ipv4Addr>().ok());
+        let ext_ip = r
+            .external_ip
+            .as_deref()
+            .and_then(|i| i.parse::<Ipv4Addr>().ok());
         if let (Some(ext), Some(to)) = (ext, ext_ip) {
             used.insert(ext.id.as_str());
             for (_, c) in &subnets {
@@ -309,6 +322,7 @@ fn routers<'a>(
             }
         }
     }
-    rs.routed.sort_by_key(|(a, b)| (a.to_string(), b.to_string()));
+    rs.routed
+        .sort_by_key(|(a, b)| (a.to_string(), b.to_string()));
     rs.routed.dedup();
 }

@@ -92,7 +92,9 @@ fn render_bridge(rs: &Ruleset, t: &mut String) -> Result<()> {
         "\tmap to_port {{\n\t\ttype ifname : verdict\n{}\t}}\n",
         elements(&to)
     );
-    t.push_str("\tchain prerouting {\n\t\ttype filter hook prerouting priority -200; policy accept;\n");
+    t.push_str(
+        "\tchain prerouting {\n\t\ttype filter hook prerouting priority -200; policy accept;\n",
+    );
     t.push_str("\t\tiifname vmap @from_port\n");
     for b in &rs.blocked_taps {
         let _ = writeln!(t, "\t\tiifname {} drop", q(b)?);
@@ -160,7 +162,13 @@ fn render_inet(rs: &Ruleset, t: &mut String) -> Result<()> {
     };
     set(t, "bridges", "ifname", "", &qb);
     set(t, "l2", "ifname . ifname", "", &l2);
-    set(t, "routed", "ipv4_addr . ipv4_addr", "\t\tflags interval\n", &routed);
+    set(
+        t,
+        "routed",
+        "ipv4_addr . ipv4_addr",
+        "\t\tflags interval\n",
+        &routed,
+    );
     set(t, "gateways", "ipv4_addr", "", &gws);
     for g in &rs.groups {
         let members: Vec<String> = g.members.iter().map(|a| a.to_string()).collect();

@@ -1,0 +1,207 @@
+//! Datapath: TCP throughput (iperf3, one stream) between two network namespaces
+//! (1) over a bare veth pair — the reference — and, in the same run,
+//! (2) through a kumo bridge with kumo's full ruleset (anti-spoofing, br_netfilter + conntrack,
+//!     security-group chains; both guests in the default group),
+//! (3) routed between two kumo bridges joined by a router (same rules + isolation).
+//! Runs alternate so drift hits all paths alike; the median of `KUMO_BENCH_ROUNDS` (default 3) counts.
+//!
+//! Run (root, Debian `iperf3`): `cargo run --release -p kumo-bench --bin datapath`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../../crates/kumo-agent/tests/firewall_common/mod.rs"]
+mod fw;
+
+use std::process::{Command, Stdio};
+
+use fw::*;
+use kumo_bench::{percentile, table};
+use kumo_types::NetworkTopology;
+
+const SECS: &str = "3";
+
+/// One iperf3 run from `client` ns to `server_ip` (server in `server` ns); bits/s received.
+fn iperf(server: &str, client: &str, server_ip: &str) -> f64 {
+    let mut srv = Command::new("ip")
+        .args(["netns", "exec", server, "iperf3", "-s", "-1", "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let mut guard = kumo_testutil::PidGuard::new();
+    guard.add(srv.id() as i32);
+    let mut out = None;
+    for _ in 0..100 {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", client, "iperf3", "-c", server_ip, "-p", "5201", "-t", SECS, "-J",
+            ])
+            .output()
+            .expect("iperf3 client");
+        if o.status.success() {
+            out = Some(o.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = srv.wait();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.expect("iperf3 client never connected")).unwrap();
+    v.pointer("/end/sum_received/bits_per_second")
+        .and_then(serde_json::Value::as_f64)
+        .expect("iperf3 JSON without end.sum_received")
+}
+
+fn main() {
+    kumo_testutil::enter_private_netns();
+    kumo_testutil::require("iperf3", "iperf3");
+    kumo_testutil::require("nft", "nftables");
+    let rounds: usize = std::env::var("KUMO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+
+    // (1) bare veth pair between two namespaces.
+    let n1 = format!("kumo-t-ref1-{}", std::process::id());
+    let n2 = format!("kumo-t-ref2-{}", std::process::id());
+    sh(&["ip", "netns", "add", &n1]);
+    sh(&["ip", "netns", "add", &n2]);
+    let _cleanup = NsGuard(vec![n1.clone(), n2.clone()]);
+    sh(&[
+        "ip", "link", "add", "v1", "netns", &n1, "type", "veth", "peer", "name", "v2", "netns", &n2,
+    ]);
+    for (ns, dev, ip) in [
+        (&n1, "v1", "198.19.255.1/30"),
+        (&n2, "v2", "198.19.255.2/30"),
+    ] {
+        sh(&["ip", "-n", ns, "addr", "add", ip, "dev", dev]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    // (2) + (3): kumo bridges, fake guests, the real ruleset.
+    const A: &str = "eni-aaaaaaaaaa0000001";
+    const B: &str = "eni-bbbbbbbbbb0000002";
+    const D: &str = "eni-dddddddddd0000004";
+    let topo = NetworkTopology {
+        networks: vec![
+            network("net-1", "kbr1", false),
+            network("net-2", "kbr2", false),
+        ],
+        subnets: vec![
+            subnet("subnet-1", "net-1", "198.18.1.0/24", "198.18.1.1"),
+            subnet("subnet-2", "net-2", "198.18.2.0/24", "198.18.2.1"),
+        ],
+        ports: vec![
+            port(
+                A,
+                "net-1",
+                "subnet-1",
+                "52:54:00:00:01:0a",
+                "198.18.1.10",
+                &["sg-default"],
+            ),
+            port(
+                B,
+                "net-1",
+                "subnet-1",
+                "52:54:00:00:01:0b",
+                "198.18.1.11",
+                &["sg-default"],
+            ),
+            port(
+                D,
+                "net-2",
+                "subnet-2",
+                "52:54:00:00:02:0d",
+                "198.18.2.13",
+                &["sg-default"],
+            ),
+        ],
+        routers: vec![router("rtr-1", &["subnet-1", "subnet-2"], None)],
+        security_groups: vec![default_group("sg-default")],
+        ..Default::default()
+    };
+    bridge("kbr1", &["198.18.1.1/24".into()]);
+    bridge("kbr2", &["198.18.2.1/24".into()]);
+    let tap =
+        |i: usize| kumo_agent::network::tap_name(topo.ports[i].instance_id.as_deref().unwrap(), 0);
+    let a = Guest::new(
+        "kbr1",
+        &tap(0),
+        "52:54:00:00:01:0a",
+        "198.18.1.10/24",
+        Some("198.18.1.1"),
+    );
+    let b = Guest::new(
+        "kbr1",
+        &tap(1),
+        "52:54:00:00:01:0b",
+        "198.18.1.11/24",
+        Some("198.18.1.1"),
+    );
+    let d = Guest::new(
+        "kbr2",
+        &tap(2),
+        "52:54:00:00:02:0d",
+        "198.18.2.13/24",
+        Some("198.18.2.1"),
+    );
+    apply(&topo);
+    assert!(
+        a.ping("198.18.1.11") && a.ping("198.18.2.13"),
+        "paths work under the ruleset"
+    );
+    let rules = kumo_agent::network::nft::list()
+        .unwrap()
+        .unwrap_or_default();
+    assert!(rules.contains("jump isolate"), "kumo ruleset is loaded");
+
+    let (mut bare, mut bridged, mut routed) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        bare.push(iperf(&n2, &n1, "198.19.255.2"));
+        bridged.push(iperf(&b.ns, &a.ns, "198.18.1.11"));
+        routed.push(iperf(&d.ns, &a.ns, "198.18.2.13"));
+    }
+    let med = |v: &[f64]| percentile(v, 50.0).unwrap_or(f64::NAN);
+    let r = med(&bare);
+    let gbit = |x: f64| format!("{:.2}", x / 1e9);
+    let rows = vec![
+        vec![
+            "path".to_string(),
+            "Gbit/s (median)".into(),
+            "ratio vs veth".into(),
+            "goal".into(),
+        ],
+        vec![
+            "bare veth pair (reference)".into(),
+            gbit(r),
+            "1.00".into(),
+            String::new(),
+        ],
+        vec![
+            "kumo bridge + SG chains".into(),
+            gbit(med(&bridged)),
+            format!("{:.2}", med(&bridged) / r),
+            "≥ 0.85".into(),
+        ],
+        vec![
+            "kumo router (2 bridges) + SG chains".into(),
+            gbit(med(&routed)),
+            format!("{:.2}", med(&routed) / r),
+            String::new(),
+        ],
+    ];
+    println!("datapath: iperf3 -t {SECS}, 1 TCP stream, {rounds} rounds, alternating");
+    print!("{}", table(&rows));
+}
+
+struct NsGuard(Vec<String>);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
