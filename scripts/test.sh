@@ -15,5 +15,9 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== tiny guest (Debian packages are fetched once here: the tests run in private namespaces without a network)"
+cargo build --quiet -p kumo
+"$CARGO_TARGET_DIR/debug/kumo" image build tiny --no-import \
+  --cache-dir "$KUMO_TEST_CACHE/debs" --out-dir "$KUMO_TEST_CACHE/tiny"
 echo "== tests"
 cargo nextest run --workspace --profile ci "$@"

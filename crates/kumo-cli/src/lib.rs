@@ -99,6 +99,12 @@ pub async fn run(global: GlobalArgs, cmd: Command) -> i32 {
 }
 
 async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
+    // Building an image without importing it talks to no server.
+    if let Command::Image(cmd::image::ImageCmd::Build(cmd::image::BuildCmd::Tiny(a))) = &cmd
+        && a.no_import
+    {
+        return cmd::image::build_tiny_only(&render::Output::new(global.json), a).await;
+    }
     // Resolved before anything else so that a missing token fails fast, even before a long image build.
     let cfg = config::resolve(&config::Sources::from_env(global))?;
     let client = client::Client::new(&cfg)?;

@@ -325,7 +325,7 @@ fn two_nics_by_dhcp_and_a_hot_plugged_nic() {
     let log = cloud.wait_console("m", &format!("KUMO-NIC eth1 ip={ip1}"));
     assert!(log.contains(&format!("ip={}", ip(&v))));
     // Hot-plug a third NIC into the running guest: it comes up with its address.
-    let v = post(&cloud, "/v1/instances/m/nics", json!({"network": "backup"}));
+    let v = cloud.json(&["instance", "attach-nic", "m", "--nic", "network=backup"]);
     let ip2 = v["nics"].as_array().unwrap()[2]["ipv4"]
         .as_str()
         .unwrap()
@@ -335,8 +335,8 @@ fn two_nics_by_dhcp_and_a_hot_plugged_nic() {
     let out = cloud.console_run("m", "ip -4 addr");
     assert!(out.contains(&ip2), "{out}");
     // And unplug it again.
-    let (s, _) = cloud.http("DELETE", &format!("/v1/instances/m/nics/{ip2}"), None);
-    assert_eq!(s, 202);
+    let v = cloud.json(&["instance", "detach-nic", "m", &ip2]);
+    assert_eq!(v["nics"].as_array().unwrap().len(), 2, "{v}");
     cloud.console_until("m", "ip -4 addr", "the NIC to disappear", |o| {
         !o.contains(&ip2)
     });

@@ -92,6 +92,10 @@ pub struct BuildTinyArgs {
     /// Where the kernel and initrd are written.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Only build (download and cache the packages, write kernel and initrd); import nothing. Needs
+    /// no server: useful to prepare an offline host.
+    #[arg(long)]
+    pub no_import: bool,
 }
 
 pub async fn run(client: &Client, out: &Output, cmd: ImageCmd) -> Result<i32, CliError> {
@@ -204,7 +208,11 @@ pub fn existing_decision(name: &str, existing: Option<&Image>, local_sha256: &st
     }
 }
 
-async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i32, CliError> {
+/// Build the tiny guest (kernel + initrd) into the cache/output dirs; returns it and its sha256.
+async fn build_tiny_files(
+    out: &Output,
+    a: &BuildTinyArgs,
+) -> Result<(kumo_guest::TinyGuest, String), CliError> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -213,9 +221,9 @@ async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let (def_cache, def_out) = default_build_dirs(is_root, env("XDG_CACHE_HOME"), env("HOME"));
-    let cache = std::path::absolute(a.cache_dir.unwrap_or(def_cache))
+    let cache = std::path::absolute(a.cache_dir.clone().unwrap_or(def_cache))
         .map_err(|e| CliError::usage(e.to_string()))?;
-    let outdir = std::path::absolute(a.out_dir.unwrap_or(def_out))
+    let outdir = std::path::absolute(a.out_dir.clone().unwrap_or(def_out))
         .map_err(|e| CliError::usage(e.to_string()))?;
     out.note(format!(
         "building the tiny guest (cache {}, output {})…",
@@ -229,8 +237,22 @@ async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i
     })
     .await
     .map_err(|e| CliError::Other(anyhow::anyhow!("build task: {e}")))?;
-    let (guest, sha) = built.map_err(|e| CliError::Other(e.context("building the tiny guest")))?;
+    built.map_err(|e| CliError::Other(e.context("building the tiny guest")))
+}
 
+/// `image build tiny --no-import`: build only; needs no server (and no token).
+pub async fn build_tiny_only(out: &Output, a: &BuildTinyArgs) -> Result<i32, CliError> {
+    let (guest, _) = build_tiny_files(out, a).await?;
+    out.note(format!(
+        "built {} and {} (not imported)",
+        guest.kernel.display(),
+        guest.initrd.display()
+    ));
+    Ok(0)
+}
+
+async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i32, CliError> {
+    let (guest, sha) = build_tiny_files(out, &a).await?;
     let existing: Option<Json<Image>> = client.get_opt(&format!("images/{}", seg(&a.name))).await?;
     match existing_decision(&a.name, existing.as_ref().map(|j| &j.value), &sha) {
         Existing::Reuse => {

@@ -1,4 +1,4 @@
-//! `kumo instance run|list|show|start|stop|reboot|delete|logs|console`.
+//! `kumo instance run|list|show|start|stop|reboot|delete|logs|console|attach-nic|detach-nic`.
 //!
 //! With `--wait`, a command prints the instance as it is once the target is reached (running, stopped)
 //! instead of the immediate `202` answer; `delete --wait` prints the `202` answer and then waits until
@@ -61,6 +61,19 @@ pub enum InstanceCmd {
         /// Keep printing new output until interrupted.
         #[arg(long, short = 'f')]
         follow: bool,
+    },
+    /// Hot-plug a NIC into an instance (running or stopped): a new port on a network.
+    AttachNic {
+        name: String,
+        /// The NIC: network=N[,subnet=S][,ip=A][,sg=G1+G2] (as `run --nic`).
+        #[arg(long = "nic", value_name = "SPEC", value_parser = syntax::parse_nic)]
+        nic: NicRequest,
+    },
+    /// Unplug a NIC (named by its port ID or IPv4 address); its port and address are released.
+    DetachNic {
+        name: String,
+        /// Port ID or IPv4 address of the NIC.
+        nic: String,
     },
     /// Attach to the serial console (Ctrl-] quits; with a non-terminal stdin, pipes until EOF).
     Console {
@@ -222,6 +235,17 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCmd) -> Result<i32,
                 .await?;
                 out.note(format!("instance `{name}` deleted"));
             }
+        }
+        InstanceCmd::AttachNic { name, nic } => {
+            let v: Json<InstanceView> =
+                client.post(&path(&name, "/nics"), Some(&nic), None).await?;
+            out.one(&v, render::instance_detail);
+        }
+        InstanceCmd::DetachNic { name, nic } => {
+            let v: Json<InstanceView> = client
+                .delete(&format!("{}/{}", path(&name, "/nics"), seg(&nic)))
+                .await?;
+            out.one(&v, render::instance_detail);
         }
         InstanceCmd::Logs { name, follow } => logs(client, out, &name, follow).await?,
         InstanceCmd::Console { name, linger } => {

@@ -551,3 +551,34 @@ fn instance_run_without_nics_sends_none() {
     assert_eq!(body["nics"], serde_json::Value::Null);
     assert_eq!(body["security_groups"], serde_json::Value::Null);
 }
+
+#[test]
+fn instance_attach_and_detach_nic() {
+    let cli = parse(&[
+        "instance",
+        "attach-nic",
+        "web",
+        "--nic",
+        "network=backup,ip=198.18.50.9,sg=web",
+    ])
+    .expect("parses");
+    let Command::Instance(InstanceCmd::AttachNic { name, nic }) = cli.cmd else {
+        panic!("wrong command")
+    };
+    assert_eq!(name, "web");
+    assert_eq!(nic.network.as_deref(), Some("backup"));
+    assert_eq!(nic.ipv4.as_deref(), Some("198.18.50.9"));
+    assert_eq!(nic.security_groups, Some(vec!["web".to_string()]));
+    let e = err(&["instance", "attach-nic", "web"]);
+    assert!(e.contains("--nic"), "{e}");
+    let e = err(&["instance", "attach-nic", "web", "--nic", "bogus=1"]);
+    assert!(e.contains("bogus"), "{e}");
+
+    let cli = parse(&["instance", "detach-nic", "web", "198.18.50.9"]).expect("parses");
+    let Command::Instance(InstanceCmd::DetachNic { name, nic }) = cli.cmd else {
+        panic!("wrong command")
+    };
+    assert_eq!((name.as_str(), nic.as_str()), ("web", "198.18.50.9"));
+    let e = err(&["instance", "detach-nic", "web"]);
+    assert!(e.contains("<NIC>"), "{e}");
+}
