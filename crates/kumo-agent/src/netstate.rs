@@ -50,25 +50,6 @@ impl NetState {
     /// out of DHCP at once; their taps and leases go when their worker tears them down.
     pub fn sync(&mut self, snap: &AssignmentSnapshot) -> Result<()> {
         let topo = &snap.topology;
-        let nets = local_networks(snap)?;
-        self.retire_unused(&nets);
-        // One broken network (a dnsmasq that cannot start…) must not keep the others or the
-        // firewall from converging: remember the first error, report it at the end.
-        let mut failed = None;
-        let mut nat = Vec::new();
-        for (id, (net, hosts)) in &nets {
-            if let Err(e) = self.ensure_network(net, &topo.subnets, hosts) {
-                tracing::error!(network = %id, error = %e, "network setup failed");
-                failed.get_or_insert(e);
-            }
-            for s in topo.subnets.iter().filter(|s| &s.network_id == id) {
-                nat.push(NatNetwork {
-                    bridge: net.bridge.clone(),
-                    cidr: s.cidr.clone(),
-                    nat: net.nat,
-                });
-            }
-        }
         let local: Vec<network::nft::LocalPort> = snap
             .assignments
             .iter()
@@ -81,9 +62,41 @@ impl NetState {
             })
             .collect();
         let mut rs: Ruleset = network::nft::plan(topo, &local);
-        for n in nat {
-            if !rs.networks.contains(&n) {
-                rs.networks.push(n);
+        // The /32s this host answers for on external bridges (local floating IPs, routers' external
+        // addresses); their networks are carried here even without a local port on them.
+        let extra = network::nft::addresses_of(&rs);
+        let mut nets = local_networks(snap)?;
+        let with_ports: HashSet<String> = nets.keys().cloned().collect();
+        for net in topo
+            .networks
+            .iter()
+            .filter(|n| extra.contains_key(&n.bridge))
+        {
+            nets.entry(net.id.clone())
+                .or_insert_with(|| (net.clone(), Vec::new()));
+        }
+        self.retire_unused(&nets);
+        // One broken network (a dnsmasq that cannot start…) must not keep the others or the
+        // firewall from converging: remember the first error, report it at the end.
+        let mut failed = None;
+        for (id, (net, hosts)) in &nets {
+            let wanted = NetworkWanted {
+                extra_addresses: extra.get(&net.bridge).cloned().unwrap_or_default(),
+                dhcp: with_ports.contains(id),
+            };
+            if let Err(e) = self.ensure_network(net, &topo.subnets, hosts, &wanted) {
+                tracing::error!(network = %id, error = %e, "network setup failed");
+                failed.get_or_insert(e);
+            }
+            for s in topo.subnets.iter().filter(|s| &s.network_id == id) {
+                let n = NatNetwork {
+                    bridge: net.bridge.clone(),
+                    cidr: s.cidr.clone(),
+                    nat: net.nat,
+                };
+                if !rs.networks.contains(&n) {
+                    rs.networks.push(n);
+                }
             }
         }
         if self.ruleset.as_ref() != Some(&rs) {
@@ -104,10 +117,13 @@ impl NetState {
         net: &Network,
         subnets: &[Subnet],
         hosts: &[DhcpHost],
+        wanted: &NetworkWanted,
     ) -> Result<()> {
+        let mut addresses = bridge_addresses(net, subnets);
+        addresses.extend(wanted.extra_addresses.iter().cloned());
         network::ensure_bridge(&BridgeSpec {
             name: net.bridge.clone(),
-            addresses: bridge_addresses(net, subnets),
+            addresses,
             mtu: net.mtu,
         })?;
         match ensure_uplink(net, &self.uplinks) {
@@ -123,7 +139,13 @@ impl NetState {
             }
         }
         let state_dir = crate::paths::net_dir(&self.data_dir, &net.id);
-        let Some(cfg) = DnsmasqConfig::for_network(net, subnets, &state_dir)? else {
+        // No DHCP/DNS on a network this host carries only for NAT (an external network).
+        let cfg = if wanted.dhcp {
+            DnsmasqConfig::for_network(net, subnets, &state_dir)?
+        } else {
+            None
+        };
+        let Some(cfg) = cfg else {
             if let Some(d) = self.dnsmasq.remove(&net.id) {
                 d.stop()?;
             }
@@ -220,6 +242,14 @@ fn local_networks(snap: &AssignmentSnapshot) -> Result<BTreeMap<String, (Network
         }
     }
     Ok(nets)
+}
+
+/// What a network needs on this host beyond its definition.
+struct NetworkWanted {
+    /// `/32`s to carry on the bridge (floating IPs, routers' external addresses).
+    extra_addresses: Vec<String>,
+    /// Serve DHCP/DNS (the network has local ports).
+    dhcp: bool,
 }
 
 /// The bridge's addresses: every subnet's gateway with the subnet's prefix, sorted.

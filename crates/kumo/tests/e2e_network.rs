@@ -80,9 +80,9 @@ fn vlan_network_ping_and_router_joins_isolated_networks() {
     let net_id = research["id"].as_str().unwrap();
     if kumo_agent::network::vlan_supported() {
         let vlan_if = kumo_agent::network::vlan_link_name("kumo-up0", 20);
-        let master = std::fs::read_link(format!("/sys/class/net/{vlan_if}/master"))
-            .expect("VLAN link enslaved");
-        assert!(master.ends_with(research["bridge"].as_str().unwrap()));
+        let link = kumo_testutil::run("ip", &["-j", "link", "show", "dev", &vlan_if]);
+        let link: Value = serde_json::from_str(&link).expect("ip -j");
+        assert_eq!(link[0]["master"], research["bridge"], "{link}");
     } else {
         eprintln!("WARNING: no 802.1Q in this kernel: VLAN tagging is not exercised");
         let ev = cloud.json(&["events", "--resource", net_id]);
@@ -172,8 +172,9 @@ fn forged_source_ip_or_mac_is_dropped() {
     // Another guest's address is not usable either (that is also how metadata identity holds):
     // the same request that answers a with its own ID, sent from b's address, gets nothing.
     let imds = "printf 'GET /latest/meta-data/instance-id HTTP/1.0\\r\\n\\r\\n' | nc -w 2 169.254.169.254 80; echo";
-    let out = cloud.console_run("a", imds);
-    assert!(out.contains(a["id"].as_str().unwrap()), "{out}");
+    cloud.console_until("a", imds, "a's own metadata", |o| {
+        o.contains(a["id"].as_str().unwrap())
+    });
     let steal = format!(
         "ip addr add {b}/32 dev eth0; ip route add 169.254.169.254/32 dev eth0 src {b}; {imds}; ip route del 169.254.169.254/32 dev eth0; ip addr del {b}/32 dev eth0",
         b = ip(&b),
@@ -204,7 +205,13 @@ fn metadata_isolation_imdsv2_and_user_data() {
     let cloud = Cloud::start();
     cloud.import_tiny();
     let ud = "#!/bin/sh\n# quotes ' \" $HOME `x` and unicode: héllo ✓\necho UD-OK\n";
-    let a = run_guest(&cloud, "a", json!({"user_data": ud}));
+    let key = ssh_public_key();
+    post(
+        &cloud,
+        "/v1/key-pairs",
+        json!({"name": "ops", "public_key": key}),
+    );
+    let a = run_guest(&cloud, "a", json!({"user_data": ud, "key_name": "ops"}));
     let b = run_guest(&cloud, "b", json!({}));
     let aid = a["id"].as_str().unwrap();
     let bid = b["id"].as_str().unwrap();
@@ -234,6 +241,10 @@ fn metadata_isolation_imdsv2_and_user_data() {
         out.contains("200 OK") && out.contains(aid),
         "token flow failed:\n{out}"
     );
+    // The key pair is served as EC2 does.
+    let out = cloud.console_run("a", &req("/latest/meta-data/public-keys/0/openssh-key", ""));
+    let key_body = key.split_whitespace().nth(1).expect("key body");
+    assert!(out.contains(key_body), "public key missing:\n{out}");
     // User data arrives byte for byte (the guest saved it to /tmp/user-data).
     let out = cloud.console_run("a", "md5sum /tmp/user-data");
     let digest = md5_hex(ud.as_bytes());
@@ -370,8 +381,9 @@ impl Outside {
             ],
         );
         // The bridge appears once the agent programmed the external network.
+        // (Not /sys/class/net: sysfs still shows the namespace it was mounted in.)
         wait_for(
-            || std::path::Path::new(&format!("/sys/class/net/{bridge}")).exists(),
+            || common::links().iter().any(|l| l == bridge),
             "the external bridge",
         );
         kumo_testutil::run("ip", &["link", "set", &host_end, "master", bridge, "up"]);
@@ -427,5 +439,22 @@ fn md5_hex(data: &[u8]) -> String {
         .split_whitespace()
         .next()
         .unwrap_or_default()
+        .to_string()
+}
+
+/// A fresh ed25519 public key (`ssh-keygen`, from openssh-client).
+fn ssh_public_key() -> String {
+    kumo_testutil::require("ssh-keygen", "openssh-client");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("id");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@kumo", "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read_to_string(path.with_extension("pub"))
+        .expect("public key")
+        .trim()
         .to_string()
 }

@@ -94,8 +94,25 @@ fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    // Kill as soon as the first creation is in the store, while the others are still in flight or
+    // being started: the kill must interrupt something.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (stored, running_at_kill) = loop {
+        let (_, list) = cloud.http("GET", "/v1/instances", None);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if !items.is_empty() {
+            let running = items.iter().filter(|v| v["state"] == "running").count();
+            break (items.len(), running);
+        }
+        assert!(Instant::now() < deadline, "no creation reached the store");
+        std::thread::sleep(Duration::from_millis(5));
+    };
     cloud.kill9();
+    assert!(
+        running_at_kill < 10,
+        "all 10 were already running: the kill interrupted nothing"
+    );
+    eprintln!("killed with {stored} instance(s) stored, {running_at_kill} running");
     let accepted: usize = handles
         .into_iter()
         .map(|h| usize::from(h.join().unwrap_or(false)))
@@ -146,14 +163,48 @@ fn kill9_during_ten_creations_converges_with_nothing_orphaned() {
             assert!(ids.contains(&name), "orphaned {dir}/{name}");
         }
     }
-    let taps = links().into_iter().filter(|l| l.starts_with("kt")).count();
-    assert!(
-        taps <= views.len(),
-        "{taps} taps for {} instances",
-        views.len()
-    );
+    // Taps: every running instance has its own, and no tap belongs to an instance that is gone.
+    let taps: HashSet<String> = links()
+        .into_iter()
+        .filter(|l| l.starts_with("kt"))
+        .collect();
+    let tap_of = |v: &serde_json::Value| {
+        kumo_agent::network::tap_name(v["id"].as_str().unwrap_or_default(), 0)
+    };
+    for v in &running {
+        assert!(
+            taps.contains(&tap_of(v)),
+            "running {} has no tap",
+            v["name"]
+        );
+    }
+    let known: HashSet<String> = views.iter().map(tap_of).collect();
+    for t in &taps {
+        assert!(known.contains(t), "orphaned tap {t}");
+    }
     let ips: HashSet<&str> = views.iter().filter_map(|v| v["ipv4"].as_str()).collect();
     assert_eq!(ips.len(), views.len(), "duplicate addresses");
+    // DHCP: the host entries and leases name only existing instances' MACs.
+    let macs: HashSet<String> = views
+        .iter()
+        .filter_map(|v| v["mac"].as_str().map(str::to_lowercase))
+        .collect();
+    let net = cloud.json(&["network", "show", "default"]);
+    let net_dir = cloud
+        .data_dir()
+        .join("net")
+        .join(net["id"].as_str().expect("network id"));
+    for file in ["hosts", "leases"] {
+        let text = std::fs::read_to_string(net_dir.join(file)).unwrap_or_default();
+        for mac in text.split(|c: char| c == ',' || c.is_whitespace()) {
+            if mac.len() == 17 && mac.matches(':').count() == 5 {
+                assert!(
+                    macs.contains(&mac.to_lowercase()),
+                    "{file} names {mac}, which belongs to no instance:\n{text}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -193,4 +244,54 @@ fn separate_agent_killed_while_vms_run_then_adopts_them() {
     cloud.ok(&["instance", "start", "s1", "--wait"]);
     let v = cloud.wait_state("s1", "running");
     assert_eq!(v["boot_count"].as_u64(), Some(2), "{v}");
+}
+
+/// With `restart_policy: never`, a QEMU that dies is reported `crashed` with a reason and an event,
+/// and is not restarted; `start` brings it back. (The default policy's restart is covered above.)
+#[test]
+fn crash_with_restart_policy_never_is_reported_not_restarted() {
+    let cloud = Cloud::start();
+    cloud.import_tiny();
+    cloud.ok(&[
+        "instance",
+        "run",
+        "--name",
+        "fragile",
+        "--image",
+        "tiny",
+        "--type",
+        "nano",
+        "--restart-policy",
+        "never",
+        "--wait",
+    ]);
+    let v = cloud.wait_state("fragile", "running");
+    let id = v["id"].as_str().expect("id").to_string();
+    let pid = v["pid"].as_i64().expect("pid") as i32;
+    // SAFETY: kill(2) on the QEMU this test's server started (its PID comes from that server).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let v = cloud.wait_state("fragile", "crashed");
+    assert!(
+        v["status_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("crash")),
+        "{v}"
+    );
+    let ev = cloud.json(&["events", "--resource", &id]);
+    assert!(
+        ev["items"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "instance.crashed"),
+        "no instance.crashed event: {ev}"
+    );
+    // Not restarted behind the user's back.
+    std::thread::sleep(Duration::from_secs(3));
+    let v = cloud.json(&["instance", "show", "fragile"]);
+    assert_eq!(v["state"], "crashed", "{v}");
+    assert!(cloud.qemu_pids().is_empty(), "a QEMU was started again");
+    cloud.ok(&["instance", "start", "fragile", "--wait"]);
+    let v = cloud.wait_state("fragile", "running");
+    assert_ne!(v["pid"].as_i64(), Some(i64::from(pid)));
 }

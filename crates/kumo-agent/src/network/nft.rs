@@ -55,7 +55,7 @@ use kumo_types::{Error, Protocol, Result};
 
 use super::{Ipv4Cidr, run, run_with_stdin};
 
-pub use plan::{LocalPort, bridge_addresses, plan};
+pub use plan::{LocalPort, addresses_of, bridge_addresses, plan};
 pub use render::render;
 
 /// The name of both tables kumo owns (`bridge kumo`, `inet kumo`).

@@ -102,7 +102,11 @@ pub fn bridge_addresses(
     topo: &NetworkTopology,
     local: &[LocalPort],
 ) -> BTreeMap<String, Vec<String>> {
-    let rs = plan(topo, local);
+    addresses_of(&plan(topo, local))
+}
+
+/// [`bridge_addresses`] of an already planned ruleset.
+pub fn addresses_of(rs: &Ruleset) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &rs.snat {
         out.entry(s.oif.clone())

@@ -1,0 +1,148 @@
+//! The happy paths of the resources around an instance, on a real server: a raw disk image imported
+//! through the API boots as a disk-boot guest on a qcow2 overlay of the requested size; custom
+//! instance types are created, used and deleted; hosts are readable one by one; images in use cannot
+//! be deleted and unused ones can.
+
+mod common;
+
+use common::Cloud;
+use serde_json::{Value, json};
+
+/// A 512-byte boot sector that prints `KUMO-DISK-BOOT` on COM1 and halts:
+/// `xor ax,ax; mov ds,ax; mov si,msg; mov dx,0x3f8; l: lodsb; test al,al; jz d; out dx,al; jmp l;
+/// d: hlt; jmp d; msg: db "KUMO-DISK-BOOT",13,10,0`.
+fn boot_sector() -> Vec<u8> {
+    let mut s = vec![
+        0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x15, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03,
+        0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
+    ];
+    s.extend_from_slice(b"KUMO-DISK-BOOT\r\n\0");
+    s.resize(512, 0);
+    s[510] = 0x55;
+    s[511] = 0xAA;
+    s
+}
+
+fn ok(c: &Cloud, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (s, v) = c.http(method, path, body.map(|b| b.to_string()).as_deref());
+    assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+    v
+}
+
+#[test]
+fn disk_image_boots_on_a_sized_overlay_with_a_custom_type() {
+    let cloud = Cloud::start();
+    kumo_testutil::require("qemu-img", "qemu-utils");
+    // A raw disk image: the boot sector, padded to 1 MiB.
+    let src = cloud.data_dir().join("bootsector.raw");
+    let mut disk = boot_sector();
+    disk.resize(1 << 20, 0);
+    std::fs::write(&src, &disk).expect("write disk image");
+    let img = ok(
+        &cloud,
+        "POST",
+        "/v1/images",
+        Some(json!({"name": "bootsector", "disk_path": src.to_string_lossy(), "format": "raw"})),
+    );
+    let shown = ok(&cloud, "GET", "/v1/images/bootsector", None);
+    assert_eq!(shown["id"], img["id"]);
+    let listed = cloud.json(&["image", "list"]);
+    assert!(
+        listed["items"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .any(|i| i["name"] == "bootsector"),
+        "{listed}"
+    );
+
+    // A custom instance type with a 2 GiB root disk.
+    ok(
+        &cloud,
+        "POST",
+        "/v1/instance-types",
+        Some(json!({"name": "tiny-disk", "vcpus": 1, "memory_mib": 128, "root_disk_gib": 2})),
+    );
+    let t = ok(&cloud, "GET", "/v1/instance-types/tiny-disk", None);
+    assert_eq!(
+        (t["vcpus"].as_u64(), t["memory_mib"].as_u64()),
+        (Some(1), Some(128))
+    );
+
+    cloud.ok(&[
+        "instance",
+        "run",
+        "--name",
+        "diskvm",
+        "--image",
+        "bootsector",
+        "--type",
+        "tiny-disk",
+        "--wait",
+    ]);
+    let v = cloud.wait_state("diskvm", "running");
+    let log = cloud.wait_console("diskvm", "KUMO-DISK-BOOT");
+    assert!(log.contains("KUMO-DISK-BOOT"), "{log}");
+
+    // The root disk is a qcow2 overlay on the stored image, of the type's size.
+    let id = v["id"].as_str().expect("id").to_string();
+    let root = cloud
+        .data_dir()
+        .join("pool/instances")
+        .join(&id)
+        .join("root.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(&root)
+        .output()
+        .expect("qemu-img info");
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "qemu-img info {}: {e}: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(info["format"], "qcow2", "{info}");
+    assert_eq!(info["virtual-size"].as_u64(), Some(2 << 30), "{info}");
+    let backing = info["full-backing-filename"]
+        .as_str()
+        .or(info["backing-filename"].as_str())
+        .unwrap_or_default();
+    assert!(
+        backing.contains(img["id"].as_str().expect("image id")),
+        "overlay backing {backing:?} is not the stored image: {info}"
+    );
+
+    // Hosts are readable one by one.
+    let hosts = ok(&cloud, "GET", "/v1/hosts", None);
+    let host_id = hosts["items"][0]["id"]
+        .as_str()
+        .expect("host id")
+        .to_string();
+    let h = ok(&cloud, "GET", &format!("/v1/hosts/{host_id}"), None);
+    assert_eq!(h["id"], host_id.as_str());
+    assert!(v["host"] == h["id"] || v["host"] == h["name"], "{v} on {h}");
+
+    // In use: neither the image nor the type can go; once the instance is gone, both can.
+    let (s, _) = cloud.http("DELETE", "/v1/images/bootsector", None);
+    assert_eq!(s, 409);
+    let (s, _) = cloud.http("DELETE", "/v1/instance-types/tiny-disk", None);
+    assert_eq!(s, 409);
+    cloud.ok(&["instance", "delete", "diskvm", "--wait"]);
+    assert!(!root.exists(), "root disk left behind");
+    let (s, v) = cloud.http("DELETE", "/v1/images/bootsector", None);
+    assert!((200..300).contains(&s), "{s} {v}");
+    let (s, v) = cloud.http("DELETE", "/v1/instance-types/tiny-disk", None);
+    assert!((200..300).contains(&s), "{s} {v}");
+    assert_eq!(cloud.http("GET", "/v1/images/bootsector", None).0, 404);
+    assert_eq!(
+        cloud.http("GET", "/v1/instance-types/tiny-disk", None).0,
+        404
+    );
+    let images = cloud
+        .data_dir()
+        .join("pool/images")
+        .join(img["id"].as_str().expect("image id"));
+    assert!(!images.exists(), "image files left behind");
+}
