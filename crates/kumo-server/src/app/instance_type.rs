@@ -86,8 +86,11 @@ pub async fn delete(app: &App, name: &str) -> Result<()> {
             "instance type `{name}` is built in and cannot be deleted"
         )));
     }
+    // Instances copy the type's vCPUs, memory and disk size at launch (as OpenStack flavors do), so a
+    // type in use can still be deleted.
     let key = keys::instance_type(name);
-    app.kv()
+    let done = app
+        .kv()
         .txn(Txn {
             compare: vec![Compare::mod_revision(&key, rev)],
             success: vec![Op::delete(&key)],
@@ -95,5 +98,10 @@ pub async fn delete(app: &App, name: &str) -> Result<()> {
         })
         .await
         .map_err(store_err)?;
+    if !done.succeeded {
+        return Err(Error::conflict(format!(
+            "instance type `{name}` changed concurrently; retry"
+        )));
+    }
     Ok(())
 }
