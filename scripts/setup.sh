@@ -17,6 +17,7 @@ PKGS=(
   etcd-server etcd-client # the distributed store backend (tests start their own etcd)
   genisoimage            # NoCloud seed ISOs
   cpio zstd socat jq curl ca-certificates
+  iperf3                 # the datapath benchmark (bench/)
   openssh-client         # ssh-keygen in tests
   gcc pkg-config         # building bundled SQLite
   protobuf-compiler

@@ -313,7 +313,10 @@ impl Cloud {
 
     /// PIDs of live dnsmasq processes this server started.
     pub fn dnsmasq_pids(&self) -> Vec<i32> {
-        pids_under(&self.data_dir().join("net"), "dnsmasq.pid")
+        let net = self.data_dir().join("net");
+        let mut p = pids_under(&net, "dnsmasq.pid");
+        p.extend(pids_under(&net, "dns.pid"));
+        p
     }
 }
 

@@ -2,7 +2,10 @@
 //! (1) over a bare veth pair — the reference — and, in the same run,
 //! (2) through a kumo bridge with kumo's full ruleset (anti-spoofing, br_netfilter + conntrack,
 //!     security-group chains; both guests in the default group),
-//! (3) routed between two kumo bridges joined by a router (same rules + isolation).
+//! (3) routed between two kumo bridges joined by a router (same rules + isolation),
+//! (4) across a VXLAN network between two "hosts" (namespaces joined by a veth underlay), each with
+//!     its kumo bridge, `kx<vni>` device and flood entry made by the agent's own functions and its own
+//!     kumo ruleset; guests at the network MTU (1450).
 //! Runs alternate so drift hits all paths alike; the median of `KUMO_BENCH_ROUNDS` (default 3) counts.
 //!
 //! Run (root, Debian `iperf3`): `cargo run --release -p kumo-bench --bin datapath`.
@@ -157,11 +160,14 @@ fn main() {
         .unwrap_or_default();
     assert!(rules.contains("jump isolate"), "kumo ruleset is loaded");
 
-    let (mut bare, mut bridged, mut routed) = (vec![], vec![], vec![]);
+    let vx = VxlanPair::new();
+
+    let (mut bare, mut bridged, mut routed, mut vxlan) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         bare.push(iperf(&n2, &n1, "198.19.255.2"));
         bridged.push(iperf(&b.ns, &a.ns, "198.18.1.11"));
         routed.push(iperf(&d.ns, &a.ns, "198.18.2.13"));
+        vxlan.push(iperf(&vx.guests[1].ns, &vx.guests[0].ns, "198.18.5.11"));
     }
     let med = |v: &[f64]| percentile(v, 50.0).unwrap_or(f64::NAN);
     let r = med(&bare);
@@ -191,6 +197,12 @@ fn main() {
             format!("{:.2}", med(&routed) / r),
             String::new(),
         ],
+        vec![
+            "kumo VXLAN network, 2 hosts + SG chains".into(),
+            gbit(med(&vxlan)),
+            format!("{:.2}", med(&vxlan) / r),
+            "≥ 0.6".into(),
+        ],
     ];
     println!("datapath: iperf3 -t {SECS}, 1 TCP stream, {rounds} rounds, alternating");
     print!("{}", table(&rows));
@@ -204,4 +216,121 @@ impl Drop for NsGuard {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
         }
     }
+}
+
+/// Two "hosts" (namespaces) joined by a veth underlay, each carrying the VXLAN network `net-x`
+/// (VNI 100, MTU 1450) with one guest and its own kumo ruleset. Dropping it removes everything.
+struct VxlanPair {
+    guests: Vec<Guest>,
+    _hosts: NsGuard,
+}
+
+impl VxlanPair {
+    fn new() -> VxlanPair {
+        use std::net::Ipv4Addr;
+        const MTU: u32 = 1450;
+        let hosts: Vec<String> = (1..=2)
+            .map(|i| format!("kumo-t-vxh{i}-{}", std::process::id()))
+            .collect();
+        for h in &hosts {
+            sh(&["ip", "netns", "add", h]);
+            sh(&["ip", "-n", h, "link", "set", "lo", "up"]);
+        }
+        let guard = NsGuard(hosts.clone());
+        sh(&[
+            "ip", "link", "add", "u1", "netns", &hosts[0], "type", "veth", "peer", "name", "u2",
+            "netns", &hosts[1],
+        ]);
+        let under = [
+            Ipv4Addr::new(198, 19, 254, 1),
+            Ipv4Addr::new(198, 19, 254, 2),
+        ];
+        const X1: &str = "eni-1111111111000000a";
+        const X2: &str = "eni-2222222222000000b";
+        let topo = NetworkTopology {
+            networks: vec![network("net-x", "kbrx", false)],
+            subnets: vec![subnet("subnet-x", "net-x", "198.18.5.0/24", "198.18.5.1")],
+            ports: vec![
+                port(
+                    X1,
+                    "net-x",
+                    "subnet-x",
+                    "52:54:00:00:05:0a",
+                    "198.18.5.10",
+                    &["sg-default"],
+                ),
+                port(
+                    X2,
+                    "net-x",
+                    "subnet-x",
+                    "52:54:00:00:05:0b",
+                    "198.18.5.11",
+                    &["sg-default"],
+                ),
+            ],
+            security_groups: vec![default_group("sg-default")],
+            ..Default::default()
+        };
+        let local = all_local(&topo);
+        let mut guests = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            let dev = format!("u{}", i + 1);
+            sh(&[
+                "ip",
+                "-n",
+                h,
+                "addr",
+                "add",
+                &format!("{}/30", under[i]),
+                "dev",
+                &dev,
+            ]);
+            sh(&["ip", "-n", h, "link", "set", &dev, "up"]);
+            let (topo, mine) = (topo.clone(), local[i].clone());
+            let (me, peer) = (under[i], under[1 - i]);
+            let ip = format!("198.18.5.1{i}/24");
+            let mac = format!("52:54:00:00:05:0{}", ["a", "b"][i]);
+            let g = in_netns(h, move || {
+                use kumo_agent::network;
+                network::ensure_bridge(&network::BridgeSpec {
+                    name: "kbrx".into(),
+                    addresses: vec![],
+                    mtu: MTU,
+                })
+                .expect("bridge");
+                let dev = network::ensure_vxlan("kbrx", 100, me, network::VXLAN_PORT, MTU)
+                    .expect("vxlan device");
+                network::sync_vxlan_peers(&dev, me, &[peer]).expect("flood entry");
+                let g = Guest::new("kbrx", &mine.tap, &mac, &ip, None);
+                sh(&["ip", "link", "set", &mine.tap, "mtu", &MTU.to_string()]);
+                g.ip(&["link", "set", "eth0", "mtu", &MTU.to_string()]);
+                let rs = kumo_agent::network::nft::plan(&topo, std::slice::from_ref(&mine));
+                kumo_agent::network::nft::apply(&rs).expect("ruleset");
+                g
+            });
+            guests.push(g);
+        }
+        let ok = (0..50).any(|_| guests[0].ping("198.18.5.11"));
+        assert!(ok, "guests reach each other over VXLAN under the ruleset");
+        VxlanPair {
+            guests,
+            _hosts: guard,
+        }
+    }
+}
+
+/// Run `f` on a thread that has entered the named network namespace (commands it starts run there).
+fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{name}")).expect("netns file");
+            // SAFETY: setns on an open namespace fd; it affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
 }

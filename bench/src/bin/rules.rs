@@ -1,6 +1,10 @@
-//! Rule programming: time from "topology changed" to the change being in effect for real traffic
-//! (a TCP connect between two fake guests on a kumo bridge passes), p50/p99 over ≥20 changes, for a
-//! security group holding 1 rule and 1,000 rules; plus plan, render and `nft -f` apply timed alone.
+//! Rule programming, two ways, for a security group holding 1 rule and 1,000 rules, p50/p99 over ≥20
+//! changes:
+//! 1. end to end through a real `kumo server`: `POST /v1/security-groups/{id}/rules` → the rule is in
+//!    the kernel's ruleset (`nft list table inet kumo`, polled), for a group on a running instance;
+//!    the reference is the bare `nft -f` of the same ruleset, timed by the agent's own apply in (2);
+//! 2. in process: "topology changed" → in effect for real traffic (a TCP connect between two fake
+//!    guests on a kumo bridge passes); plus plan, render and `nft -f` apply timed alone.
 //!
 //! Run (root): `cargo run --release -p kumo-bench --bin rules` (`KUMO_BENCH_CHANGES=50` for more).
 
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use fw::*;
 use kumo_agent::network::nft;
-use kumo_bench::{percentile, table};
+use kumo_bench::{Cloud, percentile, table};
 use kumo_types::{Direction, NetworkTopology, Protocol};
 
 const SRV: &str = "eni-aaaaaaaaaa0000001";
@@ -127,14 +131,120 @@ fn measure(c: &Guest, dst: SocketAddr, filler: usize, changes: usize) -> Sample 
     s
 }
 
+/// API → kernel: for `changes` times, add a rule on port `base + k` and time until `nft` lists it,
+/// then delete it. Returns the milliseconds per change.
+async fn api_to_kernel(cloud: &Cloud, group: &str, changes: usize, base: u16) -> Vec<f64> {
+    let mut out = Vec::with_capacity(changes);
+    for k in 0..changes {
+        let port = base + k as u16;
+        let body = serde_json::json!({"direction": "ingress", "protocol": "tcp", "port_min": port});
+        let needle = format!("tcp dport {port} accept");
+        let t0 = Instant::now();
+        let g = cloud
+            .api_ok(
+                "POST",
+                &format!("/v1/security-groups/{group}/rules"),
+                Some(body),
+            )
+            .await
+            .unwrap();
+        loop {
+            let listed = nft::list().unwrap().unwrap_or_default();
+            if listed.contains(&needle) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "rule never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        out.push(t0.elapsed().as_secs_f64() * 1e3);
+        let rule = g["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["port_min"] == port)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        cloud
+            .api_ok(
+                "DELETE",
+                &format!("/v1/security-groups/{group}/rules/{rule}"),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    out
+}
+
+/// Part 1: a real server with one running tiny instance in group `bench`. Returns, per rule count,
+/// the API → kernel milliseconds of each change.
+fn end_to_end(changes: usize) -> Vec<(usize, Vec<f64>)> {
+    let rt = kumo_bench::runtime().unwrap();
+    let rows = rt.block_on(async {
+        let cloud = Cloud::start().await.unwrap();
+        cloud.import_tiny().await.unwrap();
+        cloud
+            .api_ok(
+                "POST",
+                "/v1/security-groups",
+                Some(serde_json::json!({"name": "bench"})),
+            )
+            .await
+            .unwrap();
+        let body = serde_json::json!({
+            "name": "sg-target", "image": "tiny", "instance_type": "nano",
+            "security_groups": ["bench"],
+        });
+        let v = cloud
+            .api_ok("POST", "/v1/instances", Some(body))
+            .await
+            .unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        cloud
+            .wait_instance(&id, "running", Duration::from_secs(120), |_, v| {
+                v["state"] == "running"
+            })
+            .await
+            .unwrap();
+        let mut rows = vec![];
+        let one = api_to_kernel(&cloud, "bench", changes, 30000).await;
+        rows.push((1, one));
+        // 999 filler rules (each its own API call, as a user would add them).
+        for i in 0..999u16 {
+            let body = serde_json::json!({
+                "direction": "ingress", "protocol": "tcp", "port_min": 20000 + i,
+                "remote_cidr": format!("10.{}.{}.0/24", i / 256, i % 256),
+            });
+            cloud
+                .api_ok("POST", "/v1/security-groups/bench/rules", Some(body))
+                .await
+                .unwrap();
+        }
+        let many = api_to_kernel(&cloud, "bench", changes, 31000).await;
+        rows.push((1000, many));
+        rows
+    });
+    drop(rt);
+    // The server is gone; its default bridge would clash with part 2's addresses.
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "kumobr0"])
+        .output();
+    rows
+}
+
 fn main() {
-    kumo_testutil::enter_private_netns();
-    kumo_testutil::require("nft", "nftables");
+    kumo_bench::enter_netns();
     let changes: usize = std::env::var("KUMO_BENCH_CHANGES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20)
         .max(20);
+    let e2e = end_to_end(changes);
     bridge("kbr0", &["198.18.0.1/24".into()]);
     let topo = topology(0);
     let tap =
@@ -154,9 +264,27 @@ fn main() {
         "apply p99 ms".into(),
         "effect/apply p99".into(),
     ]];
+    let p = |v: &[f64], q| percentile(v, q).unwrap_or(f64::NAN);
+    let mut e2e_rows = vec![vec![
+        "rules in group".to_string(),
+        "changes".into(),
+        "API → kernel p50 ms".into(),
+        "API → kernel p99 ms".into(),
+        "bare nft -f p99 ms".into(),
+        "API→kernel / nft -f (p99)".into(),
+    ]];
     for total in [1usize, 1000] {
         let s = measure(&cli, dst, total - 1, changes);
-        let p = |v: &[f64], q| percentile(v, q).unwrap_or(f64::NAN);
+        if let Some((_, api)) = e2e.iter().find(|(n, _)| *n == total) {
+            e2e_rows.push(vec![
+                total.to_string(),
+                changes.to_string(),
+                format!("{:.1}", p(api, 50.0)),
+                format!("{:.1}", p(api, 99.0)),
+                format!("{:.1}", p(&s.apply_ms, 99.0)),
+                format!("{:.2}", p(api, 99.0) / p(&s.apply_ms, 99.0)),
+            ]);
+        }
         rows.push(vec![
             total.to_string(),
             changes.to_string(),
@@ -172,5 +300,11 @@ fn main() {
         "rule programming: topology change → TCP connect passes (plan + render + nft -f + first packet)"
     );
     print!("{}", table(&rows));
+    println!();
+    println!(
+        "rule programming, end to end: POST rule → listed by `nft list table inet kumo` (real server, \
+         agent woken by the store watch), against the bare `nft -f` of a ruleset of that size"
+    );
+    print!("{}", table(&e2e_rows));
     println!("goal: in effect within 1 s (issue 3)");
 }
