@@ -160,8 +160,9 @@ impl Kv for SqliteKv {
     }
 
     async fn get(&self, key: &str) -> Result<Option<crate::KeyValue>> {
-        let key = key.to_owned();
-        self.readers.read(move |c| rows::get(c, &key)).await
+        // A point read by primary key on a small, cached database takes microseconds: run it inline
+        // rather than paying a blocking-pool hand-off (decision 0006). Ranges still go to the pool.
+        self.readers.with(|c| rows::get(c, key))
     }
 
     async fn list(
