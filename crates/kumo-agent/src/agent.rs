@@ -79,10 +79,12 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let data = cfg.data_dir.clone();
     let choice = cfg.accel;
-    let inv = tokio::task::spawn_blocking(move || {
+    let mut inv = tokio::task::spawn_blocking(move || {
         crate::inventory::collect_with(&data, choice != AccelChoice::Tcg)
     })
     .await?;
+    // The control plane hands this address to the other hosts as a VXLAN peer.
+    inv.tunnel_ip = cfg.vxlan_local_ip.map(|ip| ip.to_string());
     let accel = match cfg.accel {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,

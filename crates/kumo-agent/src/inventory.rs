@@ -442,6 +442,7 @@ pub fn collect_with(data_dir: &Path, probe_kvm: bool) -> HostInventory {
         kernel,
         kvm_usable,
         kvm_probe,
+        tunnel_ip: None,
     }
 }
 

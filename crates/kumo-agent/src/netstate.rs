@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use kumo_types::{AssignmentSnapshot, Network, NetworkKind, Result, Subnet};
+use kumo_types::{AssignmentSnapshot, Network, NetworkKind, NetworkTopology, Result, Subnet};
 
 use crate::network::{self, BridgeSpec, DhcpHost, Dnsmasq, DnsmasqConfig, NatNetwork, Ruleset};
 
@@ -84,7 +84,7 @@ impl NetState {
                 extra_addresses: extra.get(&net.bridge).cloned().unwrap_or_default(),
                 dhcp: with_ports.contains(id),
             };
-            if let Err(e) = self.ensure_network(net, &topo.subnets, hosts, &wanted) {
+            if let Err(e) = self.ensure_network(net, topo, hosts, &wanted) {
                 tracing::error!(network = %id, error = %e, "network setup failed");
                 failed.get_or_insert(e);
             }
@@ -115,10 +115,11 @@ impl NetState {
     fn ensure_network(
         &mut self,
         net: &Network,
-        subnets: &[Subnet],
+        topo: &NetworkTopology,
         hosts: &[DhcpHost],
         wanted: &NetworkWanted,
     ) -> Result<()> {
+        let subnets: &[Subnet] = &topo.subnets;
         let mut addresses = bridge_addresses(net, subnets);
         addresses.extend(wanted.extra_addresses.iter().cloned());
         network::ensure_bridge(&BridgeSpec {
@@ -126,7 +127,7 @@ impl NetState {
             addresses,
             mtu: net.mtu,
         })?;
-        match ensure_uplink(net, &self.uplinks) {
+        match ensure_uplink(net, &self.uplinks, topo) {
             Ok(()) => {
                 self.problems.remove(&net.id);
             }
@@ -295,15 +296,30 @@ pub enum UplinkPlan {
     },
 }
 
-/// The VXLAN peers of a network. The hook for the cluster work: today every VXLAN network floods to
-/// the agent's static peer list; later the control plane hands down, per network, the tunnel
-/// addresses of the hosts that have ports on it.
-pub fn vxlan_peers(_net: &Network, cfg: &UplinkConfig) -> Vec<Ipv4Addr> {
-    cfg.vxlan_peers.clone()
+/// The VXLAN peers of a network (pure): the tunnel endpoints the control plane hands down for it
+/// (hosts running instances with a port on it), plus the agent's static `--vxlan-peer` list, less
+/// this host's own endpoint; sorted, without duplicates.
+pub fn vxlan_peers(net: &Network, cfg: &UplinkConfig, topo: &NetworkTopology) -> Vec<Ipv4Addr> {
+    let mut peers: Vec<Ipv4Addr> = topo
+        .vxlan_peers
+        .get(&net.id)
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .chain(cfg.vxlan_peers.iter().copied())
+        .filter(|ip| Some(*ip) != cfg.vxlan_local_ip)
+        .collect();
+    peers.sort();
+    peers.dedup();
+    peers
 }
 
 /// Decide a network's uplink (pure). An error says why the network must stay host-local.
-pub fn plan_uplink(net: &Network, cfg: &UplinkConfig) -> Result<UplinkPlan> {
+pub fn plan_uplink(
+    net: &Network,
+    cfg: &UplinkConfig,
+    topo: &NetworkTopology,
+) -> Result<UplinkPlan> {
     let missing = |what: &str| {
         kumo_types::Error::invalid(
             what.to_string(),
@@ -340,15 +356,15 @@ pub fn plan_uplink(net: &Network, cfg: &UplinkConfig) -> Result<UplinkPlan> {
             Ok(UplinkPlan::Vxlan {
                 vni,
                 local,
-                peers: vxlan_peers(net, cfg),
+                peers: vxlan_peers(net, cfg, topo),
             })
         }
     }
 }
 
 /// Join the network's bridge (which exists) to its uplink.
-fn ensure_uplink(net: &Network, cfg: &UplinkConfig) -> Result<()> {
-    match plan_uplink(net, cfg)? {
+fn ensure_uplink(net: &Network, cfg: &UplinkConfig, topo: &NetworkTopology) -> Result<()> {
+    match plan_uplink(net, cfg, topo)? {
         UplinkPlan::None => Ok(()),
         UplinkPlan::Vlan { uplink, vlan_id } => {
             network::ensure_vlan_uplink(&net.bridge, &uplink, vlan_id, net.mtu).map(|_| ())
@@ -393,35 +409,93 @@ mod uplink_tests {
     #[test]
     fn uplink_per_kind() {
         assert_eq!(
-            plan_uplink(&net(NetworkKind::Bridge), &cfg()).unwrap(),
+            plan_uplink(
+                &net(NetworkKind::Bridge),
+                &cfg(),
+                &NetworkTopology::default()
+            )
+            .unwrap(),
             UplinkPlan::None
         );
         assert_eq!(
-            plan_uplink(&net(NetworkKind::Vlan), &cfg()).unwrap(),
+            plan_uplink(&net(NetworkKind::Vlan), &cfg(), &NetworkTopology::default()).unwrap(),
             UplinkPlan::Vlan {
                 uplink: "eth1".into(),
                 vlan_id: 20
             }
         );
         assert_eq!(
-            plan_uplink(&net(NetworkKind::Vxlan), &cfg()).unwrap(),
+            plan_uplink(
+                &net(NetworkKind::Vxlan),
+                &cfg(),
+                &NetworkTopology::default()
+            )
+            .unwrap(),
             UplinkPlan::Vxlan {
                 vni: 4242,
                 local: Ipv4Addr::new(198, 19, 0, 1),
                 peers: vec![Ipv4Addr::new(198, 19, 0, 2)],
             }
         );
-        let unmapped = plan_uplink(&net(NetworkKind::Vlan), &UplinkConfig::default());
+        let unmapped = plan_uplink(
+            &net(NetworkKind::Vlan),
+            &UplinkConfig::default(),
+            &NetworkTopology::default(),
+        );
         assert!(
             unmapped
                 .unwrap_err()
                 .to_string()
                 .contains("physical network `physnet1` is not mapped")
         );
-        assert!(plan_uplink(&net(NetworkKind::Vxlan), &UplinkConfig::default()).is_err());
+        assert!(
+            plan_uplink(
+                &net(NetworkKind::Vxlan),
+                &UplinkConfig::default(),
+                &NetworkTopology::default()
+            )
+            .is_err()
+        );
         let mut no_vid = net(NetworkKind::Vlan);
         no_vid.vlan_id = None;
-        assert!(plan_uplink(&no_vid, &cfg()).is_err());
+        assert!(plan_uplink(&no_vid, &cfg(), &NetworkTopology::default()).is_err());
+    }
+
+    #[test]
+    fn vxlan_peers_come_from_the_control_plane_and_the_flags() {
+        let n = net(NetworkKind::Vxlan);
+        let mut topo = NetworkTopology::default();
+        topo.vxlan_peers.insert(
+            n.id.clone(),
+            vec![
+                "198.19.0.1".into(), // this host: left out
+                "198.19.0.3".into(),
+                "198.19.0.2".into(), // also a flag peer: once
+                "not-an-ip".into(),
+            ],
+        );
+        topo.vxlan_peers
+            .insert("net-other".into(), vec!["198.19.0.9".into()]);
+        assert_eq!(
+            vxlan_peers(&n, &cfg(), &topo),
+            vec![Ipv4Addr::new(198, 19, 0, 2), Ipv4Addr::new(198, 19, 0, 3)]
+        );
+        // Without flags, only what the control plane hands down.
+        let only_local = UplinkConfig {
+            vxlan_peers: vec![],
+            ..cfg()
+        };
+        assert_eq!(
+            vxlan_peers(&n, &only_local, &topo),
+            vec![Ipv4Addr::new(198, 19, 0, 2), Ipv4Addr::new(198, 19, 0, 3)]
+        );
+        topo.vxlan_peers
+            .insert(n.id.clone(), vec!["198.19.0.3".into()]);
+        assert_eq!(
+            vxlan_peers(&n, &only_local, &topo),
+            vec![Ipv4Addr::new(198, 19, 0, 3)]
+        );
+        assert!(vxlan_peers(&n, &only_local, &NetworkTopology::default()).is_empty());
     }
 
     #[test]

@@ -122,6 +122,7 @@ fn vpc() -> NetworkTopology {
             ),
             floating("eipalloc-3", "net-ext", "subnet-ext", "198.19.0.102", None),
         ],
+        ..Default::default()
     }
 }
 

@@ -432,10 +432,35 @@ fn netstate_converges_vxlan_network_with_two_subnets() {
     let dir_b = kumo_agent::paths::net_dir(tmp.path(), "net-b");
     assert!(pid_in(&dir_b.join("dnsmasq.pid")).is_none());
 
-    // Idempotent: the same processes stay.
+    // The unmapped VLAN network is a problem reported once (as an event, by the agent).
+    let problems = ns.new_problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "net-b");
+    assert!(problems[0].1.contains("physX"), "{problems:?}");
+
+    // Idempotent: the same processes stay, nothing new to report.
     ns.sync(&snapshot(true)).unwrap();
     assert_eq!(pid_in(&dir.join("dnsmasq.pid")), Some(dhcp_pid));
     assert_eq!(pid_in(&dir.join("dns.pid")), Some(dns_pid));
+    assert!(ns.new_problems().is_empty());
+
+    // Peers handed down by the control plane join the flood list (this host's own endpoint does not).
+    let mut snap = snapshot(true);
+    snap.topology.vxlan_peers.insert(
+        "net-a".into(),
+        vec!["198.19.9.1".into(), "198.19.9.4".into()],
+    );
+    ns.sync(&snap).unwrap();
+    let fdb = run("bridge", &["-j", "fdb", "show", "dev", "kx300"]);
+    assert_eq!(
+        uplink::parse_fdb_peers(&fdb).unwrap(),
+        [
+            Ipv4Addr::new(198, 19, 9, 2),
+            Ipv4Addr::new(198, 19, 9, 3),
+            Ipv4Addr::new(198, 19, 9, 4)
+        ]
+    );
+    ns.sync(&snapshot(true)).unwrap();
 
     // A restarted agent adopts them.
     let mut again = kumo_agent::netstate::NetState::new(tmp.path().to_path_buf());

@@ -208,6 +208,10 @@ pub struct NetworkTopology {
     pub routers: Vec<Router>,
     pub security_groups: Vec<SecurityGroup>,
     pub floating_ips: Vec<FloatingIp>,
+    /// Per VXLAN network ID, the tunnel endpoints of the hosts that run instances with a port on it
+    /// (each agent floods to these, less itself).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vxlan_peers: BTreeMap<String, Vec<String>>,
 }
 
 impl NetworkTopology {

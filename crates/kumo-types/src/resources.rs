@@ -427,6 +427,9 @@ pub struct HostInventory {
     pub kvm_usable: bool,
     /// What the KVM probe saw (e.g. "/dev/kvm missing", "probe boot timed out after 5s").
     pub kvm_probe: String,
+    /// This host's VXLAN tunnel endpoint (agent flag `--vxlan-local-ip`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]

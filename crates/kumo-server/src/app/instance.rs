@@ -1,7 +1,7 @@
 //! Instances: run, list, show, start, stop, reboot, delete — desired state only. The agent on the
 //! instance's host makes it real and reports status back ([`report_status`], [`finalize_delete`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
@@ -658,14 +658,47 @@ pub async fn report_status(app: &App, id: &str, mut st: InstanceStatus) -> Resul
 
 /// The whole network topology (every agent gets all of it; see `kumo_types::NetworkTopology`).
 pub async fn topology(app: &App) -> Result<NetworkTopology> {
+    let networks: Vec<kumo_types::Network> = list_json(app.kv(), keys::NETWORKS).await?;
+    let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
+    let hosts: Vec<kumo_types::Host> = list_json(app.kv(), keys::HOSTS).await?;
     Ok(NetworkTopology {
-        networks: list_json(app.kv(), keys::NETWORKS).await?,
+        vxlan_peers: vxlan_peers(&networks, &insts, &hosts),
+        networks,
         subnets: list_json(app.kv(), keys::SUBNETS).await?,
         ports: list_json(app.kv(), keys::PORTS).await?,
         routers: list_json(app.kv(), keys::ROUTERS).await?,
         security_groups: list_json(app.kv(), keys::SECURITY_GROUPS).await?,
         floating_ips: list_json(app.kv(), keys::FLOATING_IPS).await?,
     })
+}
+
+/// Per VXLAN network, the tunnel endpoints of the hosts running instances with a NIC on it (pure).
+pub fn vxlan_peers(
+    networks: &[kumo_types::Network],
+    insts: &[Instance],
+    hosts: &[kumo_types::Host],
+) -> BTreeMap<String, Vec<String>> {
+    let tunnel: HashMap<&str, &str> = hosts
+        .iter()
+        .filter_map(|h| Some((h.id.as_str(), h.inventory.tunnel_ip.as_deref()?)))
+        .collect();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for net in networks
+        .iter()
+        .filter(|n| n.kind == kumo_types::NetworkKind::Vxlan)
+    {
+        let mut ips: Vec<String> = insts
+            .iter()
+            .filter(|i| i.nics.iter().any(|n| n.network_id == net.id))
+            .filter_map(|i| tunnel.get(i.host.as_deref()?).map(|ip| ip.to_string()))
+            .collect();
+        ips.sort();
+        ips.dedup();
+        if !ips.is_empty() {
+            out.insert(net.id.clone(), ips);
+        }
+    }
+    out
 }
 
 /// Everything assigned to `host_id`, resolved for the agent.
@@ -700,4 +733,72 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
         assignments: out,
         topology: topology(app).await?,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod vxlan_peer_tests {
+    use super::*;
+
+    fn json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn peers_are_the_tunnel_endpoints_of_hosts_with_ports_on_the_network() {
+        let net = |id: &str, kind: &str| -> kumo_types::Network {
+            json(serde_json::json!({
+                "id": id, "name": id, "project": "default", "kind": kind, "bridge": "kb",
+                "mtu": 1450, "vni": 7, "created_at": "t"
+            }))
+        };
+        let host = |id: &str, tunnel: Option<&str>| -> kumo_types::Host {
+            json(serde_json::json!({
+                "id": id, "name": id, "state": "ready", "accel": "tcg", "registered_at": "t",
+                "last_heartbeat": "t",
+                "inventory": {"hostname": id, "cpus": 2, "memory_mib": 1024, "disk_free_bytes": 0,
+                    "disk_total_bytes": 0, "qemu_version": "7.2", "kernel": "6.1",
+                    "kvm_usable": false, "kvm_probe": "", "tunnel_ip": tunnel}
+            }))
+        };
+        let inst = |id: &str, host: &str, nets: &[&str]| -> Instance {
+            let mut i: Instance = json(serde_json::json!({
+                "id": id, "name": id, "project": "default", "image_id": "img", "instance_type": "nano",
+                "vcpus": 1, "memory_mib": 128, "root_disk_gib": 1, "desired_state": "running",
+                "host": host, "created_at": "t", "nics": []
+            }));
+            for n in nets {
+                i.nics.push(json(serde_json::json!({
+                    "port_id": "p", "network_id": n, "mac": "52:54:00:00:00:01", "ipv4": "198.18.0.2"
+                })));
+            }
+            i
+        };
+        let networks = vec![
+            net("net-x", "vxlan"),
+            net("net-b", "bridge"),
+            net("net-y", "vxlan"),
+        ];
+        let hosts = vec![
+            host("h1", Some("198.19.0.1")),
+            host("h2", Some("198.19.0.2")),
+            host("h3", None),
+        ];
+        let insts = vec![
+            inst("i-1", "h1", &["net-x", "net-b"]),
+            inst("i-2", "h2", &["net-x"]),
+            inst("i-3", "h2", &["net-x"]),
+            inst("i-4", "h3", &["net-x", "net-y"]),
+        ];
+        let peers = vxlan_peers(&networks, &insts, &hosts);
+        assert_eq!(
+            peers.get("net-x").unwrap(),
+            &vec!["198.19.0.1".to_string(), "198.19.0.2".to_string()]
+        );
+        assert!(!peers.contains_key("net-b"), "not VXLAN");
+        assert!(
+            !peers.contains_key("net-y"),
+            "only a host without an endpoint"
+        );
+    }
 }
