@@ -119,6 +119,7 @@ mod tests {
                 mac: "52:54:00:00:00:01".into(),
                 ipv4: "198.18.0.10".into(),
                 slot: 0,
+                keep_port: false,
             }],
             reboot_seq: 0,
             deleting: false,
@@ -202,6 +203,7 @@ mod tests {
             mac: mac.into(),
             ipv4: "198.18.0.10".into(),
             slot,
+            keep_port: false,
         };
         let attached: BTreeMap<u8, String> = [(0, "m0".to_string()), (1, "m1".to_string())].into();
         let (add, rm) = nic_changes(&[nic(0, "m0"), nic(1, "m1")], &attached);

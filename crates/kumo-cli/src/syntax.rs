@@ -107,13 +107,13 @@ pub fn parse_ipv4(s: &str) -> Result<String, String> {
     Ok(ipv4("address", s.trim())?.to_string())
 }
 
-/// `network=N[,subnet=S][,ip=A][,sg=G1+G2]`.
+/// `network=N[,subnet=S][,ip=A][,sg=G1+G2]`, or `port=P` (an existing, unattached port).
 pub fn parse_nic(s: &str) -> Result<NicRequest, String> {
     let mut nic = NicRequest::default();
     for part in s.split(',') {
         let Some((key, value)) = part.split_once('=') else {
             return Err(format!(
-                "`{part}`: expected KEY=VALUE (keys: network, subnet, ip, sg)"
+                "`{part}`: expected KEY=VALUE (keys: network, subnet, ip, sg, port)"
             ));
         };
         let (key, value) = (key.trim(), value.trim());
@@ -123,6 +123,7 @@ pub fn parse_nic(s: &str) -> Result<NicRequest, String> {
         let slot_taken = match key {
             "network" => nic.network.replace(value.to_string()).is_some(),
             "subnet" => nic.subnet.replace(value.to_string()).is_some(),
+            "port" => nic.port.replace(value.to_string()).is_some(),
             "ip" => nic.ipv4.replace(parse_ipv4(value)?).is_some(),
             "sg" => {
                 let groups: Vec<String> = value.split('+').map(|g| g.trim().to_string()).collect();
@@ -135,7 +136,7 @@ pub fn parse_nic(s: &str) -> Result<NicRequest, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown key `{other}` (keys: network, subnet, ip, sg)"
+                    "unknown key `{other}` (keys: network, subnet, ip, sg, port)"
                 ));
             }
         };

@@ -72,6 +72,17 @@ pub struct CreatePortRequest {
     pub name: Option<String>,
 }
 
+/// Body of `PATCH /v1/ports/{id}`: what is given is replaced.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePortRequest {
+    /// Security group IDs or names; replaces the port's list (empty: the port accepts nothing).
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
 /// Body of `POST /v1/routers`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]

@@ -59,6 +59,10 @@ pub struct Nic {
     /// other NICs).
     #[serde(default)]
     pub slot: u8,
+    /// The port existed before the NIC (attached with `port`): detaching the NIC or deleting the
+    /// instance leaves it, unattached, with its address; otherwise the port goes with the NIC.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_port: bool,
 }
 
 /// Desired state of an instance, written by the API only.

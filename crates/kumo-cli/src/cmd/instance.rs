@@ -65,7 +65,7 @@ pub enum InstanceCmd {
     /// Hot-plug a NIC into an instance (running or stopped): a new port on a network.
     AttachNic {
         name: String,
-        /// The NIC: network=N[,subnet=S][,ip=A][,sg=G1+G2] (as `run --nic`).
+        /// The NIC: network=N[,subnet=S][,ip=A][,sg=G1+G2] or port=P (as `run --nic`).
         #[arg(long = "nic", value_name = "SPEC", value_parser = syntax::parse_nic)]
         nic: NicRequest,
     },
@@ -120,7 +120,8 @@ pub struct RunArgs {
     /// Network ID or name for the one NIC (defaults to the default network; see --nic for more).
     #[arg(long, conflicts_with = "nics")]
     pub network: Option<String>,
-    /// A NIC: network=N[,subnet=S][,ip=A][,sg=G1+G2] (repeatable, in guest order).
+    /// A NIC: network=N[,subnet=S][,ip=A][,sg=G1+G2], or port=P for an existing port (repeatable, in
+    /// guest order).
     #[arg(long = "nic", value_name = "SPEC", value_parser = syntax::parse_nic)]
     pub nics: Vec<NicRequest>,
     /// Security group ID or name for NICs that name none (repeatable; default: `default`).

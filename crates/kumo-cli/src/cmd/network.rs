@@ -128,8 +128,47 @@ pub enum PortCmd {
     Show { id: String },
     /// Create a port (a NIC with a fixed MAC and address, not yet attached).
     Create(PortCreateArgs),
+    /// Change a port's security groups (in effect at once on its host) or name.
+    Update(PortUpdateArgs),
     /// Delete an unattached port and free its address.
     Delete { id: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PortUpdateArgs {
+    /// Port ID or name.
+    pub id: String,
+    /// The port's security groups, replacing its list (repeatable).
+    #[arg(
+        long = "security-group",
+        value_name = "GROUP",
+        conflicts_with = "no_security_groups"
+    )]
+    pub security_groups: Vec<String>,
+    /// Remove every security group: the port then accepts nothing and sends nothing.
+    #[arg(long)]
+    pub no_security_groups: bool,
+    /// A new name.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// The `PATCH /v1/ports/{id}` body; `None` when nothing would change.
+pub fn port_update_request(a: &PortUpdateArgs) -> Option<kumo_types::UpdatePortRequest> {
+    let security_groups = if a.no_security_groups {
+        Some(vec![])
+    } else if a.security_groups.is_empty() {
+        None
+    } else {
+        Some(a.security_groups.clone())
+    };
+    if security_groups.is_none() && a.name.is_none() {
+        return None;
+    }
+    Some(kumo_types::UpdatePortRequest {
+        security_groups,
+        name: a.name.clone(),
+    })
 }
 
 #[derive(Debug, Clone, Args)]
@@ -292,6 +331,17 @@ pub async fn run_port(client: &Client, out: &Output, cmd: PortCmd) -> Result<i32
         ),
         PortCmd::Create(a) => {
             let p: Json<Port> = client.post("ports", Some(&port_request(&a)), None).await?;
+            out.one(&p, net::port_detail);
+        }
+        PortCmd::Update(a) => {
+            let body = port_update_request(&a).ok_or_else(|| {
+                CliError::usage(
+                    "nothing to change: give --security-group, --no-security-groups or --name",
+                )
+            })?;
+            let p: Json<Port> = client
+                .patch(&format!("ports/{}", seg(&a.id)), &body)
+                .await?;
             out.one(&p, net::port_detail);
         }
         PortCmd::Delete { id } => {

@@ -582,3 +582,55 @@ fn instance_attach_and_detach_nic() {
     let e = err(&["instance", "detach-nic", "web"]);
     assert!(e.contains("<NIC>"), "{e}");
 }
+
+#[test]
+fn port_update_and_nic_by_port() {
+    let cli = parse(&[
+        "port",
+        "update",
+        "db-port",
+        "--security-group",
+        "web",
+        "--security-group",
+        "ssh",
+    ])
+    .expect("parses");
+    let Command::Port(PortCmd::Update(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    let body = netcmd::port_update_request(&a).expect("a change");
+    assert_eq!(
+        body.security_groups,
+        Some(vec!["web".to_string(), "ssh".to_string()])
+    );
+    assert_eq!(body.name, None);
+    let cli = parse(&["port", "update", "p", "--no-security-groups"]).expect("parses");
+    let Command::Port(PortCmd::Update(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    assert_eq!(
+        netcmd::port_update_request(&a).and_then(|b| b.security_groups),
+        Some(vec![])
+    );
+    let cli = parse(&["port", "update", "p"]).expect("parses");
+    let Command::Port(PortCmd::Update(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    assert!(
+        netcmd::port_update_request(&a).is_none(),
+        "nothing to change"
+    );
+    let e = err(&[
+        "port",
+        "update",
+        "p",
+        "--security-group",
+        "web",
+        "--no-security-groups",
+    ]);
+    assert!(e.contains("--no-security-groups"), "{e}");
+
+    let nic = crate::syntax::parse_nic("port=db-port").expect("parses");
+    assert_eq!(nic.port.as_deref(), Some("db-port"));
+    assert!(crate::syntax::parse_nic("port=a,port=b").is_err());
+}

@@ -147,11 +147,11 @@ fn nic_spec_errors_are_precise() {
     for (spec, want) in [
         (
             "lan",
-            "`lan`: expected KEY=VALUE (keys: network, subnet, ip, sg)",
+            "`lan`: expected KEY=VALUE (keys: network, subnet, ip, sg, port)",
         ),
         (
             "network=lan,mac=52:54:00:00:00:01",
-            "unknown key `mac` (keys: network, subnet, ip, sg)",
+            "unknown key `mac` (keys: network, subnet, ip, sg, port)",
         ),
         ("network=a,network=b", "`network` is given twice"),
         ("network=", "`network=` needs a value"),
@@ -163,7 +163,10 @@ fn nic_spec_errors_are_precise() {
             "network=lan,sg=web+",
             "`sg=web+`: empty group name (separate groups with +)",
         ),
-        ("", "``: expected KEY=VALUE (keys: network, subnet, ip, sg)"),
+        (
+            "",
+            "``: expected KEY=VALUE (keys: network, subnet, ip, sg, port)",
+        ),
     ] {
         assert_eq!(parse_nic(spec), Err(want.to_string()), "spec {spec:?}");
     }

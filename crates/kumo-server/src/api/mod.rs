@@ -61,6 +61,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         network::list_ports,
         network::create_port,
         network::get_port,
+        network::update_port,
         network::delete_port,
         network::list_routers,
         network::create_router,
@@ -142,7 +143,9 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/ports/{id}",
-            get(network::get_port).delete(network::delete_port),
+            get(network::get_port)
+                .patch(network::update_port)
+                .delete(network::delete_port),
         )
         .route(
             "/routers",

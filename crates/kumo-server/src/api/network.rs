@@ -7,6 +7,7 @@ use kumo_types::{
     AllocateFloatingIpRequest, AssociateFloatingIpRequest, CreateNetworkRequest, CreatePortRequest,
     CreateRouterRequest, CreateSecurityGroupRequest, CreateSubnetRequest, ErrorBody, FloatingIp,
     Network, Page, Port, Router, RouterInterfaceRequest, RuleRequest, SecurityGroup, Subnet,
+    UpdatePortRequest,
 };
 use serde::Deserialize;
 
@@ -123,6 +124,17 @@ pub async fn create_port(
 #[utoipa::path(get, path = "/v1/ports/{id}", params(("id" = String, Path)), responses((status = 200, body = Port), (status = 404, body = ErrorBody)))]
 pub async fn get_port(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Port>> {
     Ok(Json(port::get(&app, &id).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/ports/{id}", params(("id" = String, Path, description = "ID or name")),
+    request_body = UpdatePortRequest,
+    responses((status = 200, body = Port), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_port(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdatePortRequest>,
+) -> ApiResult<Json<Port>> {
+    Ok(Json(port::update(&app, &id, req).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/ports/{id}", params(("id" = String, Path)),

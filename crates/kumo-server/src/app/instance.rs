@@ -103,10 +103,8 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     for (i, n) in nic_reqs.iter().enumerate() {
         let field = format!("nics[{i}]");
         if n.port.is_some() {
-            return Err(Error::invalid(
-                format!("{field}.port"),
-                "attaching existing ports at launch is not supported yet; omit `port`",
-            ));
+            targets.push(NicTarget::Existing(field, n.clone()));
+            continue;
         }
         let (net, subnet) = port::resolve_target_for(
             app,
@@ -122,7 +120,12 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             }
             None => default_sgs.clone(),
         };
-        targets.push((field, net, subnet, n.ipv4.clone(), sgs));
+        targets.push(NicTarget::New(
+            field,
+            Box::new((net, subnet)),
+            n.ipv4.clone(),
+            sgs,
+        ));
     }
     let request = scheduler::Request {
         vcpus: itype.vcpus,
@@ -147,23 +150,31 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         let mut ops = vec![Op::put(&name_key, id.clone())];
         let mut nics = Vec::new();
         let mut pending = HashSet::new();
-        for (field, net, subnet, fixed, sgs) in &targets {
-            let p = port::plan(
-                app,
-                field,
-                net,
-                subnet,
-                fixed.as_deref(),
-                sgs.clone(),
-                Some(&id),
-                None,
-                &pending,
-            )
-            .await?;
+        for t in &targets {
+            let (p, keep_port) = match t {
+                NicTarget::New(field, target, fixed, sgs) => {
+                    let (net, subnet) = &**target;
+                    let p = port::plan(
+                        app,
+                        field,
+                        net,
+                        subnet,
+                        fixed.as_deref(),
+                        sgs.clone(),
+                        Some(&id),
+                        None,
+                        &pending,
+                    )
+                    .await?;
+                    (p, false)
+                }
+                NicTarget::Existing(field, req) => (port::claim(app, field, req, &id).await?, true),
+            };
             if let Ok(ip) = p.port.ipv4.parse() {
                 pending.insert(ip);
             }
             let mut nic = p.nic();
+            nic.keep_port = keep_port;
             nic.slot = nics.len() as u8;
             nics.push(nic);
             compare.extend(p.compare);
@@ -249,24 +260,36 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     ))
 }
 
-/// Hot-plug a new NIC (a new port) into an instance; the agent plugs it into the running VM.
+/// Where a requested NIC goes: a new port (field, network, subnet, fixed address, groups), or an
+/// existing unattached port named by the request.
+enum NicTarget {
+    New(
+        String,
+        Box<(kumo_types::Network, kumo_types::Subnet)>,
+        Option<String>,
+        Vec<String>,
+    ),
+    Existing(String, NicRequest),
+}
+
+/// Hot-plug a NIC into an instance (a new port, or an existing unattached one); the agent plugs it
+/// into the running VM.
 pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<InstanceView> {
-    if req.port.is_some() {
-        return Err(Error::invalid(
-            "port",
-            "attaching existing ports is not supported yet; omit `port`",
-        ));
-    }
-    let (net, subnet) = port::resolve_target_for(
-        app,
-        "nic",
-        req.network.as_deref(),
-        req.subnet.as_deref(),
-        req.ipv4.as_deref(),
-    )
-    .await?;
-    let sgs =
-        port::groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+    let target = if req.port.is_some() {
+        NicTarget::Existing("nic".into(), req.clone())
+    } else {
+        let (net, subnet) = port::resolve_target_for(
+            app,
+            "nic",
+            req.network.as_deref(),
+            req.subnet.as_deref(),
+            req.ipv4.as_deref(),
+        )
+        .await?;
+        let sgs =
+            port::groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+        NicTarget::New("nic".into(), Box::new((net, subnet)), req.ipv4.clone(), sgs)
+    };
     for _ in 0..MAX_ATTEMPTS {
         let (mut inst, rev) = find(app, id_or_name).await?;
         not_deleting(&inst)?;
@@ -279,19 +302,29 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
         let slot = (0..MAX_NICS as u8)
             .find(|s| !inst.nics.iter().any(|n| n.slot == *s))
             .unwrap_or(0);
-        let p = port::plan(
-            app,
-            "nic",
-            &net,
-            &subnet,
-            req.ipv4.as_deref(),
-            sgs.clone(),
-            Some(&inst.id),
-            None,
-            &HashSet::new(),
-        )
-        .await?;
+        let (p, keep_port) = match &target {
+            NicTarget::New(field, target, fixed, sgs) => {
+                let (net, subnet) = &**target;
+                let p = port::plan(
+                    app,
+                    field,
+                    net,
+                    subnet,
+                    fixed.as_deref(),
+                    sgs.clone(),
+                    Some(&inst.id),
+                    None,
+                    &HashSet::new(),
+                )
+                .await?;
+                (p, false)
+            }
+            NicTarget::Existing(field, req) => {
+                (port::claim(app, field, req, &inst.id).await?, true)
+            }
+        };
         let mut nic = p.nic();
+        nic.keep_port = keep_port;
         nic.slot = slot;
         inst.nics.push(nic.clone());
         let key = keys::instance(&inst.id);
@@ -314,7 +347,7 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
                 app,
                 &inst.id,
                 "instance.nic_attached",
-                &format!("{} on `{}`", nic.ipv4, net.name),
+                &format!("{} (port {})", nic.ipv4, nic.port_id),
             )
             .await?;
             let st = status(app, &inst.id).await?;
@@ -326,7 +359,7 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
     ))
 }
 
-/// Unplug a NIC (by port ID or its IPv4) and delete its port.
+/// Unplug a NIC (by port ID or its IPv4); its port goes with it unless it was attached with `port`.
 pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<InstanceView> {
     for _ in 0..MAX_ATTEMPTS {
         let (mut inst, rev) = find(app, id_or_name).await?;
@@ -343,21 +376,9 @@ pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<In
         }
         let nic = inst.nics.remove(pos);
         let key = keys::instance(&inst.id);
-        let mut ops = vec![
-            Op::put(&key, encode(&inst)?),
-            Op::delete(keys::port(&nic.port_id)),
-            Op::delete(keys::ipam(&nic.subnet_id, &nic.ipv4)),
-        ];
-        let mut compare = vec![Compare::mod_revision(&key, rev)];
-        for kv in list_raw(app.kv(), keys::FLOATING_IPS).await? {
-            let mut f: kumo_types::FloatingIp = crate::storeutil::decode(&kv)?;
-            if f.port_id.as_deref() == Some(nic.port_id.as_str()) {
-                f.port_id = None;
-                f.fixed_ip = None;
-                compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
-                ops.push(Op::put(&kv.key, encode(&f)?));
-            }
-        }
+        let (mut compare, mut ops) = port::release(app, &nic).await?;
+        ops.push(Op::put(&key, encode(&inst)?));
+        compare.push(Compare::mod_revision(&key, rev));
         if app
             .kv()
             .txn(Txn {
@@ -580,22 +601,12 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             Op::delete(keys::instance_status(id)),
             Op::delete(keys::name(KIND, &inst.project, &inst.name)),
         ];
+        // Ports made with the instance go (their floating IPs stay allocated, unassociated); ports
+        // attached with `port` stay, detached.
         for n in &inst.nics {
-            ops.push(Op::delete(keys::port(&n.port_id)));
-            ops.push(Op::delete(keys::ipam(&n.subnet_id, &n.ipv4)));
-        }
-        // Floating IPs stay allocated but lose their association.
-        for kv in list_raw(app.kv(), keys::FLOATING_IPS).await? {
-            let mut f: kumo_types::FloatingIp = crate::storeutil::decode(&kv)?;
-            if f.port_id
-                .as_ref()
-                .is_some_and(|p| inst.nics.iter().any(|n| &n.port_id == p))
-            {
-                f.port_id = None;
-                f.fixed_ip = None;
-                compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
-                ops.push(Op::put(&kv.key, encode(&f)?));
-            }
+            let (c, o) = port::release(app, n).await?;
+            compare.extend(c);
+            ops.extend(o);
         }
         if let Some(h) = &inst.host {
             let (alloc, arev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(h))

@@ -32,7 +32,167 @@ impl PortPlan {
             mac: self.port.mac.clone(),
             ipv4: self.port.ipv4.clone(),
             slot: 0,
+            keep_port: false,
         }
+    }
+}
+
+/// An existing, unattached port claimed for `instance_id` (a NIC request naming `port`). The NIC
+/// takes the port as it is, so `network`, `subnet`, `ipv4` and `security_groups` must be absent.
+pub async fn claim(
+    app: &App,
+    field: &str,
+    req: &kumo_types::NicRequest,
+    instance_id: &str,
+) -> Result<PortPlan> {
+    let Some(port_ref) = req.port.as_deref() else {
+        return Err(Error::internal("claim without a port"));
+    };
+    for (given, what) in [
+        (req.network.is_some(), "network"),
+        (req.subnet.is_some(), "subnet"),
+        (req.ipv4.is_some(), "ipv4"),
+        (req.security_groups.is_some(), "security_groups"),
+    ] {
+        if given {
+            return Err(Error::invalid(
+                field_name(field, what),
+                "a NIC with `port` takes the port's own network, address and security groups; \
+                 omit it (change a port's groups with PATCH /v1/ports/{id})",
+            ));
+        }
+    }
+    let (mut p, rev) = find(app, port_ref).await?.ok_or_else(|| {
+        Error::invalid(field_name(field, "port"), format!("no port `{port_ref}`"))
+    })?;
+    if let Some(other) = &p.instance_id {
+        return Err(Error::conflict_field(
+            field_name(field, "port"),
+            format!("port `{port_ref}` is attached to instance {other}"),
+        ));
+    }
+    p.instance_id = Some(instance_id.to_string());
+    let key = keys::port(&p.id);
+    Ok(PortPlan {
+        compare: vec![Compare::mod_revision(&key, rev)],
+        ops: vec![Op::put(&key, encode(&p)?)],
+        port: p,
+    })
+}
+
+/// A port by ID, or by name when no port has that ID; with its mod revision.
+async fn find(app: &App, id_or_name: &str) -> Result<Option<(Port, i64)>> {
+    if let Some(found) = get_json::<Port>(app.kv(), &keys::port(id_or_name)).await? {
+        return Ok(Some(found));
+    }
+    let named: Vec<kumo_store::KeyValue> = list_raw(app.kv(), keys::PORTS)
+        .await?
+        .into_iter()
+        .filter(|kv| {
+            crate::storeutil::decode::<Port>(kv)
+                .is_ok_and(|p| p.name.as_deref() == Some(id_or_name))
+        })
+        .collect();
+    match named.as_slice() {
+        [] => Ok(None),
+        [kv] => Ok(Some((crate::storeutil::decode(kv)?, kv.mod_revision))),
+        _ => Err(Error::conflict(format!(
+            "several ports are named `{id_or_name}`; use the port ID"
+        ))),
+    }
+}
+
+/// What releasing a NIC's port writes: a kept port is only detached (its floating IP stays with it);
+/// otherwise the port and its address go, and a floating IP on it loses its association.
+pub async fn release(app: &App, nic: &Nic) -> Result<(Vec<Compare>, Vec<Op>)> {
+    if nic.keep_port {
+        let key = keys::port(&nic.port_id);
+        let Some((mut p, rev)) = get_json::<Port>(app.kv(), &key).await? else {
+            return Ok((vec![], vec![]));
+        };
+        p.instance_id = None;
+        return Ok((
+            vec![Compare::mod_revision(&key, rev)],
+            vec![Op::put(&key, encode(&p)?)],
+        ));
+    }
+    let mut compare = vec![];
+    let mut ops = vec![
+        Op::delete(keys::port(&nic.port_id)),
+        Op::delete(keys::ipam(&nic.subnet_id, &nic.ipv4)),
+    ];
+    disassociate_fips(app, &nic.port_id, &mut compare, &mut ops).await?;
+    Ok((compare, ops))
+}
+
+/// Add the writes that leave floating IPs on `port_id` allocated but unassociated.
+async fn disassociate_fips(
+    app: &App,
+    port_id: &str,
+    compare: &mut Vec<Compare>,
+    ops: &mut Vec<Op>,
+) -> Result<()> {
+    for kv in list_raw(app.kv(), keys::FLOATING_IPS).await? {
+        let mut f: kumo_types::FloatingIp = crate::storeutil::decode(&kv)?;
+        if f.port_id.as_deref() == Some(port_id) {
+            f.port_id = None;
+            f.fixed_ip = None;
+            compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
+            ops.push(Op::put(&kv.key, encode(&f)?));
+        }
+    }
+    Ok(())
+}
+
+/// Replace a port's security groups (and so its firewall chains, atomically, on its host).
+pub async fn update(
+    app: &App,
+    id_or_name: &str,
+    req: kumo_types::UpdatePortRequest,
+) -> Result<Port> {
+    let groups = match &req.security_groups {
+        Some(g) => Some(security_group::resolve_all(app, "security_groups", g).await?),
+        None => None,
+    };
+    if let Some(n) = &req.name {
+        kumo_types::validate::name("name", n)?;
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut p, rev) = find(app, id_or_name)
+            .await?
+            .ok_or_else(|| Error::not_found("port", id_or_name))?;
+        if let Some(g) = &groups {
+            p.security_groups = g.clone();
+        }
+        if let Some(n) = &req.name {
+            p.name = Some(n.clone());
+        }
+        let key = keys::port(&p.id);
+        let done = app
+            .kv()
+            .txn(Txn {
+                compare: vec![Compare::mod_revision(&key, rev)],
+                success: vec![Op::put(&key, encode(&p)?)],
+                failure: vec![],
+            })
+            .await
+            .map_err(store_err)?;
+        if done.succeeded {
+            return Ok(p);
+        }
+    }
+    Err(Error::unavailable(
+        "too much contention updating the port; retry",
+    ))
+}
+
+/// The name of request field `name` under `field` (`nics[0].ipv4`); a top-level field when `field`
+/// is empty (a port's own request).
+fn field_name(field: &str, name: &str) -> String {
+    if field.is_empty() {
+        name.to_string()
+    } else {
+        format!("{field}.{name}")
     }
 }
 
@@ -69,7 +229,7 @@ pub async fn resolve_target_for(
     match subnet {
         Some(s) => {
             let sub = network::get_subnet(app, s).await.map_err(|_| {
-                Error::invalid(format!("{field}.subnet"), format!("no subnet `{s}`"))
+                Error::invalid(field_name(field, "subnet"), format!("no subnet `{s}`"))
             })?;
             let n = network::get(app, &sub.network_id).await?;
             if let Some(want) = net
@@ -77,7 +237,7 @@ pub async fn resolve_target_for(
                 && want != n.name
             {
                 return Err(Error::invalid(
-                    format!("{field}.subnet"),
+                    field_name(field, "subnet"),
                     format!("subnet `{s}` is not in network `{want}`"),
                 ));
             }
@@ -86,7 +246,7 @@ pub async fn resolve_target_for(
         None => {
             let r = net.unwrap_or(network::DEFAULT_NAME);
             let n = network::get(app, r).await.map_err(|_| {
-                Error::invalid(format!("{field}.network"), format!("no network `{r}`"))
+                Error::invalid(field_name(field, "network"), format!("no network `{r}`"))
             })?;
             let wanted: Option<Ipv4Addr> = ipv4.and_then(|i| i.parse().ok());
             if let Some(ip) = wanted {
@@ -129,14 +289,14 @@ pub async fn plan(
         Some(f) => {
             let ip: Ipv4Addr = f.parse().map_err(|_| {
                 Error::invalid(
-                    format!("{field}.ipv4"),
+                    field_name(field, "ipv4"),
                     format!("{f:?} is not an IPv4 address"),
                 )
             })?;
-            ipam::check_fixed(&format!("{field}.ipv4"), &cidr, ip, &infra)?;
+            ipam::check_fixed(&field_name(field, "ipv4"), &cidr, ip, &infra)?;
             if used.contains(&ip) || pending.contains(&ip) {
                 return Err(Error::conflict_field(
-                    format!("{field}.ipv4"),
+                    field_name(field, "ipv4"),
                     format!("{ip} is already in use in subnet `{}`", subnet.name),
                 ));
             }
@@ -201,12 +361,12 @@ pub async fn create(app: &App, req: CreatePortRequest) -> Result<Port> {
         kumo_types::validate::name("name", n)?;
     }
     let (net, subnet) =
-        resolve_target(app, "port", req.network.as_deref(), req.subnet.as_deref()).await?;
+        resolve_target(app, "", req.network.as_deref(), req.subnet.as_deref()).await?;
     let sgs = groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
     for _ in 0..MAX_ATTEMPTS {
         let p = plan(
             app,
-            "port",
+            "",
             &net,
             &subnet,
             req.ipv4.as_deref(),
@@ -275,15 +435,7 @@ pub async fn delete(app: &App, id: &str) -> Result<()> {
     let mut compare = vec![Compare::mod_revision(keys::port(id), rev)];
     let mut ops = delete_ops(&p);
     // A floating IP on the port stays allocated but loses its association.
-    for kv in list_raw(app.kv(), keys::FLOATING_IPS).await? {
-        let mut f: kumo_types::FloatingIp = crate::storeutil::decode(&kv)?;
-        if f.port_id.as_deref() == Some(id) {
-            f.port_id = None;
-            f.fixed_ip = None;
-            compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
-            ops.push(Op::put(&kv.key, encode(&f)?));
-        }
-    }
+    disassociate_fips(app, id, &mut compare, &mut ops).await?;
     if !app
         .kv()
         .txn(Txn {

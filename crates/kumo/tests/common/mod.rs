@@ -348,6 +348,19 @@ impl Cloud {
         drop(lock);
     }
 
+    /// Wait until the instance is gone (404).
+    pub fn wait_gone(&self, name: &str) {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while self.http("GET", &format!("/v1/instances/{name}"), None).0 != 404 {
+            assert!(
+                Instant::now() < deadline,
+                "instance {name} was not deleted:\n{}",
+                tail(&self.server_log(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Wait until `pred` holds for the instance's JSON view.
     pub fn wait_instance(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + BOOT_TIMEOUT;
