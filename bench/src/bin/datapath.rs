@@ -34,10 +34,23 @@ fn iperf(server: &str, client: &str, server_ip: &str) -> f64 {
     let mut guard = kumo_testutil::PidGuard::new();
     guard.add(srv.id() as i32);
     let mut out = None;
+    let mut last = String::new();
     for _ in 0..100 {
         let o = Command::new("ip")
             .args([
-                "netns", "exec", client, "iperf3", "-c", server_ip, "-p", "5201", "-t", SECS, "-J",
+                "netns",
+                "exec",
+                client,
+                "iperf3",
+                "-c",
+                server_ip,
+                "-p",
+                "5201",
+                "-t",
+                SECS,
+                "-J",
+                "--connect-timeout",
+                "2000",
             ])
             .output()
             .expect("iperf3 client");
@@ -45,11 +58,16 @@ fn iperf(server: &str, client: &str, server_ip: &str) -> f64 {
             out = Some(o.stdout);
             break;
         }
+        last = String::from_utf8_lossy(&o.stdout).into_owned();
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let Some(out) = out else {
+        let _ = srv.kill();
+        let _ = srv.wait();
+        panic!("iperf3 client ({client} → {server_ip}) never connected: {last}");
+    };
     let _ = srv.wait();
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.expect("iperf3 client never connected")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     v.pointer("/end/sum_received/bits_per_second")
         .and_then(serde_json::Value::as_f64)
         .expect("iperf3 JSON without end.sum_received")

@@ -374,6 +374,8 @@ impl Outside {
         let ns = format!("kumo-out-{:08x}", rand_u32());
         let host_end = format!("ko{:08x}", rand_u32());
         kumo_testutil::run("ip", &["netns", "add", &ns]);
+        // Owned from here on: a panic below still removes the namespace.
+        let me = Outside { ns: ns.clone() };
         kumo_testutil::run(
             "ip",
             &[
@@ -390,7 +392,7 @@ impl Outside {
         kumo_testutil::run("ip", &["-n", &ns, "addr", "add", addr, "dev", "eth0"]);
         kumo_testutil::run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
         kumo_testutil::run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        Outside { ns }
+        me
     }
     fn fetch(&self, addr: &str) -> String {
         let out = std::process::Command::new("ip")
