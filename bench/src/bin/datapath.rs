@@ -23,54 +23,63 @@ use kumo_types::NetworkTopology;
 
 const SECS: &str = "3";
 
-/// One iperf3 run from `client` ns to `server_ip` (server in `server` ns); bits/s received.
+/// One iperf3 run from `client` ns to `server_ip` (server in `server` ns); bits/s received. Each try
+/// starts a fresh one-off server and is bounded in time; a try whose client reports no result is
+/// retried (up to 20).
 fn iperf(server: &str, client: &str, server_ip: &str) -> f64 {
+    let mut last = String::new();
+    for _ in 0..20 {
+        if let Some(bps) = iperf_once(server, client, server_ip, &mut last) {
+            return bps;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("iperf3 {client} → {server_ip} gave no result in 20 tries; last output: {last}");
+}
+
+fn iperf_once(server: &str, client: &str, server_ip: &str, last: &mut String) -> Option<f64> {
     let mut srv = Command::new("ip")
         .args(["netns", "exec", server, "iperf3", "-s", "-1", "-p", "5201"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("iperf3 server");
-    let mut guard = kumo_testutil::PidGuard::new();
-    guard.add(srv.id() as i32);
-    let mut out = None;
-    let mut last = String::new();
-    for _ in 0..100 {
-        let o = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                client,
-                "iperf3",
-                "-c",
-                server_ip,
-                "-p",
-                "5201",
-                "-t",
-                SECS,
-                "-J",
-                "--connect-timeout",
-                "2000",
-            ])
-            .output()
-            .expect("iperf3 client");
-        if o.status.success() {
-            out = Some(o.stdout);
+    // Let the server bind before the client connects.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client,
+            "timeout",
+            "30",
+            "iperf3",
+            "-c",
+            server_ip,
+            "-p",
+            "5201",
+            "-t",
+            SECS,
+            "-J",
+            "--connect-timeout",
+            "2000",
+        ])
+        .output()
+        .expect("iperf3 client");
+    // A one-off server exits after its test; it has been seen to linger, so bound it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while srv.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = srv.kill();
+            let _ = srv.wait();
             break;
         }
-        last = String::from_utf8_lossy(&o.stdout).into_owned();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let Some(out) = out else {
-        let _ = srv.kill();
-        let _ = srv.wait();
-        panic!("iperf3 client ({client} → {server_ip}) never connected: {last}");
-    };
-    let _ = srv.wait();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    *last = String::from_utf8_lossy(&o.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
     v.pointer("/end/sum_received/bits_per_second")
         .and_then(serde_json::Value::as_f64)
-        .expect("iperf3 JSON without end.sum_received")
 }
 
 fn main() {

@@ -1,6 +1,6 @@
 //! Typed JSON access to the store, and the mapping of store errors onto [`kumo_types::Error`].
 
-use kumo_store::{KeyValue, Kv, Revision, StoreError};
+use kumo_store::{Compare, KeyValue, Kv, Op, Revision, StoreError, Txn};
 use kumo_types::Error;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -138,4 +138,17 @@ pub mod keys {
     pub const FLOATING_IPS: &str = "/floating-ips/";
     pub const HOSTS: &str = "/hosts/";
     pub const EVENTS: &str = "/events/";
+}
+
+/// Apply `ops` if every `compare` holds: `Ok(false)` when one did not (lost a race; decide again).
+pub async fn commit(kv: &dyn Kv, compare: Vec<Compare>, ops: Vec<Op>) -> Result<bool, Error> {
+    let r = kv
+        .txn(Txn {
+            compare,
+            success: ops,
+            failure: vec![],
+        })
+        .await
+        .map_err(store_err)?;
+    Ok(r.succeeded)
 }

@@ -12,7 +12,7 @@ use kumo_types::{
 
 use super::{App, host, image, instance_type, key_pair, network, port, security_group};
 use crate::scheduler;
-use crate::storeutil::{encode, get_json, keys, list_json, list_raw, store_err};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
 
 const KIND: &str = "instances";
 /// AWS's limit for user data.
@@ -151,25 +151,7 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         let mut nics = Vec::new();
         let mut pending = HashSet::new();
         for t in &targets {
-            let (p, keep_port) = match t {
-                NicTarget::New(field, target, fixed, sgs) => {
-                    let (net, subnet) = &**target;
-                    let p = port::plan(
-                        app,
-                        field,
-                        net,
-                        subnet,
-                        fixed.as_deref(),
-                        sgs.clone(),
-                        Some(&id),
-                        None,
-                        &pending,
-                    )
-                    .await?;
-                    (p, false)
-                }
-                NicTarget::Existing(field, req) => (port::claim(app, field, req, &id).await?, true),
-            };
+            let (p, keep_port) = t.realize(app, &id, &pending).await?;
             if let Ok(ip) = p.port.ipv4.parse() {
                 pending.insert(ip);
             }
@@ -272,6 +254,39 @@ enum NicTarget {
     Existing(String, NicRequest),
 }
 
+impl NicTarget {
+    /// The port this NIC gets for `instance_id` (a new one avoiding `pending` addresses, or the
+    /// claimed existing one), and whether the port outlives the NIC.
+    async fn realize(
+        &self,
+        app: &App,
+        instance_id: &str,
+        pending: &HashSet<std::net::Ipv4Addr>,
+    ) -> Result<(port::PortPlan, bool)> {
+        match self {
+            NicTarget::New(field, target, fixed, sgs) => {
+                let (net, subnet) = &**target;
+                let p = port::plan(
+                    app,
+                    field,
+                    net,
+                    subnet,
+                    fixed.as_deref(),
+                    sgs.clone(),
+                    Some(instance_id),
+                    None,
+                    pending,
+                )
+                .await?;
+                Ok((p, false))
+            }
+            NicTarget::Existing(field, req) => {
+                Ok((port::claim(app, field, req, instance_id).await?, true))
+            }
+        }
+    }
+}
+
 /// Hot-plug a NIC into an instance (a new port, or an existing unattached one); the agent plugs it
 /// into the running VM.
 pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<InstanceView> {
@@ -302,27 +317,7 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
         let slot = (0..MAX_NICS as u8)
             .find(|s| !inst.nics.iter().any(|n| n.slot == *s))
             .unwrap_or(0);
-        let (p, keep_port) = match &target {
-            NicTarget::New(field, target, fixed, sgs) => {
-                let (net, subnet) = &**target;
-                let p = port::plan(
-                    app,
-                    field,
-                    net,
-                    subnet,
-                    fixed.as_deref(),
-                    sgs.clone(),
-                    Some(&inst.id),
-                    None,
-                    &HashSet::new(),
-                )
-                .await?;
-                (p, false)
-            }
-            NicTarget::Existing(field, req) => {
-                (port::claim(app, field, req, &inst.id).await?, true)
-            }
-        };
+        let (p, keep_port) = target.realize(app, &inst.id, &HashSet::new()).await?;
         let mut nic = p.nic();
         nic.keep_port = keep_port;
         nic.slot = slot;
@@ -332,17 +327,7 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
         compare.push(Compare::mod_revision(&key, rev));
         let mut ops = p.ops;
         ops.push(Op::put(&key, encode(&inst)?));
-        if app
-            .kv()
-            .txn(Txn {
-                compare,
-                success: ops,
-                failure: vec![],
-            })
-            .await
-            .map_err(store_err)?
-            .succeeded
-        {
+        if commit(app.kv(), compare, ops).await? {
             super::event::record(
                 app,
                 &inst.id,
@@ -379,17 +364,7 @@ pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<In
         let (mut compare, mut ops) = port::release(app, &nic).await?;
         ops.push(Op::put(&key, encode(&inst)?));
         compare.push(Compare::mod_revision(&key, rev));
-        if app
-            .kv()
-            .txn(Txn {
-                compare,
-                success: ops,
-                failure: vec![],
-            })
-            .await
-            .map_err(store_err)?
-            .succeeded
-        {
+        if commit(app.kv(), compare, ops).await? {
             super::event::record(app, &inst.id, "instance.nic_detached", &nic.ipv4).await?;
             let st = status(app, &inst.id).await?;
             return Ok(InstanceView::new(&inst, st.as_ref()));

@@ -12,7 +12,7 @@ use kumo_types::{
 
 use super::{App, network, security_group};
 use crate::ipam::{self, Cidr};
-use crate::storeutil::{encode, get_json, keys, list_json, list_raw, store_err};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
 
 const MAX_ATTEMPTS: usize = 30;
 
@@ -168,16 +168,11 @@ pub async fn update(
             p.name = Some(n.clone());
         }
         let key = keys::port(&p.id);
-        let done = app
-            .kv()
-            .txn(Txn {
-                compare: vec![Compare::mod_revision(&key, rev)],
-                success: vec![Op::put(&key, encode(&p)?)],
-                failure: vec![],
-            })
-            .await
-            .map_err(store_err)?;
-        if done.succeeded {
+        let (compare, ops) = (
+            vec![Compare::mod_revision(&key, rev)],
+            vec![Op::put(&key, encode(&p)?)],
+        );
+        if commit(app.kv(), compare, ops).await? {
             return Ok(p);
         }
     }
@@ -436,17 +431,7 @@ pub async fn delete(app: &App, id: &str) -> Result<()> {
     let mut ops = delete_ops(&p);
     // A floating IP on the port stays allocated but loses its association.
     disassociate_fips(app, id, &mut compare, &mut ops).await?;
-    if !app
-        .kv()
-        .txn(Txn {
-            compare,
-            success: ops,
-            failure: vec![],
-        })
-        .await
-        .map_err(store_err)?
-        .succeeded
-    {
+    if !commit(app.kv(), compare, ops).await? {
         return Err(Error::conflict(format!(
             "port `{id}` changed concurrently; retry"
         )));
