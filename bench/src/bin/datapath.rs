@@ -1,5 +1,6 @@
 //! Datapath: TCP throughput (iperf3, one stream) between two network namespaces
-//! (1) over a bare veth pair — the reference — and, in the same run,
+//! (1) over a bare veth pair — the reference — and (1b) through a plain Linux bridge with no rules (the
+//!     same topology as kumo's: two veth hops and a bridge) — the second reference — and, in the same run,
 //! (2) through a kumo bridge with kumo's full ruleset (anti-spoofing, br_netfilter + conntrack,
 //!     security-group chains; both guests in the default group),
 //! (3) routed between two kumo bridges joined by a router (same rules + isolation),
@@ -109,6 +110,33 @@ fn main() {
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }
 
+    // (1b) a plain Linux bridge with no rules between two namespaces: the same two veth hops and bridge
+    // as kumo's path, so (2) / (1b) is what kumo's rules themselves cost.
+    let p1 = format!("kumo-t-pb1-{}", std::process::id());
+    let p2 = format!("kumo-t-pb2-{}", std::process::id());
+    let ph = format!("kumo-t-pbh-{}", std::process::id());
+    for n in [&p1, &p2, &ph] {
+        sh(&["ip", "netns", "add", n]);
+    }
+    let _cleanup_plain = NsGuard(vec![p1.clone(), p2.clone(), ph.clone()]);
+    sh(&["ip", "-n", &ph, "link", "add", "pbr0", "type", "bridge"]);
+    sh(&["ip", "-n", &ph, "link", "set", "pbr0", "up"]);
+    for (ns, hostend, ip) in [
+        (&p1, "pv1", "198.19.254.129/25"),
+        (&p2, "pv2", "198.19.254.130/25"),
+    ] {
+        sh(&[
+            "ip", "link", "add", hostend, "netns", &ph, "type", "veth", "peer", "name", "eth0",
+            "netns", ns,
+        ]);
+        sh(&[
+            "ip", "-n", &ph, "link", "set", hostend, "master", "pbr0", "up",
+        ]);
+        sh(&["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+
     // (2) + (3): kumo bridges, fake guests, the real ruleset.
     const A: &str = "eni-aaaaaaaaaa0000001";
     const B: &str = "eni-bbbbbbbbbb0000002";
@@ -189,9 +217,11 @@ fn main() {
 
     let vx = VxlanPair::new();
 
-    let (mut bare, mut bridged, mut routed, mut vxlan) = (vec![], vec![], vec![], vec![]);
+    let (mut bare, mut plain, mut bridged, mut routed, mut vxlan) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         bare.push(iperf(&n2, &n1, "198.19.255.2"));
+        plain.push(iperf(&p2, &p1, "198.19.254.130"));
         bridged.push(iperf(&b.ns, &a.ns, "198.18.1.11"));
         routed.push(iperf(&d.ns, &a.ns, "198.18.2.13"));
         vxlan.push(iperf(&vx.guests[1].ns, &vx.guests[0].ns, "198.18.5.11"));
@@ -210,6 +240,12 @@ fn main() {
             "bare veth pair (reference)".into(),
             gbit(r),
             "1.00".into(),
+            String::new(),
+        ],
+        vec![
+            "plain Linux bridge, no rules (reference 2)".into(),
+            gbit(med(&plain)),
+            format!("{:.2}", med(&plain) / r),
             String::new(),
         ],
         vec![
@@ -233,6 +269,10 @@ fn main() {
     ];
     println!("datapath: iperf3 -t {SECS}, 1 TCP stream, {rounds} rounds, alternating");
     print!("{}", table(&rows));
+    println!(
+        "kumo bridge + SG chains / plain bridge: {:.2} (what kumo's rules cost on the same topology)",
+        med(&bridged) / med(&plain)
+    );
 }
 
 struct NsGuard(Vec<String>);

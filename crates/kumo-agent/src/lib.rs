@@ -16,4 +16,5 @@ pub mod paths;
 pub mod plan;
 pub mod runtime;
 pub mod storage;
+pub mod volume;
 pub mod worker;

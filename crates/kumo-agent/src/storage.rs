@@ -267,6 +267,11 @@ fn qemu_img_info(p: &Path) -> Result<ImgInfo, Error> {
     })
 }
 
+/// Run a storage tool (`qemu-img`, …); its stderr becomes the error. Shared with [`crate::volume`].
+pub(crate) fn run_tool(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Error> {
+    run(cmd, what)
+}
+
 fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Error> {
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
