@@ -350,7 +350,103 @@ impl RunningVm {
     /// Unplug a NIC: `device_del`, wait for the guest to release it (`DEVICE_DELETED`), then drop its
     /// netdev. A guest that does not cooperate within `timeout` leaves the device in place (error).
     pub async fn unplug_nic(&self, nic_id: &str, timeout: Duration) -> Result<(), Error> {
-        let dev = format!("dev-{nic_id}");
+        self.device_del_wait(&format!("dev-{nic_id}"), timeout)
+            .await?;
+        let _ = self
+            .qmp
+            .execute("netdev_del", Some(serde_json::json!({ "id": nic_id })))
+            .await;
+        Ok(())
+    }
+
+    /// Hot-plug a virtio-blk disk (a volume) onto `bus` (see `qemu::hotplug_bus`): `blockdev-add` of
+    /// its node graph, then `device_add` with the disk ID as serial (the guest finds it as
+    /// `/dev/disk/by-id/virtio-<id>`). A failed `device_add` removes the nodes again.
+    pub async fn hotplug_disk(
+        &self,
+        disk: &crate::runtime::qemu::DiskSpec,
+        bus: &str,
+    ) -> Result<(), Error> {
+        use crate::runtime::qemu::{blockdev_json, disk_device_id, drive_node};
+        self.qmp
+            .execute("blockdev-add", Some(blockdev_json(disk)))
+            .await?;
+        let dev = serde_json::json!({
+            "driver": "virtio-blk-pci", "id": disk_device_id(&disk.id), "drive": drive_node(&disk.id),
+            "serial": disk.id, "write-cache": "on", "bus": bus,
+        });
+        if let Err(e) = self.qmp.execute("device_add", Some(dev)).await {
+            let _ = self
+                .qmp
+                .execute(
+                    "blockdev-del",
+                    Some(serde_json::json!({ "node-name": drive_node(&disk.id) })),
+                )
+                .await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Unplug a hot-plugged disk: `device_del`, wait for the guest to release it (`DEVICE_DELETED`),
+    /// then `blockdev-del` (which closes the file: what the guest flushed is on disk). A guest that
+    /// does not let go within `timeout` keeps the disk (error; retry later).
+    pub async fn unplug_disk(&self, disk_id: &str, timeout: Duration) -> Result<(), Error> {
+        use crate::runtime::qemu::{disk_device_id, drive_node};
+        self.device_del_wait(&disk_device_id(disk_id), timeout)
+            .await?;
+        match self
+            .qmp
+            .execute(
+                "blockdev-del",
+                Some(serde_json::json!({ "node-name": drive_node(disk_id) })),
+            )
+            .await
+        {
+            Err(e) if !e.to_string().contains("not found") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Grow a disk while the VM runs (`block_resize`); the guest sees the new size at once.
+    pub async fn resize_disk(&self, disk_id: &str, size_bytes: u64) -> Result<(), Error> {
+        let args = serde_json::json!({
+            "node-name": crate::runtime::qemu::drive_node(disk_id), "size": size_bytes,
+        });
+        self.qmp.execute("block_resize", Some(args)).await?;
+        Ok(())
+    }
+
+    /// Take internal snapshot `name` of a qcow2 disk while the VM runs (no-op if it exists).
+    pub async fn snapshot_disk(&self, disk_id: &str, name: &str) -> Result<(), Error> {
+        let args = serde_json::json!({
+            "device": crate::runtime::qemu::drive_node(disk_id), "name": name,
+        });
+        match self
+            .qmp
+            .execute("blockdev-snapshot-internal-sync", Some(args))
+            .await
+        {
+            Err(e) if !e.to_string().contains("already exists") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Virtual sizes of the disks QEMU has open, by disk ID (from `query-named-block-nodes`).
+    pub async fn disk_sizes(&self) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+        let v = self.qmp.execute("query-named-block-nodes", None).await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| {
+                let id = n["node-name"].as_str()?.strip_prefix("drive-")?;
+                Some((id.to_string(), n["image"]["virtual-size"].as_u64()?))
+            })
+            .collect())
+    }
+
+    /// `device_del` and wait for `DEVICE_DELETED` (a device already gone counts as done).
+    async fn device_del_wait(&self, dev: &str, timeout: Duration) -> Result<(), Error> {
         let mut events = self.qmp.subscribe();
         match self
             .qmp
@@ -360,27 +456,24 @@ impl RunningVm {
             Ok(_) => {
                 let wait = async {
                     while let Ok(ev) = events.recv().await {
-                        if ev.name == "DEVICE_DELETED" && ev.data["device"] == dev.as_str() {
+                        if ev.name == "DEVICE_DELETED" && ev.data["device"] == dev {
                             return true;
                         }
                     }
                     false
                 };
-                if !tokio::time::timeout(timeout, wait).await.unwrap_or(false) {
-                    return Err(Error::unavailable(format!(
+                if tokio::time::timeout(timeout, wait).await.unwrap_or(false) {
+                    Ok(())
+                } else {
+                    Err(Error::unavailable(format!(
                         "the guest did not release {dev} within {timeout:?}"
-                    )));
+                    )))
                 }
             }
             // Already gone (e.g. a retry after a crash between the two steps).
-            Err(e) if e.to_string().contains("not found") => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        let _ = self
-            .qmp
-            .execute("netdev_del", Some(serde_json::json!({ "id": nic_id })))
-            .await;
-        Ok(())
     }
 
     /// Hard reset of the guest.
