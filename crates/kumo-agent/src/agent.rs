@@ -242,7 +242,6 @@ fn sync_metadata(
         let Ok(ip) = nic.ipv4.parse::<Ipv4Addr>() else {
             continue;
         };
-        live.insert(ip);
         let mut m = InstanceMetadata::new(i.id.clone(), i.name.clone(), ip);
         m.public_keys = a
             .key_pair
@@ -260,9 +259,20 @@ fn sync_metadata(
             .iter()
             .find(|f| f.port_id.as_deref() == Some(nic.port_id.as_str()) && !nic.port_id.is_empty())
             .and_then(|f| f.address.parse().ok());
-        if registry.get(ip).as_deref() != Some(&m) {
-            registry.upsert(ip, m);
+        // The instance is known by every NIC's address (a request may leave through any NIC); the
+        // answers are the same, about its first NIC (`local-ipv4`, `mac`), as on EC2.
+        let addrs: Vec<Ipv4Addr> = i
+            .nics
+            .iter()
+            .filter_map(|n| n.ipv4.parse::<Ipv4Addr>().ok())
+            .collect();
+        if addrs
+            .iter()
+            .any(|a| registry.get(*a).as_deref() != Some(&m))
+        {
+            registry.upsert_addrs(&addrs, m);
         }
+        live.extend(addrs);
     }
     for gone in registered.difference(&live) {
         registry.remove(*gone);

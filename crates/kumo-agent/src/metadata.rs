@@ -296,23 +296,32 @@ impl MetadataRegistry {
     /// normally `meta.local_ipv4`). If another instance held that address, its tokens are revoked; an
     /// instance registered at another address before is no longer served there.
     pub fn upsert(&self, ip: Ipv4Addr, meta: InstanceMetadata) {
+        self.upsert_addrs(&[ip], meta);
+    }
+
+    /// Like [`MetadataRegistry::upsert`] for an instance known by several addresses (one per NIC):
+    /// afterwards it is served at exactly `ips`.
+    pub fn upsert_addrs(&self, ips: &[Ipv4Addr], meta: InstanceMetadata) {
         let mut map = self.instances.write().unwrap_or_else(|e| e.into_inner());
-        let replaced_other = map
-            .get(&ip)
-            .is_some_and(|old| old.instance_id != meta.instance_id);
         let mut revoke: Vec<Ipv4Addr> = map
             .iter()
-            .filter(|(addr, m)| **addr != ip && m.instance_id == meta.instance_id)
+            .filter(|(addr, m)| {
+                let mine = m.instance_id == meta.instance_id;
+                (mine && !ips.contains(addr)) || (!mine && ips.contains(addr))
+            })
             .map(|(addr, _)| *addr)
             .collect();
         for addr in &revoke {
-            map.remove(addr);
+            if !ips.contains(addr) {
+                map.remove(addr);
+            }
         }
-        map.insert(ip, Arc::new(meta));
+        let meta = Arc::new(meta);
+        for ip in ips {
+            map.insert(*ip, meta.clone());
+        }
         drop(map);
-        if replaced_other {
-            revoke.push(ip);
-        }
+        revoke.dedup();
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         for addr in revoke {
             tokens.revoke_ip(addr);
@@ -348,16 +357,21 @@ impl MetadataRegistry {
         old.map(Arc::unwrap_or_clone)
     }
 
-    /// Forget an instance by ID (wherever it is registered).
+    /// Forget an instance by ID (at every address it is registered at).
     pub fn remove_instance(&self, instance_id: &str) -> Option<InstanceMetadata> {
-        let ip = self
+        let ips: Vec<Ipv4Addr> = self
             .instances
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .find(|(_, m)| m.instance_id == instance_id)
-            .map(|(ip, _)| *ip)?;
-        self.remove(ip)
+            .filter(|(_, m)| m.instance_id == instance_id)
+            .map(|(ip, _)| *ip)
+            .collect();
+        let mut removed = None;
+        for ip in ips {
+            removed = self.remove(ip).or(removed);
+        }
+        removed
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<Arc<InstanceMetadata>> {
@@ -664,5 +678,37 @@ mod tests {
         let tok = r.issue_token(m.local_ipv4, Duration::from_secs(60));
         r.retain(|ip| *ip != m.local_ipv4);
         assert!(r.is_empty() && !r.token_valid(&tok, m.local_ipv4));
+    }
+
+    #[test]
+    fn an_instance_is_served_at_every_nic_address() {
+        let r = MetadataRegistry::new();
+        let m = meta();
+        let (a, b, c) = (
+            Ipv4Addr::new(198, 18, 0, 10),
+            Ipv4Addr::new(198, 18, 40, 10),
+            Ipv4Addr::new(198, 18, 50, 10),
+        );
+        r.upsert_addrs(&[a, b, c], m.clone());
+        assert_eq!(r.len(), 3);
+        for ip in [a, b, c] {
+            assert_eq!(r.get(ip).unwrap().instance_id, m.instance_id);
+        }
+        let tok_b = r.issue_token(b, Duration::from_secs(60));
+        let tok_c = r.issue_token(c, Duration::from_secs(60));
+        // A NIC unplugged: no longer served there, its tokens revoked; the others keep theirs.
+        r.upsert_addrs(&[a, b], m.clone());
+        assert!(r.get(c).is_none());
+        assert!(!r.token_valid(&tok_c, c));
+        assert!(r.token_valid(&tok_b, b));
+        // Another instance takes b: b's tokens are revoked.
+        r.upsert_addrs(
+            &[b],
+            InstanceMetadata::new("i-00000000000000002", "other", b),
+        );
+        assert!(!r.token_valid(&tok_b, b));
+        assert_eq!(r.get(a).unwrap().instance_id, m.instance_id);
+        assert!(r.remove_instance(&m.instance_id).is_some());
+        assert_eq!(r.len(), 1);
     }
 }

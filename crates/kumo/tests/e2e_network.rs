@@ -335,6 +335,13 @@ fn two_nics_by_dhcp_and_a_hot_plugged_nic() {
     let ip1 = nics[1]["ipv4"].as_str().unwrap();
     let log = cloud.wait_console("m", &format!("KUMO-NIC eth1 ip={ip1}"));
     assert!(log.contains(&format!("ip={}", ip(&v))));
+    // The metadata service answers through the second NIC too (same instance, same answers).
+    let via_eth1 = format!(
+        "ip route replace 169.254.169.254/32 dev eth1 src {ip1}; printf 'GET /latest/meta-data/instance-id HTTP/1.0\\r\\n\\r\\n' | nc -w 2 169.254.169.254 80; echo"
+    );
+    cloud.console_until("m", &via_eth1, "metadata through eth1", |o| {
+        o.contains(v["id"].as_str().unwrap_or("?"))
+    });
     // Hot-plug a third NIC into the running guest: it comes up with its address.
     let v = cloud.json(&["instance", "attach-nic", "m", "--nic", "network=backup"]);
     let ip2 = v["nics"].as_array().unwrap()[2]["ipv4"]
