@@ -127,6 +127,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut registered: HashSet<Ipv4Addr> = HashSet::new();
     let mut watch_stream = None;
+    let mut volumes = crate::volstate::VolumeKeeper::default();
     loop {
         let snap = match cp.assignments(&host.id).await {
             Ok(s) => s,
@@ -143,6 +144,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
             }
         }
         converge(&ctx, &snap, &mut workers, &registry, &mut registered).await;
+        volumes.sync(cp.as_ref(), &ctx.pool, &snap.volumes).await;
         if metadata_task.is_none() && !snap.assignments.is_empty() {
             match tokio::net::TcpListener::bind(cfg.metadata_addr).await {
                 Ok(l) => {

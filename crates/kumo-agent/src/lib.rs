@@ -16,5 +16,6 @@ pub mod paths;
 pub mod plan;
 pub mod runtime;
 pub mod storage;
+pub mod volstate;
 pub mod volume;
 pub mod worker;

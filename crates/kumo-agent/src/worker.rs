@@ -61,7 +61,14 @@ pub fn vm_config(
         },
         ImageKind::Disk => Boot::Disk,
     };
-    VmConfig {
+    // Attached volumes start plugged in, each on its own hot-plug port (so it can be unplugged later);
+    // one whose file is not made yet is hot-plugged once it is.
+    let volumes = a
+        .volumes
+        .iter()
+        .filter(|v| !v.deleting && pool.volume_path(&v.id).exists())
+        .filter_map(|v| crate::volstate::disk_of(pool, v));
+    let mut cfg = VmConfig {
         instance_id: i.id.clone(),
         name: i.name.clone(),
         vcpus: i.vcpus,
@@ -75,11 +82,14 @@ pub fn vm_config(
             format: kumo_types::DiskFormat::Qcow2,
             readonly: false,
             cache: DiskCache::default(),
+            bus: None,
         }],
         nics: i.nics.iter().map(|nic| nic_spec(&i.id, nic)).collect(),
         seed_iso: None,
         run_dir: crate::paths::run_dir(ctx_data, &i.id),
-    }
+    };
+    cfg.disks.extend(volumes);
+    cfg
 }
 
 /// A worker's memory between turns.
@@ -93,6 +103,8 @@ struct Worker {
     retry_at: Option<tokio::time::Instant>,
     /// NICs plugged into the running VM: slot → MAC (persisted in `<run>/nics.json`).
     attached: BTreeMap<u8, String>,
+    /// The volume statuses this worker last reported.
+    volumes_reported: std::collections::HashMap<String, kumo_types::VolumeStatus>,
 }
 
 /// What a turn asks of the wait that follows it.
@@ -140,6 +152,7 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
         attached,
         failures: 0,
         retry_at: None,
+        volumes_reported: Default::default(),
     };
     loop {
         let a = rx.borrow_and_update().clone();
@@ -182,7 +195,10 @@ impl Worker {
             },
         ) {
             Action::None | Action::Start if !due => Next::Wait,
-            Action::None if self.vm.is_some() => self.sync_nics(a).await,
+            Action::None if self.vm.is_some() => {
+                self.sync_nics(a).await;
+                self.sync_volumes(a).await
+            }
             Action::None => Next::Wait,
             Action::Report(s) => {
                 let pid = self.vm.as_ref().map(|v| v.pid() as u32);
@@ -315,6 +331,34 @@ impl Worker {
             }
         }
         self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+        Next::Wait
+    }
+
+    /// Plug, unplug and grow the running VM's volumes to match its attachments; report their status.
+    async fn sync_volumes(&mut self, a: &Assignment) -> Next {
+        let Some(vm) = &self.vm else {
+            return Next::Wait;
+        };
+        let wanted: Vec<kumo_types::Volume> =
+            a.volumes.iter().filter(|v| !v.deleting).cloned().collect();
+        let (statuses, failed) =
+            crate::volstate::sync_plugged(&self.ctx.pool, &self.id, vm, &wanted).await;
+        for (id, st) in statuses {
+            if self.volumes_reported.get(&id) != Some(&st)
+                && self
+                    .ctx
+                    .cp
+                    .report_volume_status(&id, st.clone())
+                    .await
+                    .is_ok()
+            {
+                self.volumes_reported.insert(id, st);
+            }
+        }
+        if let Some(msg) = failed {
+            tracing::warn!(instance = %self.id, "{msg}");
+            self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+        }
         Next::Wait
     }
 

@@ -25,6 +25,7 @@ fn kernel_guest(accel: Accel) -> VmConfig {
             format: DiskFormat::Qcow2,
             readonly: false,
             cache: DiskCache::Writeback,
+            bus: None,
         }],
         nics: vec![NicSpec {
             id: "net0".into(),
@@ -53,6 +54,7 @@ fn disk_guest(accel: Accel) -> VmConfig {
                 format: DiskFormat::Qcow2,
                 readonly: false,
                 cache: DiskCache::Writeback,
+                bus: None,
             },
             DiskSpec {
                 id: "vol-0a1b2c".into(),
@@ -60,6 +62,7 @@ fn disk_guest(accel: Accel) -> VmConfig {
                 format: DiskFormat::Raw,
                 readonly: false,
                 cache: DiskCache::Direct,
+                bus: Some(kumo_agent::runtime::qemu::volume_bus(0)),
             },
         ],
         nics: vec![

@@ -66,6 +66,7 @@ async fn hotplug_grow_snapshot_and_unplug_timeout() {
         format: DiskFormat::Qcow2,
         readonly: false,
         cache: DiskCache::Writeback,
+        bus: None,
     };
     vm.hotplug_disk(&disk, &kumo_agent::runtime::qemu::hotplug_bus(1))
         .await

@@ -184,6 +184,7 @@ async fn guest_poweroff_is_a_clean_guest_shutdown() {
         format: DiskFormat::Raw,
         readonly: false,
         cache: DiskCache::Writeback,
+        bus: None,
     });
     let mut guard = PidGuard::new();
     let vm = launch(&cfg).await.expect("launch");
@@ -222,6 +223,7 @@ async fn bad_config_fails_with_qemu_message_and_leaves_nothing() {
         format: DiskFormat::Qcow2,
         readonly: false,
         cache: DiskCache::Writeback,
+        bus: None,
     });
     let err = launch(&cfg).await.expect_err("missing disk must fail");
     assert!(

@@ -1,4 +1,4 @@
-//! The `kumo` client commands (`kumo image …`, `kumo instance …`, …).
+//! The `kumo` client commands (`kumo image …`, `kumo instance …`, `kumo volume …`, …).
 //!
 //! The binary crate flattens [`GlobalArgs`] and [`Command`] next to `kumo server` / `kumo agent` and calls
 //! [`run`], which returns the process exit code.
@@ -83,6 +83,9 @@ pub enum Command {
     /// Floating IPs from external networks.
     #[command(subcommand, name = "floating-ip")]
     FloatingIp(cmd::floating_ip::FloatingIpCmd),
+    /// Volumes: block devices that live apart from instances (attach, detach, resize).
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCmd),
     /// Recent events.
     Events(cmd::misc::EventsArgs),
 }
@@ -121,6 +124,7 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::Router(c) => cmd::router::run(&client, &out, c).await,
         Command::SecurityGroup(c) => cmd::security_group::run(&client, &out, c).await,
         Command::FloatingIp(c) => cmd::floating_ip::run(&client, &out, c).await,
+        Command::Volume(c) => cmd::volume::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
     }
 }

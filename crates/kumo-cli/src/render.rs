@@ -1,7 +1,8 @@
 //! Output: tables for humans (comfy-table), the API's JSON verbatim with `--json`.
 //!
 //! The `*_table` / `*_detail` functions are pure (value in, table out) and unit-tested; [`Output`] only
-//! chooses between them and the raw JSON and writes to stdout.
+//! chooses between them and the raw JSON and writes to stdout. Network resources other than networks
+//! are in [`net`], volumes in [`storage`].
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
@@ -11,6 +12,7 @@ use serde::Serialize;
 use crate::client::{Json, List};
 
 pub mod net;
+pub mod storage;
 
 /// Where command results go.
 #[derive(Debug, Clone, Copy)]

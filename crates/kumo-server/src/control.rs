@@ -6,14 +6,15 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kumo_agent::control::ControlPlane;
-use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result};
+use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result, VolumeStatus};
 
-use crate::app::{App, event, host, instance};
+use crate::app::{App, event, host, instance, volume};
 use crate::storeutil::{keys, store_err};
 
 /// The key prefixes whose changes alter what an agent must converge to.
-const ASSIGNMENT_PREFIXES: [&str; 8] = [
+const ASSIGNMENT_PREFIXES: [&str; 9] = [
     keys::INSTANCES,
+    keys::VOLUMES,
     keys::NETWORKS,
     keys::SUBNETS,
     keys::PORTS,
@@ -59,6 +60,12 @@ impl ControlPlane for InProcess {
     }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
         instance::finalize_delete(&self.app, instance_id).await
+    }
+    async fn report_volume_status(&self, volume_id: &str, status: VolumeStatus) -> Result<()> {
+        volume::report_status(&self.app, volume_id, status).await
+    }
+    async fn volume_removed(&self, volume_id: &str) -> Result<()> {
+        volume::finalize_delete(&self.app, volume_id).await
     }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         event::record(&self.app, resource, kind, message).await

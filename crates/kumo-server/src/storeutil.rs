@@ -125,6 +125,14 @@ pub mod keys {
     pub fn token(hash: &str) -> String {
         format!("/tokens/{hash}")
     }
+    pub fn volume(id: &str) -> String {
+        format!("/volumes/{id}")
+    }
+    pub fn volume_status(id: &str) -> String {
+        format!("/volume-status/{id}")
+    }
+    pub const VOLUMES: &str = "/volumes/";
+    pub const VOLUME_STATUS: &str = "/volume-status/";
     pub const INSTANCES: &str = "/instances/";
     pub const INSTANCE_STATUS: &str = "/instance-status/";
     pub const IMAGES: &str = "/images/";

@@ -14,6 +14,7 @@ pub const SECURITY_GROUP: &str = "sg";
 pub const SG_RULE: &str = "sgr";
 pub const FLOATING_IP: &str = "eipalloc";
 pub const EVENT: &str = "ev";
+pub const VOLUME: &str = "vol";
 
 /// A fresh random ID with the given prefix.
 pub fn new_id(prefix: &str) -> String {

@@ -12,9 +12,11 @@ pub mod ids;
 pub mod net;
 pub mod net_api;
 pub mod resources;
+pub mod storage;
 pub mod validate;
 
 pub use error::{Error, ErrorBody, Result};
 pub use net::*;
 pub use net_api::*;
 pub use resources::*;
+pub use storage::*;

@@ -483,6 +483,9 @@ pub struct Assignment {
     /// The status last recorded for it (so a restarted agent knows the boot count, reboot seq…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<InstanceStatus>,
+    /// Volumes attached to it (desired), with their slots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::Volume>,
 }
 
 /// A host's full set of assignments at a store revision.
@@ -493,6 +496,9 @@ pub struct AssignmentSnapshot {
     /// The network topology the host's ports live in.
     #[serde(default)]
     pub topology: crate::NetworkTopology,
+    /// The volumes whose files live on this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeAssignment>,
 }
 
 /// A page of a list.

@@ -157,6 +157,18 @@ impl ControlPlane for HttpControlPlane {
         self.post_unit::<()>(&format!("/instances/{instance_id}/removed"), None)
             .await
     }
+    async fn report_volume_status(
+        &self,
+        volume_id: &str,
+        status: kumo_types::VolumeStatus,
+    ) -> Result<()> {
+        self.post_unit(&format!("/volumes/{volume_id}/status"), Some(&status))
+            .await
+    }
+    async fn volume_removed(&self, volume_id: &str) -> Result<()> {
+        self.post_unit::<()>(&format!("/volumes/{volume_id}/removed"), None)
+            .await
+    }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         let body = EventBody {
             resource: resource.into(),

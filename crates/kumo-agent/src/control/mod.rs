@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result};
+use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result, VolumeStatus};
 
 #[async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
@@ -26,6 +26,10 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()>;
     /// The agent has torn down a deleting instance completely; the control plane may forget it.
     async fn instance_removed(&self, instance_id: &str) -> Result<()>;
+    /// Record the observed status of a volume whose file lives on this host.
+    async fn report_volume_status(&self, volume_id: &str, status: VolumeStatus) -> Result<()>;
+    /// The agent removed a deleting volume's file; the control plane may forget the volume.
+    async fn volume_removed(&self, volume_id: &str) -> Result<()>;
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
 }

@@ -99,6 +99,9 @@ pub struct DiskSpec {
     pub format: DiskFormat,
     pub readonly: bool,
     pub cache: DiskCache,
+    /// The PCIe root port it sits on (volumes: their hot-plug port, so they can be unplugged later);
+    /// `None`: the machine's root bus.
+    pub bus: Option<String>,
 }
 
 /// One virtio-net NIC backed by an existing tap device.
@@ -232,8 +235,13 @@ pub fn machine_args(cfg: &VmConfig) -> Vec<String> {
     ]
 }
 
-/// Spare slots for hot-plugged devices (NICs, later volumes).
-pub const HOTPLUG_SLOTS: u32 = 8;
+/// Spare slots for hot-plugged devices: ports 0–7 for NICs (by NIC slot), 8–15 for volumes.
+pub const HOTPLUG_SLOTS: u32 = 16;
+
+/// The hot-plug port of volume slot `slot` (after the eight NIC ports).
+pub fn volume_bus(slot: u8) -> String {
+    hotplug_bus(8 + u32::from(slot))
+}
 
 /// Bus name of hot-plug slot `i` (`hp0`…).
 pub fn hotplug_bus(i: u32) -> String {
@@ -299,6 +307,7 @@ pub fn all_disks(cfg: &VmConfig) -> Vec<DiskSpec> {
             format: DiskFormat::Raw,
             readonly: true,
             cache: DiskCache::Writeback,
+            bus: None,
         });
     }
     disks
@@ -350,6 +359,9 @@ pub fn disk_device(d: &DiskSpec, boot_index: Option<u32>) -> String {
     );
     if let Some(i) = boot_index {
         dev.push_str(&format!(",bootindex={i}"));
+    }
+    if let Some(bus) = &d.bus {
+        dev.push_str(&format!(",bus={}", escape_opt(bus)));
     }
     dev
 }
@@ -469,6 +481,7 @@ mod tests {
                 format: DiskFormat::Qcow2,
                 readonly: false,
                 cache: DiskCache::Writeback,
+                bus: None,
             }],
             nics: vec![],
             seed_iso: Some("/seed.iso".into()),

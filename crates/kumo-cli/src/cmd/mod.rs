@@ -8,3 +8,4 @@ pub mod misc;
 pub mod network;
 pub mod router;
 pub mod security_group;
+pub mod volume;

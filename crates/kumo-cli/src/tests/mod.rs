@@ -77,3 +77,4 @@ mod net_syntax;
 mod parsing;
 mod raw_terminal;
 mod rendering;
+mod volume;

@@ -35,6 +35,8 @@ pub fn router(app: App) -> Router<App> {
         .route("/hosts/{id}/watch", get(watch))
         .route("/instances/{id}/status", post(status))
         .route("/instances/{id}/removed", post(removed))
+        .route("/volumes/{id}/status", post(volume_status))
+        .route("/volumes/{id}/removed", post(volume_removed))
         .route("/events", post(event))
         .route_layer(middleware::from_fn_with_state(
             app,
@@ -90,6 +92,20 @@ async fn status(
 
 async fn removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     cp(app).instance_removed(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn volume_status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(st): ApiJson<kumo_types::VolumeStatus>,
+) -> ApiResult<StatusCode> {
+    cp(app).report_volume_status(&id, st).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn volume_removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    cp(app).volume_removed(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

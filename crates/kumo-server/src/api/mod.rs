@@ -6,6 +6,7 @@ pub mod instance;
 pub mod internal;
 pub mod network;
 pub mod resources;
+pub mod volume;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -62,6 +63,13 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         network::create_port,
         network::get_port,
         network::update_port,
+        volume::list_volumes,
+        volume::create_volume,
+        volume::get_volume,
+        volume::update_volume,
+        volume::delete_volume,
+        volume::attach_volume,
+        volume::detach_volume,
         network::delete_port,
         network::list_routers,
         network::create_router,
@@ -211,6 +219,18 @@ pub fn router(app: App) -> Router {
             axum::routing::delete(instance::detach_nic),
         )
         .route("/instances/{id}/console", get(console::console))
+        .route(
+            "/volumes",
+            get(volume::list_volumes).post(volume::create_volume),
+        )
+        .route(
+            "/volumes/{id}",
+            get(volume::get_volume)
+                .patch(volume::update_volume)
+                .delete(volume::delete_volume),
+        )
+        .route("/volumes/{id}/attach", post(volume::attach_volume))
+        .route("/volumes/{id}/detach", post(volume::detach_volume))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             crate::auth::require_token,

@@ -158,6 +158,19 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
             users.join(", ")
         )));
     }
+    let volumes: Vec<String> = super::volume::images_in_use(app)
+        .await?
+        .into_iter()
+        .filter(|(i, _)| *i == image.id)
+        .map(|(_, name)| name)
+        .collect();
+    if !volumes.is_empty() {
+        return Err(Error::conflict(format!(
+            "image `{}` is in use by volume(s) {}",
+            image.name,
+            volumes.join(", ")
+        )));
+    }
     let txn = Txn {
         compare: vec![],
         success: vec![

@@ -577,12 +577,16 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             Op::delete(keys::name(KIND, &inst.project, &inst.name)),
         ];
         // Ports made with the instance go (their floating IPs stay allocated, unassociated); ports
-        // attached with `port` stay, detached.
+        // attached with `port` stay, detached. Volumes are detached, or deleted with
+        // `delete_on_termination`.
         for n in &inst.nics {
             let (c, o) = port::release(app, n).await?;
             compare.extend(c);
             ops.extend(o);
         }
+        let (c, o) = super::volume::release_for(app, &inst).await?;
+        compare.extend(c);
+        ops.extend(o);
         if let Some(h) = &inst.host {
             let (alloc, arev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(h))
                 .await?
@@ -706,18 +710,46 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
             None => None,
         };
         let st = status(app, &inst.id).await?;
+        let volumes = super::volume::attached_to(app, &inst.id).await?;
         out.push(Assignment {
             instance: inst,
             image,
             networks,
             key_pair,
             status: st,
+            volumes,
+        });
+    }
+    // Volumes whose files live here; the worker of a running instance owns its attached ones' online
+    // changes.
+    let mut volumes = Vec::new();
+    for v in list_json::<kumo_types::Volume>(app.kv(), keys::VOLUMES)
+        .await?
+        .into_iter()
+        .filter(|v| v.host == host_id)
+    {
+        let image = match &v.image_id {
+            Some(i) => image::get(app, i).await.ok(),
+            None => None,
+        };
+        let in_running_instance = v.attachment.as_ref().is_some_and(|a| {
+            out.iter().any(|x| {
+                x.instance.id == a.instance_id
+                    && !x.instance.deleting
+                    && x.instance.desired_state == DesiredState::Running
+            })
+        });
+        volumes.push(kumo_types::VolumeAssignment {
+            volume: v,
+            image,
+            in_running_instance,
         });
     }
     Ok(AssignmentSnapshot {
         revision,
         assignments: out,
         topology: topology(app).await?,
+        volumes,
     })
 }
 

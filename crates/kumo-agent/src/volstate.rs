@@ -1,0 +1,203 @@
+//! Converging the volumes of this host (decision 0007).
+//!
+//! Two owners, never both for one change:
+//! - [`VolumeKeeper`] (the agent loop) makes, grows and deletes the files of the volumes that live on
+//!   this host, and reports their status, except for volumes attached to an instance that should be
+//!   running here: for those it only makes sure the file exists.
+//! - [`sync_plugged`] (the instance's worker) makes the running VM's volumes match the attachments:
+//!   hot-plug, unplug, online grow; it reports those volumes' status.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kumo_types::{DiskFormat, Error, Result, Volume, VolumeAssignment, VolumeState, VolumeStatus};
+
+use crate::control::ControlPlane;
+use crate::runtime::RunningVm;
+use crate::runtime::qemu::{DiskCache, DiskSpec, volume_bus};
+use crate::storage::DirPool;
+use crate::volume::{VolumeSource, VolumeSpec};
+
+const GIB: u64 = 1 << 30;
+
+/// How long a guest gets to let go of an unplugged volume.
+pub const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The file-level spec of a volume (pure).
+pub fn spec_of(pool: &DirPool, va: &VolumeAssignment) -> Result<VolumeSpec> {
+    let source = match (&va.volume.image_id, &va.image) {
+        (None, _) => VolumeSource::Blank,
+        (Some(_), Some(img)) => VolumeSource::Image {
+            path: pool.image_disk(&img.id, img.format.unwrap_or(DiskFormat::Qcow2)),
+            format: img.format.unwrap_or(DiskFormat::Qcow2),
+        },
+        (Some(id), None) => {
+            return Err(Error::unavailable(format!(
+                "image {id} of volume {} is gone",
+                va.volume.id
+            )));
+        }
+    };
+    Ok(VolumeSpec {
+        id: va.volume.id.clone(),
+        size_bytes: va.volume.size_gib * GIB,
+        source,
+    })
+}
+
+/// The QEMU disk of an attached volume (on its own hot-plug port).
+pub fn disk_of(pool: &DirPool, v: &Volume) -> Option<DiskSpec> {
+    let slot = v.attachment.as_ref()?.slot;
+    Some(DiskSpec {
+        id: v.id.clone(),
+        path: pool.volume_path(&v.id),
+        format: DiskFormat::Qcow2,
+        readonly: false,
+        cache: DiskCache::default(),
+        bus: Some(volume_bus(slot)),
+    })
+}
+
+/// The agent loop's side: files and the status of volumes not in a running instance.
+#[derive(Default)]
+pub struct VolumeKeeper {
+    reported: HashMap<String, VolumeStatus>,
+}
+
+impl VolumeKeeper {
+    pub async fn sync(
+        &mut self,
+        cp: &dyn ControlPlane,
+        pool: &DirPool,
+        volumes: &[VolumeAssignment],
+    ) {
+        for va in volumes {
+            let id = va.volume.id.clone();
+            if va.volume.deleting {
+                let p = pool.clone();
+                let vid = id.clone();
+                let r = tokio::task::spawn_blocking(move || p.delete_volume(&vid)).await;
+                if matches!(r, Ok(Ok(()))) && cp.volume_removed(&id).await.is_ok() {
+                    self.reported.remove(&id);
+                }
+                continue;
+            }
+            let st = match self.ensure(pool, va).await {
+                Ok(None) => continue, // the worker reports it
+                Ok(Some(size)) => VolumeStatus {
+                    state: if va.volume.attachment.is_some() {
+                        VolumeState::InUse
+                    } else {
+                        VolumeState::Available
+                    },
+                    message: None,
+                    size_bytes: size,
+                    plugged_into: None,
+                },
+                Err(e) => VolumeStatus {
+                    state: VolumeState::Error,
+                    message: Some(e.to_string()),
+                    ..Default::default()
+                },
+            };
+            if self.reported.get(&id) != Some(&st)
+                && cp.report_volume_status(&id, st.clone()).await.is_ok()
+            {
+                self.reported.insert(id, st);
+            }
+        }
+        let live: Vec<&str> = volumes.iter().map(|v| v.volume.id.as_str()).collect();
+        self.reported.retain(|id, _| live.contains(&id.as_str()));
+    }
+
+    /// Make the file (and grow it unless a running VM has it). `None`: the worker owns the status.
+    async fn ensure(&self, pool: &DirPool, va: &VolumeAssignment) -> Result<Option<u64>> {
+        let spec = spec_of(pool, va)?;
+        let p = pool.clone();
+        let running = va.in_running_instance;
+        tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+            if running {
+                if p.volume_size(&spec.id)?.is_none() {
+                    p.ensure_volume(&spec)?;
+                }
+                return Ok(None);
+            }
+            p.ensure_volume(&spec)?;
+            p.volume_size(&spec.id)
+        })
+        .await
+        .map_err(|e| Error::internal_with("volume task", e))?
+    }
+}
+
+/// The worker's side: make the running VM's volumes match `wanted` (the volumes attached to it).
+/// Returns the status of every volume it plugged or kept, and the first failure.
+pub async fn sync_plugged(
+    pool: &DirPool,
+    instance_id: &str,
+    vm: &RunningVm,
+    wanted: &[Volume],
+) -> (Vec<(String, VolumeStatus)>, Option<String>) {
+    let mut failed = None;
+    let mut statuses = Vec::new();
+    let plugged = match vm.disk_sizes().await {
+        Ok(p) => p,
+        Err(e) => return (statuses, Some(format!("reading the VM's disks: {e}"))),
+    };
+    for id in plugged.keys().filter(|k| k.starts_with("vol-")) {
+        if !wanted.iter().any(|v| &v.id == id) {
+            match vm.unplug_disk(id, UNPLUG_TIMEOUT).await {
+                Ok(()) => statuses.push((
+                    id.clone(),
+                    VolumeStatus {
+                        state: VolumeState::Available,
+                        size_bytes: plugged.get(id).copied().unwrap_or(0),
+                        ..Default::default()
+                    },
+                )),
+                Err(e) => failed = Some(format!("unplugging volume {id}: {e}")),
+            }
+        }
+    }
+    for v in wanted {
+        let want = v.size_gib * GIB;
+        let r = async {
+            match plugged.get(&v.id) {
+                Some(&size) if size < want => vm.resize_disk(&v.id, want).await.map(|()| want),
+                Some(&size) => Ok(size),
+                None => {
+                    if !pool.volume_path(&v.id).exists() {
+                        return Err(Error::unavailable(format!(
+                            "volume {} has no file yet",
+                            v.id
+                        )));
+                    }
+                    let disk = disk_of(pool, v)
+                        .ok_or_else(|| Error::internal("attached volume without attachment"))?;
+                    let bus = disk.bus.clone().unwrap_or_default();
+                    vm.hotplug_disk(&disk, &bus).await?;
+                    let now = vm.disk_sizes().await?.get(&v.id).copied().unwrap_or(0);
+                    if now < want {
+                        vm.resize_disk(&v.id, want).await?;
+                        return Ok(want);
+                    }
+                    Ok(now)
+                }
+            }
+        }
+        .await;
+        match r {
+            Ok(size) => statuses.push((
+                v.id.clone(),
+                VolumeStatus {
+                    state: VolumeState::InUse,
+                    message: None,
+                    size_bytes: size,
+                    plugged_into: Some(instance_id.to_string()),
+                },
+            )),
+            Err(e) => failed = Some(format!("volume {}: {e}", v.id)),
+        }
+    }
+    (statuses, failed)
+}

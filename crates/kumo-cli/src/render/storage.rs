@@ -1,0 +1,67 @@
+//! Tables for the storage resources: volumes. Pure: value in, table out.
+
+use comfy_table::Table;
+use kumo_types::VolumeView;
+
+use super::{detail, opt, table, wire, yes_no};
+
+/// The instance a volume is attached to, or `-`.
+fn attached_to(v: &VolumeView) -> String {
+    v.volume
+        .attachment
+        .as_ref()
+        .map_or_else(|| "-".into(), |a| a.instance_id.clone())
+}
+
+/// `10 GiB (actual: 10737418240 bytes)`; the actual size is what the volume's host reports (it lags
+/// behind a resize, and is unknown until the host has made the volume).
+fn size(v: &VolumeView) -> String {
+    let gib = v.volume.size_gib;
+    if v.size_bytes == 0 {
+        format!("{gib} GiB (actual: not reported yet)")
+    } else {
+        format!("{gib} GiB (actual: {} bytes)", v.size_bytes)
+    }
+}
+
+pub fn volumes_table(items: &[VolumeView]) -> Table {
+    let mut t = table(&["NAME", "ID", "SIZE (GiB)", "STATE", "ATTACHED TO", "HOST"]);
+    for v in items {
+        t.add_row(vec![
+            v.volume.name.clone(),
+            v.volume.id.clone(),
+            v.volume.size_gib.to_string(),
+            wire(&v.state),
+            attached_to(v),
+            v.volume.host.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn volume_detail(v: &VolumeView) -> Table {
+    let vol = &v.volume;
+    let attached = match &vol.attachment {
+        Some(a) => format!(
+            "{} (slot {}, delete on termination: {})",
+            a.instance_id,
+            a.slot,
+            yes_no(a.delete_on_termination)
+        ),
+        None => "-".into(),
+    };
+    detail(vec![
+        ("name", vol.name.clone()),
+        ("id", vol.id.clone()),
+        ("project", vol.project.clone()),
+        ("state", wire(&v.state)),
+        ("status message", opt(&v.status_message)),
+        ("size", size(v)),
+        ("pool", vol.pool.clone()),
+        ("image", opt(&vol.image_id)),
+        ("host", vol.host.clone()),
+        ("attached to", attached),
+        ("plugged into", opt(&v.plugged_into)),
+        ("created", vol.created_at.clone()),
+    ])
+}

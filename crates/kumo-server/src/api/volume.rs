@@ -1,0 +1,89 @@
+//! Volume handlers.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kumo_types::{
+    AttachVolumeRequest, CreateVolumeRequest, ErrorBody, Page, UpdateVolumeRequest, VolumeView,
+};
+
+use super::extract::{ApiJson, ApiQuery};
+use super::instance::ListQuery;
+use crate::app::{App, volume};
+use crate::error::ApiResult;
+
+#[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = Page<VolumeView>)))]
+pub async fn list_volumes(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<VolumeView>>> {
+    Ok(Json(
+        volume::list(&app, q.limit, q.next_token.as_deref()).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/volumes", request_body = CreateVolumeRequest, responses(
+    (status = 202, body = VolumeView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+    (status = 503, description = "no host", body = ErrorBody)))]
+pub async fn create_volume(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<CreateVolumeRequest>,
+) -> ApiResult<(StatusCode, Json<VolumeView>)> {
+    Ok((StatusCode::ACCEPTED, Json(volume::create(&app, req).await?)))
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = VolumeView), (status = 404, body = ErrorBody)))]
+pub async fn get_volume(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<VolumeView>> {
+    Ok(Json(volume::get(&app, &id).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/volumes/{id}", params(("id" = String, Path, description = "ID or name")),
+    request_body = UpdateVolumeRequest,
+    responses((status = 202, body = VolumeView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_volume(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateVolumeRequest>,
+) -> ApiResult<(StatusCode, Json<VolumeView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(volume::resize(&app, &id, req).await?),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/volumes/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 202, body = VolumeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_volume(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<VolumeView>)> {
+    Ok((StatusCode::ACCEPTED, Json(volume::delete(&app, &id).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{id}/attach", params(("id" = String, Path, description = "ID or name")),
+    request_body = AttachVolumeRequest,
+    responses((status = 202, body = VolumeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn attach_volume(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AttachVolumeRequest>,
+) -> ApiResult<(StatusCode, Json<VolumeView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(volume::attach(&app, &id, req).await?),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{id}/detach", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 202, body = VolumeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn detach_volume(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<VolumeView>)> {
+    Ok((StatusCode::ACCEPTED, Json(volume::detach(&app, &id).await?)))
+}

@@ -1,0 +1,408 @@
+//! Volumes (decision 0007): create, grow, attach, detach, delete. The API writes desired state; the
+//! agent of the volume's host makes the file and reports status, and the worker of the instance it is
+//! attached to plugs it into the running VM.
+
+use kumo_store::{Compare, Op};
+use kumo_types::{
+    AttachVolumeRequest, CreateVolumeRequest, DEFAULT_PROJECT, Error, ImageKind, Instance,
+    LOCAL_POOL, MAX_VOLUMES_PER_INSTANCE, Page, Result, UpdateVolumeRequest, Volume,
+    VolumeAttachment, VolumeStatus, VolumeView, ids, now_rfc3339,
+};
+
+use super::{App, host, image, instance};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
+
+const KIND: &str = "volumes";
+const MAX_ATTEMPTS: usize = 30;
+const GIB: u64 = 1 << 30;
+/// Largest volume: 64 TiB.
+const MAX_SIZE_GIB: u64 = 64 * 1024;
+
+pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
+    kumo_types::validate::name("name", &req.name)?;
+    let pool = req.pool.clone().unwrap_or_else(|| LOCAL_POOL.to_string());
+    if pool != LOCAL_POOL {
+        return Err(Error::invalid(
+            "pool",
+            format!("no storage pool `{pool}` (pools: {LOCAL_POOL})"),
+        ));
+    }
+    let image = match &req.image {
+        Some(r) => {
+            let img = image::get(app, r)
+                .await
+                .map_err(|_| Error::invalid("image", format!("no image `{r}`")))?;
+            if img.kind != ImageKind::Disk {
+                return Err(Error::invalid(
+                    "image",
+                    format!("image `{r}` is a kernel+initrd image; volumes start from disk images"),
+                ));
+            }
+            Some(img)
+        }
+        None => None,
+    };
+    let min_gib = image
+        .as_ref()
+        .map_or(1, |i| i.virtual_size_bytes.div_ceil(GIB).max(1));
+    let size_gib = match (req.size_gib, &image) {
+        (Some(s), _) => s,
+        (None, Some(_)) => min_gib,
+        (None, None) => {
+            return Err(Error::invalid(
+                "size_gib",
+                "required for a blank volume (1 to 65536)",
+            ));
+        }
+    };
+    if !(1..=MAX_SIZE_GIB).contains(&size_gib) {
+        return Err(Error::invalid(
+            "size_gib",
+            format!("{size_gib}: must be 1 to {MAX_SIZE_GIB}"),
+        ));
+    }
+    if size_gib < min_gib {
+        return Err(Error::invalid(
+            "size_gib",
+            format!("{size_gib} GiB is smaller than the image's {min_gib} GiB"),
+        ));
+    }
+    let host = match &req.host {
+        Some(h) => host::get(app, h)
+            .await
+            .map_err(|_| Error::invalid("host", format!("no host `{h}`")))?,
+        None => host::list(app)
+            .await?
+            .items
+            .into_iter()
+            .find(|h| h.state == kumo_types::HostState::Ready)
+            .ok_or_else(|| Error::InsufficientCapacity {
+                resource: "host".into(),
+                message: "no ready host to hold the volume".into(),
+            })?,
+    };
+    let v = Volume {
+        id: ids::new_id(ids::VOLUME),
+        name: req.name.clone(),
+        project: DEFAULT_PROJECT.into(),
+        size_gib,
+        pool,
+        image_id: image.map(|i| i.id),
+        host: host.id,
+        attachment: None,
+        deleting: false,
+        created_at: now_rfc3339(),
+    };
+    let name_key = keys::name(KIND, &v.project, &v.name);
+    let ops = vec![
+        Op::put(keys::volume(&v.id), encode(&v)?),
+        Op::put(
+            keys::volume_status(&v.id),
+            encode(&VolumeStatus::default())?,
+        ),
+        Op::put(&name_key, v.id.clone()),
+    ];
+    if !commit(app.kv(), vec![Compare::absent(&name_key)], ops).await? {
+        return Err(Error::conflict_field(
+            "name",
+            format!("a volume named `{}` already exists", v.name),
+        ));
+    }
+    super::event::record(
+        app,
+        &v.id,
+        "volume.created",
+        &format!("volume `{}` ({size_gib} GiB)", v.name),
+    )
+    .await?;
+    Ok(VolumeView::new(&v, None))
+}
+
+/// A volume by ID or name, with its mod revision.
+pub async fn find(app: &App, id_or_name: &str) -> Result<(Volume, i64)> {
+    let id = if ids::is_id(ids::VOLUME, id_or_name) {
+        id_or_name.to_string()
+    } else {
+        match app
+            .kv()
+            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
+            .await
+            .map_err(store_err)?
+        {
+            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
+            None => return Err(Error::not_found("volume", id_or_name)),
+        }
+    };
+    get_json(app.kv(), &keys::volume(&id))
+        .await?
+        .ok_or_else(|| Error::not_found("volume", id_or_name))
+}
+
+pub async fn status(app: &App, id: &str) -> Result<Option<VolumeStatus>> {
+    Ok(get_json(app.kv(), &keys::volume_status(id))
+        .await?
+        .map(|(s, _)| s))
+}
+
+pub async fn get(app: &App, id_or_name: &str) -> Result<VolumeView> {
+    let (v, _) = find(app, id_or_name).await?;
+    let st = status(app, &v.id).await?;
+    Ok(VolumeView::new(&v, st.as_ref()))
+}
+
+pub async fn list(
+    app: &App,
+    limit: Option<usize>,
+    next_token: Option<&str>,
+) -> Result<Page<VolumeView>> {
+    let vols: Vec<Volume> = list_json(app.kv(), keys::VOLUMES).await?;
+    let statuses: std::collections::HashMap<String, VolumeStatus> =
+        list_raw(app.kv(), keys::VOLUME_STATUS)
+            .await?
+            .iter()
+            .filter_map(|kv| {
+                let id = kv.key.rsplit('/').next()?.to_string();
+                serde_json::from_slice(&kv.value).ok().map(|s| (id, s))
+            })
+            .collect();
+    let mut views: Vec<VolumeView> = vols
+        .iter()
+        .map(|v| VolumeView::new(v, statuses.get(&v.id)))
+        .collect();
+    views.sort_by(|a, b| a.volume.name.cmp(&b.volume.name));
+    super::paginate(views, |v| v.volume.name.clone(), limit, next_token)
+}
+
+/// Change a volume with `f` under compare-and-swap (retrying lost races); returns the new view.
+async fn update(
+    app: &App,
+    id_or_name: &str,
+    f: impl Fn(&mut Volume) -> Result<()>,
+) -> Result<VolumeView> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut v, rev) = find(app, id_or_name).await?;
+        if v.deleting {
+            return Err(Error::conflict(format!(
+                "volume `{}` is being deleted",
+                v.name
+            )));
+        }
+        f(&mut v)?;
+        let key = keys::volume(&v.id);
+        if commit(
+            app.kv(),
+            vec![Compare::mod_revision(&key, rev)],
+            vec![Op::put(&key, encode(&v)?)],
+        )
+        .await?
+        {
+            let st = status(app, &v.id).await?;
+            return Ok(VolumeView::new(&v, st.as_ref()));
+        }
+    }
+    Err(Error::unavailable(
+        "too much contention updating the volume; retry",
+    ))
+}
+
+/// Grow a volume (online if its instance runs).
+pub async fn resize(app: &App, id_or_name: &str, req: UpdateVolumeRequest) -> Result<VolumeView> {
+    let Some(size) = req.size_gib else {
+        return get(app, id_or_name).await;
+    };
+    let v = update(app, id_or_name, |v| {
+        if size < v.size_gib {
+            return Err(Error::invalid(
+                "size_gib",
+                format!(
+                    "{size} GiB is smaller than the volume's {} GiB; volumes only grow",
+                    v.size_gib
+                ),
+            ));
+        }
+        if size > MAX_SIZE_GIB {
+            return Err(Error::invalid(
+                "size_gib",
+                format!("{size}: must be at most {MAX_SIZE_GIB}"),
+            ));
+        }
+        v.size_gib = size;
+        Ok(())
+    })
+    .await?;
+    super::event::record(app, &v.volume.id, "volume.resized", &format!("{size} GiB")).await?;
+    Ok(v)
+}
+
+pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Result<VolumeView> {
+    let (inst, _) = instance::find(app, &req.instance)
+        .await
+        .map_err(|_| Error::invalid("instance", format!("no instance `{}`", req.instance)))?;
+    if inst.deleting {
+        return Err(Error::conflict(format!(
+            "instance `{}` is being deleted",
+            inst.name
+        )));
+    }
+    let taken: Vec<u8> = list_json::<Volume>(app.kv(), keys::VOLUMES)
+        .await?
+        .into_iter()
+        .filter_map(|v| v.attachment.filter(|a| a.instance_id == inst.id))
+        .map(|a| a.slot)
+        .collect();
+    let v = update(app, id_or_name, |v| {
+        if let Some(a) = &v.attachment {
+            return Err(Error::conflict(format!(
+                "volume `{}` is attached to instance {}; detach it first",
+                v.name, a.instance_id
+            )));
+        }
+        if inst.host.as_deref() != Some(v.host.as_str()) {
+            return Err(Error::invalid(
+                "instance",
+                format!(
+                    "volume `{}` lives on host {} and instance `{}` runs on {}; a `local` volume \
+                     attaches only to instances on its host",
+                    v.name,
+                    v.host,
+                    inst.name,
+                    inst.host.as_deref().unwrap_or("no host")
+                ),
+            ));
+        }
+        let slot = (0..MAX_VOLUMES_PER_INSTANCE)
+            .find(|s| !taken.contains(s))
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "instance `{}` already has {MAX_VOLUMES_PER_INSTANCE} volumes",
+                    inst.name
+                ))
+            })?;
+        v.attachment = Some(VolumeAttachment {
+            instance_id: inst.id.clone(),
+            delete_on_termination: req.delete_on_termination,
+            slot,
+        });
+        Ok(())
+    })
+    .await?;
+    super::event::record(
+        app,
+        &v.volume.id,
+        "volume.attach_requested",
+        &format!("to instance `{}`", inst.name),
+    )
+    .await?;
+    Ok(v)
+}
+
+pub async fn detach(app: &App, id_or_name: &str) -> Result<VolumeView> {
+    let v = update(app, id_or_name, |v| {
+        if v.attachment.is_none() {
+            return Err(Error::conflict(format!(
+                "volume `{}` is not attached",
+                v.name
+            )));
+        }
+        v.attachment = None;
+        Ok(())
+    })
+    .await?;
+    super::event::record(app, &v.volume.id, "volume.detach_requested", "").await?;
+    Ok(v)
+}
+
+/// Mark a volume for deletion (its host's agent removes the file, then the record goes).
+pub async fn delete(app: &App, id_or_name: &str) -> Result<VolumeView> {
+    let v = update(app, id_or_name, |v| {
+        if let Some(a) = &v.attachment {
+            return Err(Error::conflict(format!(
+                "volume `{}` is attached to instance {}; detach it first",
+                v.name, a.instance_id
+            )));
+        }
+        v.deleting = true;
+        Ok(())
+    })
+    .await?;
+    super::event::record(app, &v.volume.id, "volume.delete_requested", "").await?;
+    Ok(v)
+}
+
+/// The agent removed the file: drop the record, its status and its name.
+pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
+    let Some((v, rev)) = get_json::<Volume>(app.kv(), &keys::volume(id)).await? else {
+        return Ok(());
+    };
+    if !v.deleting {
+        return Err(Error::conflict(format!("volume {id} is not being deleted")));
+    }
+    let key = keys::volume(id);
+    let ops = vec![
+        Op::delete(&key),
+        Op::delete(keys::volume_status(id)),
+        Op::delete(keys::name(KIND, &v.project, &v.name)),
+    ];
+    if commit(app.kv(), vec![Compare::mod_revision(&key, rev)], ops).await? {
+        super::event::record(app, id, "volume.deleted", &v.name).await?;
+    }
+    Ok(())
+}
+
+/// Agent-reported observed state.
+pub async fn report_status(app: &App, id: &str, st: VolumeStatus) -> Result<()> {
+    if get_json::<Volume>(app.kv(), &keys::volume(id))
+        .await?
+        .is_none()
+    {
+        return Err(Error::not_found("volume", id));
+    }
+    app.kv()
+        .put(&keys::volume_status(id), encode(&st)?)
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}
+
+/// The volumes attached to `instance_id`.
+pub async fn attached_to(app: &App, instance_id: &str) -> Result<Vec<Volume>> {
+    let mut v: Vec<Volume> = list_json::<Volume>(app.kv(), keys::VOLUMES)
+        .await?
+        .into_iter()
+        .filter(|v| {
+            v.attachment
+                .as_ref()
+                .is_some_and(|a| a.instance_id == instance_id)
+        })
+        .collect();
+    v.sort_by_key(|v| v.attachment.as_ref().map(|a| a.slot));
+    Ok(v)
+}
+
+/// What deleting `inst` does to its volumes, as compares and ops for the instance's final
+/// transaction: `delete_on_termination` volumes are marked for deletion, the others detached.
+pub async fn release_for(app: &App, inst: &Instance) -> Result<(Vec<Compare>, Vec<Op>)> {
+    let (mut compare, mut ops) = (vec![], vec![]);
+    for kv in list_raw(app.kv(), keys::VOLUMES).await? {
+        let mut v: Volume = crate::storeutil::decode(&kv)?;
+        let Some(a) = v.attachment.take() else {
+            continue;
+        };
+        if a.instance_id != inst.id {
+            continue;
+        }
+        v.deleting = a.delete_on_termination;
+        compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
+        ops.push(Op::put(&kv.key, encode(&v)?));
+    }
+    Ok((compare, ops))
+}
+
+/// Image IDs that volumes are overlays on (an image in use by a volume cannot be deleted).
+pub async fn images_in_use(app: &App) -> Result<Vec<(String, String)>> {
+    Ok(list_json::<Volume>(app.kv(), keys::VOLUMES)
+        .await?
+        .into_iter()
+        .filter_map(|v| Some((v.image_id?, v.name)))
+        .collect())
+}

@@ -1,0 +1,160 @@
+//! Volumes: block devices that live apart from instances (EBS-like). See decision 0007.
+//!
+//! Key layout: `/volumes/<id>` (desired: [`Volume`], written by the API), `/volume-status/<id>`
+//! (observed: [`VolumeStatus`], written by the agent of the volume's host),
+//! `/names/volume/<project>/<name>`.
+//!
+//! Invariants:
+//! - A volume of the `local` pool lives on one host (`host`): its file is there, and it attaches only
+//!   to instances on that host.
+//! - `attachment` is the desired attachment; the agent hot-plugs or unplugs to match it. A volume with
+//!   an attachment cannot be deleted.
+//! - Sizes only grow.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The only pool so far: qcow2 files in each host's data directory.
+pub const LOCAL_POOL: &str = "local";
+
+/// At most this many volumes per instance (each gets its own hot-plug root port).
+pub const MAX_VOLUMES_PER_INSTANCE: u8 = 8;
+
+/// Desired state of a volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Volume {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub size_gib: u64,
+    /// Storage pool (`local`: qcow2 files on the host's disk).
+    pub pool: String,
+    /// Image the volume was made from (a copy-on-write overlay on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Host whose pool holds the volume.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<VolumeAttachment>,
+    /// Set by `DELETE`; the agent removes the file, then the record goes.
+    #[serde(default)]
+    pub deleting: bool,
+    pub created_at: String,
+}
+
+/// Where a volume is attached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct VolumeAttachment {
+    pub instance_id: String,
+    /// Delete the volume with the instance (else it is detached and kept).
+    #[serde(default)]
+    pub delete_on_termination: bool,
+    /// Volume slot in its instance (0–7; names its hot-plug root port; stable while attached).
+    pub slot: u8,
+}
+
+/// Observed state of a volume (agent-written).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeState {
+    #[default]
+    Creating,
+    Available,
+    InUse,
+    Deleting,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+pub struct VolumeStatus {
+    pub state: VolumeState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Size of the volume as its host sees it.
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// The instance whose running QEMU has it plugged in right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugged_into: Option<String>,
+}
+
+/// What the API shows: the volume with its observed state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct VolumeView {
+    #[serde(flatten)]
+    pub volume: Volume,
+    pub state: VolumeState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    pub size_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugged_into: Option<String>,
+}
+
+impl VolumeView {
+    pub fn new(v: &Volume, st: Option<&VolumeStatus>) -> VolumeView {
+        let st = st.cloned().unwrap_or_default();
+        VolumeView {
+            volume: v.clone(),
+            state: if v.deleting {
+                VolumeState::Deleting
+            } else {
+                st.state
+            },
+            status_message: st.message,
+            size_bytes: st.size_bytes,
+            plugged_into: st.plugged_into,
+        }
+    }
+}
+
+/// Body of `POST /v1/volumes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolumeRequest {
+    pub name: String,
+    /// Size in GiB (default: the image's virtual size rounded up to GiB; required without an image).
+    #[serde(default)]
+    pub size_gib: Option<u64>,
+    /// A disk image (ID or name) to start from.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Storage pool (only `local` so far).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Host to create it on (ID or name; default: the only or first ready host).
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// Body of `POST /v1/volumes/{id}/attach`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AttachVolumeRequest {
+    /// Instance ID or name.
+    pub instance: String,
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
+/// Body of `PATCH /v1/volumes/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVolumeRequest {
+    /// A larger size in GiB (volumes only grow; online while attached to a running instance).
+    #[serde(default)]
+    pub size_gib: Option<u64>,
+}
+
+/// A volume as its host's agent must keep it, resolved by the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VolumeAssignment {
+    pub volume: Volume,
+    /// The stored image it is an overlay on (`image_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::Image>,
+    /// The instance it is attached to should be running here: its worker then owns online changes
+    /// (plug, unplug, grow); otherwise the agent grows the file itself.
+    #[serde(default)]
+    pub in_running_instance: bool,
+}

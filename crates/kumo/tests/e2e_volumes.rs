@@ -1,0 +1,294 @@
+//! Volumes on real guests (issue 4): a guest writes a pattern to an attached volume; the volume is
+//! detached and attached to a second guest, which reads the pattern; it grows online and the guest sees
+//! it; deleting an instance keeps its volume and data (or deletes it with `delete_on_termination`); a
+//! volume attached to a stopped instance is there at its next boot. Bad input is refused precisely.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cloud;
+use serde_json::{Value, json};
+
+const GIB: u64 = 1 << 30;
+
+fn call(c: &Cloud, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    c.http(method, path, body.map(|b| b.to_string()).as_deref())
+}
+
+fn ok(c: &Cloud, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (s, v) = call(c, method, path, body);
+    assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+    v
+}
+
+fn refused(c: &Cloud, method: &str, path: &str, body: Option<Value>, status: u16, field: &str) {
+    let (s, v) = call(c, method, path, body);
+    assert_eq!(s, status, "{method} {path}: {v}");
+    if !field.is_empty() {
+        assert_eq!(v["field"], field, "{v}");
+    }
+}
+
+/// Poll the volume until `pred` holds.
+fn wait_volume(c: &Cloud, name: &str, what: &str, pred: impl Fn(u16, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (s, v) = call(c, "GET", &format!("/v1/volumes/{name}"), None);
+        if pred(s, &v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "volume {name}: timed out waiting for {what}; last {s}: {v}\n{}",
+            common::tail(&c.server_log(), 40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run_guest(c: &Cloud, name: &str) -> String {
+    ok(
+        c,
+        "POST",
+        "/v1/instances",
+        Some(json!({"name": name, "image": "tiny", "instance_type": "nano"})),
+    );
+    c.wait_state(name, "running");
+    c.wait_console(name, "KUMO-READY");
+    c.json(&["instance", "show", name])["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// Shell that sets `D` to the guest's block device whose virtio serial is `vol`'s (virtio-blk keeps
+/// the first 20 bytes of a serial: `vol-` and 16 of the 17 hex digits), waiting for it.
+fn find_dev(vol: &str) -> String {
+    let vol = &vol[..vol.len().min(20)];
+    format!(
+        "D=; for i in $(seq 40); do for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = \"{vol}\" ] && D=${{d##*/}}; done; [ -n \"$D\" ] && break; sleep 0.5; done; echo DEV=$D"
+    )
+}
+
+#[test]
+fn volume_moves_between_guests_grows_online_and_outlives_its_instance() {
+    let cloud = Cloud::start();
+    cloud.import_tiny();
+    let g1 = run_guest(&cloud, "g1");
+    let g2 = run_guest(&cloud, "g2");
+
+    // Bad input: each refused precisely, nothing created.
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "x", "size_gib": 0})),
+        422,
+        "size_gib",
+    );
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "x"})),
+        422,
+        "size_gib",
+    );
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "x", "size_gib": 1, "pool": "ceph-ssd"})),
+        422,
+        "pool",
+    );
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "x", "image": "nope"})),
+        422,
+        "image",
+    );
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "x", "image": "tiny"})),
+        422,
+        "image",
+    );
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "Bad Name", "size_gib": 1})),
+        422,
+        "name",
+    );
+    let (_, list) = call(&cloud, "GET", "/v1/volumes", None);
+    assert_eq!(list["items"].as_array().expect("items").len(), 0, "{list}");
+
+    let v = cloud.json(&["volume", "create", "--name", "data", "--size", "1"]);
+    let vol = v["id"].as_str().expect("id").to_string();
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "data", "size_gib": 1})),
+        409,
+        "name",
+    );
+    wait_volume(&cloud, "data", "available", |_, v| {
+        v["state"] == "available"
+    });
+    let file = cloud
+        .data_dir()
+        .join("pool/volumes")
+        .join(format!("{vol}.qcow2"));
+    assert!(file.exists());
+
+    // Attach to a running guest (through the CLI); the guest writes a pattern.
+    cloud.ok(&["volume", "attach", "data", "--instance", "g1"]);
+    wait_volume(&cloud, "data", "plugged into g1", |_, v| {
+        v["plugged_into"] == g1.as_str()
+    });
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes/data/attach",
+        Some(json!({"instance": "g2"})),
+        409,
+        "",
+    );
+    refused(&cloud, "DELETE", "/v1/volumes/data", None, 409, "");
+    refused(
+        &cloud,
+        "PATCH",
+        "/v1/volumes/data",
+        Some(json!({"size_gib": 0})),
+        422,
+        "size_gib",
+    );
+    let write = format!(
+        "{}; printf KUMO-PATTERN-42 > /tmp/p; dd if=/tmp/p of=/dev/$D bs=512 conv=sync; sync; echo WROTE",
+        find_dev(&vol)
+    );
+    let out = cloud.console_until("g1", &write, "the pattern written", |o| {
+        o.contains("\nWROTE") && !o.contains("DEV=\r") && !o.contains("DEV=\n")
+    });
+    assert!(out.contains("DEV=vd"), "{out}");
+
+    // Detach; attach to the second guest, which reads the pattern.
+    cloud.ok(&["volume", "detach", "data"]);
+    wait_volume(&cloud, "data", "unplugged", |_, v| {
+        v["state"] == "available" && v["plugged_into"].is_null()
+    });
+    ok(
+        &cloud,
+        "POST",
+        "/v1/volumes/data/attach",
+        Some(json!({"instance": "g2"})),
+    );
+    wait_volume(&cloud, "data", "plugged into g2", |_, v| {
+        v["plugged_into"] == g2.as_str()
+    });
+    let read = format!(
+        "{}; dd if=/dev/$D bs=15 count=1 2>/dev/null; echo",
+        find_dev(&vol)
+    );
+    cloud.console_until("g2", &read, "the pattern read on g2", |o| {
+        o.contains("\nKUMO-PATTERN-42")
+    });
+
+    // Grow online: the guest sees 2 GiB (in 512-byte sectors).
+    cloud.ok(&["volume", "resize", "data", "--size", "2"]);
+    wait_volume(&cloud, "data", "2 GiB", |_, v| v["size_bytes"] == 2 * GIB);
+    let size = format!("{}; cat /sys/block/$D/size", find_dev(&vol));
+    cloud.console_until("g2", &size, "the guest to see 2 GiB", |o| {
+        o.contains("\n4194304")
+    });
+
+    // Deleting the instance keeps the volume (not delete-on-termination) and its data.
+    cloud.ok(&["instance", "delete", "g2", "--wait"]);
+    let v = wait_volume(&cloud, "data", "detached by the deletion", |_, v| {
+        v["state"] == "available" && v["attachment"].is_null()
+    });
+    assert_eq!(v["size_gib"], 2);
+    assert!(file.exists());
+
+    // Attached to a stopped instance, it is there at the next boot.
+    cloud.ok(&["instance", "stop", "g1", "--wait"]);
+    ok(
+        &cloud,
+        "POST",
+        "/v1/volumes/data/attach",
+        Some(json!({"instance": "g1"})),
+    );
+    wait_volume(&cloud, "data", "in use by stopped g1", |_, v| {
+        v["state"] == "in_use"
+    });
+    cloud.ok(&["instance", "start", "g1", "--wait"]);
+    cloud.wait_console("g1", "KUMO-READY");
+    cloud.console_until("g1", &read, "the pattern read after a cold boot", |o| {
+        o.contains("\nKUMO-PATTERN-42")
+    });
+
+    // delete_on_termination: the volume goes with its instance; `data` is detached and stays.
+    ok(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "scratch", "size_gib": 1})),
+    );
+    wait_volume(&cloud, "scratch", "available", |_, v| {
+        v["state"] == "available"
+    });
+    ok(
+        &cloud,
+        "POST",
+        "/v1/volumes/scratch/attach",
+        Some(json!({"instance": "g1", "delete_on_termination": true})),
+    );
+    wait_volume(&cloud, "scratch", "plugged", |_, v| {
+        v["plugged_into"] == g1.as_str()
+    });
+    cloud.ok(&["instance", "delete", "g1", "--wait"]);
+    wait_volume(&cloud, "scratch", "deleted with g1", |s, _| s == 404);
+    wait_volume(&cloud, "data", "detached", |_, v| {
+        v["state"] == "available" && v["attachment"].is_null()
+    });
+
+    // Delete: the file goes, then the record.
+    let listed = cloud.json(&["volume", "list"]);
+    assert_eq!(listed["items"][0]["name"], "data", "{listed}");
+    cloud.ok(&["volume", "delete", "data"]);
+    wait_volume(&cloud, "data", "deleted", |s, _| s == 404);
+    assert!(!file.exists(), "volume file left behind");
+}
+
+/// With the agent as its own process, volume status and removal travel over the internal API.
+#[test]
+fn separate_agent_makes_reports_and_removes_volumes() {
+    let cloud = Cloud::start_split();
+    let v = ok(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "remote", "size_gib": 1})),
+    );
+    let id = v["id"].as_str().expect("id").to_string();
+    let v = wait_volume(&cloud, "remote", "available", |_, v| {
+        v["state"] == "available"
+    });
+    assert_eq!(v["size_bytes"], GIB);
+    let file = cloud
+        .data_dir()
+        .join("pool/volumes")
+        .join(format!("{id}.qcow2"));
+    assert!(file.exists());
+    ok(&cloud, "DELETE", "/v1/volumes/remote", None);
+    wait_volume(&cloud, "remote", "deleted", |s, _| s == 404);
+    assert!(!file.exists());
+}
