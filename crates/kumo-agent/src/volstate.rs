@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kumo_types::{DiskFormat, Error, Result, Volume, VolumeAssignment, VolumeState, VolumeStatus};
+use kumo_types::{
+    DiskFormat, Error, Result, Snapshot, SnapshotState, SnapshotStatus, Volume, VolumeAssignment,
+    VolumeState, VolumeStatus,
+};
 
 use crate::control::ControlPlane;
 use crate::runtime::RunningVm;
@@ -25,18 +28,29 @@ pub const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The file-level spec of a volume (pure).
 pub fn spec_of(pool: &DirPool, va: &VolumeAssignment) -> Result<VolumeSpec> {
-    let source = match (&va.volume.image_id, &va.image) {
-        (None, _) => VolumeSource::Blank,
-        (Some(_), Some(img)) => VolumeSource::Image {
+    let v = &va.volume;
+    let source = match (&v.image_id, &va.image, &v.snapshot_id, &va.snapshot_source) {
+        (Some(_), Some(img), _, _) => VolumeSource::Image {
             path: pool.image_disk(&img.id, img.format.unwrap_or(DiskFormat::Qcow2)),
             format: img.format.unwrap_or(DiskFormat::Qcow2),
         },
-        (Some(id), None) => {
+        (Some(id), None, _, _) => {
             return Err(Error::unavailable(format!(
                 "image {id} of volume {} is gone",
-                va.volume.id
+                v.id
             )));
         }
+        (None, _, Some(snap), Some(src)) => VolumeSource::Snapshot {
+            volume: pool.volume_path(src),
+            snapshot: snap.clone(),
+        },
+        (None, _, Some(snap), None) => {
+            return Err(Error::unavailable(format!(
+                "snapshot {snap} of volume {} is gone",
+                v.id
+            )));
+        }
+        (None, _, None, _) => VolumeSource::Blank,
     };
     Ok(VolumeSpec {
         id: va.volume.id.clone(),
@@ -62,6 +76,88 @@ pub fn disk_of(pool: &DirPool, v: &Volume) -> Option<DiskSpec> {
 #[derive(Default)]
 pub struct VolumeKeeper {
     reported: HashMap<String, VolumeStatus>,
+    snapshots: SnapshotReports,
+}
+
+/// The snapshot statuses last reported (to report changes only).
+#[derive(Default)]
+pub struct SnapshotReports(HashMap<String, SnapshotStatus>);
+
+impl SnapshotReports {
+    async fn report(&mut self, cp: &dyn ControlPlane, id: &str, st: SnapshotStatus) {
+        if self.0.get(id) != Some(&st) && cp.report_snapshot_status(id, st.clone()).await.is_ok() {
+            self.0.insert(id.to_string(), st);
+        }
+    }
+}
+
+fn snapshot_result(r: Result<()>) -> SnapshotStatus {
+    match r {
+        Ok(()) => SnapshotStatus {
+            state: SnapshotState::Completed,
+            message: None,
+        },
+        Err(e) => SnapshotStatus {
+            state: SnapshotState::Error,
+            message: Some(e.to_string()),
+        },
+    }
+}
+
+/// Take or delete the snapshots of a volume whose file no running VM has open (`qemu-img`).
+async fn sync_offline_snapshots(
+    cp: &dyn ControlPlane,
+    pool: &DirPool,
+    volume_id: &str,
+    snaps: &[Snapshot],
+    reports: &mut SnapshotReports,
+) {
+    for s in snaps {
+        if !s.deleting && reports.0.get(&s.id).map(|r| r.state) == Some(SnapshotState::Completed) {
+            continue;
+        }
+        let (p, vid, sid) = (pool.clone(), volume_id.to_string(), s.id.clone());
+        let deleting = s.deleting;
+        let r = tokio::task::spawn_blocking(move || {
+            if deleting {
+                p.delete_volume_snapshot(&vid, &sid)
+            } else {
+                p.snapshot_volume(&vid, &sid)
+            }
+        })
+        .await
+        .map_err(|e| Error::internal_with("snapshot task", e))
+        .and_then(|r| r);
+        if deleting {
+            if r.is_ok() && cp.snapshot_removed(&s.id).await.is_ok() {
+                reports.0.remove(&s.id);
+            }
+        } else {
+            reports.report(cp, &s.id, snapshot_result(r)).await;
+        }
+    }
+}
+
+/// Take or delete the snapshots of a volume plugged into a running VM (QMP).
+pub async fn sync_online_snapshots(
+    cp: &dyn ControlPlane,
+    vm: &RunningVm,
+    volume_id: &str,
+    snaps: &[Snapshot],
+    reports: &mut SnapshotReports,
+) {
+    for s in snaps.iter().filter(|s| s.volume_id == volume_id) {
+        if s.deleting {
+            if vm.delete_disk_snapshot(volume_id, &s.id).await.is_ok()
+                && cp.snapshot_removed(&s.id).await.is_ok()
+            {
+                reports.0.remove(&s.id);
+            }
+        } else if reports.0.get(&s.id).map(|r| r.state) != Some(SnapshotState::Completed) {
+            let r = vm.snapshot_disk(volume_id, &s.id).await;
+            reports.report(cp, &s.id, snapshot_result(r)).await;
+        }
+    }
 }
 
 impl VolumeKeeper {
@@ -81,6 +177,9 @@ impl VolumeKeeper {
                     self.reported.remove(&id);
                 }
                 continue;
+            }
+            if !va.in_running_instance && pool.volume_path(&id).exists() {
+                sync_offline_snapshots(cp, pool, &id, &va.snapshots, &mut self.snapshots).await;
             }
             let st = match self.ensure(pool, va).await {
                 Ok(None) => continue, // the worker reports it

@@ -105,6 +105,8 @@ struct Worker {
     attached: BTreeMap<u8, String>,
     /// The volume statuses this worker last reported.
     volumes_reported: std::collections::HashMap<String, kumo_types::VolumeStatus>,
+    /// The snapshot statuses this worker last reported.
+    snapshot_reports: crate::volstate::SnapshotReports,
 }
 
 /// What a turn asks of the wait that follows it.
@@ -153,6 +155,7 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
         failures: 0,
         retry_at: None,
         volumes_reported: Default::default(),
+        snapshot_reports: Default::default(),
     };
     loop {
         let a = rx.borrow_and_update().clone();
@@ -343,6 +346,18 @@ impl Worker {
             a.volumes.iter().filter(|v| !v.deleting).cloned().collect();
         let (statuses, failed) =
             crate::volstate::sync_plugged(&self.ctx.pool, &self.id, vm, &wanted).await;
+        for (id, st) in &statuses {
+            if st.plugged_into.is_some() {
+                crate::volstate::sync_online_snapshots(
+                    self.ctx.cp.as_ref(),
+                    vm,
+                    id,
+                    &a.snapshots,
+                    &mut self.snapshot_reports,
+                )
+                .await;
+            }
+        }
         for (id, st) in statuses {
             if self.volumes_reported.get(&id) != Some(&st)
                 && self

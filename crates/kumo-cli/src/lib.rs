@@ -86,6 +86,9 @@ pub enum Command {
     /// Volumes: block devices that live apart from instances (attach, detach, resize).
     #[command(subcommand)]
     Volume(cmd::volume::VolumeCmd),
+    /// Snapshots of volumes (clone one with `volume create --snapshot`).
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCmd),
     /// Recent events.
     Events(cmd::misc::EventsArgs),
 }
@@ -125,6 +128,7 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::SecurityGroup(c) => cmd::security_group::run(&client, &out, c).await,
         Command::FloatingIp(c) => cmd::floating_ip::run(&client, &out, c).await,
         Command::Volume(c) => cmd::volume::run(&client, &out, c).await,
+        Command::Snapshot(c) => cmd::snapshot::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
     }
 }

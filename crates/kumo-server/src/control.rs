@@ -8,13 +8,14 @@ use futures::stream::BoxStream;
 use kumo_agent::control::ControlPlane;
 use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result, VolumeStatus};
 
-use crate::app::{App, event, host, instance, volume};
+use crate::app::{App, event, host, instance, snapshot, volume};
 use crate::storeutil::{keys, store_err};
 
 /// The key prefixes whose changes alter what an agent must converge to.
-const ASSIGNMENT_PREFIXES: [&str; 9] = [
+const ASSIGNMENT_PREFIXES: [&str; 10] = [
     keys::INSTANCES,
     keys::VOLUMES,
+    keys::SNAPSHOTS,
     keys::NETWORKS,
     keys::SUBNETS,
     keys::PORTS,
@@ -66,6 +67,16 @@ impl ControlPlane for InProcess {
     }
     async fn volume_removed(&self, volume_id: &str) -> Result<()> {
         volume::finalize_delete(&self.app, volume_id).await
+    }
+    async fn report_snapshot_status(
+        &self,
+        snapshot_id: &str,
+        status: kumo_types::SnapshotStatus,
+    ) -> Result<()> {
+        snapshot::report_status(&self.app, snapshot_id, status).await
+    }
+    async fn snapshot_removed(&self, snapshot_id: &str) -> Result<()> {
+        snapshot::finalize_delete(&self.app, snapshot_id).await
     }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         event::record(&self.app, resource, kind, message).await

@@ -131,6 +131,14 @@ pub mod keys {
     pub fn volume_status(id: &str) -> String {
         format!("/volume-status/{id}")
     }
+    pub fn snapshot(id: &str) -> String {
+        format!("/snapshots/{id}")
+    }
+    pub fn snapshot_status(id: &str) -> String {
+        format!("/snapshot-status/{id}")
+    }
+    pub const SNAPSHOTS: &str = "/snapshots/";
+    pub const SNAPSHOT_STATUS: &str = "/snapshot-status/";
     pub const VOLUMES: &str = "/volumes/";
     pub const VOLUME_STATUS: &str = "/volume-status/";
     pub const INSTANCES: &str = "/instances/";

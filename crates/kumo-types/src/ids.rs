@@ -15,6 +15,7 @@ pub const SG_RULE: &str = "sgr";
 pub const FLOATING_IP: &str = "eipalloc";
 pub const EVENT: &str = "ev";
 pub const VOLUME: &str = "vol";
+pub const SNAPSHOT: &str = "snap";
 
 /// A fresh random ID with the given prefix.
 pub fn new_id(prefix: &str) -> String {

@@ -486,6 +486,9 @@ pub struct Assignment {
     /// Volumes attached to it (desired), with their slots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::Volume>,
+    /// Snapshots of those volumes (the worker takes and deletes them while the VM runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<crate::Snapshot>,
 }
 
 /// A host's full set of assignments at a store revision.

@@ -32,6 +32,9 @@ pub struct Volume {
     /// Image the volume was made from (a copy-on-write overlay on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// Snapshot the volume was cloned from (an independent copy of its data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
     /// Host whose pool holds the volume.
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +122,9 @@ pub struct CreateVolumeRequest {
     /// A disk image (ID or name) to start from.
     #[serde(default)]
     pub image: Option<String>,
+    /// A completed snapshot (ID or name) to clone; the volume is an independent copy of its data.
+    #[serde(default)]
+    pub snapshot: Option<String>,
     /// Storage pool (only `local` so far).
     #[serde(default)]
     pub pool: Option<String>,
@@ -146,10 +152,82 @@ pub struct UpdateVolumeRequest {
     pub size_gib: Option<u64>,
 }
 
+/// A point-in-time copy of a volume, kept inside the volume's file (a qcow2 internal snapshot named
+/// by the snapshot's ID). Key layout: `/snapshots/<id>`, `/snapshot-status/<id>`,
+/// `/names/snapshot/<project>/<name>`. A volume with snapshots cannot be deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Snapshot {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub volume_id: String,
+    /// The volume's size when the snapshot was requested.
+    pub size_gib: u64,
+    #[serde(default)]
+    pub deleting: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotState {
+    #[default]
+    Pending,
+    Completed,
+    Deleting,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+pub struct SnapshotStatus {
+    pub state: SnapshotState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct SnapshotView {
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+    pub state: SnapshotState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+}
+
+impl SnapshotView {
+    pub fn new(s: &Snapshot, st: Option<&SnapshotStatus>) -> SnapshotView {
+        let st = st.cloned().unwrap_or_default();
+        SnapshotView {
+            snapshot: s.clone(),
+            state: if s.deleting {
+                SnapshotState::Deleting
+            } else {
+                st.state
+            },
+            status_message: st.message,
+        }
+    }
+}
+
+/// Body of `POST /v1/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshotRequest {
+    pub name: String,
+    /// Volume ID or name.
+    pub volume: String,
+}
+
 /// A volume as its host's agent must keep it, resolved by the control plane.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VolumeAssignment {
     pub volume: Volume,
+    /// Its snapshots (taken or to take, and those being deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<Snapshot>,
+    /// For a clone: the volume whose file holds the snapshot (`volume.snapshot_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_source: Option<String>,
     /// The stored image it is an overlay on (`image_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<crate::Image>,

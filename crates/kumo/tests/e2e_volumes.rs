@@ -292,3 +292,93 @@ fn separate_agent_makes_reports_and_removes_volumes() {
     wait_volume(&cloud, "remote", "deleted", |s, _| s == 404);
     assert!(!file.exists());
 }
+
+/// Snapshot a volume while its guest runs, write more, clone the snapshot: the clone shows the old
+/// data only; the volume cannot go while it has snapshots; the clone outlives the snapshot.
+#[test]
+fn online_snapshot_then_clone_shows_the_old_data_only() {
+    let cloud = Cloud::start();
+    cloud.import_tiny();
+    run_guest(&cloud, "g");
+    let v = cloud.json(&["volume", "create", "--name", "src", "--size", "1"]);
+    let src = v["id"].as_str().expect("id").to_string();
+    wait_volume(&cloud, "src", "available", |_, v| v["state"] == "available");
+    cloud.ok(&["volume", "attach", "src", "--instance", "g"]);
+    wait_volume(&cloud, "src", "plugged", |_, v| {
+        v["state"] == "in_use" && !v["plugged_into"].is_null()
+    });
+    let write = |text: &str| {
+        format!(
+            "{}; printf {text} > /tmp/p; dd if=/tmp/p of=/dev/$D bs=512 conv=sync; sync; echo WROTE",
+            find_dev(&src)
+        )
+    };
+    cloud.console_until("g", &write("KUMO-OLD-DATA-1"), "old data", |o| {
+        o.contains("\nWROTE")
+    });
+
+    cloud.ok(&["snapshot", "create", "--name", "s1", "--volume", "src"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = cloud.json(&["snapshot", "show", "s1"]);
+        if s["state"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "snapshot not completed: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cloud.console_until("g", &write("KUMO-NEW-DATA-2"), "new data", |o| {
+        o.contains("\nWROTE")
+    });
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "c", "snapshot": "s1", "size_gib": 0})),
+        422,
+        "size_gib",
+    );
+
+    let c = cloud.json(&["volume", "create", "--name", "clone", "--snapshot", "s1"]);
+    let clone = c["id"].as_str().expect("id").to_string();
+    assert_eq!(c["size_gib"], 1);
+    wait_volume(&cloud, "clone", "available", |_, v| {
+        v["state"] == "available"
+    });
+    cloud.ok(&["volume", "attach", "clone", "--instance", "g"]);
+    wait_volume(&cloud, "clone", "plugged", |_, v| {
+        !v["plugged_into"].is_null()
+    });
+    let read = |vol: &str| {
+        format!(
+            "{}; dd if=/dev/$D bs=15 count=1 2>/dev/null; echo",
+            find_dev(vol)
+        )
+    };
+    cloud.console_until("g", &read(&clone), "old data in the clone", |o| {
+        o.contains("\nKUMO-OLD-DATA-1")
+    });
+    let out = cloud.console_run("g", &read(&src));
+    assert!(
+        out.contains("\nKUMO-NEW-DATA-2"),
+        "the source keeps its new data:\n{out}"
+    );
+
+    // A volume with snapshots cannot be deleted; the snapshot can, and the clone is unaffected.
+    cloud.ok(&["volume", "detach", "src"]);
+    wait_volume(&cloud, "src", "detached", |_, v| v["state"] == "available");
+    refused(&cloud, "DELETE", "/v1/volumes/src", None, 409, "");
+    cloud.ok(&["snapshot", "delete", "s1"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(&cloud, "GET", "/v1/snapshots/s1", None).0 != 404 {
+        assert!(Instant::now() < deadline, "snapshot not deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&cloud, "DELETE", "/v1/volumes/src", None);
+    wait_volume(&cloud, "src", "deleted", |s, _| s == 404);
+    let out = cloud.console_run("g", &read(&clone));
+    assert!(
+        out.contains("\nKUMO-OLD-DATA-1"),
+        "the clone outlives its source:\n{out}"
+    );
+}

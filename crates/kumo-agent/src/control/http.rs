@@ -169,6 +169,18 @@ impl ControlPlane for HttpControlPlane {
         self.post_unit::<()>(&format!("/volumes/{volume_id}/removed"), None)
             .await
     }
+    async fn report_snapshot_status(
+        &self,
+        snapshot_id: &str,
+        status: kumo_types::SnapshotStatus,
+    ) -> Result<()> {
+        self.post_unit(&format!("/snapshots/{snapshot_id}/status"), Some(&status))
+            .await
+    }
+    async fn snapshot_removed(&self, snapshot_id: &str) -> Result<()> {
+        self.post_unit::<()>(&format!("/snapshots/{snapshot_id}/removed"), None)
+            .await
+    }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         let body = EventBody {
             resource: resource.into(),

@@ -30,6 +30,14 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn report_volume_status(&self, volume_id: &str, status: VolumeStatus) -> Result<()>;
     /// The agent removed a deleting volume's file; the control plane may forget the volume.
     async fn volume_removed(&self, volume_id: &str) -> Result<()>;
+    /// Record the observed status of a snapshot of a volume on this host.
+    async fn report_snapshot_status(
+        &self,
+        snapshot_id: &str,
+        status: kumo_types::SnapshotStatus,
+    ) -> Result<()>;
+    /// The agent removed a deleting snapshot from its volume's file.
+    async fn snapshot_removed(&self, snapshot_id: &str) -> Result<()>;
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
 }

@@ -432,6 +432,23 @@ impl RunningVm {
         }
     }
 
+    /// Delete internal snapshot `name` of a disk while the VM runs (no-op if it is gone).
+    pub async fn delete_disk_snapshot(&self, disk_id: &str, name: &str) -> Result<(), Error> {
+        let args = serde_json::json!({
+            "device": crate::runtime::qemu::drive_node(disk_id), "name": name,
+        });
+        match self
+            .qmp
+            .execute("blockdev-snapshot-delete-internal-sync", Some(args))
+            .await
+        {
+            Err(e) if !e.to_string().contains("not found") && !e.to_string().contains("find") => {
+                Err(e.into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Virtual sizes of the disks QEMU has open, by disk ID (from `query-named-block-nodes`).
     pub async fn disk_sizes(&self) -> Result<std::collections::BTreeMap<String, u64>, Error> {
         let v = self.qmp.execute("query-named-block-nodes", None).await?;

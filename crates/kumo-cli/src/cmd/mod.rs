@@ -8,4 +8,5 @@ pub mod misc;
 pub mod network;
 pub mod router;
 pub mod security_group;
+pub mod snapshot;
 pub mod volume;

@@ -13,7 +13,7 @@ use crate::render::{Output, storage};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum VolumeCmd {
-    /// Create a volume (empty, or a copy-on-write overlay on a disk image).
+    /// Create a volume (empty, a copy-on-write overlay on a disk image, or a clone of a snapshot).
     Create(VolumeCreateArgs),
     /// List volumes.
     List,
@@ -38,8 +38,11 @@ pub struct VolumeCreateArgs {
     #[arg(long, value_name = "GIB")]
     pub size: Option<u64>,
     /// Disk image ID or name to start from.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "snapshot")]
     pub image: Option<String>,
+    /// A completed snapshot (ID or name) to clone.
+    #[arg(long)]
+    pub snapshot: Option<String>,
     /// Storage pool (only `local` so far).
     #[arg(long)]
     pub pool: Option<String>,
@@ -75,6 +78,7 @@ pub fn create_request(a: &VolumeCreateArgs) -> CreateVolumeRequest {
         name: a.name.clone(),
         size_gib: a.size,
         image: a.image.clone(),
+        snapshot: a.snapshot.clone(),
         pool: a.pool.clone(),
         host: a.host.clone(),
     }

@@ -59,9 +59,38 @@ pub fn volume_detail(v: &VolumeView) -> Table {
         ("size", size(v)),
         ("pool", vol.pool.clone()),
         ("image", opt(&vol.image_id)),
+        ("snapshot", opt(&vol.snapshot_id)),
         ("host", vol.host.clone()),
         ("attached to", attached),
         ("plugged into", opt(&v.plugged_into)),
         ("created", vol.created_at.clone()),
+    ])
+}
+
+pub fn snapshots_table(items: &[kumo_types::SnapshotView]) -> Table {
+    let mut t = table(&["NAME", "ID", "VOLUME", "SIZE (GiB)", "STATE", "CREATED"]);
+    for s in items {
+        t.add_row(vec![
+            s.snapshot.name.clone(),
+            s.snapshot.id.clone(),
+            s.snapshot.volume_id.clone(),
+            s.snapshot.size_gib.to_string(),
+            wire(&s.state),
+            s.snapshot.created_at.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn snapshot_detail(s: &kumo_types::SnapshotView) -> Table {
+    detail(vec![
+        ("name", s.snapshot.name.clone()),
+        ("id", s.snapshot.id.clone()),
+        ("project", s.snapshot.project.clone()),
+        ("volume", s.snapshot.volume_id.clone()),
+        ("size", format!("{} GiB", s.snapshot.size_gib)),
+        ("state", wire(&s.state)),
+        ("status message", opt(&s.status_message)),
+        ("created", s.snapshot.created_at.clone()),
     ])
 }

@@ -31,6 +31,7 @@ fn volume_view(state: VolumeState, attachment: Option<VolumeAttachment>) -> Volu
             size_gib: 10,
             pool: "local".into(),
             image_id: Some("ami-9".into()),
+            snapshot_id: None,
             host: "host-a".into(),
             attachment,
             deleting: false,
@@ -78,7 +79,8 @@ fn create_with_every_option() {
     assert_eq!(
         body,
         serde_json::json!({
-            "name": "data", "size_gib": 20, "image": "debian", "pool": "local", "host": "host-a"
+            "name": "data", "size_gib": 20, "image": "debian", "pool": "local", "host": "host-a",
+            "snapshot": null
         })
     );
 }
@@ -303,4 +305,43 @@ fn volume_json_is_printed_verbatim() {
         raw_items: vec![serde_json::value::RawValue::from_string(raw.into()).expect("raw")],
     };
     assert_eq!(l.raw(), format!(r#"{{"items":[{raw}]}}"#));
+}
+
+#[test]
+fn snapshot_commands_and_clone_parse() {
+    use crate::cmd::snapshot::{self, SnapshotCmd};
+    let cli = parse(&["snapshot", "create", "--name", "s1", "--volume", "data"]).expect("parses");
+    let Command::Snapshot(SnapshotCmd::Create(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    let body = serde_json::to_value(snapshot::create_request(&a)).expect("json");
+    assert_eq!(body, serde_json::json!({"name": "s1", "volume": "data"}));
+    assert!(parse(&["snapshot", "create", "--name", "s1"]).is_err());
+    for cmd in [
+        &["snapshot", "list"][..],
+        &["snapshot", "show", "s1"],
+        &["snapshot", "delete", "s1"],
+    ] {
+        parse(cmd).expect("parses");
+    }
+    let cli = parse(&["volume", "create", "--name", "c", "--snapshot", "s1"]).expect("parses");
+    let Command::Volume(crate::cmd::volume::VolumeCmd::Create(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    let body = crate::cmd::volume::create_request(&a);
+    assert_eq!(body.snapshot.as_deref(), Some("s1"));
+    assert!(
+        parse(&[
+            "volume",
+            "create",
+            "--name",
+            "c",
+            "--snapshot",
+            "s1",
+            "--image",
+            "i"
+        ])
+        .is_err(),
+        "image and snapshot conflict"
+    );
 }

@@ -37,6 +37,8 @@ pub fn router(app: App) -> Router<App> {
         .route("/instances/{id}/removed", post(removed))
         .route("/volumes/{id}/status", post(volume_status))
         .route("/volumes/{id}/removed", post(volume_removed))
+        .route("/snapshots/{id}/status", post(snapshot_status))
+        .route("/snapshots/{id}/removed", post(snapshot_removed))
         .route("/events", post(event))
         .route_layer(middleware::from_fn_with_state(
             app,
@@ -106,6 +108,20 @@ async fn volume_status(
 
 async fn volume_removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     cp(app).volume_removed(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn snapshot_status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(st): ApiJson<kumo_types::SnapshotStatus>,
+) -> ApiResult<StatusCode> {
+    cp(app).report_snapshot_status(&id, st).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn snapshot_removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    cp(app).snapshot_removed(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

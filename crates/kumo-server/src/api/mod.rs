@@ -70,6 +70,10 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         volume::delete_volume,
         volume::attach_volume,
         volume::detach_volume,
+        volume::list_snapshots,
+        volume::create_snapshot,
+        volume::get_snapshot,
+        volume::delete_snapshot,
         network::delete_port,
         network::list_routers,
         network::create_router,
@@ -231,6 +235,14 @@ pub fn router(app: App) -> Router {
         )
         .route("/volumes/{id}/attach", post(volume::attach_volume))
         .route("/volumes/{id}/detach", post(volume::detach_volume))
+        .route(
+            "/snapshots",
+            get(volume::list_snapshots).post(volume::create_snapshot),
+        )
+        .route(
+            "/snapshots/{id}",
+            get(volume::get_snapshot).delete(volume::delete_snapshot),
+        )
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             crate::auth::require_token,

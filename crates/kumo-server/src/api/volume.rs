@@ -4,12 +4,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kumo_types::{
-    AttachVolumeRequest, CreateVolumeRequest, ErrorBody, Page, UpdateVolumeRequest, VolumeView,
+    AttachVolumeRequest, CreateSnapshotRequest, CreateVolumeRequest, ErrorBody, Page, SnapshotView,
+    UpdateVolumeRequest, VolumeView,
 };
 
 use super::extract::{ApiJson, ApiQuery};
 use super::instance::ListQuery;
-use crate::app::{App, volume};
+use crate::app::{App, snapshot, volume};
 use crate::error::ApiResult;
 
 #[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = Page<VolumeView>)))]
@@ -86,4 +87,47 @@ pub async fn detach_volume(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
     Ok((StatusCode::ACCEPTED, Json(volume::detach(&app, &id).await?)))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots", params(ListQuery), responses((status = 200, body = Page<SnapshotView>)))]
+pub async fn list_snapshots(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<SnapshotView>>> {
+    Ok(Json(
+        snapshot::list(&app, q.limit, q.next_token.as_deref()).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/snapshots", request_body = CreateSnapshotRequest, responses(
+    (status = 202, body = SnapshotView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_snapshot(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<CreateSnapshotRequest>,
+) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(snapshot::create(&app, req).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = SnapshotView), (status = 404, body = ErrorBody)))]
+pub async fn get_snapshot(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SnapshotView>> {
+    Ok(Json(snapshot::get(&app, &id).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/snapshots/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 202, body = SnapshotView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_snapshot(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(snapshot::delete(&app, &id).await?),
+    ))
 }

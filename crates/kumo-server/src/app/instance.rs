@@ -711,6 +711,7 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
         };
         let st = status(app, &inst.id).await?;
         let volumes = super::volume::attached_to(app, &inst.id).await?;
+        let snapshots = super::volume::snapshots_of(app, &volumes).await?;
         out.push(Assignment {
             instance: inst,
             image,
@@ -718,33 +719,17 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
             key_pair,
             status: st,
             volumes,
+            snapshots,
         });
     }
     // Volumes whose files live here; the worker of a running instance owns its attached ones' online
     // changes.
-    let mut volumes = Vec::new();
-    for v in list_json::<kumo_types::Volume>(app.kv(), keys::VOLUMES)
-        .await?
-        .into_iter()
-        .filter(|v| v.host == host_id)
-    {
-        let image = match &v.image_id {
-            Some(i) => image::get(app, i).await.ok(),
-            None => None,
-        };
-        let in_running_instance = v.attachment.as_ref().is_some_and(|a| {
-            out.iter().any(|x| {
-                x.instance.id == a.instance_id
-                    && !x.instance.deleting
-                    && x.instance.desired_state == DesiredState::Running
-            })
-        });
-        volumes.push(kumo_types::VolumeAssignment {
-            volume: v,
-            image,
-            in_running_instance,
-        });
-    }
+    let running: HashSet<String> = out
+        .iter()
+        .filter(|x| !x.instance.deleting && x.instance.desired_state == DesiredState::Running)
+        .map(|x| x.instance.id.clone())
+        .collect();
+    let volumes = super::volume::assignments(app, host_id, &running).await?;
     Ok(AssignmentSnapshot {
         revision,
         assignments: out,

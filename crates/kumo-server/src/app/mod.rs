@@ -14,6 +14,7 @@ pub mod network;
 pub mod port;
 pub mod router;
 pub mod security_group;
+pub mod snapshot;
 pub mod volume;
 
 use std::path::PathBuf;

@@ -42,13 +42,25 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
         }
         None => None,
     };
-    let min_gib = image
-        .as_ref()
-        .map_or(1, |i| i.virtual_size_bytes.div_ceil(GIB).max(1));
-    let size_gib = match (req.size_gib, &image) {
+    if req.image.is_some() && req.snapshot.is_some() {
+        return Err(Error::invalid(
+            "snapshot",
+            "give `image` or `snapshot`, not both",
+        ));
+    }
+    let snapshot = match &req.snapshot {
+        Some(r) => Some(super::snapshot::usable(app, r).await?),
+        None => None,
+    };
+    let min_gib = match (&image, &snapshot) {
+        (Some(i), _) => i.virtual_size_bytes.div_ceil(GIB).max(1),
+        (_, Some((s, _))) => s.size_gib,
+        _ => 1,
+    };
+    let size_gib = match (req.size_gib, image.is_some() || snapshot.is_some()) {
         (Some(s), _) => s,
-        (None, Some(_)) => min_gib,
-        (None, None) => {
+        (None, true) => min_gib,
+        (None, false) => {
             return Err(Error::invalid(
                 "size_gib",
                 "required for a blank volume (1 to 65536)",
@@ -62,16 +74,23 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
         ));
     }
     if size_gib < min_gib {
+        let what = if snapshot.is_some() {
+            "snapshot"
+        } else {
+            "image"
+        };
         return Err(Error::invalid(
             "size_gib",
-            format!("{size_gib} GiB is smaller than the image's {min_gib} GiB"),
+            format!("{size_gib} GiB is smaller than the {what}'s {min_gib} GiB"),
         ));
     }
-    let host = match &req.host {
-        Some(h) => host::get(app, h)
+    let host = match (&req.host, &snapshot) {
+        // A clone is made from the source volume's file: on its host.
+        (_, Some((_, host))) => host::get(app, host).await?,
+        (Some(h), None) => host::get(app, h)
             .await
             .map_err(|_| Error::invalid("host", format!("no host `{h}`")))?,
-        None => host::list(app)
+        (None, None) => host::list(app)
             .await?
             .items
             .into_iter()
@@ -88,6 +107,7 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
         size_gib,
         pool,
         image_id: image.map(|i| i.id),
+        snapshot_id: snapshot.map(|(s, _)| s.id),
         host: host.id,
         attachment: None,
         deleting: false,
@@ -314,6 +334,20 @@ pub async fn detach(app: &App, id_or_name: &str) -> Result<VolumeView> {
 
 /// Mark a volume for deletion (its host's agent removes the file, then the record goes).
 pub async fn delete(app: &App, id_or_name: &str) -> Result<VolumeView> {
+    let (found, _) = find(app, id_or_name).await?;
+    let snaps: Vec<String> = list_json::<kumo_types::Snapshot>(app.kv(), keys::SNAPSHOTS)
+        .await?
+        .into_iter()
+        .filter(|s| s.volume_id == found.id)
+        .map(|s| s.name)
+        .collect();
+    if !snaps.is_empty() {
+        return Err(Error::conflict(format!(
+            "volume `{}` has snapshots ({}); they live in its file: delete them first",
+            found.name,
+            snaps.join(", ")
+        )));
+    }
     let v = update(app, id_or_name, |v| {
         if let Some(a) = &v.attachment {
             return Err(Error::conflict(format!(
@@ -379,6 +413,18 @@ pub async fn attached_to(app: &App, instance_id: &str) -> Result<Vec<Volume>> {
     Ok(v)
 }
 
+/// The snapshots of `volumes`.
+pub async fn snapshots_of(app: &App, volumes: &[Volume]) -> Result<Vec<kumo_types::Snapshot>> {
+    if volumes.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(list_json::<kumo_types::Snapshot>(app.kv(), keys::SNAPSHOTS)
+        .await?
+        .into_iter()
+        .filter(|s| volumes.iter().any(|v| v.id == s.volume_id))
+        .collect())
+}
+
 /// What deleting `inst` does to its volumes, as compares and ops for the instance's final
 /// transaction: `delete_on_termination` volumes are marked for deletion, the others detached.
 pub async fn release_for(app: &App, inst: &Instance) -> Result<(Vec<Compare>, Vec<Op>)> {
@@ -396,6 +442,49 @@ pub async fn release_for(app: &App, inst: &Instance) -> Result<(Vec<Compare>, Ve
         ops.push(Op::put(&kv.key, encode(&v)?));
     }
     Ok((compare, ops))
+}
+
+/// The volumes whose files live on `host_id`, resolved for its agent; `running` are the instances
+/// that should be running there.
+pub async fn assignments(
+    app: &App,
+    host_id: &str,
+    running: &std::collections::HashSet<String>,
+) -> Result<Vec<kumo_types::VolumeAssignment>> {
+    let snaps: Vec<kumo_types::Snapshot> = list_json(app.kv(), keys::SNAPSHOTS).await?;
+    let mut out = Vec::new();
+    for v in list_json::<Volume>(app.kv(), keys::VOLUMES)
+        .await?
+        .into_iter()
+        .filter(|v| v.host == host_id)
+    {
+        let image = match &v.image_id {
+            Some(i) => image::get(app, i).await.ok(),
+            None => None,
+        };
+        let snapshot_source = v
+            .snapshot_id
+            .as_ref()
+            .and_then(|s| snaps.iter().find(|x| &x.id == s))
+            .map(|s| s.volume_id.clone());
+        let in_running_instance = v
+            .attachment
+            .as_ref()
+            .is_some_and(|a| running.contains(&a.instance_id));
+        let snapshots = snaps
+            .iter()
+            .filter(|s| s.volume_id == v.id)
+            .cloned()
+            .collect();
+        out.push(kumo_types::VolumeAssignment {
+            volume: v,
+            snapshots,
+            snapshot_source,
+            image,
+            in_running_instance,
+        });
+    }
+    Ok(out)
 }
 
 /// Image IDs that volumes are overlays on (an image in use by a volume cannot be deleted).

@@ -1,0 +1,217 @@
+//! Snapshots of volumes: qcow2 internal snapshots inside the volume's file, taken and deleted by the
+//! agent of the volume's host (the worker of a running instance does it over QMP). A clone (a volume
+//! created from a snapshot) is an independent copy, so snapshots can go while clones live; a volume
+//! cannot go while it has snapshots.
+
+use kumo_store::{Compare, Op};
+use kumo_types::{
+    CreateSnapshotRequest, DEFAULT_PROJECT, Error, Page, Result, Snapshot, SnapshotState,
+    SnapshotStatus, SnapshotView, Volume, ids, now_rfc3339,
+};
+
+use super::{App, volume};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
+
+const KIND: &str = "snapshots";
+
+pub async fn create(app: &App, req: CreateSnapshotRequest) -> Result<SnapshotView> {
+    kumo_types::validate::name("name", &req.name)?;
+    let (v, vrev) = volume::find(app, &req.volume)
+        .await
+        .map_err(|_| Error::invalid("volume", format!("no volume `{}`", req.volume)))?;
+    if v.deleting {
+        return Err(Error::conflict(format!(
+            "volume `{}` is being deleted",
+            v.name
+        )));
+    }
+    let s = Snapshot {
+        id: ids::new_id(ids::SNAPSHOT),
+        name: req.name.clone(),
+        project: DEFAULT_PROJECT.into(),
+        volume_id: v.id.clone(),
+        size_gib: v.size_gib,
+        deleting: false,
+        created_at: now_rfc3339(),
+    };
+    let name_key = keys::name(KIND, &s.project, &s.name);
+    let compare = vec![
+        Compare::absent(&name_key),
+        // The volume did not change meanwhile (not deleted, same size).
+        Compare::mod_revision(keys::volume(&v.id), vrev),
+    ];
+    let ops = vec![
+        Op::put(keys::snapshot(&s.id), encode(&s)?),
+        Op::put(
+            keys::snapshot_status(&s.id),
+            encode(&SnapshotStatus::default())?,
+        ),
+        Op::put(&name_key, s.id.clone()),
+    ];
+    if !commit(app.kv(), compare, ops).await? {
+        if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
+            return Err(Error::conflict_field(
+                "name",
+                format!("a snapshot named `{}` already exists", s.name),
+            ));
+        }
+        return Err(Error::conflict(format!(
+            "volume `{}` changed concurrently; retry",
+            v.name
+        )));
+    }
+    super::event::record(
+        app,
+        &s.id,
+        "snapshot.requested",
+        &format!("of volume `{}`", v.name),
+    )
+    .await?;
+    Ok(SnapshotView::new(&s, None))
+}
+
+/// A snapshot by ID or name, with its mod revision.
+pub async fn find(app: &App, id_or_name: &str) -> Result<(Snapshot, i64)> {
+    let id = if ids::is_id(ids::SNAPSHOT, id_or_name) {
+        id_or_name.to_string()
+    } else {
+        match app
+            .kv()
+            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
+            .await
+            .map_err(store_err)?
+        {
+            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
+            None => return Err(Error::not_found("snapshot", id_or_name)),
+        }
+    };
+    get_json(app.kv(), &keys::snapshot(&id))
+        .await?
+        .ok_or_else(|| Error::not_found("snapshot", id_or_name))
+}
+
+async fn status(app: &App, id: &str) -> Result<Option<SnapshotStatus>> {
+    Ok(get_json(app.kv(), &keys::snapshot_status(id))
+        .await?
+        .map(|(s, _)| s))
+}
+
+pub async fn get(app: &App, id_or_name: &str) -> Result<SnapshotView> {
+    let (s, _) = find(app, id_or_name).await?;
+    let st = status(app, &s.id).await?;
+    Ok(SnapshotView::new(&s, st.as_ref()))
+}
+
+/// A completed snapshot to clone from, with the host of its volume (field `snapshot` on errors).
+pub async fn usable(app: &App, id_or_name: &str) -> Result<(Snapshot, String)> {
+    let (s, _) = find(app, id_or_name)
+        .await
+        .map_err(|_| Error::invalid("snapshot", format!("no snapshot `{id_or_name}`")))?;
+    let st = status(app, &s.id).await?.unwrap_or_default();
+    if s.deleting || st.state != SnapshotState::Completed {
+        return Err(Error::conflict_field(
+            "snapshot",
+            format!("snapshot `{}` is not completed", s.name),
+        ));
+    }
+    let (v, _): (Volume, i64) = get_json(app.kv(), &keys::volume(&s.volume_id))
+        .await?
+        .ok_or_else(|| Error::internal("snapshot without its volume"))?;
+    Ok((s, v.host))
+}
+
+pub async fn list(
+    app: &App,
+    limit: Option<usize>,
+    next_token: Option<&str>,
+) -> Result<Page<SnapshotView>> {
+    let snaps: Vec<Snapshot> = list_json(app.kv(), keys::SNAPSHOTS).await?;
+    let statuses: std::collections::HashMap<String, SnapshotStatus> =
+        list_raw(app.kv(), keys::SNAPSHOT_STATUS)
+            .await?
+            .iter()
+            .filter_map(|kv| {
+                let id = kv.key.rsplit('/').next()?.to_string();
+                serde_json::from_slice(&kv.value).ok().map(|s| (id, s))
+            })
+            .collect();
+    let mut views: Vec<SnapshotView> = snaps
+        .iter()
+        .map(|s| SnapshotView::new(s, statuses.get(&s.id)))
+        .collect();
+    views.sort_by(|a, b| a.snapshot.name.cmp(&b.snapshot.name));
+    super::paginate(views, |v| v.snapshot.name.clone(), limit, next_token)
+}
+
+/// Mark a snapshot for deletion; the agent removes it from the volume's file, then the record goes.
+pub async fn delete(app: &App, id_or_name: &str) -> Result<SnapshotView> {
+    let (mut s, rev) = find(app, id_or_name).await?;
+    let cloning: Vec<String> = list_json::<Volume>(app.kv(), keys::VOLUMES)
+        .await?
+        .into_iter()
+        .filter(|v| v.snapshot_id.as_deref() == Some(s.id.as_str()))
+        .map(|v| v.id)
+        .collect();
+    for v in &cloning {
+        let st = volume::status(app, v).await?.unwrap_or_default();
+        if st.state == kumo_types::VolumeState::Creating {
+            return Err(Error::conflict(format!(
+                "volume {v} is still being cloned from snapshot `{}`",
+                s.name
+            )));
+        }
+    }
+    s.deleting = true;
+    let key = keys::snapshot(&s.id);
+    if !commit(
+        app.kv(),
+        vec![Compare::mod_revision(&key, rev)],
+        vec![Op::put(&key, encode(&s)?)],
+    )
+    .await?
+    {
+        return Err(Error::conflict(format!(
+            "snapshot `{}` changed concurrently; retry",
+            s.name
+        )));
+    }
+    super::event::record(app, &s.id, "snapshot.delete_requested", "").await?;
+    let st = status(app, &s.id).await?;
+    Ok(SnapshotView::new(&s, st.as_ref()))
+}
+
+pub async fn report_status(app: &App, id: &str, st: SnapshotStatus) -> Result<()> {
+    if get_json::<Snapshot>(app.kv(), &keys::snapshot(id))
+        .await?
+        .is_none()
+    {
+        return Err(Error::not_found("snapshot", id));
+    }
+    app.kv()
+        .put(&keys::snapshot_status(id), encode(&st)?)
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}
+
+/// The agent removed a deleting snapshot from its volume's file: drop the record.
+pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
+    let Some((s, rev)) = get_json::<Snapshot>(app.kv(), &keys::snapshot(id)).await? else {
+        return Ok(());
+    };
+    if !s.deleting {
+        return Err(Error::conflict(format!(
+            "snapshot {id} is not being deleted"
+        )));
+    }
+    let key = keys::snapshot(id);
+    let ops = vec![
+        Op::delete(&key),
+        Op::delete(keys::snapshot_status(id)),
+        Op::delete(keys::name(KIND, &s.project, &s.name)),
+    ];
+    if commit(app.kv(), vec![Compare::mod_revision(&key, rev)], ops).await? {
+        super::event::record(app, id, "snapshot.deleted", &s.name).await?;
+    }
+    Ok(())
+}
