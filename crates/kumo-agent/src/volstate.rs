@@ -193,6 +193,12 @@ impl VolumeKeeper {
                     size_bytes: size,
                     plugged_into: None,
                 },
+                // Still open by a VM that is letting go of it: in use until then.
+                Err(e) if e.code() == "conflict" => VolumeStatus {
+                    state: VolumeState::InUse,
+                    message: Some(e.to_string()),
+                    ..Default::default()
+                },
                 Err(e) => VolumeStatus {
                     state: VolumeState::Error,
                     message: Some(e.to_string()),
@@ -220,6 +226,12 @@ impl VolumeKeeper {
                     p.ensure_volume(&spec)?;
                 }
                 return Ok(None);
+            }
+            // Detached but still open in a VM (the guest has not released it yet): not available.
+            if p.volume_path(&spec.id).exists() && p.volume_locked(&spec.id)? {
+                return Err(Error::conflict(
+                    "still open by a running VM: waiting for the guest to release it",
+                ));
             }
             p.ensure_volume(&spec)?;
             p.volume_size(&spec.id)

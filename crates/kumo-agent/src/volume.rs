@@ -190,6 +190,16 @@ impl DirPool {
         Ok(())
     }
 
+    /// Whether a process (a QEMU) holds volume `id`'s file open for writing: `qemu-img info` without
+    /// `-U` then fails to take its shared lock.
+    pub fn volume_locked(&self, id: &str) -> Result<bool> {
+        let out = Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(self.volume_path(id))
+            .output()?;
+        Ok(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("lock"))
+    }
+
     /// Take internal snapshot `name` of detached volume `id` (no-op if it exists).
     pub fn snapshot_volume(&self, id: &str, name: &str) -> Result<()> {
         let path = self.volume_path(id);

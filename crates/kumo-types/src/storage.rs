@@ -2,7 +2,7 @@
 //!
 //! Key layout: `/volumes/<id>` (desired: [`Volume`], written by the API), `/volume-status/<id>`
 //! (observed: [`VolumeStatus`], written by the agent of the volume's host),
-//! `/names/volume/<project>/<name>`.
+//! `/names/volumes/<project>/<name>`.
 //!
 //! Invariants:
 //! - A volume of the `local` pool lives on one host (`host`): its file is there, and it attaches only
@@ -154,7 +154,7 @@ pub struct UpdateVolumeRequest {
 
 /// A point-in-time copy of a volume, kept inside the volume's file (a qcow2 internal snapshot named
 /// by the snapshot's ID). Key layout: `/snapshots/<id>`, `/snapshot-status/<id>`,
-/// `/names/snapshot/<project>/<name>`. A volume with snapshots cannot be deleted.
+/// `/names/snapshots/<project>/<name>`. A volume with snapshots cannot be deleted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Snapshot {
     pub id: String,

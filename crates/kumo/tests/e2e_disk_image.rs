@@ -114,6 +114,41 @@ fn disk_image_boots_on_a_sized_overlay_with_a_custom_type() {
         "overlay backing {backing:?} is not the stored image: {info}"
     );
 
+    // Volumes from a disk image: no smaller than the image; by default its size; an overlay on it,
+    // which keeps the image from being deleted.
+    let big = cloud.data_dir().join("big.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&big)
+        .arg("3G")
+        .output()
+        .expect("qemu-img create");
+    assert!(out.status.success(), "{out:?}");
+    ok(
+        &cloud,
+        "POST",
+        "/v1/images",
+        Some(json!({"name": "big", "disk_path": big.to_string_lossy()})),
+    );
+    let (s, e) = cloud.http(
+        "POST",
+        "/v1/volumes",
+        Some(&json!({"name": "small", "image": "big", "size_gib": 2}).to_string()),
+    );
+    assert_eq!((s, e["field"].as_str()), (422, Some("size_gib")), "{e}");
+    assert!(e["message"].as_str().unwrap_or("").contains("3 GiB"), "{e}");
+    let vol = ok(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "from-big", "image": "big"})),
+    );
+    assert_eq!(vol["size_gib"], 3);
+    let (s, _) = cloud.http("DELETE", "/v1/images/big", None);
+    assert_eq!(s, 409, "an image under a volume cannot go");
+    let (_, list) = cloud.http("GET", "/v1/volumes", None);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
     // Hosts are readable one by one.
     let hosts = ok(&cloud, "GET", "/v1/hosts", None);
     let host_id = hosts["items"][0]["id"]
