@@ -168,3 +168,23 @@ pub async fn commit(kv: &dyn Kv, compare: Vec<Compare>, ops: Vec<Op>) -> Result<
         .map_err(store_err)?;
     Ok(r.succeeded)
 }
+
+/// Resolve a reference that is either an ID (`prefix-…`) or a name in `project` (looked up under
+/// `/names/<kind>/<project>/<name>`) to the ID; `None` when no such name exists. IDs are returned as
+/// given (the caller's read of the record decides whether it exists).
+pub async fn resolve_id(
+    kv: &dyn Kv,
+    prefix: &str,
+    kind: &str,
+    project: &str,
+    id_or_name: &str,
+) -> Result<Option<String>, Error> {
+    if kumo_types::ids::is_id(prefix, id_or_name) {
+        return Ok(Some(id_or_name.to_string()));
+    }
+    Ok(kv
+        .get(&keys::name(kind, project, id_or_name))
+        .await
+        .map_err(store_err)?
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}

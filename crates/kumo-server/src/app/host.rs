@@ -88,19 +88,9 @@ pub async fn list(app: &App) -> Result<Page<Host>> {
 }
 
 pub async fn get(app: &App, id_or_name: &str) -> Result<Host> {
-    let id = if ids::is_id(ids::HOST, id_or_name) {
-        id_or_name.to_string()
-    } else {
-        match app
-            .kv()
-            .get(&keys::name(KIND, CLUSTER, id_or_name))
-            .await
-            .map_err(store_err)?
-        {
-            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
-            None => return Err(Error::not_found("host", id_or_name)),
-        }
-    };
+    let id = crate::storeutil::resolve_id(app.kv(), ids::HOST, KIND, CLUSTER, id_or_name)
+        .await?
+        .ok_or_else(|| Error::not_found("host", id_or_name))?;
     get_json(app.kv(), &keys::host(&id))
         .await?
         .map(|(h, _)| h)

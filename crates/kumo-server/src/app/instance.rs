@@ -377,19 +377,10 @@ pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<In
 
 /// Find an instance by ID or name, with the mod revision of its record.
 pub async fn find(app: &App, id_or_name: &str) -> Result<(Instance, i64)> {
-    let id = if ids::is_id(ids::INSTANCE, id_or_name) {
-        id_or_name.to_string()
-    } else {
-        match app
-            .kv()
-            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
-            .await
-            .map_err(store_err)?
-        {
-            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
-            None => return Err(Error::not_found("instance", id_or_name)),
-        }
-    };
+    let id =
+        crate::storeutil::resolve_id(app.kv(), ids::INSTANCE, KIND, DEFAULT_PROJECT, id_or_name)
+            .await?
+            .ok_or_else(|| Error::not_found("instance", id_or_name))?;
     get_json(app.kv(), &keys::instance(&id))
         .await?
         .ok_or_else(|| Error::not_found("instance", id_or_name))

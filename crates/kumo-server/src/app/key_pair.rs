@@ -122,19 +122,10 @@ pub async fn list(app: &App) -> Result<Page<KeyPair>> {
 
 /// Find by ID or name.
 pub async fn get(app: &App, id_or_name: &str) -> Result<KeyPair> {
-    let id = if ids::is_id(ids::KEY_PAIR, id_or_name) {
-        id_or_name.to_string()
-    } else {
-        match app
-            .kv()
-            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
-            .await
-            .map_err(store_err)?
-        {
-            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
-            None => return Err(Error::not_found("key pair", id_or_name)),
-        }
-    };
+    let id =
+        crate::storeutil::resolve_id(app.kv(), ids::KEY_PAIR, KIND, DEFAULT_PROJECT, id_or_name)
+            .await?
+            .ok_or_else(|| Error::not_found("key pair", id_or_name))?;
     get_json(app.kv(), &keys::key_pair(&id))
         .await?
         .map(|(k, _)| k)

@@ -23,19 +23,9 @@ pub async fn list(app: &App) -> Result<Page<Router>> {
 }
 
 pub async fn get(app: &App, id_or_name: &str) -> Result<Router> {
-    let id = if ids::is_id(ids::ROUTER, id_or_name) {
-        id_or_name.to_string()
-    } else {
-        match app
-            .kv()
-            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
-            .await
-            .map_err(store_err)?
-        {
-            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
-            None => return Err(Error::not_found("router", id_or_name)),
-        }
-    };
+    let id = crate::storeutil::resolve_id(app.kv(), ids::ROUTER, KIND, DEFAULT_PROJECT, id_or_name)
+        .await?
+        .ok_or_else(|| Error::not_found("router", id_or_name))?;
     get_json(app.kv(), &keys::router(&id))
         .await?
         .map(|(r, _)| r)

@@ -107,19 +107,15 @@ pub async fn list(app: &App) -> Result<Page<SecurityGroup>> {
 }
 
 pub async fn get(app: &App, id_or_name: &str) -> Result<SecurityGroup> {
-    let id = if ids::is_id(ids::SECURITY_GROUP, id_or_name) {
-        id_or_name.to_string()
-    } else {
-        match app
-            .kv()
-            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
-            .await
-            .map_err(store_err)?
-        {
-            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
-            None => return Err(Error::not_found("security group", id_or_name)),
-        }
-    };
+    let id = crate::storeutil::resolve_id(
+        app.kv(),
+        ids::SECURITY_GROUP,
+        KIND,
+        DEFAULT_PROJECT,
+        id_or_name,
+    )
+    .await?
+    .ok_or_else(|| Error::not_found("security group", id_or_name))?;
     get_json(app.kv(), &keys::security_group(&id))
         .await?
         .map(|(g, _)| g)

@@ -72,19 +72,10 @@ pub async fn create(app: &App, req: CreateSnapshotRequest) -> Result<SnapshotVie
 
 /// A snapshot by ID or name, with its mod revision.
 pub async fn find(app: &App, id_or_name: &str) -> Result<(Snapshot, i64)> {
-    let id = if ids::is_id(ids::SNAPSHOT, id_or_name) {
-        id_or_name.to_string()
-    } else {
-        match app
-            .kv()
-            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
-            .await
-            .map_err(store_err)?
-        {
-            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
-            None => return Err(Error::not_found("snapshot", id_or_name)),
-        }
-    };
+    let id =
+        crate::storeutil::resolve_id(app.kv(), ids::SNAPSHOT, KIND, DEFAULT_PROJECT, id_or_name)
+            .await?
+            .ok_or_else(|| Error::not_found("snapshot", id_or_name))?;
     get_json(app.kv(), &keys::snapshot(&id))
         .await?
         .ok_or_else(|| Error::not_found("snapshot", id_or_name))

@@ -140,19 +140,9 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
 
 /// A volume by ID or name, with its mod revision.
 pub async fn find(app: &App, id_or_name: &str) -> Result<(Volume, i64)> {
-    let id = if ids::is_id(ids::VOLUME, id_or_name) {
-        id_or_name.to_string()
-    } else {
-        match app
-            .kv()
-            .get(&keys::name(KIND, DEFAULT_PROJECT, id_or_name))
-            .await
-            .map_err(store_err)?
-        {
-            Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
-            None => return Err(Error::not_found("volume", id_or_name)),
-        }
-    };
+    let id = crate::storeutil::resolve_id(app.kv(), ids::VOLUME, KIND, DEFAULT_PROJECT, id_or_name)
+        .await?
+        .ok_or_else(|| Error::not_found("volume", id_or_name))?;
     get_json(app.kv(), &keys::volume(&id))
         .await?
         .ok_or_else(|| Error::not_found("volume", id_or_name))
