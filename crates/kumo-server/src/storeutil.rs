@@ -188,3 +188,18 @@ pub async fn resolve_id(
         .map_err(store_err)?
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
+
+/// Every status record under `prefix` (`/<kind>-status/<id>`), by ID; undecodable ones are skipped.
+pub async fn statuses<T: DeserializeOwned>(
+    kv: &dyn Kv,
+    prefix: &str,
+) -> Result<std::collections::HashMap<String, T>, Error> {
+    Ok(list_raw(kv, prefix)
+        .await?
+        .iter()
+        .filter_map(|kv| {
+            let id = kv.key.rsplit('/').next()?.to_string();
+            serde_json::from_slice(&kv.value).ok().map(|s| (id, s))
+        })
+        .collect())
+}

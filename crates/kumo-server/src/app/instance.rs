@@ -12,7 +12,7 @@ use kumo_types::{
 
 use super::{App, host, image, instance_type, key_pair, network, port, security_group};
 use crate::scheduler;
-use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, store_err};
 
 const KIND: &str = "instances";
 /// AWS's limit for user data.
@@ -404,14 +404,8 @@ pub async fn list(
     next_token: Option<&str>,
 ) -> Result<Page<InstanceView>> {
     let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
-    let statuses: HashMap<String, InstanceStatus> = list_raw(app.kv(), keys::INSTANCE_STATUS)
-        .await?
-        .iter()
-        .filter_map(|kv| {
-            let id = kv.key.rsplit('/').next()?.to_string();
-            serde_json::from_slice(&kv.value).ok().map(|s| (id, s))
-        })
-        .collect();
+    let statuses: std::collections::HashMap<String, InstanceStatus> =
+        crate::storeutil::statuses(app.kv(), keys::INSTANCE_STATUS).await?;
     let mut views: Vec<InstanceView> = insts
         .iter()
         .map(|i| InstanceView::new(i, statuses.get(&i.id)))

@@ -10,7 +10,7 @@ use kumo_types::{
 };
 
 use super::{App, volume};
-use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, store_err};
 
 const KIND: &str = "snapshots";
 
@@ -118,14 +118,7 @@ pub async fn list(
 ) -> Result<Page<SnapshotView>> {
     let snaps: Vec<Snapshot> = list_json(app.kv(), keys::SNAPSHOTS).await?;
     let statuses: std::collections::HashMap<String, SnapshotStatus> =
-        list_raw(app.kv(), keys::SNAPSHOT_STATUS)
-            .await?
-            .iter()
-            .filter_map(|kv| {
-                let id = kv.key.rsplit('/').next()?.to_string();
-                serde_json::from_slice(&kv.value).ok().map(|s| (id, s))
-            })
-            .collect();
+        crate::storeutil::statuses(app.kv(), keys::SNAPSHOT_STATUS).await?;
     let mut views: Vec<SnapshotView> = snaps
         .iter()
         .map(|s| SnapshotView::new(s, statuses.get(&s.id)))

@@ -167,14 +167,7 @@ pub async fn list(
 ) -> Result<Page<VolumeView>> {
     let vols: Vec<Volume> = list_json(app.kv(), keys::VOLUMES).await?;
     let statuses: std::collections::HashMap<String, VolumeStatus> =
-        list_raw(app.kv(), keys::VOLUME_STATUS)
-            .await?
-            .iter()
-            .filter_map(|kv| {
-                let id = kv.key.rsplit('/').next()?.to_string();
-                serde_json::from_slice(&kv.value).ok().map(|s| (id, s))
-            })
-            .collect();
+        crate::storeutil::statuses(app.kv(), keys::VOLUME_STATUS).await?;
     let mut views: Vec<VolumeView> = vols
         .iter()
         .map(|v| VolumeView::new(v, statuses.get(&v.id)))
