@@ -89,6 +89,9 @@ pub enum Command {
     /// Snapshots of volumes (clone one with `volume create --snapshot`).
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCmd),
+    /// Storage pools: capacity and usage.
+    #[command(subcommand)]
+    Pool(cmd::pool::PoolCmd),
     /// Recent events.
     Events(cmd::misc::EventsArgs),
 }
@@ -129,6 +132,7 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::FloatingIp(c) => cmd::floating_ip::run(&client, &out, c).await,
         Command::Volume(c) => cmd::volume::run(&client, &out, c).await,
         Command::Snapshot(c) => cmd::snapshot::run(&client, &out, c).await,
+        Command::Pool(c) => cmd::pool::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
     }
 }

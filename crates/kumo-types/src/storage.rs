@@ -236,3 +236,31 @@ pub struct VolumeAssignment {
     #[serde(default)]
     pub in_running_instance: bool,
 }
+
+/// A storage pool as the API shows it, with capacity and usage per host (a `dir` pool is one directory
+/// per host: `<data-dir>/pool`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct PoolView {
+    pub name: String,
+    /// `dir`: qcow2 files on each host's local disk.
+    pub driver: String,
+    /// Built-in pools cannot be deleted.
+    pub builtin: bool,
+    /// Volumes in the pool, and the GiB they were given.
+    pub volumes: u64,
+    pub allocated_gib: u64,
+    /// Summed over hosts.
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub hosts: Vec<PoolHostUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct PoolHostUsage {
+    pub host: String,
+    /// Size and free space of the filesystem holding the pool (as the host last reported).
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub volumes: u64,
+    pub allocated_gib: u64,
+}

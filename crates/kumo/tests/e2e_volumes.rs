@@ -288,9 +288,30 @@ fn separate_agent_makes_reports_and_removes_volumes() {
         .join("pool/volumes")
         .join(format!("{id}.qcow2"));
     assert!(file.exists());
+    // The pool shows it; a pool with volumes cannot be deleted (and `local` never).
+    let p = cloud.json(&["pool", "show", "local"]);
+    assert_eq!(
+        (p["volumes"].as_u64(), p["allocated_gib"].as_u64()),
+        (Some(1), Some(1)),
+        "{p}"
+    );
+    assert!(p["capacity_bytes"].as_u64().unwrap_or(0) > 0, "{p}");
+    let (s, e) = call(&cloud, "DELETE", "/v1/pools/local", None);
+    assert_eq!(s, 409, "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("1 volume"),
+        "{e}"
+    );
     ok(&cloud, "DELETE", "/v1/volumes/remote", None);
     wait_volume(&cloud, "remote", "deleted", |s, _| s == 404);
     assert!(!file.exists());
+    let (s, e) = call(&cloud, "DELETE", "/v1/pools/local", None);
+    assert_eq!(s, 409, "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("built in"),
+        "{e}"
+    );
+    assert_eq!(call(&cloud, "GET", "/v1/pools/ceph", None).0, 404);
 }
 
 /// Snapshot a volume while its guest runs, write more, clone the snapshot: the clone shows the old

@@ -6,6 +6,7 @@ pub mod image;
 pub mod instance;
 pub mod misc;
 pub mod network;
+pub mod pool;
 pub mod router;
 pub mod security_group;
 pub mod snapshot;

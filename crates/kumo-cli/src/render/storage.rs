@@ -94,3 +94,57 @@ pub fn snapshot_detail(s: &kumo_types::SnapshotView) -> Table {
         ("created", s.snapshot.created_at.clone()),
     ])
 }
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
+}
+
+pub fn pools_table(items: &[kumo_types::PoolView]) -> Table {
+    let mut t = table(&[
+        "NAME",
+        "DRIVER",
+        "VOLUMES",
+        "ALLOCATED (GiB)",
+        "CAPACITY (GiB)",
+        "FREE (GiB)",
+        "HOSTS",
+    ]);
+    for p in items {
+        t.add_row(vec![
+            p.name.clone(),
+            p.driver.clone(),
+            p.volumes.to_string(),
+            p.allocated_gib.to_string(),
+            gib(p.capacity_bytes),
+            gib(p.free_bytes),
+            p.hosts.len().to_string(),
+        ]);
+    }
+    t
+}
+
+pub fn pool_detail(p: &kumo_types::PoolView) -> Table {
+    let mut rows = vec![
+        ("name", p.name.clone()),
+        ("driver", p.driver.clone()),
+        ("built in", yes_no(p.builtin)),
+        ("volumes", p.volumes.to_string()),
+        ("allocated", format!("{} GiB", p.allocated_gib)),
+        ("capacity", format!("{} GiB", gib(p.capacity_bytes))),
+        ("free", format!("{} GiB", gib(p.free_bytes))),
+    ];
+    for h in &p.hosts {
+        rows.push((
+            "host",
+            format!(
+                "{}: {} volume(s), {} GiB allocated, {} of {} GiB free",
+                h.host,
+                h.volumes,
+                h.allocated_gib,
+                gib(h.free_bytes),
+                gib(h.capacity_bytes)
+            ),
+        ));
+    }
+    detail(rows)
+}

@@ -345,3 +345,26 @@ fn snapshot_commands_and_clone_parse() {
         "image and snapshot conflict"
     );
 }
+
+#[test]
+fn pools_render_capacity_and_usage() {
+    let p: kumo_types::PoolView = serde_json::from_value(serde_json::json!({
+        "name": "local", "driver": "dir", "builtin": true, "volumes": 2, "allocated_gib": 11,
+        "capacity_bytes": 107374182400u64, "free_bytes": 53687091200u64,
+        "hosts": [{"host": "host-a", "capacity_bytes": 107374182400u64,
+            "free_bytes": 53687091200u64, "volumes": 2, "allocated_gib": 11}]
+    }))
+    .expect("pool json");
+    let t = storage::pools_table(std::slice::from_ref(&p)).to_string();
+    assert!(
+        t.contains("local") && t.contains("dir") && t.contains("100.0") && t.contains("50.0"),
+        "{t}"
+    );
+    let d = storage::pool_detail(&p).to_string();
+    assert!(
+        d.contains("host-a: 2 volume(s), 11 GiB allocated, 50.0 of 100.0 GiB free"),
+        "{d}"
+    );
+    assert!(parse(&["pool", "show", "local"]).is_ok());
+    assert!(parse(&["pool", "list"]).is_ok());
+}

@@ -70,6 +70,9 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         volume::delete_volume,
         volume::attach_volume,
         volume::detach_volume,
+        volume::list_pools,
+        volume::get_pool,
+        volume::delete_pool,
         volume::list_snapshots,
         volume::create_snapshot,
         volume::get_snapshot,
@@ -235,6 +238,11 @@ pub fn router(app: App) -> Router {
         )
         .route("/volumes/{id}/attach", post(volume::attach_volume))
         .route("/volumes/{id}/detach", post(volume::detach_volume))
+        .route("/pools", get(volume::list_pools))
+        .route(
+            "/pools/{name}",
+            get(volume::get_pool).delete(volume::delete_pool),
+        )
         .route(
             "/snapshots",
             get(volume::list_snapshots).post(volume::create_snapshot),

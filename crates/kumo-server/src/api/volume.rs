@@ -1,16 +1,16 @@
-//! Volume handlers.
+//! Handlers for volumes, snapshots and storage pools.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kumo_types::{
-    AttachVolumeRequest, CreateSnapshotRequest, CreateVolumeRequest, ErrorBody, Page, SnapshotView,
-    UpdateVolumeRequest, VolumeView,
+    AttachVolumeRequest, CreateSnapshotRequest, CreateVolumeRequest, ErrorBody, Page, PoolView,
+    SnapshotView, UpdateVolumeRequest, VolumeView,
 };
 
 use super::extract::{ApiJson, ApiQuery};
 use super::instance::ListQuery;
-use crate::app::{App, snapshot, volume};
+use crate::app::{App, pool, snapshot, volume};
 use crate::error::ApiResult;
 
 #[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = Page<VolumeView>)))]
@@ -130,4 +130,28 @@ pub async fn delete_snapshot(
         StatusCode::ACCEPTED,
         Json(snapshot::delete(&app, &id).await?),
     ))
+}
+
+#[utoipa::path(get, path = "/v1/pools", responses((status = 200, body = Page<PoolView>)))]
+pub async fn list_pools(State(app): State<App>) -> ApiResult<Json<Page<PoolView>>> {
+    Ok(Json(pool::list(&app).await?))
+}
+
+#[utoipa::path(get, path = "/v1/pools/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = PoolView), (status = 404, body = ErrorBody)))]
+pub async fn get_pool(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<PoolView>> {
+    Ok(Json(pool::get(&app, &name).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/pools/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_pool(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    pool::delete(&app, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -11,6 +11,7 @@ pub mod instance;
 pub mod instance_type;
 pub mod key_pair;
 pub mod network;
+pub mod pool;
 pub mod port;
 pub mod router;
 pub mod security_group;
