@@ -242,6 +242,36 @@ impl DirPool {
         Ok(())
     }
 
+    /// Make image `image_id` from volume `volume_id`'s data, or from its internal snapshot `snapshot`:
+    /// a flattened qcow2 copy (it depends on no backing file), stored and hashed like an import.
+    /// Reads with `-U`, so a volume in use gives a crash-consistent image.
+    pub fn import_from_volume(
+        &self,
+        image_id: &str,
+        volume_id: &str,
+        snapshot: Option<&str>,
+    ) -> Result<crate::storage::Imported> {
+        let src = self.volume_path(volume_id);
+        if !src.exists() {
+            return Err(Error::invalid(
+                "volume",
+                format!("volume {volume_id} has no file on this host"),
+            ));
+        }
+        let tmp = self.volume_dir().join(format!("{image_id}.export.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(["convert", "-U", "-q", "-O", "qcow2"]);
+        if let Some(s) = snapshot {
+            cmd.arg("-l").arg(format!("snapshot.name={s}"));
+        }
+        cmd.arg(&src).arg(&tmp);
+        let converted = run_tool(&mut cmd, "qemu-img convert (image from volume)")
+            .and_then(|_| self.import_disk(image_id, &tmp, Some(DiskFormat::Qcow2)));
+        let _ = std::fs::remove_file(&tmp);
+        converted
+    }
+
     /// Remove volume `id`'s file (no-op if it is gone).
     pub fn delete_volume(&self, id: &str) -> Result<()> {
         match std::fs::remove_file(self.volume_path(id)) {

@@ -335,6 +335,12 @@ pub struct ImportImageRequest {
     pub initrd_path: Option<String>,
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// Make the image from a volume's current data (ID or name; crash-consistent if it is in use).
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// Make the image from a completed snapshot (ID or name): the AMI workflow.
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 // ---------------------------------------------------------------- instance types

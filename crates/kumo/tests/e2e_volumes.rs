@@ -385,6 +385,41 @@ fn online_snapshot_then_clone_shows_the_old_data_only() {
         "the source keeps its new data:\n{out}"
     );
 
+    // The AMI workflow: an image from the snapshot (flattened), and a new volume from that image,
+    // holds the snapshot's data; an image from a volume in use works too.
+    cloud.ok(&["image", "import", "--name", "golden", "--snapshot", "s1"]);
+    let img = cloud.json(&["image", "show", "golden"]);
+    assert_eq!(img["kind"], "disk", "{img}");
+    let from_img = cloud.json(&["volume", "create", "--name", "fromimg", "--image", "golden"]);
+    let from_img = from_img["id"].as_str().expect("id").to_string();
+    wait_volume(&cloud, "fromimg", "available", |_, v| {
+        v["state"] == "available"
+    });
+    cloud.ok(&["volume", "attach", "fromimg", "--instance", "g"]);
+    wait_volume(&cloud, "fromimg", "plugged", |_, v| {
+        !v["plugged_into"].is_null()
+    });
+    cloud.console_until("g", &read(&from_img), "the image's data", |o| {
+        o.contains("\nKUMO-OLD-DATA-1")
+    });
+    cloud.ok(&["image", "import", "--name", "live", "--volume", "src"]);
+    refused(
+        &cloud,
+        "POST",
+        "/v1/images",
+        Some(json!({"name": "x", "volume": "src", "snapshot": "s1"})),
+        422,
+        "snapshot",
+    );
+    refused(
+        &cloud,
+        "POST",
+        "/v1/images",
+        Some(json!({"name": "x", "volume": "nope"})),
+        422,
+        "volume",
+    );
+
     // A volume with snapshots cannot be deleted; the snapshot can, and the clone is unaffected.
     cloud.ok(&["volume", "detach", "src"]);
     wait_volume(&cloud, "src", "detached", |_, v| v["state"] == "available");

@@ -38,7 +38,7 @@ pub enum ImageCmd {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["kernel", "disk"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["kernel", "disk", "volume", "snapshot"])))]
 pub struct ImportArgs {
     /// Name of the new image.
     #[arg(long)]
@@ -58,6 +58,12 @@ pub struct ImportArgs {
     /// Disk format; detected by the server when omitted.
     #[arg(long, requires = "disk", conflicts_with = "kernel", value_enum)]
     pub format: Option<FormatArg>,
+    /// Make the image from a volume's data (ID or name).
+    #[arg(long, conflicts_with_all = ["kernel", "disk", "snapshot"])]
+    pub volume: Option<String>,
+    /// Make the image from a completed snapshot (ID or name).
+    #[arg(long, conflicts_with_all = ["kernel", "disk"])]
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,6 +143,8 @@ pub fn import_request(a: &ImportArgs) -> Result<ImportImageRequest, CliError> {
         kernel_path: abs(&a.kernel)?,
         initrd_path: abs(&a.initrd)?,
         cmdline: a.cmdline.clone(),
+        volume: a.volume.clone(),
+        snapshot: a.snapshot.clone(),
     })
 }
 
@@ -272,6 +280,8 @@ async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i
         kernel_path: Some(absolute(&guest.kernel)?),
         initrd_path: Some(absolute(&guest.initrd)?),
         cmdline: Some(guest.cmdline.clone()),
+        volume: None,
+        snapshot: None,
     };
     let img: Json<Image> = client
         .post("images", Some(&req), Some(IMPORT_TIMEOUT))

@@ -22,6 +22,9 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
             format!("image `{}` already exists", req.name),
         ));
     }
+    if req.volume.is_some() || req.snapshot.is_some() {
+        return from_volume(app, req, name_key).await;
+    }
     let kind = match (&req.disk_path, &req.kernel_path, &req.initrd_path) {
         (Some(_), None, None) => ImageKind::Disk,
         (None, Some(_), Some(_)) => ImageKind::KernelInitrd,
@@ -70,13 +73,26 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
     })
     .await
     .map_err(|e| Error::internal_with("import task", e))??;
+    record(app, &id, kind, &req, imported, name_key).await
+}
+
+/// Write the record of an image whose files are in the pool (removing them if that fails).
+async fn record(
+    app: &App,
+    id: &str,
+    kind: ImageKind,
+    req: &ImportImageRequest,
+    imported: kumo_agent::storage::Imported,
+    name_key: String,
+) -> Result<Image> {
+    let id = id.to_string();
     let image = Image {
         id: id.clone(),
         name: req.name.clone(),
         project: DEFAULT_PROJECT.into(),
         kind,
         format: imported.format,
-        cmdline: req.cmdline,
+        cmdline: req.cmdline.clone(),
         size_bytes: imported.size_bytes,
         virtual_size_bytes: imported.virtual_size_bytes,
         sha256: imported.sha256,
@@ -112,6 +128,50 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
     )
     .await?;
     Ok(image)
+}
+
+/// An image from a volume's data or a snapshot's (flattened: it depends on nothing).
+async fn from_volume(app: &App, req: ImportImageRequest, name_key: String) -> Result<Image> {
+    if req.disk_path.is_some() || req.kernel_path.is_some() || req.initrd_path.is_some() {
+        return Err(Error::invalid(
+            "volume",
+            "give one source: disk_path, kernel_path+initrd_path, volume or snapshot",
+        ));
+    }
+    if req.volume.is_some() && req.snapshot.is_some() {
+        return Err(Error::invalid(
+            "snapshot",
+            "give `volume` or `snapshot`, not both",
+        ));
+    }
+    if req.cmdline.is_some() || req.format.is_some() {
+        return Err(Error::invalid(
+            "format",
+            "an image made from a volume is a qcow2 disk image; omit format and cmdline",
+        ));
+    }
+    let (volume_id, snapshot) = match (&req.volume, &req.snapshot) {
+        (Some(v), _) => {
+            let (v, _) = super::volume::find(app, v)
+                .await
+                .map_err(|_| Error::invalid("volume", format!("no volume `{v}`")))?;
+            (v.id, None)
+        }
+        (None, Some(s)) => {
+            let (s, _) = super::snapshot::usable(app, s).await?;
+            (s.volume_id, Some(s.id))
+        }
+        (None, None) => return Err(Error::internal("from_volume without a source")),
+    };
+    let id = ids::new_id(ids::IMAGE);
+    let pool = app.pool.clone();
+    let id2 = id.clone();
+    let imported = tokio::task::spawn_blocking(move || {
+        pool.import_from_volume(&id2, &volume_id, snapshot.as_deref())
+    })
+    .await
+    .map_err(|e| Error::internal_with("import task", e))??;
+    record(app, &id, ImageKind::Disk, &req, imported, name_key).await
 }
 
 pub async fn list(app: &App) -> Result<Page<Image>> {
