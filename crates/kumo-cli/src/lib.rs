@@ -92,6 +92,9 @@ pub enum Command {
     /// Storage pools: capacity and usage.
     #[command(subcommand)]
     Pool(cmd::pool::PoolCmd),
+    /// Volume types: a pool and a tier label that users pick.
+    #[command(subcommand, name = "volume-type")]
+    VolumeType(cmd::volume_type::VolumeTypeCmd),
     /// Recent events.
     Events(cmd::misc::EventsArgs),
 }
@@ -133,6 +136,7 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::Volume(c) => cmd::volume::run(&client, &out, c).await,
         Command::Snapshot(c) => cmd::snapshot::run(&client, &out, c).await,
         Command::Pool(c) => cmd::pool::run(&client, &out, c).await,
+        Command::VolumeType(c) => cmd::volume_type::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
     }
 }

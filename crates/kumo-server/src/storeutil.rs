@@ -139,6 +139,10 @@ pub mod keys {
     }
     pub const SNAPSHOTS: &str = "/snapshots/";
     pub const SNAPSHOT_STATUS: &str = "/snapshot-status/";
+    pub fn volume_type(name: &str) -> String {
+        format!("/volume-types/{name}")
+    }
+    pub const VOLUME_TYPES: &str = "/volume-types/";
     pub const VOLUMES: &str = "/volumes/";
     pub const VOLUME_STATUS: &str = "/volume-status/";
     pub const INSTANCES: &str = "/instances/";

@@ -29,6 +29,9 @@ pub struct Volume {
     pub size_gib: u64,
     /// Storage pool (`local`: qcow2 files on the host's disk).
     pub pool: String,
+    /// Volume type (what users choose; it names the pool and tier).
+    #[serde(default = "default_volume_type")]
+    pub volume_type: String,
     /// Image the volume was made from (a copy-on-write overlay on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
@@ -125,9 +128,12 @@ pub struct CreateVolumeRequest {
     /// A completed snapshot (ID or name) to clone; the volume is an independent copy of its data.
     #[serde(default)]
     pub snapshot: Option<String>,
-    /// Storage pool (only `local` so far).
+    /// Storage pool (only `local` so far); default: the volume type's pool.
     #[serde(default)]
     pub pool: Option<String>,
+    /// Volume type (default `default`); its pool must match `pool` when both are given.
+    #[serde(default)]
+    pub volume_type: Option<String>,
     /// Host to create it on (ID or name; default: the only or first ready host).
     #[serde(default)]
     pub host: Option<String>,
@@ -263,4 +269,39 @@ pub struct PoolHostUsage {
     pub free_bytes: u64,
     pub volumes: u64,
     pub allocated_gib: u64,
+}
+
+/// The built-in volume type: the `local` pool.
+pub const DEFAULT_VOLUME_TYPE: &str = "default";
+
+fn default_volume_type() -> String {
+    DEFAULT_VOLUME_TYPE.to_string()
+}
+
+/// A volume type maps what users ask for (`ssd`, `hdd`, `cinder-ssd`…) to a pool and a tier label.
+/// Key layout: `/volume-types/<name>`. `default` is built in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct VolumeType {
+    pub name: String,
+    pub pool: String,
+    /// A free label (`ssd`, `hdd`, …) shown to users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+/// Body of `POST /v1/volume-types`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolumeTypeRequest {
+    pub name: String,
+    /// Pool its volumes go to.
+    pub pool: String,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }

@@ -302,6 +302,60 @@ fn separate_agent_makes_reports_and_removes_volumes() {
         e["message"].as_str().unwrap_or("").contains("1 volume"),
         "{e}"
     );
+
+    // Volume types name a pool and a tier; unknown ones and mismatched pools are refused.
+    cloud.ok(&[
+        "volume-type",
+        "create",
+        "--name",
+        "ssd",
+        "--pool",
+        "local",
+        "--tier",
+        "ssd",
+    ]);
+    let types = cloud.json(&["volume-type", "list"]);
+    let names: Vec<&str> = types["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["default", "ssd"], "{types}");
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volume-types",
+        Some(json!({"name": "hdd", "pool": "ceph-hdd"})),
+        422,
+        "pool",
+    );
+    refused(
+        &cloud,
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "t1", "size_gib": 1, "volume_type": "nope"})),
+        422,
+        "volume_type",
+    );
+    let fast = cloud.json(&[
+        "volume", "create", "--name", "fast", "--size", "1", "--type", "ssd",
+    ]);
+    assert_eq!(
+        (fast["volume_type"].as_str(), fast["pool"].as_str()),
+        (Some("ssd"), Some("local"))
+    );
+    let (s, _) = call(&cloud, "DELETE", "/v1/volume-types/ssd", None);
+    assert_eq!(s, 409, "a type in use cannot go");
+    let (s, _) = call(&cloud, "DELETE", "/v1/volume-types/default", None);
+    assert_eq!(s, 409, "the built-in type cannot go");
+    wait_volume(&cloud, "fast", "available", |_, v| {
+        v["state"] == "available"
+    });
+    ok(&cloud, "DELETE", "/v1/volumes/fast", None);
+    wait_volume(&cloud, "fast", "deleted", |s, _| s == 404);
+    let (s, _) = call(&cloud, "DELETE", "/v1/volume-types/ssd", None);
+    assert_eq!(s, 204);
     ok(&cloud, "DELETE", "/v1/volumes/remote", None);
     wait_volume(&cloud, "remote", "deleted", |s, _| s == 404);
     assert!(!file.exists());

@@ -11,3 +11,4 @@ pub mod router;
 pub mod security_group;
 pub mod snapshot;
 pub mod volume;
+pub mod volume_type;

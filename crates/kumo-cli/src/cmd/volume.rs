@@ -43,9 +43,12 @@ pub struct VolumeCreateArgs {
     /// A completed snapshot (ID or name) to clone.
     #[arg(long)]
     pub snapshot: Option<String>,
-    /// Storage pool (only `local` so far).
+    /// Storage pool (only `local` so far; default: the volume type's).
     #[arg(long)]
     pub pool: Option<String>,
+    /// Volume type (default `default`; see `kumo volume-type list`).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub volume_type: Option<String>,
     /// Host ID or name to create it on (default: the only or first ready host).
     #[arg(long)]
     pub host: Option<String>,
@@ -80,6 +83,7 @@ pub fn create_request(a: &VolumeCreateArgs) -> CreateVolumeRequest {
         image: a.image.clone(),
         snapshot: a.snapshot.clone(),
         pool: a.pool.clone(),
+        volume_type: a.volume_type.clone(),
         host: a.host.clone(),
     }
 }

@@ -148,3 +148,27 @@ pub fn pool_detail(p: &kumo_types::PoolView) -> Table {
     }
     detail(rows)
 }
+
+pub fn volume_types_table(items: &[kumo_types::VolumeType]) -> Table {
+    let mut t = table(&["NAME", "POOL", "TIER", "BUILT IN", "DESCRIPTION"]);
+    for v in items {
+        t.add_row(vec![
+            v.name.clone(),
+            v.pool.clone(),
+            opt(&v.tier),
+            yes_no(v.builtin),
+            opt(&v.description),
+        ]);
+    }
+    t
+}
+
+pub fn volume_type_detail(v: &kumo_types::VolumeType) -> Table {
+    detail(vec![
+        ("name", v.name.clone()),
+        ("pool", v.pool.clone()),
+        ("tier", opt(&v.tier)),
+        ("built in", yes_no(v.builtin)),
+        ("description", opt(&v.description)),
+    ])
+}

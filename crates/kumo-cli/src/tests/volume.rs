@@ -30,6 +30,7 @@ fn volume_view(state: VolumeState, attachment: Option<VolumeAttachment>) -> Volu
             project: "default".into(),
             size_gib: 10,
             pool: "local".into(),
+            volume_type: "default".into(),
             image_id: Some("ami-9".into()),
             snapshot_id: None,
             host: "host-a".into(),
@@ -80,7 +81,7 @@ fn create_with_every_option() {
         body,
         serde_json::json!({
             "name": "data", "size_gib": 20, "image": "debian", "pool": "local", "host": "host-a",
-            "snapshot": null
+            "snapshot": null, "volume_type": null
         })
     );
 }
@@ -367,4 +368,48 @@ fn pools_render_capacity_and_usage() {
     );
     assert!(parse(&["pool", "show", "local"]).is_ok());
     assert!(parse(&["pool", "list"]).is_ok());
+}
+
+#[test]
+fn volume_types_parse_and_render() {
+    use crate::cmd::volume_type::{self, VolumeTypeCmd};
+    let cli = parse(&[
+        "volume-type",
+        "create",
+        "--name",
+        "ssd",
+        "--pool",
+        "local",
+        "--tier",
+        "ssd",
+    ])
+    .expect("parses");
+    let Command::VolumeType(VolumeTypeCmd::Create(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    let body = serde_json::to_value(volume_type::create_request(&a)).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"name": "ssd", "pool": "local", "tier": "ssd", "description": null})
+    );
+    assert!(
+        parse(&["volume-type", "create", "--name", "x"]).is_err(),
+        "--pool is required"
+    );
+    let cli = parse(&[
+        "volume", "create", "--name", "v", "--size", "1", "--type", "ssd",
+    ])
+    .expect("parses");
+    let Command::Volume(VolumeCmd::Create(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    assert_eq!(
+        volume::create_request(&a).volume_type.as_deref(),
+        Some("ssd")
+    );
+    let t: kumo_types::VolumeType =
+        serde_json::from_value(serde_json::json!({"name": "ssd", "pool": "local", "tier": "ssd"}))
+            .expect("type json");
+    let table = storage::volume_types_table(std::slice::from_ref(&t)).to_string();
+    assert!(table.contains("ssd") && table.contains("local"), "{table}");
 }

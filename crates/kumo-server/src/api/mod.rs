@@ -71,6 +71,10 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         volume::attach_volume,
         volume::detach_volume,
         volume::list_pools,
+        volume::list_volume_types,
+        volume::create_volume_type,
+        volume::get_volume_type,
+        volume::delete_volume_type,
         volume::get_pool,
         volume::delete_pool,
         volume::list_snapshots,
@@ -239,6 +243,14 @@ pub fn router(app: App) -> Router {
         .route("/volumes/{id}/attach", post(volume::attach_volume))
         .route("/volumes/{id}/detach", post(volume::detach_volume))
         .route("/pools", get(volume::list_pools))
+        .route(
+            "/volume-types",
+            get(volume::list_volume_types).post(volume::create_volume_type),
+        )
+        .route(
+            "/volume-types/{name}",
+            get(volume::get_volume_type).delete(volume::delete_volume_type),
+        )
         .route(
             "/pools/{name}",
             get(volume::get_pool).delete(volume::delete_pool),

@@ -10,7 +10,7 @@ use kumo_types::{
 
 use super::extract::{ApiJson, ApiQuery};
 use super::instance::ListQuery;
-use crate::app::{App, pool, snapshot, volume};
+use crate::app::{App, pool, snapshot, volume, volume_type};
 use crate::error::ApiResult;
 
 #[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = Page<VolumeView>)))]
@@ -153,5 +153,43 @@ pub async fn delete_pool(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     pool::delete(&app, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/volume-types", responses((status = 200, body = Page<kumo_types::VolumeType>)))]
+pub async fn list_volume_types(
+    State(app): State<App>,
+) -> ApiResult<Json<Page<kumo_types::VolumeType>>> {
+    Ok(Json(volume_type::list(&app).await?))
+}
+
+#[utoipa::path(post, path = "/v1/volume-types", request_body = kumo_types::CreateVolumeTypeRequest,
+    responses((status = 201, body = kumo_types::VolumeType), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_volume_type(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<kumo_types::CreateVolumeTypeRequest>,
+) -> ApiResult<(StatusCode, Json<kumo_types::VolumeType>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(volume_type::create(&app, req).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/volume-types/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = kumo_types::VolumeType), (status = 404, body = ErrorBody)))]
+pub async fn get_volume_type(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<kumo_types::VolumeType>> {
+    Ok(Json(volume_type::get(&app, &name).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/volume-types/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_volume_type(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    volume_type::delete(&app, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,6 +17,7 @@ pub mod router;
 pub mod security_group;
 pub mod snapshot;
 pub mod volume;
+pub mod volume_type;
 
 use std::path::PathBuf;
 use std::sync::Arc;

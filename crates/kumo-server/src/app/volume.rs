@@ -5,8 +5,8 @@
 use kumo_store::{Compare, Op};
 use kumo_types::{
     AttachVolumeRequest, CreateVolumeRequest, DEFAULT_PROJECT, Error, ImageKind, Instance,
-    LOCAL_POOL, MAX_VOLUMES_PER_INSTANCE, Page, Result, UpdateVolumeRequest, Volume,
-    VolumeAttachment, VolumeStatus, VolumeView, ids, now_rfc3339,
+    MAX_VOLUMES_PER_INSTANCE, Page, Result, UpdateVolumeRequest, Volume, VolumeAttachment,
+    VolumeStatus, VolumeView, ids, now_rfc3339,
 };
 
 use super::{App, host, image, instance};
@@ -20,13 +20,8 @@ const MAX_SIZE_GIB: u64 = 64 * 1024;
 
 pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
     kumo_types::validate::name("name", &req.name)?;
-    let pool = req.pool.clone().unwrap_or_else(|| LOCAL_POOL.to_string());
-    if pool != LOCAL_POOL {
-        return Err(Error::invalid(
-            "pool",
-            format!("no storage pool `{pool}` (pools: {LOCAL_POOL})"),
-        ));
-    }
+    let (volume_type, pool) =
+        super::volume_type::resolve(app, req.volume_type.as_deref(), req.pool.as_deref()).await?;
     let image = match &req.image {
         Some(r) => {
             let img = image::get(app, r)
@@ -106,6 +101,7 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
         project: DEFAULT_PROJECT.into(),
         size_gib,
         pool,
+        volume_type,
         image_id: image.map(|i| i.id),
         snapshot_id: snapshot.map(|(s, _)| s.id),
         host: host.id,
