@@ -49,6 +49,22 @@ async fn timed_volume(cloud: &Cloud, name: &str, body: serde_json::Value) -> Res
     }
 }
 
+/// One kumo run: create the volume (timed, in ms), then delete it.
+async fn kumo_run(cloud: &Cloud, name: &str, body: serde_json::Value) -> Result<f64> {
+    let d = timed_volume(cloud, name, body).await?;
+    delete_volume(cloud, name).await?;
+    Ok(ms(d))
+}
+
+/// One reference run: the storage tool alone (timed, in ms); its output file is removed after.
+fn timed_tool(args: &[&str], out: &str) -> Result<f64> {
+    let t0 = Instant::now();
+    tool(args)?;
+    let took = ms(t0.elapsed());
+    remove(Path::new(out))?;
+    Ok(took)
+}
+
 async fn delete_volume(cloud: &Cloud, name: &str) -> Result<()> {
     cloud
         .api_ok("DELETE", &format!("/v1/volumes/{name}"), None)
@@ -126,29 +142,18 @@ async fn bench(runs: usize) -> Result<()> {
         .join(img["id"].as_str().context("image id")?)
         .join("disk.qcow2");
 
+    let stored = stored.to_string_lossy().into_owned();
     let (mut kumo_img, mut ref_img) = (vec![], vec![]);
     for i in 0..runs {
         let name = format!("fromimg{i}");
-        let d = timed_volume(&cloud, &name, json!({"name": name, "image": "img1g"})).await?;
-        kumo_img.push(ms(d));
-        delete_volume(&cloud, &name).await?;
+        kumo_img.push(kumo_run(&cloud, &name, json!({"name": name, "image": "img1g"})).await?);
         let out = w(&format!("ref{i}.qcow2"));
-        let t0 = Instant::now();
-        tool(&[
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            &stored.to_string_lossy(),
-            "-F",
-            "qcow2",
+        ref_img.push(timed_tool(
+            &[
+                "qemu-img", "create", "-q", "-f", "qcow2", "-b", &stored, "-F", "qcow2", &out, "1G",
+            ],
             &out,
-            "1G",
-        ])?;
-        ref_img.push(ms(t0.elapsed()));
-        std::fs::remove_file(&out)?;
+        )?);
     }
 
     // A volume with 256 MiB of data and a snapshot of it.
@@ -188,27 +193,17 @@ async fn bench(runs: usize) -> Result<()> {
     let snap_id = snap["id"].as_str().context("snapshot id")?.to_string();
     let clone_runs = runs.min(5);
     let (mut kumo_clone, mut ref_clone) = (vec![], vec![]);
+    let snapshot = format!("snapshot.name={snap_id}");
     for i in 0..clone_runs {
         let name = format!("clone{i}");
-        let d = timed_volume(&cloud, &name, json!({"name": name, "snapshot": "s1"})).await?;
-        kumo_clone.push(ms(d));
-        delete_volume(&cloud, &name).await?;
+        kumo_clone.push(kumo_run(&cloud, &name, json!({"name": name, "snapshot": "s1"})).await?);
         let out = w(&format!("refclone{i}.qcow2"));
-        let t0 = Instant::now();
-        tool(&[
-            "qemu-img",
-            "convert",
-            "-U",
-            "-q",
-            "-O",
-            "qcow2",
-            "-l",
-            &format!("snapshot.name={snap_id}"),
-            &src_path,
+        ref_clone.push(timed_tool(
+            &[
+                "qemu-img", "convert", "-U", "-q", "-O", "qcow2", "-l", &snapshot, &src_path, &out,
+            ],
             &out,
-        ])?;
-        ref_clone.push(ms(t0.elapsed()));
-        remove(Path::new(&out))?;
+        )?);
     }
 
     let rows = vec![

@@ -160,7 +160,7 @@ impl DirPool {
             cmd.arg("-b").arg(&backing).args(["-F", fmt.as_str()]);
         }
         cmd.arg(&tmp).arg(&size);
-        run(&mut cmd, "qemu-img create")?;
+        run_tool(&mut cmd, "qemu-img create")?;
         fs::rename(&tmp, &path)?;
         Ok(path)
     }
@@ -253,13 +253,7 @@ fn qemu_img_info(p: &Path) -> Result<ImgInfo, Error> {
             format!("{} is not a readable file", p.display()),
         ));
     }
-    let out = run(
-        Command::new("qemu-img")
-            .args(["info", "--output=json"])
-            .arg(p),
-        "qemu-img info",
-    )?;
-    let v: serde_json::Value = serde_json::from_slice(&out)?;
+    let v = img_info_json(p, false)?;
     Ok(ImgInfo {
         format: v["format"].as_str().unwrap_or("unknown").to_string(),
         virtual_size: v["virtual-size"].as_u64().unwrap_or(0),
@@ -267,12 +261,19 @@ fn qemu_img_info(p: &Path) -> Result<ImgInfo, Error> {
     })
 }
 
-/// Run a storage tool (`qemu-img`, …); its stderr becomes the error. Shared with [`crate::volume`].
-pub(crate) fn run_tool(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Error> {
-    run(cmd, what)
+/// `qemu-img info` as JSON; with `force_share` (`-U`) it reads a file a running VM has open.
+pub(crate) fn img_info_json(p: &Path, force_share: bool) -> Result<serde_json::Value, Error> {
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["info", "--output=json"]);
+    if force_share {
+        cmd.arg("-U");
+    }
+    let out = run_tool(cmd.arg(p), "qemu-img info")?;
+    Ok(serde_json::from_slice(&out)?)
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Error> {
+/// Run a storage tool (`qemu-img`, …); its stderr becomes the error. Shared with [`crate::volume`].
+pub(crate) fn run_tool(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Error> {
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::unavailable(format!(
@@ -316,7 +317,7 @@ mod tests {
     fn import_disk_and_overlay() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src.qcow2");
-        run(
+        run_tool(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2"])
                 .arg(&src)

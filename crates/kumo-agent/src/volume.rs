@@ -20,7 +20,7 @@ use std::process::Command;
 
 use kumo_types::{DiskFormat, Error, Result};
 
-use crate::storage::{DirPool, read_dir_names, run_tool};
+use crate::storage::{DirPool, img_info_json, read_dir_names, run_tool};
 
 /// Where a new volume's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +165,8 @@ impl DirPool {
                     .arg(&tmp);
             }
         }
-        if *source == VolumeSource::Blank || matches!(source, VolumeSource::Image { .. }) {
+        // `create` takes the size; a snapshot copy gets it by a resize below.
+        if !matches!(source, VolumeSource::Snapshot { .. }) {
             cmd.arg(size.to_string());
         }
         run_tool(&mut cmd, "qemu-img (new volume)")?;
@@ -291,13 +292,7 @@ impl DirPool {
 
 /// `qemu-img info` as JSON, sharing the file with a VM that may have it open.
 fn image_info(p: &Path) -> Result<serde_json::Value> {
-    let out = run_tool(
-        Command::new("qemu-img")
-            .args(["info", "-U", "--output=json"])
-            .arg(p),
-        "qemu-img info",
-    )?;
-    Ok(serde_json::from_slice(&out)?)
+    img_info_json(p, true)
 }
 
 #[cfg(test)]

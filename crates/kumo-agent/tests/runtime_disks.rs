@@ -6,29 +6,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use kumo_agent::runtime::launch;
-use kumo_agent::runtime::qemu::{Accel, Boot, DiskCache, DiskSpec, Machine, VmConfig};
+use kumo_agent::runtime::qemu::{DiskCache, DiskSpec};
 use kumo_agent::storage::DirPool;
 use kumo_agent::volume::{VolumeSource, VolumeSpec};
 use kumo_testutil::{PidGuard, require};
 use kumo_types::DiskFormat;
 
-const MIB: u64 = 1 << 20;
+mod runtime_common;
+use runtime_common::config;
 
-fn config(dir: &Path, id: &str) -> VmConfig {
-    VmConfig {
-        instance_id: id.into(),
-        name: format!("test-{id}"),
-        vcpus: 1,
-        memory_mib: 64,
-        accel: Accel::Tcg,
-        machine: Machine::Q35,
-        boot: Boot::Disk,
-        disks: vec![],
-        nics: vec![],
-        seed_iso: None,
-        run_dir: dir.join("run").join(id),
-    }
-}
+const MIB: u64 = 1 << 20;
 
 fn qemu_io_ok(file: &Path, cmd: &str) -> bool {
     let out = std::process::Command::new("qemu-io")

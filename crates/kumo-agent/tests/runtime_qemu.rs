@@ -4,13 +4,15 @@
 //! The guest-poweroff test boots a 512-byte boot sector that switches the q35 chipset to ACPI S5, the
 //! same register write an OS makes when it powers off.
 
-use std::path::Path;
 use std::time::Duration;
 
-use kumo_agent::runtime::qemu::{Accel, Boot, DiskCache, DiskSpec, Machine, VmConfig};
+use kumo_agent::runtime::qemu::{DiskCache, DiskSpec};
 use kumo_agent::runtime::{ExitKind, RunFiles, adopt, launch};
 use kumo_testutil::{PidGuard, pid_alive, require};
 use kumo_types::DiskFormat;
+
+mod runtime_common;
+use runtime_common::config;
 
 /// `mov dx,0x604; mov ax,0x2000; out dx,ax; hlt; jmp hlt` — SLP_EN with SLP_TYP=0 (S5) in the ICH9
 /// PM1a control register, which SeaBIOS maps at 0x600 on q35.
@@ -21,22 +23,6 @@ fn poweroff_sector() -> Vec<u8> {
     s[510] = 0x55;
     s[511] = 0xAA;
     s
-}
-
-fn config(dir: &Path, id: &str) -> VmConfig {
-    VmConfig {
-        instance_id: id.into(),
-        name: format!("test-{id}"),
-        vcpus: 1,
-        memory_mib: 64,
-        accel: Accel::Tcg,
-        machine: Machine::Q35,
-        boot: Boot::Disk,
-        disks: vec![],
-        nics: vec![],
-        seed_iso: None,
-        run_dir: dir.join("run").join(id),
-    }
 }
 
 const WAIT: Duration = Duration::from_secs(30);

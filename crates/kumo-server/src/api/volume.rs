@@ -1,4 +1,4 @@
-//! Handlers for volumes, snapshots and storage pools.
+//! Handlers for volumes, snapshots, volume types and storage pools.
 
 use axum::Json;
 use axum::extract::{Path, State};
