@@ -21,6 +21,7 @@ PKGS=(
   openssh-client         # ssh-keygen in tests
   gcc pkg-config         # building bundled SQLite
   protobuf-compiler
+  ceph-mon ceph-osd ceph-mgr ceph-common # a real single-node Ceph for the rbd pool tests (scripts/ceph-cluster.sh)
 )
 
 stamp=/var/lib/kumo-setup.stamp

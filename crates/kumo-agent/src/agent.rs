@@ -145,6 +145,9 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         }
         converge(&ctx, &snap, &mut workers, &registry, &mut registered).await;
         volumes.sync(cp.as_ref(), &ctx.pool, &snap.volumes).await;
+        volumes
+            .report_pools(cp.as_ref(), &host.id, &ctx.pool, &snap.pools)
+            .await;
         if metadata_task.is_none() && !snap.assignments.is_empty() {
             match tokio::net::TcpListener::bind(cfg.metadata_addr).await {
                 Ok(l) => {

@@ -7,6 +7,7 @@
 //! with a pidfile and a QMP socket in the instance directory, and a restarted agent adopts it.
 
 pub mod agent;
+pub mod backend;
 pub mod control;
 pub mod inventory;
 pub mod metadata;
@@ -14,6 +15,7 @@ pub mod netstate;
 pub mod network;
 pub mod paths;
 pub mod plan;
+pub mod rbd;
 pub mod runtime;
 pub mod storage;
 pub mod volstate;

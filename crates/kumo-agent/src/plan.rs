@@ -107,6 +107,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 256,
             root_disk_gib: 1,
+            boot_volume_id: None,
             key_name: None,
             user_data: None,
             desired_state: DesiredState::Running,

@@ -5,20 +5,33 @@
 //! - A root disk appears only complete: `qemu-img create` writes `root.qcow2.tmp`, then it is renamed,
 //!   so an agent killed mid-way leaves at most a `.tmp` that the next attempt overwrites.
 //! - Overlays reference the image by absolute path, so an image in use must not be deleted (the API
-//!   refuses while instances use it).
+//!   refuses while instances or volumes use it).
+//! - A URL import downloads into `<id>.download/`, then stores like any import; a failed or cancelled
+//!   import removes `<id>.download/`, `<id>.tmp/` and `<id>/` ([`DirPool::delete_image`]).
+//!
+//! Format detection, conversion and checks of imported disk images are in [`import`].
 
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kumo_types::{DiskFormat, Error, Image, ImageKind};
+use kumo_types::{DiskFormat, Error, Image, ImageKind, ImportFormat};
 use sha2::{Digest, Sha256};
+
+mod import;
+pub use import::{
+    DiskSource, ISO9660_MAGIC_OFFSET, check_sha256, decide_format, file_is_iso9660, is_iso9660,
+    self_contained, sha256_file,
+};
 
 /// What an import produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
+    /// The stored format (disk images).
     pub format: Option<DiskFormat>,
+    /// The source's format when it was converted (vmdk, vdi, vhdx → qcow2).
+    pub source_format: Option<ImportFormat>,
     pub size_bytes: u64,
     pub virtual_size_bytes: u64,
     pub sha256: String,
@@ -55,63 +68,39 @@ impl DirPool {
         self.instance_dir(id).join("root.qcow2")
     }
 
-    /// Import a disk image file (copied, hashed, format and virtual size read with `qemu-img info`).
+    /// Where a URL import downloads to before it stores the image.
+    pub fn download_dir(&self, id: &str) -> PathBuf {
+        self.root.join("images").join(format!("{id}.download"))
+    }
+
+    /// Import a disk image file from the server host (copied, hashed, format and virtual size read
+    /// with `qemu-img info`; see [`DirPool::import_disk_from`]).
     pub fn import_disk(
         &self,
         id: &str,
         src: &Path,
         format: Option<DiskFormat>,
     ) -> Result<Imported, Error> {
-        let info = qemu_img_info(src)?;
-        let detected = match info.format.as_str() {
-            "qcow2" => DiskFormat::Qcow2,
-            "raw" => DiskFormat::Raw,
-            other => {
-                return Err(Error::invalid(
-                    "disk_path",
-                    format!(
-                        "{} is a {other} image; qcow2 and raw are supported",
-                        src.display()
-                    ),
-                ));
-            }
+        let label = src.display().to_string();
+        let source = DiskSource {
+            path: src,
+            field: "disk_path",
+            label: &label,
+            owned: false,
+            sha256: None,
         };
-        if let Some(f) = format
-            && f != detected
-        {
-            return Err(Error::invalid(
-                "format",
-                format!(
-                    "{} is {}, not {}",
-                    src.display(),
-                    detected.as_str(),
-                    f.as_str()
-                ),
-            ));
-        }
-        if info.backing.is_some() {
-            return Err(Error::invalid(
-                "disk_path",
-                format!(
-                    "{} has a backing file; import a standalone image (qemu-img convert)",
-                    src.display()
-                ),
-            ));
-        }
-        let tmp = self.tmp_dir(id)?;
-        let (size, hash) =
-            copy_hashing(src, &tmp.join(format!("disk.{}", detected.as_str())), None)?;
-        self.commit_dir(id, &tmp)?;
-        Ok(Imported {
-            format: Some(detected),
-            size_bytes: size,
-            virtual_size_bytes: info.virtual_size,
-            sha256: hash,
-        })
+        self.import_disk_from(id, &source, format.map(ImportFormat::from), None)
     }
 
-    /// Import a kernel + initrd pair. The hash covers the kernel then the initrd.
-    pub fn import_kernel(&self, id: &str, kernel: &Path, initrd: &Path) -> Result<Imported, Error> {
+    /// Import a kernel + initrd pair. The hash covers the kernel then the initrd; with `expect_sha256`
+    /// a different hash fails the import and keeps nothing.
+    pub fn import_kernel(
+        &self,
+        id: &str,
+        kernel: &Path,
+        initrd: &Path,
+        expect_sha256: Option<&str>,
+    ) -> Result<Imported, Error> {
         for (field, p) in [("kernel_path", kernel), ("initrd_path", initrd)] {
             if !p.is_file() {
                 return Err(Error::invalid(
@@ -122,23 +111,54 @@ impl DirPool {
         }
         let tmp = self.tmp_dir(id)?;
         let mut hasher = Sha256::new();
-        let (k, _) = copy_hashing(kernel, &tmp.join("kernel"), Some(&mut hasher))?;
-        let (i, _) = copy_hashing(initrd, &tmp.join("initrd"), Some(&mut hasher))?;
+        let copied = copy_hashing(kernel, &tmp.join("kernel"), Some(&mut hasher)).and_then(|k| {
+            let i = copy_hashing(initrd, &tmp.join("initrd"), Some(&mut hasher))?;
+            let sha256 = hex(&hasher.finalize());
+            if let Some(want) = expect_sha256 {
+                check_sha256(want, &sha256, "the kernel then the initrd")?;
+            }
+            Ok((k.0 + i.0, sha256))
+        });
+        let (size_bytes, sha256) = match copied {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = remove_dir_if_exists(&tmp);
+                return Err(e);
+            }
+        };
         self.commit_dir(id, &tmp)?;
         Ok(Imported {
             format: None,
-            size_bytes: k + i,
+            source_format: None,
+            size_bytes,
             virtual_size_bytes: 0,
-            sha256: hex(&hasher.finalize()),
+            sha256,
         })
     }
 
+    /// Remove an image's files, and whatever an unfinished import of it left (no-op if none).
     pub fn delete_image(&self, id: &str) -> Result<(), Error> {
+        remove_dir_if_exists(&self.download_dir(id))?;
+        remove_dir_if_exists(&self.root.join("images").join(format!("{id}.tmp")))?;
         remove_dir_if_exists(&self.image_dir(id))
     }
 
-    /// Create the instance's root disk if it does not exist yet (idempotent): an overlay on a disk
-    /// image, or a blank qcow2 for kernel+initrd images. Returns its path.
+    /// Remove every unfinished import's leftovers (`*.download`, `*.tmp`): at start-up, when no
+    /// import runs. Returns the names removed.
+    pub fn remove_import_leftovers(&self) -> Result<Vec<String>, Error> {
+        let images = self.root.join("images");
+        let mut removed = Vec::new();
+        for name in read_dir_names(&images) {
+            if name.ends_with(".download") || name.ends_with(".tmp") {
+                remove_dir_if_exists(&images.join(&name))?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Create the instance's root disk if it does not exist yet (idempotent): an overlay on a bootable
+    /// disk image, or a blank qcow2 for kernel+initrd and ISO images. Returns its path.
     pub fn ensure_root_disk(
         &self,
         instance_id: &str,
@@ -154,8 +174,8 @@ impl DirPool {
         let size = format!("{size_gib}G");
         let mut cmd = Command::new("qemu-img");
         cmd.args(["create", "-q", "-f", "qcow2"]);
-        if image.kind == ImageKind::Disk {
-            let fmt = image.format.unwrap_or(DiskFormat::Qcow2);
+        let fmt = image.format.unwrap_or(DiskFormat::Qcow2);
+        if image.kind == ImageKind::Disk && fmt != DiskFormat::Iso {
             let backing = self.image_disk(&image.id, fmt);
             cmd.arg("-b").arg(&backing).args(["-F", fmt.as_str()]);
         }
@@ -240,12 +260,13 @@ fn copy_hashing(
     Ok((total, hex(&own.finalize())))
 }
 
+#[cfg(test)]
 struct ImgInfo {
-    format: String,
     virtual_size: u64,
     backing: Option<String>,
 }
 
+#[cfg(test)]
 fn qemu_img_info(p: &Path) -> Result<ImgInfo, Error> {
     if !p.is_file() {
         return Err(Error::invalid(
@@ -255,7 +276,6 @@ fn qemu_img_info(p: &Path) -> Result<ImgInfo, Error> {
     }
     let v = img_info_json(p, false)?;
     Ok(ImgInfo {
-        format: v["format"].as_str().unwrap_or("unknown").to_string(),
         virtual_size: v["virtual-size"].as_u64().unwrap_or(0),
         backing: v["backing-filename"].as_str().map(str::to_string),
     })
@@ -303,11 +323,16 @@ mod tests {
             name: "x".into(),
             project: "default".into(),
             kind,
+            state: kumo_types::ImageState::Available,
+            status_message: None,
             format,
+            source_format: None,
             cmdline: None,
             size_bytes: 0,
             virtual_size_bytes: 0,
             sha256: String::new(),
+            source_url: None,
+            progress: None,
             pool: "local".into(),
             created_at: String::new(),
         }
@@ -354,15 +379,24 @@ mod tests {
         fs::write(&k, b"kernel").unwrap();
         fs::write(&i, b"initrd").unwrap();
         let pool = DirPool::new(dir.path().join("pool"));
-        let imp = pool.import_kernel("ami-k", &k, &i).unwrap();
+        let imp = pool.import_kernel("ami-k", &k, &i, None).unwrap();
         assert_eq!(imp.size_bytes, 12);
         // sha256("kernelinitrd")
         let mut h = Sha256::new();
         h.update(b"kernelinitrd");
         assert_eq!(imp.sha256, hex(&h.finalize()));
         let e = pool
-            .import_kernel("ami-x", &dir.path().join("missing"), &i)
+            .import_kernel("ami-x", &dir.path().join("missing"), &i, None)
             .unwrap_err();
         assert_eq!(e.field(), Some("kernel_path"));
+        let e = pool
+            .import_kernel("ami-y", &k, &i, Some(&"0".repeat(64)))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("sha256"));
+        assert!(!pool.image_dir("ami-y").exists());
+        assert!(
+            pool.remove_import_leftovers().unwrap().is_empty(),
+            "nothing left"
+        );
     }
 }

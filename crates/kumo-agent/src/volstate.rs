@@ -7,14 +7,15 @@
 //! - [`sync_plugged`] (the instance's worker) makes the running VM's volumes match the attachments:
 //!   hot-plug, unplug, online grow; it reports those volumes' status.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use kumo_types::{
-    DiskFormat, Error, Result, Snapshot, SnapshotState, SnapshotStatus, Volume, VolumeAssignment,
-    VolumeState, VolumeStatus,
+    Assignment, DiskFormat, Error, Pool, PoolHostStatus, Result, Snapshot, SnapshotState,
+    SnapshotStatus, Volume, VolumeAssignment, VolumeState, VolumeStatus,
 };
 
+use crate::backend::VolumeBackend;
 use crate::control::ControlPlane;
 use crate::runtime::RunningVm;
 use crate::runtime::qemu::{DiskCache, DiskSpec, volume_bus};
@@ -26,12 +27,12 @@ const GIB: u64 = 1 << 30;
 /// How long a guest gets to let go of an unplugged volume.
 pub const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The file-level spec of a volume (pure).
-pub fn spec_of(pool: &DirPool, va: &VolumeAssignment) -> Result<VolumeSpec> {
+/// The spec of a volume (pure). Images are files in the host's own `local` pool.
+pub fn spec_of(local: &DirPool, va: &VolumeAssignment) -> Result<VolumeSpec> {
     let v = &va.volume;
     let source = match (&v.image_id, &va.image, &v.snapshot_id, &va.snapshot_source) {
         (Some(_), Some(img), _, _) => VolumeSource::Image {
-            path: pool.image_disk(&img.id, img.format.unwrap_or(DiskFormat::Qcow2)),
+            path: local.image_disk(&img.id, img.format.unwrap_or(DiskFormat::Qcow2)),
             format: img.format.unwrap_or(DiskFormat::Qcow2),
         },
         (Some(id), None, _, _) => {
@@ -41,7 +42,7 @@ pub fn spec_of(pool: &DirPool, va: &VolumeAssignment) -> Result<VolumeSpec> {
             )));
         }
         (None, _, Some(snap), Some(src)) => VolumeSource::Snapshot {
-            volume: pool.volume_path(src),
+            volume_id: src.clone(),
             snapshot: snap.clone(),
         },
         (None, _, Some(snap), None) => {
@@ -59,24 +60,62 @@ pub fn spec_of(pool: &DirPool, va: &VolumeAssignment) -> Result<VolumeSpec> {
     })
 }
 
-/// The QEMU disk of an attached volume (on its own hot-plug port).
-pub fn disk_of(pool: &DirPool, v: &Volume) -> Option<DiskSpec> {
-    let slot = v.attachment.as_ref()?.slot;
+/// The backend of the pool volume `v` lives in, among `pools` (those of an assignment).
+pub fn backend_of(local: &DirPool, pools: &[Pool], v: &Volume) -> Result<VolumeBackend> {
+    let pool = pools
+        .iter()
+        .find(|p| p.name == v.pool)
+        .ok_or_else(|| Error::internal(format!("pool `{}` missing from assignment", v.pool)))?;
+    VolumeBackend::of(pool, local)
+}
+
+/// The QEMU disk of an attached volume: on its own hot-plug port, or on the root bus for a boot
+/// volume.
+pub fn disk_of(backend: &VolumeBackend, v: &Volume) -> Option<DiskSpec> {
+    let a = v.attachment.as_ref()?;
+    let (source, format) = backend.disk(&v.id);
     Some(DiskSpec {
         id: v.id.clone(),
-        path: pool.volume_path(&v.id),
-        format: DiskFormat::Qcow2,
+        source,
+        format,
         readonly: false,
         cache: DiskCache::default(),
-        bus: Some(volume_bus(slot)),
+        bus: (!a.boot).then(|| volume_bus(a.slot)),
     })
 }
+
+/// Run blocking storage work (tools, files) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal_with("storage task", e))?
+}
+
+/// The attached volumes of assignment `a` that exist.
+pub async fn present_volumes(local: &DirPool, a: &Assignment) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for v in a.volumes.iter().filter(|v| !v.deleting) {
+        let Ok(b) = backend_of(local, &a.pools, v) else {
+            continue;
+        };
+        let id = v.id.clone();
+        if matches!(blocking(move || b.size(&id)).await, Ok(Some(_))) {
+            out.insert(v.id.clone());
+        }
+    }
+    out
+}
+
+/// How often each pool's capacity is reported.
+const POOL_REPORT_EVERY: Duration = Duration::from_secs(30);
 
 /// The agent loop's side: files and the status of volumes not in a running instance.
 #[derive(Default)]
 pub struct VolumeKeeper {
     reported: HashMap<String, VolumeStatus>,
     snapshots: SnapshotReports,
+    /// When each pool was last reported, and what.
+    pools: HashMap<String, (std::time::Instant, PoolHostStatus)>,
 }
 
 /// The snapshot statuses last reported (to report changes only).
@@ -104,10 +143,11 @@ fn snapshot_result(r: Result<()>) -> SnapshotStatus {
     }
 }
 
-/// Take or delete the snapshots of a volume whose file no running VM has open (`qemu-img`).
+/// Take or delete the snapshots of a volume with the pool's own tools: one no running VM has open
+/// (`qemu-img`), or any volume of a pool whose snapshots need no VM (RBD).
 async fn sync_offline_snapshots(
     cp: &dyn ControlPlane,
-    pool: &DirPool,
+    pool: &VolumeBackend,
     volume_id: &str,
     snaps: &[Snapshot],
     reports: &mut SnapshotReports,
@@ -118,16 +158,14 @@ async fn sync_offline_snapshots(
         }
         let (p, vid, sid) = (pool.clone(), volume_id.to_string(), s.id.clone());
         let deleting = s.deleting;
-        let r = tokio::task::spawn_blocking(move || {
+        let r = blocking(move || {
             if deleting {
-                p.delete_volume_snapshot(&vid, &sid)
+                p.delete_snapshot(&vid, &sid)
             } else {
-                p.snapshot_volume(&vid, &sid)
+                p.snapshot(&vid, &sid)
             }
         })
-        .await
-        .map_err(|e| Error::internal_with("snapshot task", e))
-        .and_then(|r| r);
+        .await;
         if deleting {
             if r.is_ok() && cp.snapshot_removed(&s.id).await.is_ok() {
                 reports.0.remove(&s.id);
@@ -164,87 +202,167 @@ impl VolumeKeeper {
     pub async fn sync(
         &mut self,
         cp: &dyn ControlPlane,
-        pool: &DirPool,
+        local: &DirPool,
         volumes: &[VolumeAssignment],
     ) {
         for va in volumes {
             let id = va.volume.id.clone();
+            let backend = match VolumeBackend::of(&va.pool, local) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.report(cp, &id, error_status(&e)).await;
+                    continue;
+                }
+            };
             if va.volume.deleting {
-                let p = pool.clone();
-                let vid = id.clone();
-                let r = tokio::task::spawn_blocking(move || p.delete_volume(&vid)).await;
-                if matches!(r, Ok(Ok(()))) && cp.volume_removed(&id).await.is_ok() {
+                let (b, vid) = (backend.clone(), id.clone());
+                if blocking(move || b.delete(&vid)).await.is_ok()
+                    && cp.volume_removed(&id).await.is_ok()
+                {
                     self.reported.remove(&id);
                 }
                 continue;
             }
-            if !va.in_running_instance && pool.volume_path(&id).exists() {
-                sync_offline_snapshots(cp, pool, &id, &va.snapshots, &mut self.snapshots).await;
-            }
-            let st = match self.ensure(pool, va).await {
-                Ok(None) => continue, // the worker reports it
-                Ok(Some(size)) => VolumeStatus {
-                    state: if va.volume.attachment.is_some() {
-                        VolumeState::InUse
-                    } else {
-                        VolumeState::Available
-                    },
-                    message: None,
-                    size_bytes: size,
-                    plugged_into: None,
-                },
+            let st = match self.ensure(local, &backend, va).await {
+                Ok(None) => {
+                    // The worker reports it; snapshots that need no VM are still taken here.
+                    if !backend.snapshots_through_vm() {
+                        sync_offline_snapshots(
+                            cp,
+                            &backend,
+                            &id,
+                            &va.snapshots,
+                            &mut self.snapshots,
+                        )
+                        .await;
+                    }
+                    continue;
+                }
+                Ok(Some(size)) => {
+                    sync_offline_snapshots(cp, &backend, &id, &va.snapshots, &mut self.snapshots)
+                        .await;
+                    VolumeStatus {
+                        state: if va.volume.attachment.is_some() {
+                            VolumeState::InUse
+                        } else {
+                            VolumeState::Available
+                        },
+                        message: None,
+                        size_bytes: size,
+                        plugged_into: None,
+                    }
+                }
                 // Still open by a VM that is letting go of it: in use until then.
                 Err(e) if e.code() == "conflict" => VolumeStatus {
                     state: VolumeState::InUse,
                     message: Some(e.to_string()),
                     ..Default::default()
                 },
-                Err(e) => VolumeStatus {
-                    state: VolumeState::Error,
-                    message: Some(e.to_string()),
-                    ..Default::default()
-                },
+                Err(e) => error_status(&e),
             };
-            if self.reported.get(&id) != Some(&st)
-                && cp.report_volume_status(&id, st.clone()).await.is_ok()
-            {
-                self.reported.insert(id, st);
-            }
+            self.report(cp, &id, st).await;
         }
         let live: Vec<&str> = volumes.iter().map(|v| v.volume.id.as_str()).collect();
         self.reported.retain(|id, _| live.contains(&id.as_str()));
     }
 
-    /// Make the file (and grow it unless a running VM has it). `None`: the worker owns the status.
-    async fn ensure(&self, pool: &DirPool, va: &VolumeAssignment) -> Result<Option<u64>> {
-        let spec = spec_of(pool, va)?;
-        let p = pool.clone();
+    async fn report(&mut self, cp: &dyn ControlPlane, id: &str, st: VolumeStatus) {
+        if self.reported.get(id) != Some(&st)
+            && cp.report_volume_status(id, st.clone()).await.is_ok()
+        {
+            self.reported.insert(id.to_string(), st);
+        }
+    }
+
+    /// Make the volume (and grow it unless a running VM has it). `None`: the worker owns the status.
+    async fn ensure(
+        &self,
+        local: &DirPool,
+        backend: &VolumeBackend,
+        va: &VolumeAssignment,
+    ) -> Result<Option<u64>> {
+        let spec = spec_of(local, va)?;
+        let b = backend.clone();
         let running = va.in_running_instance;
-        tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+        blocking(move || -> Result<Option<u64>> {
+            let size = b.size(&spec.id)?;
             if running {
-                if p.volume_size(&spec.id)?.is_none() {
-                    p.ensure_volume(&spec)?;
+                if size.is_none() {
+                    b.ensure(&spec)?;
                 }
                 return Ok(None);
             }
             // Detached but still open in a VM (the guest has not released it yet): not available.
-            if p.volume_path(&spec.id).exists() && p.volume_locked(&spec.id)? {
+            if size.is_some() && b.in_use(&spec.id)? {
                 return Err(Error::conflict(
                     "still open by a running VM: waiting for the guest to release it",
                 ));
             }
-            p.ensure_volume(&spec)?;
-            p.volume_size(&spec.id)
+            b.ensure(&spec)?;
+            b.size(&spec.id)
         })
         .await
-        .map_err(|e| Error::internal_with("volume task", e))?
+    }
+
+    /// Report what this host sees of each operator-defined pool, when it changed or every
+    /// [`POOL_REPORT_EVERY`].
+    pub async fn report_pools(
+        &mut self,
+        cp: &dyn ControlPlane,
+        host_id: &str,
+        local: &DirPool,
+        pools: &[Pool],
+    ) {
+        for pool in pools {
+            let due = self
+                .pools
+                .get(&pool.name)
+                .is_none_or(|(at, _)| at.elapsed() >= POOL_REPORT_EVERY);
+            if !due {
+                continue;
+            }
+            let st = match VolumeBackend::of(pool, local) {
+                Ok(b) => {
+                    blocking(move || Ok(b.status()))
+                        .await
+                        .unwrap_or_else(|e| PoolHostStatus {
+                            error: Some(e.to_string()),
+                            ..Default::default()
+                        })
+                }
+                Err(e) => PoolHostStatus {
+                    error: Some(e.to_string()),
+                    checked_at: kumo_types::now_rfc3339(),
+                    ..Default::default()
+                },
+            };
+            if cp
+                .report_pool_status(&pool.name, host_id, st.clone())
+                .await
+                .is_ok()
+            {
+                self.pools
+                    .insert(pool.name.clone(), (std::time::Instant::now(), st));
+            }
+        }
+        self.pools
+            .retain(|name, _| pools.iter().any(|p| &p.name == name));
+    }
+}
+
+fn error_status(e: &Error) -> VolumeStatus {
+    VolumeStatus {
+        state: VolumeState::Error,
+        message: Some(e.to_string()),
+        ..Default::default()
     }
 }
 
 /// The worker's side: make the running VM's volumes match `wanted` (the volumes attached to it).
 /// Returns the status of every volume it plugged or kept, and the first failure.
 pub async fn sync_plugged(
-    pool: &DirPool,
+    local: &DirPool,
+    pools: &[Pool],
     instance_id: &str,
     vm: &RunningVm,
     wanted: &[Volume],
@@ -276,14 +394,19 @@ pub async fn sync_plugged(
             match plugged.get(&v.id) {
                 Some(&size) if size < want => vm.resize_disk(&v.id, want).await.map(|()| want),
                 Some(&size) => Ok(size),
+                None if v.attachment.as_ref().is_some_and(|a| a.boot) => Err(Error::internal(
+                    format!("boot volume {} is not in the running VM", v.id),
+                )),
                 None => {
-                    if !pool.volume_path(&v.id).exists() {
+                    let backend = backend_of(local, pools, v)?;
+                    let (b, vid) = (backend.clone(), v.id.clone());
+                    if blocking(move || b.size(&vid)).await?.is_none() {
                         return Err(Error::unavailable(format!(
-                            "volume {} has no file yet",
+                            "volume {} is not made yet",
                             v.id
                         )));
                     }
-                    let disk = disk_of(pool, v)
+                    let disk = disk_of(&backend, v)
                         .ok_or_else(|| Error::internal("attached volume without attachment"))?;
                     let bus = disk.bus.clone().unwrap_or_default();
                     vm.hotplug_disk(&disk, &bus).await?;

@@ -29,8 +29,8 @@ pub enum VolumeSource {
     Blank,
     /// An overlay on a stored image disk.
     Image { path: PathBuf, format: DiskFormat },
-    /// A copy of internal snapshot `snapshot` of the volume file at `volume`.
-    Snapshot { volume: PathBuf, snapshot: String },
+    /// A copy of snapshot `snapshot` of volume `volume_id` (in the same pool).
+    Snapshot { volume_id: String, snapshot: String },
 }
 
 /// What a volume should be.
@@ -158,10 +158,13 @@ impl DirPool {
                     .args(["-F", format.as_str()])
                     .arg(&tmp);
             }
-            VolumeSource::Snapshot { volume, snapshot } => {
+            VolumeSource::Snapshot {
+                volume_id,
+                snapshot,
+            } => {
                 cmd.args(["convert", "-U", "-q", "-O", "qcow2", "-l"])
                     .arg(format!("snapshot.name={snapshot}"))
-                    .arg(volume)
+                    .arg(self.volume_path(volume_id))
                     .arg(&tmp);
             }
         }

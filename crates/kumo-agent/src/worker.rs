@@ -41,12 +41,14 @@ pub fn nic_spec(instance_id: &str, nic: &kumo_types::Nic) -> NicSpec {
     }
 }
 
-/// Build the QEMU configuration of an assignment (pure).
+/// Build the QEMU configuration of an assignment (pure). `present`: the attached volumes that exist
+/// (made by their host's agent); the others are hot-plugged once they do.
 pub fn vm_config(
     ctx_data: &std::path::Path,
     pool: &DirPool,
     accel: Accel,
     a: &Assignment,
+    present: &std::collections::HashSet<String>,
 ) -> VmConfig {
     let i = &a.instance;
     let boot = match a.image.kind {
@@ -61,13 +63,26 @@ pub fn vm_config(
         },
         ImageKind::Disk => Boot::Disk,
     };
-    // Attached volumes start plugged in, each on its own hot-plug port (so it can be unplugged later);
-    // one whose file is not made yet is hot-plugged once it is.
+    // The boot volume (if any) is the first disk; attached volumes start plugged in, each on its own
+    // hot-plug port (so it can be unplugged later).
+    let boot_volume = i
+        .boot_volume_id
+        .as_ref()
+        .and_then(|id| a.volumes.iter().find(|v| &v.id == id))
+        .and_then(|v| {
+            let b = crate::volstate::backend_of(pool, &a.pools, v).ok()?;
+            crate::volstate::disk_of(&b, v)
+        });
     let volumes = a
         .volumes
         .iter()
-        .filter(|v| !v.deleting && pool.volume_path(&v.id).exists())
-        .filter_map(|v| crate::volstate::disk_of(pool, v));
+        .filter(|v| {
+            !v.deleting && present.contains(&v.id) && Some(&v.id) != i.boot_volume_id.as_ref()
+        })
+        .filter_map(|v| {
+            let b = crate::volstate::backend_of(pool, &a.pools, v).ok()?;
+            crate::volstate::disk_of(&b, v)
+        });
     let mut cfg = VmConfig {
         instance_id: i.id.clone(),
         name: i.name.clone(),
@@ -76,14 +91,14 @@ pub fn vm_config(
         accel,
         machine: Machine::default(),
         boot,
-        disks: vec![DiskSpec {
+        disks: vec![boot_volume.unwrap_or_else(|| DiskSpec {
             id: "root".into(),
-            path: pool.root_disk(&i.id),
+            source: crate::runtime::qemu::DiskSource::File(pool.root_disk(&i.id)),
             format: kumo_types::DiskFormat::Qcow2,
             readonly: false,
             cache: DiskCache::default(),
             bus: None,
-        }],
+        })],
         nics: i.nics.iter().map(|nic| nic_spec(&i.id, nic)).collect(),
         seed_iso: None,
         run_dir: crate::paths::run_dir(ctx_data, &i.id),
@@ -241,6 +256,16 @@ impl Worker {
 
     async fn start(&mut self, a: &Assignment) -> Next {
         self.report(InstanceState::Starting, None, None).await;
+        // A boot volume still being made (e.g. an image copied into Ceph) is waited for, not counted
+        // as a failed start.
+        if let Some(v) = &a.instance.boot_volume_id
+            && !crate::volstate::present_volumes(&self.ctx.pool, a)
+                .await
+                .contains(v)
+        {
+            self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            return Next::Wait;
+        }
         match start(&self.ctx, a).await {
             Ok(v) => {
                 self.failures = 0;
@@ -345,9 +370,16 @@ impl Worker {
         let wanted: Vec<kumo_types::Volume> =
             a.volumes.iter().filter(|v| !v.deleting).cloned().collect();
         let (statuses, failed) =
-            crate::volstate::sync_plugged(&self.ctx.pool, &self.id, vm, &wanted).await;
+            crate::volstate::sync_plugged(&self.ctx.pool, &a.pools, &self.id, vm, &wanted).await;
         for (id, st) in &statuses {
-            if st.plugged_into.is_some() {
+            // qcow2 volumes snapshot through the VM; other pools' snapshots are taken by the
+            // volume's home agent.
+            let through_vm = wanted
+                .iter()
+                .find(|v| &v.id == id)
+                .and_then(|v| crate::volstate::backend_of(&self.ctx.pool, &a.pools, v).ok())
+                .is_some_and(|b| b.snapshots_through_vm());
+            if st.plugged_into.is_some() && through_vm {
                 crate::volstate::sync_online_snapshots(
                     self.ctx.cp.as_ref(),
                     vm,
@@ -531,9 +563,21 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
     let i = &a.instance;
     let pool = ctx.pool.clone();
     let (inst_id, image, size) = (i.id.clone(), a.image.clone(), i.root_disk_gib);
-    tokio::task::spawn_blocking(move || pool.ensure_root_disk(&inst_id, &image, size))
-        .await
-        .map_err(|e| kumo_types::Error::internal_with("disk task", e))??;
+    let present = crate::volstate::present_volumes(&ctx.pool, a).await;
+    match &i.boot_volume_id {
+        // The boot volume's home agent makes it from the image.
+        Some(v) if !present.contains(v) => {
+            return Err(kumo_types::Error::unavailable(format!(
+                "boot volume {v} is not made yet"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            tokio::task::spawn_blocking(move || pool.ensure_root_disk(&inst_id, &image, size))
+                .await
+                .map_err(|e| kumo_types::Error::internal_with("disk task", e))??;
+        }
+    }
     for nic in &i.nics {
         let net = a
             .networks
@@ -542,7 +586,7 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
             .ok_or_else(|| kumo_types::Error::internal("network of NIC missing from assignment"))?;
         network::ensure_tap(&network::tap_name(&i.id, nic.slot), &net.bridge, net.mtu)?;
     }
-    let mut cfg = vm_config(&ctx.data_dir, &ctx.pool, ctx.accel, a);
+    let mut cfg = vm_config(&ctx.data_dir, &ctx.pool, ctx.accel, a, &present);
     std::fs::create_dir_all(&cfg.run_dir)?;
     // A NoCloud seed (ISO labelled `cidata`) so stock cloud-init images configure themselves even
     // without the metadata service.

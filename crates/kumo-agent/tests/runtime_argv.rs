@@ -21,7 +21,9 @@ fn kernel_guest(accel: Accel) -> VmConfig {
         },
         disks: vec![DiskSpec {
             id: "root".into(),
-            path: "/var/lib/kumo/pool/instances/i-0123456789abcdef/root.qcow2".into(),
+            source: kumo_agent::runtime::qemu::DiskSource::File(
+                "/var/lib/kumo/pool/instances/i-0123456789abcdef/root.qcow2".into(),
+            ),
             format: DiskFormat::Qcow2,
             readonly: false,
             cache: DiskCache::Writeback,
@@ -50,7 +52,9 @@ fn disk_guest(accel: Accel) -> VmConfig {
         disks: vec![
             DiskSpec {
                 id: "root".into(),
-                path: "/var/lib/kumo/pool/instances/i-00000000000000a1/root.qcow2".into(),
+                source: kumo_agent::runtime::qemu::DiskSource::File(
+                    "/var/lib/kumo/pool/instances/i-00000000000000a1/root.qcow2".into(),
+                ),
                 format: DiskFormat::Qcow2,
                 readonly: false,
                 cache: DiskCache::Writeback,
@@ -58,11 +62,36 @@ fn disk_guest(accel: Accel) -> VmConfig {
             },
             DiskSpec {
                 id: "vol-0a1b2c".into(),
-                path: "/srv/volumes/vol-0a1b2c.raw".into(),
+                source: kumo_agent::runtime::qemu::DiskSource::File(
+                    "/srv/volumes/vol-0a1b2c.raw".into(),
+                ),
                 format: DiskFormat::Raw,
                 readonly: false,
                 cache: DiskCache::Direct,
                 bus: Some(kumo_agent::runtime::qemu::volume_bus(0)),
+            },
+            DiskSpec {
+                id: "vol-0ceph".into(),
+                source: kumo_agent::runtime::qemu::DiskSource::Rbd {
+                    pool: "kumo".into(),
+                    image: "vol-0ceph".into(),
+                    conf: "/etc/ceph/ceph.conf".into(),
+                    user: "admin".into(),
+                },
+                format: DiskFormat::Raw,
+                readonly: false,
+                cache: DiskCache::Writeback,
+                bus: Some(kumo_agent::runtime::qemu::volume_bus(1)),
+            },
+            DiskSpec {
+                id: "vol-0lvm".into(),
+                source: kumo_agent::runtime::qemu::DiskSource::HostDevice(
+                    "/dev/vg0/vol-0lvm".into(),
+                ),
+                format: DiskFormat::Raw,
+                readonly: false,
+                cache: DiskCache::Direct,
+                bus: Some(kumo_agent::runtime::qemu::volume_bus(2)),
             },
         ],
         nics: vec![

@@ -49,7 +49,7 @@ async fn hotplug_grow_snapshot_and_unplug_timeout() {
 
     let disk = DiskSpec {
         id: "vol-hp".into(),
-        path: file.clone(),
+        source: kumo_agent::runtime::qemu::DiskSource::File(file.clone()),
         format: DiskFormat::Qcow2,
         readonly: false,
         cache: DiskCache::Writeback,

@@ -166,7 +166,7 @@ async fn guest_poweroff_is_a_clean_guest_shutdown() {
     let mut cfg = config(tmp.path(), "i-rt3");
     cfg.disks.push(DiskSpec {
         id: "root".into(),
-        path: disk,
+        source: kumo_agent::runtime::qemu::DiskSource::File(disk),
         format: DiskFormat::Raw,
         readonly: false,
         cache: DiskCache::Writeback,
@@ -205,7 +205,7 @@ async fn bad_config_fails_with_qemu_message_and_leaves_nothing() {
     let mut cfg = config(tmp.path(), "i-rt4");
     cfg.disks.push(DiskSpec {
         id: "root".into(),
-        path: tmp.path().join("missing.qcow2"),
+        source: kumo_agent::runtime::qemu::DiskSource::File(tmp.path().join("missing.qcow2")),
         format: DiskFormat::Qcow2,
         readonly: false,
         cache: DiskCache::Writeback,

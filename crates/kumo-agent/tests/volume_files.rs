@@ -54,7 +54,7 @@ fn snapshot_then_clone_shows_the_old_data_only() {
             "vol-c",
             128 * MIB,
             VolumeSource::Snapshot {
-                volume: v.clone(),
+                volume_id: "vol-a".into(),
                 snapshot: "snap-1".into(),
             },
         ))
@@ -81,7 +81,7 @@ fn snapshot_then_clone_shows_the_old_data_only() {
             "vol-d",
             32 * MIB,
             VolumeSource::Snapshot {
-                volume: c.clone(),
+                volume_id: "vol-c".into(),
                 snapshot: "snap-2".into(),
             },
         ))

@@ -110,14 +110,23 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// An image's state for tables: `available`, `error`, or `importing 45%`.
+pub fn image_state(i: &Image) -> String {
+    match (i.state, i.progress.and_then(|p| p.percent())) {
+        (kumo_types::ImageState::Importing, Some(p)) => format!("importing {p}%"),
+        (s, _) => wire(&s),
+    }
+}
+
 pub fn images_table(items: &[Image]) -> Table {
-    let mut t = table(&["NAME", "ID", "KIND", "FORMAT", "SIZE", "CREATED"]);
+    let mut t = table(&["NAME", "ID", "KIND", "FORMAT", "STATE", "SIZE", "CREATED"]);
     for i in items {
         t.add_row(vec![
             i.name.clone(),
             i.id.clone(),
             wire(&i.kind),
             i.format.map_or("-".into(), |f| f.as_str().to_string()),
+            image_state(i),
             bytes(i.size_bytes),
             i.created_at.clone(),
         ]);
@@ -126,22 +135,46 @@ pub fn images_table(items: &[Image]) -> Table {
 }
 
 pub fn image_detail(i: &Image) -> Table {
-    detail(vec![
+    let mut rows = vec![
         ("name", i.name.clone()),
         ("id", i.id.clone()),
         ("project", i.project.clone()),
         ("kind", wire(&i.kind)),
-        (
-            "format",
-            i.format.map_or("-".into(), |f| f.as_str().to_string()),
-        ),
+        ("state", wire(&i.state)),
+    ];
+    if let Some(m) = &i.status_message {
+        rows.push(("status message", m.clone()));
+    }
+    rows.push((
+        "format",
+        i.format.map_or("-".into(), |f| f.as_str().to_string()),
+    ));
+    if let Some(f) = i.source_format {
+        rows.push(("converted from", f.as_str().to_string()));
+    }
+    if let Some(u) = &i.source_url {
+        rows.push(("source url", u.clone()));
+    }
+    if let Some(p) = i.progress {
+        let total = p.bytes_total.map_or("unknown".to_string(), bytes);
+        let pc = p
+            .percent()
+            .map(|pc| format!(" ({pc}%)"))
+            .unwrap_or_default();
+        rows.push((
+            "downloaded",
+            format!("{} of {total}{pc}", bytes(p.bytes_done)),
+        ));
+    }
+    rows.extend([
         ("cmdline", opt(&i.cmdline)),
         ("size", bytes(i.size_bytes)),
         ("virtual size", bytes(i.virtual_size_bytes)),
         ("sha256", i.sha256.clone()),
         ("pool", i.pool.clone()),
         ("created", i.created_at.clone()),
-    ])
+    ]);
+    detail(rows)
 }
 
 pub fn instances_table(items: &[InstanceView]) -> Table {

@@ -65,6 +65,14 @@ impl ControlPlane for InProcess {
     async fn report_volume_status(&self, volume_id: &str, status: VolumeStatus) -> Result<()> {
         volume::report_status(&self.app, volume_id, status).await
     }
+    async fn report_pool_status(
+        &self,
+        pool: &str,
+        host_id: &str,
+        status: kumo_types::PoolHostStatus,
+    ) -> Result<()> {
+        crate::app::pool::report(&self.app, pool, host_id, status).await
+    }
     async fn volume_removed(&self, volume_id: &str) -> Result<()> {
         volume::finalize_delete(&self.app, volume_id).await
     }

@@ -143,6 +143,16 @@ pub mod keys {
         format!("/volume-types/{name}")
     }
     pub const VOLUME_TYPES: &str = "/volume-types/";
+    pub fn pool(name: &str) -> String {
+        format!("/pools/{name}")
+    }
+    pub const POOLS: &str = "/pools/";
+    pub fn pool_status_prefix(name: &str) -> String {
+        format!("/pool-status/{name}/")
+    }
+    pub fn pool_status(name: &str, host: &str) -> String {
+        format!("/pool-status/{name}/{host}")
+    }
     pub const VOLUMES: &str = "/volumes/";
     pub const VOLUME_STATUS: &str = "/volume-status/";
     pub const INSTANCES: &str = "/instances/";

@@ -76,6 +76,9 @@ pub struct Instance {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub root_disk_gib: u64,
+    /// Boots from this volume (made from the image at launch) instead of a root disk file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
     /// User data as given (UTF-8 text, e.g. a shell script or cloud-config).
@@ -160,6 +163,9 @@ pub struct InstanceView {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub root_disk_gib: u64,
+    /// The volume it boots from (instead of a root disk file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
     pub restart_policy: RestartPolicy,
@@ -196,6 +202,7 @@ impl InstanceView {
             vcpus: i.vcpus,
             memory_mib: i.memory_mib,
             root_disk_gib: i.root_disk_gib,
+            boot_volume_id: i.boot_volume_id.clone(),
             key_name: i.key_name.clone(),
             restart_policy: i.restart_policy,
             nics: i.nics.clone(),
@@ -237,6 +244,25 @@ pub struct RunInstanceRequest {
     /// Create it stopped.
     #[serde(default)]
     pub start: Option<bool>,
+    /// Boot from a volume made from the image at launch (in any pool), instead of a root disk
+    /// file on the host: the EBS-backed instance.
+    #[serde(default)]
+    pub root_volume: Option<RootVolumeRequest>,
+}
+
+/// The boot volume of `RunInstanceRequest.root_volume`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RootVolumeRequest {
+    /// Volume type (default `default`).
+    #[serde(default)]
+    pub volume_type: Option<String>,
+    /// Size in GiB (default: the instance's root disk size).
+    #[serde(default)]
+    pub size_gib: Option<u64>,
+    /// Delete the volume with the instance (default true).
+    #[serde(default)]
+    pub delete_on_termination: Option<bool>,
 }
 
 /// One NIC of a new instance.
@@ -269,20 +295,26 @@ pub struct StopInstanceRequest {
 
 // ---------------------------------------------------------------- images
 
+/// What an image boots as.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageKind {
     /// A kernel and an initrd booted directly (`-kernel/-initrd`); instances get a blank root disk.
     KernelInitrd,
-    /// A bootable disk; instances get a qcow2 overlay on it.
+    /// A disk image: a bootable disk (`qcow2`, `raw`; instances get a qcow2 overlay on it) or an
+    /// installation CD (`iso`; see [`DiskFormat::Iso`]).
     Disk,
 }
 
+/// Format of a disk image as the pool stores it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiskFormat {
     Qcow2,
     Raw,
+    /// An ISO 9660 CD image, stored unchanged (installation media). Instances and volumes cannot be
+    /// made from it yet.
+    Iso,
 }
 
 impl DiskFormat {
@@ -290,6 +322,99 @@ impl DiskFormat {
         match self {
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Raw => "raw",
+            DiskFormat::Iso => "iso",
+        }
+    }
+    /// The QEMU block driver that reads it (an ISO is a raw file).
+    pub fn qemu_driver(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw | DiskFormat::Iso => "raw",
+        }
+    }
+}
+
+/// Format of a disk image given to an import. `vmdk`, `vdi` and `vhdx` are converted to `qcow2`;
+/// the others are stored unchanged.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportFormat {
+    Qcow2,
+    Raw,
+    /// ISO 9660 (`CD001` at byte 0x8001). A hybrid ISO declared as `raw` is stored as a raw disk.
+    Iso,
+    /// VMware (single-file variants only: every extent must be in the file itself).
+    Vmdk,
+    /// VirtualBox.
+    Vdi,
+    /// Hyper-V.
+    Vhdx,
+}
+
+impl ImportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportFormat::Qcow2 => "qcow2",
+            ImportFormat::Raw => "raw",
+            ImportFormat::Iso => "iso",
+            ImportFormat::Vmdk => "vmdk",
+            ImportFormat::Vdi => "vdi",
+            ImportFormat::Vhdx => "vhdx",
+        }
+    }
+    /// The format the pool stores an image of this format in.
+    pub fn stored(self) -> DiskFormat {
+        match self {
+            ImportFormat::Qcow2 | ImportFormat::Vmdk | ImportFormat::Vdi | ImportFormat::Vhdx => {
+                DiskFormat::Qcow2
+            }
+            ImportFormat::Raw => DiskFormat::Raw,
+            ImportFormat::Iso => DiskFormat::Iso,
+        }
+    }
+}
+
+impl From<DiskFormat> for ImportFormat {
+    fn from(f: DiskFormat) -> Self {
+        match f {
+            DiskFormat::Qcow2 => ImportFormat::Qcow2,
+            DiskFormat::Raw => ImportFormat::Raw,
+            DiskFormat::Iso => ImportFormat::Iso,
+        }
+    }
+}
+
+/// Where an image is in its life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageState {
+    /// A URL import is downloading or storing it (`progress` shows how far). Not usable yet.
+    Importing,
+    /// Stored and usable.
+    #[default]
+    Available,
+    /// The import failed (`status_message` says why); no files are kept. Delete it, or import again
+    /// under the same name, which replaces it.
+    Error,
+}
+
+/// How far a URL import has got.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+pub struct ImportProgress {
+    /// Bytes downloaded so far.
+    pub bytes_done: u64,
+    /// Bytes to download, when the web server said (`Content-Length`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+}
+
+impl ImportProgress {
+    /// Whole percent done, when the total is known.
+    pub fn percent(&self) -> Option<u64> {
+        match self.bytes_total {
+            Some(0) => Some(100),
+            Some(t) => Some((u128::from(self.bytes_done) * 100 / u128::from(t)).min(100) as u64),
+            None => None,
         }
     }
 }
@@ -300,9 +425,19 @@ pub struct Image {
     pub name: String,
     pub project: String,
     pub kind: ImageKind,
-    /// Disk format (disk images only).
+    /// `available` when usable; `importing` while a URL import runs; `error` when it failed.
+    /// Instances and volumes are made only from `available` images.
+    #[serde(default)]
+    pub state: ImageState,
+    /// Why the import failed (`error`), or what it is doing (`importing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    /// Disk format as stored (disk images only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DiskFormat>,
+    /// Format of the source when the import converted it (e.g. `vmdk` stored as `qcow2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<ImportFormat>,
     /// Kernel command line (kernel+initrd images only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
@@ -310,29 +445,59 @@ pub struct Image {
     pub size_bytes: u64,
     /// Size of the disk the image describes (disk images), in bytes.
     pub virtual_size_bytes: u64,
-    /// sha256 of the stored files (hex; kernel and initrd hashed in that order).
+    /// sha256 of the stored files (hex; kernel and initrd hashed in that order). Empty until the image
+    /// is `available`.
     pub sha256: String,
+    /// The URL the image was downloaded from (user and password removed); the disk image's, or the
+    /// kernel's for a kernel+initrd pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    /// Download progress of a URL import (kept once it is done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ImportProgress>,
     /// Pool the files live in (`local` for the built-in dir pool).
     pub pool: String,
     pub created_at: String,
 }
 
-/// Body of `POST /v1/images`: import from files readable by the server.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// Body of `POST /v1/images`. Give exactly one source: `url`, `kernel_url`+`initrd_url`,
+/// `disk_path`, `kernel_path`+`initrd_path`, `volume` or `snapshot`.
+///
+/// URL imports are asynchronous: the server checks the request and that the web server answers the
+/// GET, then answers `202` with the image `importing`, and downloads, verifies and stores it in the
+/// background (`progress`); the image becomes `available` or `error`. The other sources are imported
+/// before the answer (`201`, `available`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ImportImageRequest {
     pub name: String,
-    /// Path of a qcow2/raw disk image on the server host.
+    /// `http://` or `https://` URL of a disk image (qcow2, raw, iso, vmdk, vdi or vhdx) that the server
+    /// downloads.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http://` or `https://` URL of a kernel (with `initrd_url`).
+    #[serde(default)]
+    pub kernel_url: Option<String>,
+    /// `http://` or `https://` URL of an initrd (with `kernel_url`).
+    #[serde(default)]
+    pub initrd_url: Option<String>,
+    /// Expected sha256 of the source (64 hex digits): of the file at `url` or `disk_path`, or of the
+    /// kernel then the initrd. A mismatch fails the import and keeps nothing.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Path of a disk image on the server host.
     #[serde(default)]
     pub disk_path: Option<String>,
-    /// `qcow2` or `raw`; detected with `qemu-img info` when omitted.
+    /// Format of the disk image; detected with `qemu-img info` (and the ISO 9660 signature) when
+    /// omitted. `vmdk`, `vdi` and `vhdx` are converted to `qcow2`.
     #[serde(default)]
-    pub format: Option<DiskFormat>,
+    pub format: Option<ImportFormat>,
     /// Path of a kernel on the server host (with `initrd_path`).
     #[serde(default)]
     pub kernel_path: Option<String>,
     #[serde(default)]
     pub initrd_path: Option<String>,
+    /// Kernel command line (kernel+initrd images only).
     #[serde(default)]
     pub cmdline: Option<String>,
     /// Make the image from a volume's current data (ID or name; crash-consistent if it is in use).
@@ -492,6 +657,9 @@ pub struct Assignment {
     /// Volumes attached to it (desired), with their slots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::Volume>,
+    /// The pools those volumes live in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::Pool>,
     /// Snapshots of those volumes (the worker takes and deletes them while the VM runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<crate::Snapshot>,
@@ -505,9 +673,12 @@ pub struct AssignmentSnapshot {
     /// The network topology the host's ports live in.
     #[serde(default)]
     pub topology: crate::NetworkTopology,
-    /// The volumes whose files live on this host.
+    /// The volumes whose home is this host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::VolumeAssignment>,
+    /// Every storage pool but the built-in `local` (the agent reports what it sees of each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::Pool>,
 }
 
 /// A page of a list.

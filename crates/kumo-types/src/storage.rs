@@ -5,8 +5,10 @@
 //! `/names/volumes/<project>/<name>`.
 //!
 //! Invariants:
-//! - A volume of the `local` pool lives on one host (`host`): its file is there, and it attaches only
-//!   to instances on that host.
+//! - A volume has a home host (`host`) whose agent makes, grows, snapshots and deletes it while no
+//!   running instance has it. In a local pool (`dir`, `lvm-thin`) its data is there and it attaches
+//!   only to instances on that host; in a shared pool (`shared-dir`, `rbd`) it attaches anywhere, and
+//!   attaching moves its home to the instance's host.
 //! - `attachment` is the desired attachment; the agent hot-plugs or unplugs to match it. A volume with
 //!   an attachment cannot be deleted.
 //! - Sizes only grow.
@@ -14,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The only pool so far: qcow2 files in each host's data directory.
+/// The built-in pool: qcow2 files in each host's data directory (driver `dir`).
 pub const LOCAL_POOL: &str = "local";
 
 /// At most this many volumes per instance (each gets its own hot-plug root port).
@@ -38,7 +40,7 @@ pub struct Volume {
     /// Snapshot the volume was cloned from (an independent copy of its data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
-    /// Host whose pool holds the volume.
+    /// Home host: where its data lives (local pools), or whose agent looks after it (shared pools).
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<VolumeAttachment>,
@@ -57,6 +59,10 @@ pub struct VolumeAttachment {
     pub delete_on_termination: bool,
     /// Volume slot in its instance (0–7; names its hot-plug root port; stable while attached).
     pub slot: u8,
+    /// The instance boots from it (it sits on the root bus, not a hot-plug port, and stays attached
+    /// for the instance's life).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub boot: bool,
 }
 
 /// Observed state of a volume (agent-written).
@@ -128,7 +134,7 @@ pub struct CreateVolumeRequest {
     /// A completed snapshot (ID or name) to clone; the volume is an independent copy of its data.
     #[serde(default)]
     pub snapshot: Option<String>,
-    /// Storage pool (only `local` so far); default: the volume type's pool.
+    /// Storage pool; default: the volume type's pool.
     #[serde(default)]
     pub pool: Option<String>,
     /// Volume type (default `default`); its pool must match `pool` when both are given.
@@ -237,25 +243,116 @@ pub struct VolumeAssignment {
     /// The stored image it is an overlay on (`image_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<crate::Image>,
+    /// The pool it lives in.
+    pub pool: Pool,
     /// The instance it is attached to should be running here: its worker then owns online changes
     /// (plug, unplug, grow); otherwise the agent grows the file itself.
     #[serde(default)]
     pub in_running_instance: bool,
 }
 
-/// A storage pool as the API shows it, with capacity and usage per host (a `dir` pool is one directory
-/// per host: `<data-dir>/pool`).
+/// How a pool stores volumes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolDriver {
+    /// qcow2 files in a directory on each host's own disk: a volume lives on one host.
+    Dir,
+    /// qcow2 files in a directory every host mounts (NFS, CephFS…): a volume attaches on any host.
+    SharedDir,
+    /// Thin logical volumes in an LVM thin pool on each host (raw block devices): one host.
+    LvmThin,
+    /// Ceph RBD images, opened by QEMU's rbd driver: a volume attaches on any host.
+    Rbd,
+}
+
+impl PoolDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolDriver::Dir => "dir",
+            PoolDriver::SharedDir => "shared-dir",
+            PoolDriver::LvmThin => "lvm-thin",
+            PoolDriver::Rbd => "rbd",
+        }
+    }
+
+    /// Whether every host reaches the same volumes (attach anywhere, live migration, HA restart).
+    pub fn shared(self) -> bool {
+        matches!(self, PoolDriver::SharedDir | PoolDriver::Rbd)
+    }
+}
+
+/// A storage pool (desired state). Key layout: `/pools/<name>`; `local` is built in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Pool {
+    pub name: String,
+    pub driver: PoolDriver,
+    /// `dir`, `shared-dir`: the directory (the same path on every host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `lvm-thin`: the volume group and the thin pool LV in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin_pool: Option<String>,
+    /// `rbd`: the Ceph pool, the `ceph.conf` path on every host (its `[global] keyring` names the
+    /// client's keyring), and the Ceph client id (`admin` for `client.admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbd_pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceph_conf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceph_user: Option<String>,
+    /// Built-in pools cannot be deleted.
+    #[serde(default)]
+    pub builtin: bool,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+/// Body of `POST /v1/pools`. Which fields a driver needs: `dir`/`shared-dir`: `path`; `lvm-thin`:
+/// `volume_group`, `thin_pool`; `rbd`: `rbd_pool`, `ceph_conf` (`ceph_user` defaults to `admin`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePoolRequest {
+    pub name: String,
+    pub driver: PoolDriver,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub volume_group: Option<String>,
+    #[serde(default)]
+    pub thin_pool: Option<String>,
+    #[serde(default)]
+    pub rbd_pool: Option<String>,
+    #[serde(default)]
+    pub ceph_conf: Option<String>,
+    #[serde(default)]
+    pub ceph_user: Option<String>,
+}
+
+/// What a host's agent last saw of a pool (`/pool-status/<pool>/<host>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+pub struct PoolHostStatus {
+    /// Size and free space of what holds the pool (filesystem, thin pool or Ceph pool).
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    /// Why the host cannot use the pool (missing directory, no device-mapper, Ceph unreachable…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub checked_at: String,
+}
+
+/// A storage pool as the API shows it, with capacity and usage per host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct PoolView {
-    pub name: String,
-    /// `dir`: qcow2 files on each host's local disk.
-    pub driver: String,
-    /// Built-in pools cannot be deleted.
-    pub builtin: bool,
+    #[serde(flatten)]
+    pub pool: Pool,
     /// Volumes in the pool, and the GiB they were given.
     pub volumes: u64,
     pub allocated_gib: u64,
-    /// Summed over hosts.
+    /// Local pools: summed over hosts; shared pools (`shared-dir`, `rbd`): what the hosts see of the
+    /// one shared store.
     pub capacity_bytes: u64,
     pub free_bytes: u64,
     pub hosts: Vec<PoolHostUsage>,
@@ -264,11 +361,15 @@ pub struct PoolView {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct PoolHostUsage {
     pub host: String,
-    /// Size and free space of the filesystem holding the pool (as the host last reported).
+    /// Size and free space of what holds the pool (as the host last reported).
     pub capacity_bytes: u64,
     pub free_bytes: u64,
+    /// Volumes whose home is this host.
     pub volumes: u64,
     pub allocated_gib: u64,
+    /// The host cannot use the pool, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The built-in volume type: the `local` pool.

@@ -114,6 +114,83 @@ fn disk_image_boots_on_a_sized_overlay_with_a_custom_type() {
         "overlay backing {backing:?} is not the stored image: {info}"
     );
 
+    // Boot from volume: a volume made from the image at launch is the boot disk (here kept when the
+    // instance goes). Bad boot-volume input is refused precisely.
+    for (body, field) in [
+        (json!({"volume_type": "nope"}), "root_volume.volume_type"),
+        (json!({"size_gib": 0}), "root_volume.size_gib"),
+        (json!({"size": 1}), ""),
+    ] {
+        let (s, e) = cloud.http(
+            "POST",
+            "/v1/instances",
+            Some(
+                &json!({"name": "bad", "image": "bootsector", "instance_type": "tiny-disk",
+                    "root_volume": body})
+                .to_string(),
+            ),
+        );
+        assert_eq!(s, 422, "{e}");
+        if !field.is_empty() {
+            assert_eq!(e["field"], field, "{e}");
+        }
+    }
+    cloud.ok(&[
+        "instance",
+        "run",
+        "--name",
+        "bfv",
+        "--image",
+        "bootsector",
+        "--type",
+        "tiny-disk",
+        "--boot-volume",
+        "--keep-boot-volume",
+        "--wait",
+    ]);
+    let bfv = cloud.wait_state("bfv", "running");
+    cloud.wait_console("bfv", "KUMO-DISK-BOOT");
+    let bfv_id = bfv["id"].as_str().expect("id").to_string();
+    let boot_vol = bfv["boot_volume_id"]
+        .as_str()
+        .expect("boot volume")
+        .to_string();
+    let bv = ok(&cloud, "GET", "/v1/volumes/bfv-root", None);
+    assert_eq!(bv["id"], boot_vol.as_str(), "{bv}");
+    assert_eq!(bv["attachment"]["boot"], true, "{bv}");
+    assert_eq!(bv["attachment"]["instance_id"], bfv_id.as_str(), "{bv}");
+    assert_eq!(bv["size_gib"], 2, "{bv}");
+    assert!(
+        !cloud
+            .data_dir()
+            .join("pool/instances")
+            .join(&bfv_id)
+            .join("root.qcow2")
+            .exists(),
+        "a root disk file for a volume-backed instance"
+    );
+    let (s, e) = cloud.http("POST", "/v1/volumes/bfv-root/detach", None);
+    assert_eq!(s, 409, "a boot volume stays attached: {e}");
+    cloud.ok(&["instance", "delete", "bfv", "--wait"]);
+    let mut kept = ok(&cloud, "GET", "/v1/volumes/bfv-root", None);
+    for _ in 0..100 {
+        if kept["state"] == "available" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        kept = ok(&cloud, "GET", "/v1/volumes/bfv-root", None);
+    }
+    assert!(kept["attachment"].is_null(), "{kept}");
+    assert_eq!(kept["state"], "available", "{kept}");
+    cloud.ok(&["volume", "delete", "bfv-root"]);
+    for _ in 0..150 {
+        if cloud.http("GET", "/v1/volumes/bfv-root", None).0 == 404 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(cloud.http("GET", "/v1/volumes/bfv-root", None).0, 404);
+
     // Volumes from a disk image: no smaller than the image; by default its size; an overlay on it,
     // which keeps the image from being deleted.
     let big = cloud.data_dir().join("big.qcow2");

@@ -181,6 +181,15 @@ impl ControlPlane for HttpControlPlane {
         self.post_unit::<()>(&format!("/snapshots/{snapshot_id}/removed"), None)
             .await
     }
+    async fn report_pool_status(
+        &self,
+        pool: &str,
+        host_id: &str,
+        status: kumo_types::PoolHostStatus,
+    ) -> Result<()> {
+        self.post_unit(&format!("/pools/{pool}/hosts/{host_id}"), Some(&status))
+            .await
+    }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         let body = EventBody {
             resource: resource.into(),

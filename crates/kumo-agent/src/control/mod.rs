@@ -38,6 +38,13 @@ pub trait ControlPlane: Send + Sync + 'static {
     ) -> Result<()>;
     /// The agent removed a deleting snapshot from its volume's file.
     async fn snapshot_removed(&self, snapshot_id: &str) -> Result<()>;
+    /// Record what this host sees of storage pool `pool` (capacity, or why it cannot use it).
+    async fn report_pool_status(
+        &self,
+        pool: &str,
+        host_id: &str,
+        status: kumo_types::PoolHostStatus,
+    ) -> Result<()>;
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
 }

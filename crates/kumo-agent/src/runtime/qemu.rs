@@ -89,13 +89,49 @@ pub enum DiskCache {
     Direct,
 }
 
+/// Where a disk's bytes are: QEMU's protocol layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A regular file (`file` driver).
+    File(PathBuf),
+    /// A block device such as an LVM logical volume (`host_device` driver).
+    HostDevice(PathBuf),
+    /// A Ceph RBD image (`rbd` driver). The keyring is named by `ceph.conf` (`[global] keyring`).
+    Rbd {
+        pool: String,
+        image: String,
+        conf: String,
+        user: String,
+    },
+}
+
+impl DiskSource {
+    /// The protocol-layer blockdev options (without node name, cache and read-only).
+    fn blockdev(&self) -> serde_json::Value {
+        match self {
+            DiskSource::File(p) => json!({ "driver": "file", "filename": p.to_string_lossy() }),
+            DiskSource::HostDevice(p) => {
+                json!({ "driver": "host_device", "filename": p.to_string_lossy() })
+            }
+            DiskSource::Rbd {
+                pool,
+                image,
+                conf,
+                user,
+            } => {
+                json!({ "driver": "rbd", "pool": pool, "image": image, "conf": conf, "user": user })
+            }
+        }
+    }
+}
+
 /// One virtio-blk disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
     /// Stable short id (`root`, `vol-…`, `seed`): node names derive from it and it is the disk's
     /// serial (visible in the guest as `/dev/disk/by-id/virtio-<id>`, truncated to 20 bytes).
     pub id: String,
-    pub path: PathBuf,
+    pub source: DiskSource,
     pub format: DiskFormat,
     pub readonly: bool,
     pub cache: DiskCache,
@@ -303,7 +339,7 @@ pub fn all_disks(cfg: &VmConfig) -> Vec<DiskSpec> {
     if let Some(iso) = &cfg.seed_iso {
         disks.push(DiskSpec {
             id: s("seed"),
-            path: iso.clone(),
+            source: DiskSource::File(iso.clone()),
             format: DiskFormat::Raw,
             readonly: true,
             cache: DiskCache::Writeback,
@@ -332,20 +368,20 @@ pub fn disk_device_id(disk_id: &str) -> String {
 pub fn blockdev_json(d: &DiskSpec) -> serde_json::Value {
     let direct = d.cache == DiskCache::Direct;
     let cache = json!({ "direct": direct, "no-flush": false });
+    let mut file = d.source.blockdev();
+    file["node-name"] = json!(file_node(&d.id));
+    file["read-only"] = json!(d.readonly);
+    file["cache"] = cache.clone();
+    if !matches!(d.source, DiskSource::Rbd { .. }) {
+        file["discard"] = json!("unmap");
+    }
     json!({
         "driver": d.format.as_str(),
         "node-name": drive_node(&d.id),
         "read-only": d.readonly,
         "discard": "unmap",
         "cache": cache,
-        "file": {
-            "driver": "file",
-            "node-name": file_node(&d.id),
-            "filename": d.path.to_string_lossy(),
-            "read-only": d.readonly,
-            "discard": "unmap",
-            "cache": cache,
-        },
+        "file": file,
     })
 }
 
@@ -477,7 +513,7 @@ mod tests {
             boot: Boot::Disk,
             disks: vec![DiskSpec {
                 id: s("root"),
-                path: "/r.qcow2".into(),
+                source: DiskSource::File("/r.qcow2".into()),
                 format: DiskFormat::Qcow2,
                 readonly: false,
                 cache: DiskCache::Writeback,

@@ -2,17 +2,20 @@
 //!
 //! Import paths are paths on the *server* host; relative paths are made absolute against the client's
 //! working directory (right for the single-host case, where client and server share a filesystem).
+//! URL imports (`--disk-url`, `--kernel-url`) run on the server in the background: `image import` polls the
+//! image and shows the download's progress on stderr until it is `available` (or `error`: exit 1),
+//! unless `--no-wait`.
 //!
 //! `image build tiny` builds the tiny guest locally with [`kumo_guest::build_tiny`] and imports it. It is
 //! re-runnable: when an image of that name already exists with the same sha256 (kernel then initrd, as the
 //! server hashes them) it is printed and the command succeeds; a different one is an error with a hint.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use kumo_types::{DiskFormat, Image, ImportImageRequest};
+use kumo_types::{Image, ImageState, ImportFormat, ImportImageRequest};
 use sha2::{Digest, Sha256};
 
 use crate::CliError;
@@ -30,7 +33,8 @@ pub enum ImageCmd {
     Show { name: String },
     /// Delete an image.
     Delete { name: String },
-    /// Import an image from files on the server host.
+    /// Import an image: from an http(s) URL, from files on the server host, or from a volume or
+    /// snapshot.
     Import(ImportArgs),
     /// Build a built-in image locally and import it.
     #[command(subcommand)]
@@ -38,45 +42,76 @@ pub enum ImageCmd {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["kernel", "disk", "volume", "snapshot"])))]
+#[command(group(ArgGroup::new("source").required(true)
+    .args(["disk_url", "kernel_url", "kernel", "disk", "volume", "snapshot"])))]
+#[command(group(ArgGroup::new("disk_source").args(["disk_url", "disk"])))]
+#[command(group(ArgGroup::new("kernel_source").args(["kernel", "kernel_url"])))]
+#[command(group(ArgGroup::new("downloaded").args(["disk_url", "kernel_url"])))]
 pub struct ImportArgs {
     /// Name of the new image.
     #[arg(long)]
     pub name: String,
+    /// http(s) URL of a disk image (qcow2, raw, iso, vmdk, vdi or vhdx) for the server to download
+    /// (the API's `url`; `--url` is the global flag naming the kumo API).
+    #[arg(long)]
+    pub disk_url: Option<String>,
+    /// http(s) URL of a kernel (with --initrd-url).
+    #[arg(long, requires = "initrd_url")]
+    pub kernel_url: Option<String>,
+    /// http(s) URL of an initrd (with --kernel-url).
+    #[arg(long, requires = "kernel_url")]
+    pub initrd_url: Option<String>,
+    /// Expected sha256 of the file (of the kernel then the initrd for a pair); a mismatch fails the
+    /// import and keeps nothing.
+    #[arg(long, conflicts_with_all = ["volume", "snapshot"])]
+    pub sha256: Option<String>,
     /// Kernel file (with --initrd).
-    #[arg(long, requires = "initrd", conflicts_with = "disk")]
+    #[arg(long, requires = "initrd")]
     pub kernel: Option<PathBuf>,
     /// Initrd file (with --kernel).
     #[arg(long, requires = "kernel")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line (with --kernel).
-    #[arg(long, requires = "kernel")]
+    /// Kernel command line (with --kernel or --kernel-url).
+    #[arg(long, requires = "kernel_source")]
     pub cmdline: Option<String>,
-    /// Bootable disk image (qcow2 or raw).
+    /// Disk image file on the server host.
     #[arg(long)]
     pub disk: Option<PathBuf>,
-    /// Disk format; detected by the server when omitted.
-    #[arg(long, requires = "disk", conflicts_with = "kernel", value_enum)]
+    /// Format of the disk image (with --disk or --disk-url); detected by the server when omitted. vmdk,
+    /// vdi and vhdx are converted to qcow2; iso is stored as is.
+    #[arg(long, requires = "disk_source", value_enum)]
     pub format: Option<FormatArg>,
     /// Make the image from a volume's data (ID or name).
-    #[arg(long, conflicts_with_all = ["kernel", "disk", "snapshot"])]
+    #[arg(long)]
     pub volume: Option<String>,
     /// Make the image from a completed snapshot (ID or name).
-    #[arg(long, conflicts_with_all = ["kernel", "disk"])]
+    #[arg(long)]
     pub snapshot: Option<String>,
+    /// With --disk-url or --kernel-url: return once the server accepted the import (state `importing`)
+    /// instead of waiting for it to finish.
+    #[arg(long, requires = "downloaded")]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
     Qcow2,
     Raw,
+    Iso,
+    Vmdk,
+    Vdi,
+    Vhdx,
 }
 
-impl From<FormatArg> for DiskFormat {
-    fn from(f: FormatArg) -> DiskFormat {
+impl From<FormatArg> for ImportFormat {
+    fn from(f: FormatArg) -> ImportFormat {
         match f {
-            FormatArg::Qcow2 => DiskFormat::Qcow2,
-            FormatArg::Raw => DiskFormat::Raw,
+            FormatArg::Qcow2 => ImportFormat::Qcow2,
+            FormatArg::Raw => ImportFormat::Raw,
+            FormatArg::Iso => ImportFormat::Iso,
+            FormatArg::Vmdk => ImportFormat::Vmdk,
+            FormatArg::Vdi => ImportFormat::Vdi,
+            FormatArg::Vhdx => ImportFormat::Vhdx,
         }
     }
 }
@@ -124,7 +159,12 @@ pub async fn run(client: &Client, out: &Output, cmd: ImageCmd) -> Result<i32, Cl
             let img: Json<Image> = client
                 .post("images", Some(&req), Some(IMPORT_TIMEOUT))
                 .await?;
-            out.one(&img, render::image_detail);
+            if img.value.state == ImageState::Importing && !a.no_wait {
+                let done = wait_import(client, out, &img.value).await?;
+                out.one(&done, render::image_detail);
+            } else {
+                out.one(&img, render::image_detail);
+            }
         }
         ImageCmd::Build(BuildCmd::Tiny(a)) => return build_tiny(client, out, a).await,
     }
@@ -138,6 +178,10 @@ pub fn import_request(a: &ImportArgs) -> Result<ImportImageRequest, CliError> {
     };
     Ok(ImportImageRequest {
         name: a.name.clone(),
+        url: a.disk_url.clone(),
+        kernel_url: a.kernel_url.clone(),
+        initrd_url: a.initrd_url.clone(),
+        sha256: a.sha256.clone(),
         disk_path: abs(&a.disk)?,
         format: a.format.map(Into::into),
         kernel_path: abs(&a.kernel)?,
@@ -146,6 +190,84 @@ pub fn import_request(a: &ImportArgs) -> Result<ImportImageRequest, CliError> {
         volume: a.volume.clone(),
         snapshot: a.snapshot.clone(),
     })
+}
+
+/// How often a waiting `image import` polls the image.
+pub const IMPORT_POLL: Duration = Duration::from_secs(1);
+/// Without a terminal, a progress line at most this often (unless the phase changes).
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The progress of an importing image in words: `downloading: 45% (450.0 MiB of 1000.0 MiB)` (pure).
+pub fn progress_line(img: &Image) -> String {
+    let phase = img.status_message.as_deref().unwrap_or("importing");
+    let Some(p) = img.progress else {
+        return format!("image `{}`: {phase}", img.name);
+    };
+    let amount = match (p.percent(), p.bytes_total) {
+        (Some(pc), Some(t)) => format!(
+            "{pc}% ({} of {})",
+            render::bytes(p.bytes_done),
+            render::bytes(t)
+        ),
+        _ => format!("{} (size unknown)", render::bytes(p.bytes_done)),
+    };
+    format!("image `{}`: {phase}: {amount}", img.name)
+}
+
+/// Whether to print a new progress line without a terminal: when the phase changed, or after
+/// [`PLAIN_PROGRESS_EVERY`] (pure).
+pub fn plain_progress_due(last: Option<(&str, Duration)>, phase: &str, every: Duration) -> bool {
+    match last {
+        None => true,
+        Some((p, since)) => p != phase || since >= every,
+    }
+}
+
+/// Poll an importing image until it is `available` (returned) or `error` (exit 1 with its message).
+async fn wait_import(client: &Client, out: &Output, img: &Image) -> Result<Json<Image>, CliError> {
+    let path = format!("images/{}", seg(&img.id));
+    let tty = std::io::stderr().is_terminal() && !out.json;
+    let mut last: Option<(String, Instant)> = None;
+    loop {
+        tokio::time::sleep(IMPORT_POLL).await;
+        let Some(seen) = client.get_opt::<Image>(&path).await? else {
+            return Err(CliError::usage(format!(
+                "image `{}` was deleted while importing",
+                img.name
+            )));
+        };
+        match seen.value.state {
+            ImageState::Available => {
+                if tty {
+                    eprintln!();
+                }
+                return Ok(seen);
+            }
+            ImageState::Error => {
+                if tty {
+                    eprintln!();
+                }
+                return Err(CliError::usage(format!(
+                    "import of image `{}` failed: {}",
+                    img.name,
+                    seen.value.status_message.as_deref().unwrap_or("no message")
+                )));
+            }
+            ImageState::Importing => {}
+        }
+        let line = progress_line(&seen.value);
+        let phase = seen.value.status_message.clone().unwrap_or_default();
+        if tty {
+            eprint!("\r\x1b[K{line}");
+        } else if plain_progress_due(
+            last.as_ref().map(|(p, t)| (p.as_str(), t.elapsed())),
+            &phase,
+            PLAIN_PROGRESS_EVERY,
+        ) {
+            out.note(&line);
+            last = Some((phase, Instant::now()));
+        }
+    }
 }
 
 fn absolute(p: &Path) -> Result<String, CliError> {
@@ -204,9 +326,11 @@ pub enum Existing {
     Conflict(String),
 }
 
+/// A failed import (`error`) is replaced by a new one, so it counts as nothing there.
 pub fn existing_decision(name: &str, existing: Option<&Image>, local_sha256: &str) -> Existing {
     match existing {
         None => Existing::Import,
+        Some(img) if img.state == ImageState::Error => Existing::Import,
         Some(img) if img.sha256 == local_sha256 => Existing::Reuse,
         Some(img) => Existing::Conflict(format!(
             "an image named `{name}` ({}) already exists with different content (sha256 {} here, {} there); \
@@ -275,13 +399,10 @@ async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i
     }
     let req = ImportImageRequest {
         name: a.name.clone(),
-        disk_path: None,
-        format: None,
         kernel_path: Some(absolute(&guest.kernel)?),
         initrd_path: Some(absolute(&guest.initrd)?),
         cmdline: Some(guest.cmdline.clone()),
-        volume: None,
-        snapshot: None,
+        ..Default::default()
     };
     let img: Json<Image> = client
         .post("images", Some(&req), Some(IMPORT_TIMEOUT))

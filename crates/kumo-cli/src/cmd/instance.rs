@@ -114,6 +114,15 @@ pub struct RunArgs {
     /// Root disk size in GiB (defaults to the instance type's).
     #[arg(long)]
     pub root_disk_gib: Option<u64>,
+    /// Boot from a volume made from the image at launch, instead of a root disk file on the host.
+    #[arg(long)]
+    pub boot_volume: bool,
+    /// The boot volume's volume type (implies --boot-volume; default `default`).
+    #[arg(long, value_name = "TYPE")]
+    pub boot_volume_type: Option<String>,
+    /// Keep the boot volume when the instance is deleted (implies --boot-volume).
+    #[arg(long)]
+    pub keep_boot_volume: bool,
     /// What to do when QEMU exits unexpectedly.
     #[arg(long, value_enum)]
     pub restart_policy: Option<RestartPolicyArg>,
@@ -173,6 +182,13 @@ pub fn run_request(a: &RunArgs, user_data: Option<String>) -> RunInstanceRequest
             Some(a.security_groups.clone())
         },
         start: if a.stopped { Some(false) } else { None },
+        root_volume: (a.boot_volume || a.boot_volume_type.is_some() || a.keep_boot_volume).then(
+            || kumo_types::RootVolumeRequest {
+                volume_type: a.boot_volume_type.clone(),
+                size_gib: None,
+                delete_on_termination: Some(!a.keep_boot_volume),
+            },
+        ),
     }
 }
 

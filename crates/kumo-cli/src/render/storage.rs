@@ -107,42 +107,68 @@ pub fn pools_table(items: &[kumo_types::PoolView]) -> Table {
         "ALLOCATED (GiB)",
         "CAPACITY (GiB)",
         "FREE (GiB)",
-        "HOSTS",
+        "WHERE",
     ]);
     for p in items {
         t.add_row(vec![
-            p.name.clone(),
-            p.driver.clone(),
+            p.pool.name.clone(),
+            p.pool.driver.as_str().to_string(),
             p.volumes.to_string(),
             p.allocated_gib.to_string(),
             gib(p.capacity_bytes),
             gib(p.free_bytes),
-            p.hosts.len().to_string(),
+            pool_location(&p.pool),
         ]);
     }
     t
 }
 
+/// Where a pool keeps its volumes, in one line.
+fn pool_location(p: &kumo_types::Pool) -> String {
+    match p.driver {
+        kumo_types::PoolDriver::Dir | kumo_types::PoolDriver::SharedDir => {
+            p.path.clone().unwrap_or_else(|| "<data-dir>/pool".into())
+        }
+        kumo_types::PoolDriver::LvmThin => format!(
+            "{}/{}",
+            p.volume_group.as_deref().unwrap_or("?"),
+            p.thin_pool.as_deref().unwrap_or("?")
+        ),
+        kumo_types::PoolDriver::Rbd => format!(
+            "{} ({}, client.{})",
+            p.rbd_pool.as_deref().unwrap_or("?"),
+            p.ceph_conf.as_deref().unwrap_or("?"),
+            p.ceph_user.as_deref().unwrap_or("admin")
+        ),
+    }
+}
+
 pub fn pool_detail(p: &kumo_types::PoolView) -> Table {
     let mut rows = vec![
-        ("name", p.name.clone()),
-        ("driver", p.driver.clone()),
-        ("built in", yes_no(p.builtin)),
+        ("name", p.pool.name.clone()),
+        ("driver", p.pool.driver.as_str().to_string()),
+        ("location", pool_location(&p.pool)),
+        ("shared", yes_no(p.pool.driver.shared())),
+        ("built in", yes_no(p.pool.builtin)),
         ("volumes", p.volumes.to_string()),
         ("allocated", format!("{} GiB", p.allocated_gib)),
         ("capacity", format!("{} GiB", gib(p.capacity_bytes))),
         ("free", format!("{} GiB", gib(p.free_bytes))),
     ];
     for h in &p.hosts {
+        let seen = match &h.error {
+            Some(e) => format!("unusable: {e}"),
+            None => format!(
+                "{} of {} GiB free",
+                gib(h.free_bytes),
+                gib(h.capacity_bytes)
+            ),
+        };
         rows.push((
             "host",
             format!(
-                "{}: {} volume(s), {} GiB allocated, {} of {} GiB free",
-                h.host,
-                h.volumes,
-                h.allocated_gib,
-                gib(h.free_bytes),
-                gib(h.capacity_bytes)
+                "{}: {} volume(s), {} GiB allocated, {seen}",
+                h.host, h.volumes, h.allocated_gib,
             ),
         ));
     }

@@ -137,6 +137,55 @@ fn existing_image_decisions() {
         panic!("conflict")
     };
     assert!(m.contains("kumo image delete tiny"), "{m}");
+    let mut failed = image_value("");
+    failed.state = kumo_types::ImageState::Error;
+    assert_eq!(
+        image::existing_decision("tiny", Some(&failed), "aa"),
+        Existing::Import,
+        "a failed import is replaced"
+    );
+}
+
+#[test]
+fn import_progress_lines() {
+    let mut img = image_value("");
+    img.state = kumo_types::ImageState::Importing;
+    img.status_message = Some("downloading".into());
+    assert_eq!(image::progress_line(&img), "image `tiny`: downloading");
+    img.progress = Some(kumo_types::ImportProgress {
+        bytes_done: 512 << 20,
+        bytes_total: Some(2 << 30),
+    });
+    assert_eq!(
+        image::progress_line(&img),
+        "image `tiny`: downloading: 25% (512.0 MiB of 2.0 GiB)"
+    );
+    img.progress = Some(kumo_types::ImportProgress {
+        bytes_done: 1536,
+        bytes_total: None,
+    });
+    assert_eq!(
+        image::progress_line(&img),
+        "image `tiny`: downloading: 1.5 KiB (size unknown)"
+    );
+    let every = std::time::Duration::from_secs(10);
+    let s = std::time::Duration::from_secs;
+    assert!(image::plain_progress_due(None, "downloading", every));
+    assert!(!image::plain_progress_due(
+        Some(("downloading", s(3))),
+        "downloading",
+        every
+    ));
+    assert!(image::plain_progress_due(
+        Some(("downloading", s(10))),
+        "downloading",
+        every
+    ));
+    assert!(image::plain_progress_due(
+        Some(("downloading", s(1))),
+        "storing",
+        every
+    ));
 }
 
 #[test]

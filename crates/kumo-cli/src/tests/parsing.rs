@@ -45,6 +45,31 @@ fn parses_instance_run_with_every_option() {
     assert_eq!(req.start, None, "started unless --stopped");
     assert_eq!(req.user_data.as_deref(), Some("#!/bin/sh\n"));
     assert_eq!(req.network.as_deref(), Some("default"));
+    assert!(req.root_volume.is_none(), "a root disk file unless asked");
+}
+
+#[test]
+fn boot_volume_flags_make_a_root_volume_request() {
+    let base = [
+        "instance", "run", "--name", "a", "--image", "i", "--type", "t",
+    ];
+    let req = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let Command::Instance(InstanceCmd::Run(a)) = parse(&args).expect("parses").cmd else {
+            panic!("not instance run")
+        };
+        instance::run_request(&a, None).root_volume
+    };
+    let rv = req(&["--boot-volume"]).expect("root volume");
+    assert_eq!(
+        (rv.volume_type, rv.delete_on_termination),
+        (None, Some(true))
+    );
+    let rv = req(&["--boot-volume-type", "cinder-ssd", "--keep-boot-volume"]).expect("rv");
+    assert_eq!(
+        (rv.volume_type.as_deref(), rv.delete_on_termination),
+        (Some("cinder-ssd"), Some(false))
+    );
 }
 
 #[test]
@@ -212,7 +237,7 @@ fn image_import_needs_exactly_one_source() {
     };
     let req = image::import_request(&a).expect("request");
     assert_eq!(req.disk_path.as_deref(), Some("/img/deb.qcow2"));
-    assert_eq!(req.format, Some(kumo_types::DiskFormat::Qcow2));
+    assert_eq!(req.format, Some(kumo_types::ImportFormat::Qcow2));
 
     assert!(
         parse(&["image", "import", "--name", "x"]).is_err(),
@@ -238,6 +263,104 @@ fn image_import_needs_exactly_one_source() {
         parse(&["image", "import", "--disk", "d"]).is_err(),
         "name required"
     );
+}
+
+#[test]
+fn image_import_from_urls() {
+    let cli = parse(&[
+        "image",
+        "import",
+        "--name",
+        "deb",
+        "--disk-url",
+        "https://h/deb.qcow2",
+        "--sha256",
+        "ab12",
+        "--format",
+        "vmdk",
+        "--no-wait",
+    ])
+    .expect("disk URL parses");
+    let Command::Image(ImageCmd::Import(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    assert!(a.no_wait);
+    let req = image::import_request(&a).expect("request");
+    assert_eq!(req.url.as_deref(), Some("https://h/deb.qcow2"));
+    assert_eq!(req.sha256.as_deref(), Some("ab12"));
+    assert_eq!(req.format, Some(kumo_types::ImportFormat::Vmdk));
+    assert_eq!((req.disk_path, req.kernel_url), (None, None));
+
+    let cli = parse(&[
+        "image",
+        "import",
+        "--name",
+        "k",
+        "--kernel-url",
+        "http://h/k",
+        "--initrd-url",
+        "http://h/i",
+        "--cmdline",
+        "console=ttyS0",
+    ])
+    .expect("kernel URLs parse");
+    let Command::Image(ImageCmd::Import(a)) = cli.cmd else {
+        panic!("wrong command")
+    };
+    assert!(!a.no_wait, "waits by default");
+    let req = image::import_request(&a).expect("request");
+    assert_eq!(
+        (req.kernel_url.as_deref(), req.initrd_url.as_deref()),
+        (Some("http://h/k"), Some("http://h/i"))
+    );
+    assert_eq!(req.cmdline.as_deref(), Some("console=ttyS0"));
+
+    // The global --url (the API's address) still works next to --disk-url.
+    let cli = parse(&[
+        "--url",
+        "http://api:1",
+        "image",
+        "import",
+        "--name",
+        "i",
+        "--disk-url",
+        "http://h/x.iso",
+        "--format",
+        "iso",
+    ])
+    .expect("global --url and --disk-url");
+    assert_eq!(cli.global.url.as_deref(), Some("http://api:1"));
+
+    let refused: &[&[&str]] = &[
+        &["--disk-url", "http://h/x", "--disk", "/x"],
+        &[
+            "--disk-url",
+            "http://h/x",
+            "--kernel-url",
+            "http://h/k",
+            "--initrd-url",
+            "http://h/i",
+        ],
+        &["--kernel-url", "http://h/k"],
+        &["--initrd-url", "http://h/i"],
+        &["--volume", "v", "--sha256", "ab"],
+        &["--disk", "/x", "--no-wait"],
+        &[
+            "--kernel-url",
+            "http://h/k",
+            "--initrd-url",
+            "http://h/i",
+            "--format",
+            "raw",
+        ],
+        &["--disk-url", "http://h/x", "--cmdline", "quiet"],
+        &["--disk-url", "http://h/x", "--format", "vhd"],
+    ];
+    for extra in refused {
+        let mut args = vec!["image", "import", "--name", "x"];
+        args.extend_from_slice(extra);
+        assert!(parse(&args).is_err(), "{extra:?} should be refused");
+    }
 }
 
 #[test]

@@ -28,6 +28,25 @@ fn tables_show_the_important_columns() {
         t.contains("kernel_initrd") && t.contains("3.0 MiB") && t.contains("tiny"),
         "{t}"
     );
+    let mut importing = image_value("");
+    importing.state = kumo_types::ImageState::Importing;
+    importing.source_url = Some("https://h/deb.qcow2".into());
+    importing.progress = Some(kumo_types::ImportProgress {
+        bytes_done: 1 << 20,
+        bytes_total: Some(4 << 20),
+    });
+    let t = render::images_table(&[importing.clone()]).to_string();
+    assert!(t.contains("importing 25%"), "{t}");
+    let d = render::image_detail(&importing).to_string();
+    assert!(
+        d.contains("https://h/deb.qcow2") && d.contains("1.0 MiB of 4.0 MiB (25%)"),
+        "{d}"
+    );
+    let mut failed = importing;
+    failed.state = kumo_types::ImageState::Error;
+    failed.status_message = Some("sha256 mismatch".into());
+    let d = render::image_detail(&failed).to_string();
+    assert!(d.contains("error") && d.contains("sha256 mismatch"), "{d}");
     let t = render::instance_types_table(&kumo_types::builtin_instance_types()).to_string();
     assert!(t.contains("2xlarge") && t.contains("16384"), "{t}");
 }

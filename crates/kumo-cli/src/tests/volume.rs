@@ -50,6 +50,7 @@ fn attachment() -> VolumeAttachment {
         instance_id: "i-0123".into(),
         delete_on_termination: true,
         slot: 2,
+        boot: false,
     }
 }
 
@@ -368,6 +369,62 @@ fn pools_render_capacity_and_usage() {
     );
     assert!(parse(&["pool", "show", "local"]).is_ok());
     assert!(parse(&["pool", "list"]).is_ok());
+}
+
+#[test]
+fn pool_create_parses_per_driver_and_renders_host_errors() {
+    use crate::cmd::pool::{self, PoolCmd};
+    let cli = parse(&[
+        "pool",
+        "create",
+        "ceph-ssd",
+        "--driver",
+        "rbd",
+        "--rbd-pool",
+        "ssd",
+        "--ceph-conf",
+        "/etc/ceph/ceph.conf",
+    ])
+    .expect("parse");
+    let crate::Command::Pool(PoolCmd::Create(a)) = cli.cmd else {
+        panic!("not pool create");
+    };
+    let req = pool::create_request(&a);
+    assert_eq!(req.driver, kumo_types::PoolDriver::Rbd);
+    assert_eq!(
+        (
+            req.rbd_pool.as_deref(),
+            req.ceph_conf.as_deref(),
+            req.ceph_user
+        ),
+        (Some("ssd"), Some("/etc/ceph/ceph.conf"), None)
+    );
+    assert!(
+        parse(&[
+            "pool",
+            "create",
+            "nfs",
+            "--driver",
+            "shared-dir",
+            "--path",
+            "/mnt/nfs"
+        ])
+        .is_ok()
+    );
+    assert!(parse(&["pool", "create", "x", "--driver", "zfs"]).is_err());
+    assert!(parse(&["pool", "delete", "nfs"]).is_ok());
+    let p: kumo_types::PoolView = serde_json::from_value(serde_json::json!({
+        "name": "ceph-ssd", "driver": "rbd", "rbd_pool": "ssd", "ceph_conf": "/etc/ceph/ceph.conf",
+        "ceph_user": "admin", "builtin": false, "volumes": 0, "allocated_gib": 0,
+        "capacity_bytes": 0, "free_bytes": 0,
+        "hosts": [{"host": "host-a", "capacity_bytes": 0, "free_bytes": 0, "volumes": 0,
+            "allocated_gib": 0, "error": "ceph df failed: timed out"}]
+    }))
+    .expect("pool json");
+    let t = storage::pools_table(std::slice::from_ref(&p)).to_string();
+    assert!(t.contains("ssd (/etc/ceph/ceph.conf, client.admin)"), "{t}");
+    let d = storage::pool_detail(&p).to_string();
+    assert!(d.contains("unusable: ceph df failed: timed out"), "{d}");
 }
 
 #[test]

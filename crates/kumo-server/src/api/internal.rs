@@ -39,6 +39,7 @@ pub fn router(app: App) -> Router<App> {
         .route("/volumes/{id}/removed", post(volume_removed))
         .route("/snapshots/{id}/status", post(snapshot_status))
         .route("/snapshots/{id}/removed", post(snapshot_removed))
+        .route("/pools/{pool}/hosts/{host}", post(pool_status))
         .route("/events", post(event))
         .route_layer(middleware::from_fn_with_state(
             app,
@@ -122,6 +123,15 @@ async fn snapshot_status(
 
 async fn snapshot_removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     cp(app).snapshot_removed(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pool_status(
+    State(app): State<App>,
+    Path((pool, host)): Path<(String, String)>,
+    ApiJson(st): ApiJson<kumo_types::PoolHostStatus>,
+) -> ApiResult<StatusCode> {
+    cp(app).report_pool_status(&pool, &host, st).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -71,6 +71,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         volume::attach_volume,
         volume::detach_volume,
         volume::list_pools,
+        volume::create_pool,
         volume::list_volume_types,
         volume::create_volume_type,
         volume::get_volume_type,
@@ -242,7 +243,7 @@ pub fn router(app: App) -> Router {
         )
         .route("/volumes/{id}/attach", post(volume::attach_volume))
         .route("/volumes/{id}/detach", post(volume::detach_volume))
-        .route("/pools", get(volume::list_pools))
+        .route("/pools", get(volume::list_pools).post(volume::create_pool))
         .route(
             "/volume-types",
             get(volume::list_volume_types).post(volume::create_volume_type),

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kumo_types::{
-    CreateInstanceTypeRequest, ErrorBody, Event, Host, Image, ImportImageRequest,
+    CreateInstanceTypeRequest, ErrorBody, Event, Host, Image, ImageState, ImportImageRequest,
     ImportKeyPairRequest, InstanceType, KeyPair, Network, Page,
 };
 use serde::Deserialize;
@@ -38,13 +38,22 @@ pub async fn list_images(State(app): State<App>) -> ApiResult<Json<Page<Image>>>
     Ok(Json(image::list(&app).await?))
 }
 
+/// Import an image. A URL import answers `202` with the image `importing` (poll it for `progress`
+/// and the final `available` or `error`); the other sources are imported before the answer (`201`).
 #[utoipa::path(post, path = "/v1/images", request_body = ImportImageRequest,
-    responses((status = 201, body = Image), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Image, description = "Imported from a file, volume or snapshot: `available`"),
+        (status = 202, body = Image, description = "URL import accepted: `importing`, continues in the background"),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn import_image(
     State(app): State<App>,
     ApiJson(req): ApiJson<ImportImageRequest>,
 ) -> ApiResult<(StatusCode, Json<Image>)> {
-    Ok((StatusCode::CREATED, Json(image::import(&app, req).await?)))
+    let img = image::import(&app, req).await?;
+    let status = match img.state {
+        ImageState::Importing => StatusCode::ACCEPTED,
+        _ => StatusCode::CREATED,
+    };
+    Ok((status, Json(img)))
 }
 
 #[utoipa::path(get, path = "/v1/images/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -53,6 +62,7 @@ pub async fn get_image(State(app): State<App>, Path(id): Path<String>) -> ApiRes
     Ok(Json(image::get(&app, &id).await?))
 }
 
+/// Delete an image (cancels an import that is running); 409 while instances or volumes use it.
 #[utoipa::path(delete, path = "/v1/images/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_image(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -137,6 +137,15 @@ pub async fn list_pools(State(app): State<App>) -> ApiResult<Json<Page<PoolView>
     Ok(Json(pool::list(&app).await?))
 }
 
+#[utoipa::path(post, path = "/v1/pools", request_body = kumo_types::CreatePoolRequest,
+    responses((status = 201, body = PoolView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_pool(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<kumo_types::CreatePoolRequest>,
+) -> ApiResult<(StatusCode, Json<PoolView>)> {
+    Ok((StatusCode::CREATED, Json(pool::create(&app, req).await?)))
+}
+
 #[utoipa::path(get, path = "/v1/pools/{name}", params(("name" = String, Path)),
     responses((status = 200, body = PoolView), (status = 404, body = ErrorBody)))]
 pub async fn get_pool(

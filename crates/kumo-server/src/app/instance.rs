@@ -40,6 +40,7 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         ),
         e => e,
     })?;
+    image::require_usable(&image, image::Use::Instance)?;
     let itype = instance_type::get(app, &req.instance_type)
         .await
         .map_err(|e| match e {
@@ -68,6 +69,23 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     if root_disk_gib > 65536 {
         return Err(Error::invalid("root_disk_gib", "must be at most 65536"));
     }
+    let boot_volume = match &req.root_volume {
+        Some(rv) => {
+            if image.kind != kumo_types::ImageKind::Disk {
+                return Err(Error::invalid(
+                    "root_volume",
+                    format!(
+                        "image `{}` is not a disk image; only disk images boot from volumes",
+                        image.name
+                    ),
+                ));
+            }
+            let p = super::boot_volume::plan(app, rv, &req.name, &image, root_disk_gib).await?;
+            p.check_name(app).await?;
+            Some(p)
+        }
+        None => None,
+    };
     if let Some(k) = &req.key_name {
         key_pair::get(app, k)
             .await
@@ -162,6 +180,11 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             compare.extend(p.compare);
             ops.extend(p.ops);
         }
+        if let Some(bv) = &boot_volume {
+            let (c, o) = bv.ops(&id, &host_id)?;
+            compare.extend(c);
+            ops.extend(o);
+        }
         let inst = Instance {
             id: id.clone(),
             name: req.name.clone(),
@@ -171,6 +194,7 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             vcpus: itype.vcpus,
             memory_mib: itype.memory_mib,
             root_disk_gib,
+            boot_volume_id: boot_volume.as_ref().map(|b| b.id().to_string()),
             key_name: req.key_name.clone(),
             user_data: req.user_data.clone(),
             desired_state: if req.start == Some(false) {
@@ -680,6 +704,7 @@ pub fn vxlan_peers(
 pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot> {
     let revision = app.kv().revision().await.map_err(store_err)?;
     let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
+    let all_pools = super::pool::all(app).await?;
     let mut out = Vec::new();
     for inst in insts
         .into_iter()
@@ -703,6 +728,7 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
             networks,
             key_pair,
             status: st,
+            pools: super::pool::used_by(&all_pools, &volumes),
             volumes,
             snapshots,
         });
@@ -720,6 +746,7 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
         assignments: out,
         topology: topology(app).await?,
         volumes,
+        pools: super::pool::custom(app).await?,
     })
 }
 

@@ -3,6 +3,7 @@
 //! write desired state to the store in one compare-and-swap transaction per request. They never touch
 //! QEMU, bridges or files of running instances: the agent does that.
 
+pub mod boot_volume;
 pub mod event;
 pub mod floating_ip;
 pub mod host;
@@ -63,11 +64,13 @@ impl App {
         self.kv.as_ref()
     }
 
-    /// First-start bootstrap: built-in instance types and the default network (idempotent).
+    /// Start-up: built-in instance types and the default network (idempotent); URL imports that a
+    /// restart interrupted are marked failed.
     pub async fn bootstrap(&self) -> kumo_types::Result<()> {
         instance_type::ensure_builtins(self).await?;
         network::ensure_default(self).await?;
         security_group::ensure_default(self).await?;
+        image::recover_interrupted(self).await?;
         Ok(())
     }
 }

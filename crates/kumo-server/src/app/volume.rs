@@ -20,7 +20,7 @@ const MAX_SIZE_GIB: u64 = 64 * 1024;
 
 pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
     kumo_types::validate::name("name", &req.name)?;
-    let (volume_type, pool) =
+    let (mut volume_type, mut pool) =
         super::volume_type::resolve(app, req.volume_type.as_deref(), req.pool.as_deref()).await?;
     let image = match &req.image {
         Some(r) => {
@@ -33,6 +33,7 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
                     format!("image `{r}` is a kernel+initrd image; volumes start from disk images"),
                 ));
             }
+            image::require_usable(&img, image::Use::Volume)?;
             Some(img)
         }
         None => None,
@@ -47,6 +48,25 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
         Some(r) => Some(super::snapshot::usable(app, r).await?),
         None => None,
     };
+    if let Some((s, _)) = &snapshot {
+        // A clone is made by the pool's own tools, next to its source.
+        let (src, _) = find(app, &s.volume_id).await?;
+        if req.volume_type.is_none() && req.pool.is_none() {
+            (volume_type, pool) = (src.volume_type, src.pool);
+        } else if src.pool != pool {
+            return Err(Error::invalid(
+                if req.pool.is_some() {
+                    "pool"
+                } else {
+                    "volume_type"
+                },
+                format!(
+                    "a clone of snapshot `{}` is made in its volume's pool `{}`, not `{pool}`",
+                    s.name, src.pool
+                ),
+            ));
+        }
+    }
     let min_gib = match (&image, &snapshot) {
         (Some(i), _) => i.virtual_size_bytes.div_ceil(GIB).max(1),
         (_, Some((s, _))) => s.size_gib,
@@ -246,9 +266,11 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
     let taken: Vec<u8> = list_json::<Volume>(app.kv(), keys::VOLUMES)
         .await?
         .into_iter()
-        .filter_map(|v| v.attachment.filter(|a| a.instance_id == inst.id))
+        .filter_map(|v| v.attachment.filter(|a| a.instance_id == inst.id && !a.boot))
         .map(|a| a.slot)
         .collect();
+    let (current, _) = find(app, id_or_name).await?;
+    let shared = super::pool::find(app, &current.pool).await?.driver.shared();
     let v = update(app, id_or_name, |v| {
         if let Some(a) = &v.attachment {
             return Err(Error::conflict(format!(
@@ -256,16 +278,22 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
                 v.name, a.instance_id
             )));
         }
-        if inst.host.as_deref() != Some(v.host.as_str()) {
+        if shared {
+            // A shared pool's volume attaches anywhere; its home follows the instance.
+            if let Some(h) = &inst.host {
+                v.host = h.clone();
+            }
+        } else if inst.host.as_deref() != Some(v.host.as_str()) {
             return Err(Error::invalid(
                 "instance",
                 format!(
-                    "volume `{}` lives on host {} and instance `{}` runs on {}; a `local` volume \
-                     attaches only to instances on its host",
+                    "volume `{}` lives on host {} and instance `{}` runs on {}; a volume of a \
+                     local pool (`{}`) attaches only to instances on its host",
                     v.name,
                     v.host,
                     inst.name,
-                    inst.host.as_deref().unwrap_or("no host")
+                    inst.host.as_deref().unwrap_or("no host"),
+                    v.pool
                 ),
             ));
         }
@@ -281,6 +309,7 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
             instance_id: inst.id.clone(),
             delete_on_termination: req.delete_on_termination,
             slot,
+            boot: false,
         });
         Ok(())
     })
@@ -297,11 +326,21 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
 
 pub async fn detach(app: &App, id_or_name: &str) -> Result<VolumeView> {
     let v = update(app, id_or_name, |v| {
-        if v.attachment.is_none() {
-            return Err(Error::conflict(format!(
-                "volume `{}` is not attached",
-                v.name
-            )));
+        match &v.attachment {
+            None => {
+                return Err(Error::conflict(format!(
+                    "volume `{}` is not attached",
+                    v.name
+                )));
+            }
+            Some(a) if a.boot => {
+                return Err(Error::conflict(format!(
+                    "volume `{}` is the boot volume of instance {}; it stays attached for the \
+                     instance's life",
+                    v.name, a.instance_id
+                )));
+            }
+            Some(_) => {}
         }
         v.attachment = None;
         Ok(())
@@ -431,6 +470,7 @@ pub async fn assignments(
     running: &std::collections::HashSet<String>,
 ) -> Result<Vec<kumo_types::VolumeAssignment>> {
     let snaps: Vec<kumo_types::Snapshot> = list_json(app.kv(), keys::SNAPSHOTS).await?;
+    let pools = super::pool::all(app).await?;
     let mut out = Vec::new();
     for v in list_json::<Volume>(app.kv(), keys::VOLUMES)
         .await?
@@ -455,7 +495,11 @@ pub async fn assignments(
             .filter(|s| s.volume_id == v.id)
             .cloned()
             .collect();
+        let Some(pool) = pools.iter().find(|p| p.name == v.pool).cloned() else {
+            continue; // a pool cannot be deleted while it holds volumes
+        };
         out.push(kumo_types::VolumeAssignment {
+            pool,
             volume: v,
             snapshots,
             snapshot_source,

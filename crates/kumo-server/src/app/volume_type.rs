@@ -42,10 +42,16 @@ pub async fn get(app: &App, name: &str) -> Result<VolumeType> {
 
 pub async fn create(app: &App, req: CreateVolumeTypeRequest) -> Result<VolumeType> {
     validate::name("name", &req.name)?;
-    if req.pool != LOCAL_POOL {
+    if super::pool::find(app, &req.pool).await.is_err() {
+        let mut names = vec![LOCAL_POOL.to_string()];
+        names.extend(super::pool::custom(app).await?.into_iter().map(|p| p.name));
         return Err(Error::invalid(
             "pool",
-            format!("no storage pool `{}` (pools: {LOCAL_POOL})", req.pool),
+            format!(
+                "no storage pool `{}` (pools: {})",
+                req.pool,
+                names.join(", ")
+            ),
         ));
     }
     if let Some(t) = &req.tier {

@@ -1,0 +1,175 @@
+//! Volume backends: one per pool driver, behind one enum so the agent's volume logic
+//! ([`crate::volstate`]) does not care where a volume's bytes are.
+//!
+//! - `dir` and `shared-dir` pools are [`DirPool`]s: qcow2 files (see [`crate::volume`]).
+//! - `rbd` pools are [`RbdPool`]s: Ceph RBD images named by the volume ID, driven with the `rbd`
+//!   CLI, opened by QEMU's own rbd driver (see [`crate::rbd`]).
+//!
+//! Every backend keeps the invariants of [`crate::volume`]: a volume appears only complete, never
+//! shrinks, and a snapshot is named by the snapshot's ID.
+
+use std::path::Path;
+
+use kumo_types::{DiskFormat, Error, Pool, PoolDriver, PoolHostStatus, Result, now_rfc3339};
+
+use crate::rbd::RbdPool;
+use crate::runtime::qemu::DiskSource;
+use crate::storage::DirPool;
+use crate::volume::VolumeSpec;
+
+/// Where one pool keeps its volumes, on this host.
+#[derive(Debug, Clone)]
+pub enum VolumeBackend {
+    /// qcow2 files in a directory (`dir`, `shared-dir`).
+    Files(DirPool),
+    /// Ceph RBD images (`rbd`).
+    Rbd(RbdPool),
+}
+
+impl VolumeBackend {
+    /// The backend of `pool`; `local` is the host's own data directory pool.
+    pub fn of(pool: &Pool, local: &DirPool) -> Result<VolumeBackend> {
+        match pool.driver {
+            PoolDriver::Dir | PoolDriver::SharedDir => Ok(VolumeBackend::Files(match &pool.path {
+                Some(p) => DirPool::new(p),
+                None => local.clone(),
+            })),
+            PoolDriver::Rbd => Ok(VolumeBackend::Rbd(RbdPool {
+                pool: pool.rbd_pool.clone().unwrap_or_default(),
+                conf: pool.ceph_conf.clone().unwrap_or_default(),
+                user: pool.ceph_user.clone().unwrap_or_else(|| "admin".into()),
+            })),
+            PoolDriver::LvmThin => Err(Error::unavailable(format!(
+                "pool `{}`: the lvm-thin driver is not built yet",
+                pool.name
+            ))),
+        }
+    }
+
+    /// Size in bytes of volume `id`, or `None` if it does not exist.
+    pub fn size(&self, id: &str) -> Result<Option<u64>> {
+        match self {
+            VolumeBackend::Files(p) => p.volume_size(id),
+            VolumeBackend::Rbd(r) => r.size(id),
+        }
+    }
+
+    /// Make `spec` exist with at least its size (idempotent; grows a volume no VM has open).
+    pub fn ensure(&self, spec: &VolumeSpec) -> Result<()> {
+        match self {
+            VolumeBackend::Files(p) => p.ensure_volume(spec).map(|_| ()),
+            VolumeBackend::Rbd(r) => r.ensure(spec),
+        }
+    }
+
+    /// Whether a VM has volume `id` open.
+    pub fn in_use(&self, id: &str) -> Result<bool> {
+        match self {
+            VolumeBackend::Files(p) => p.volume_locked(id),
+            VolumeBackend::Rbd(r) => r.in_use(id),
+        }
+    }
+
+    /// Whether snapshots of a volume a running VM has open must go through that VM (QMP): qcow2
+    /// internal snapshots must; RBD snapshots are taken by Ceph, crash-consistent, at any time.
+    pub fn snapshots_through_vm(&self) -> bool {
+        matches!(self, VolumeBackend::Files(_))
+    }
+
+    /// Take snapshot `name` of volume `id` (no-op if it exists).
+    pub fn snapshot(&self, id: &str, name: &str) -> Result<()> {
+        match self {
+            VolumeBackend::Files(p) => p.snapshot_volume(id, name),
+            VolumeBackend::Rbd(r) => r.snapshot(id, name),
+        }
+    }
+
+    /// Delete snapshot `name` of volume `id` (no-op if it is gone).
+    pub fn delete_snapshot(&self, id: &str, name: &str) -> Result<()> {
+        match self {
+            VolumeBackend::Files(p) => p.delete_volume_snapshot(id, name),
+            VolumeBackend::Rbd(r) => r.delete_snapshot(id, name),
+        }
+    }
+
+    /// Delete volume `id` and its snapshots (no-op if it is gone).
+    pub fn delete(&self, id: &str) -> Result<()> {
+        match self {
+            VolumeBackend::Files(p) => p.delete_volume(id),
+            VolumeBackend::Rbd(r) => r.delete(id),
+        }
+    }
+
+    /// What QEMU opens for volume `id`, and in which format.
+    pub fn disk(&self, id: &str) -> (DiskSource, DiskFormat) {
+        match self {
+            VolumeBackend::Files(p) => (DiskSource::File(p.volume_path(id)), DiskFormat::Qcow2),
+            VolumeBackend::Rbd(r) => (r.source(id), DiskFormat::Raw),
+        }
+    }
+
+    /// Copy volume `id` (or its snapshot `snapshot`) into a new, flat qcow2 file `dest` (images from
+    /// volumes). Reads what a running VM has flushed: crash-consistent.
+    pub fn export_qcow2(&self, id: &str, snapshot: Option<&str>, dest: &Path) -> Result<()> {
+        let (src, _) = self.disk(id);
+        let mut cmd = std::process::Command::new("qemu-img");
+        cmd.args(["convert", "-U", "-q", "-O", "qcow2"]);
+        match (&src, snapshot) {
+            (DiskSource::File(p), Some(s)) => {
+                cmd.arg("-l").arg(format!("snapshot.name={s}")).arg(p);
+            }
+            (DiskSource::File(p), None) => {
+                cmd.arg(p);
+            }
+            (DiskSource::Rbd { .. }, s) => {
+                cmd.arg(self.rbd_json(id, s));
+            }
+            (DiskSource::HostDevice(p), _) => {
+                cmd.arg(p);
+            }
+        }
+        crate::storage::run_tool(cmd.arg(dest), "qemu-img convert (export a volume)").map(|_| ())
+    }
+
+    fn rbd_json(&self, id: &str, snapshot: Option<&str>) -> String {
+        match self {
+            VolumeBackend::Rbd(r) => r.qemu_json(id, snapshot),
+            VolumeBackend::Files(_) => String::new(),
+        }
+    }
+
+    /// What this host sees of the pool: capacity and free space, or why it cannot use it.
+    pub fn status(&self) -> PoolHostStatus {
+        let r = match self {
+            VolumeBackend::Files(p) => dir_space(p.root()),
+            VolumeBackend::Rbd(r) => r.space(),
+        };
+        match r {
+            Ok((capacity_bytes, free_bytes)) => PoolHostStatus {
+                capacity_bytes,
+                free_bytes,
+                error: None,
+                checked_at: now_rfc3339(),
+            },
+            Err(e) => PoolHostStatus {
+                error: Some(e.to_string()),
+                checked_at: now_rfc3339(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// `(capacity, free)` of the filesystem holding a directory pool; the directory must exist (a
+/// `shared-dir` pool whose share is not mounted is reported, not created).
+fn dir_space(root: &Path) -> Result<(u64, u64)> {
+    if !root.is_dir() {
+        return Err(Error::unavailable(format!(
+            "directory {} does not exist on this host (is the share mounted?)",
+            root.display()
+        )));
+    }
+    let (free, total) = crate::inventory::disk_space(root)
+        .map_err(|e| Error::unavailable(format!("statvfs {}: {e}", root.display())))?;
+    Ok((total, free))
+}
