@@ -20,8 +20,9 @@ use crate::volume::VolumeSpec;
 /// Where one pool keeps its volumes, on this host.
 #[derive(Debug, Clone)]
 pub enum VolumeBackend {
-    /// qcow2 files in a directory (`dir`, `shared-dir`).
-    Files(DirPool),
+    /// qcow2 files in a directory (`dir`, `shared-dir`). A shared directory is never created by the
+    /// agent: if it is missing, the share is not mounted, and writing there would fill the local disk.
+    Files { dir: DirPool, shared: bool },
     /// Ceph RBD images (`rbd`).
     Rbd(RbdPool),
 }
@@ -30,10 +31,13 @@ impl VolumeBackend {
     /// The backend of `pool`; `local` is the host's own data directory pool.
     pub fn of(pool: &Pool, local: &DirPool) -> Result<VolumeBackend> {
         match pool.driver {
-            PoolDriver::Dir | PoolDriver::SharedDir => Ok(VolumeBackend::Files(match &pool.path {
-                Some(p) => DirPool::new(p),
-                None => local.clone(),
-            })),
+            PoolDriver::Dir | PoolDriver::SharedDir => Ok(VolumeBackend::Files {
+                dir: match &pool.path {
+                    Some(p) => DirPool::new(p),
+                    None => local.clone(),
+                },
+                shared: pool.driver.shared(),
+            }),
             PoolDriver::Rbd => Ok(VolumeBackend::Rbd(RbdPool {
                 pool: pool.rbd_pool.clone().unwrap_or_default(),
                 conf: pool.ceph_conf.clone().unwrap_or_default(),
@@ -49,7 +53,7 @@ impl VolumeBackend {
     /// Size in bytes of volume `id`, or `None` if it does not exist.
     pub fn size(&self, id: &str) -> Result<Option<u64>> {
         match self {
-            VolumeBackend::Files(p) => p.volume_size(id),
+            VolumeBackend::Files { dir: p, .. } => p.volume_size(id),
             VolumeBackend::Rbd(r) => r.size(id),
         }
     }
@@ -57,7 +61,12 @@ impl VolumeBackend {
     /// Make `spec` exist with at least its size (idempotent; grows a volume no VM has open).
     pub fn ensure(&self, spec: &VolumeSpec) -> Result<()> {
         match self {
-            VolumeBackend::Files(p) => p.ensure_volume(spec).map(|_| ()),
+            VolumeBackend::Files { dir, shared } => {
+                if *shared {
+                    dir_space(dir.root())?;
+                }
+                dir.ensure_volume(spec).map(|_| ())
+            }
             VolumeBackend::Rbd(r) => r.ensure(spec),
         }
     }
@@ -65,7 +74,7 @@ impl VolumeBackend {
     /// Whether a VM has volume `id` open.
     pub fn in_use(&self, id: &str) -> Result<bool> {
         match self {
-            VolumeBackend::Files(p) => p.volume_locked(id),
+            VolumeBackend::Files { dir: p, .. } => p.volume_locked(id),
             VolumeBackend::Rbd(r) => r.in_use(id),
         }
     }
@@ -73,13 +82,13 @@ impl VolumeBackend {
     /// Whether snapshots of a volume a running VM has open must go through that VM (QMP): qcow2
     /// internal snapshots must; RBD snapshots are taken by Ceph, crash-consistent, at any time.
     pub fn snapshots_through_vm(&self) -> bool {
-        matches!(self, VolumeBackend::Files(_))
+        matches!(self, VolumeBackend::Files { .. })
     }
 
     /// Take snapshot `name` of volume `id` (no-op if it exists).
     pub fn snapshot(&self, id: &str, name: &str) -> Result<()> {
         match self {
-            VolumeBackend::Files(p) => p.snapshot_volume(id, name),
+            VolumeBackend::Files { dir: p, .. } => p.snapshot_volume(id, name),
             VolumeBackend::Rbd(r) => r.snapshot(id, name),
         }
     }
@@ -87,7 +96,7 @@ impl VolumeBackend {
     /// Delete snapshot `name` of volume `id` (no-op if it is gone).
     pub fn delete_snapshot(&self, id: &str, name: &str) -> Result<()> {
         match self {
-            VolumeBackend::Files(p) => p.delete_volume_snapshot(id, name),
+            VolumeBackend::Files { dir: p, .. } => p.delete_volume_snapshot(id, name),
             VolumeBackend::Rbd(r) => r.delete_snapshot(id, name),
         }
     }
@@ -95,7 +104,7 @@ impl VolumeBackend {
     /// Delete volume `id` and its snapshots (no-op if it is gone).
     pub fn delete(&self, id: &str) -> Result<()> {
         match self {
-            VolumeBackend::Files(p) => p.delete_volume(id),
+            VolumeBackend::Files { dir: p, .. } => p.delete_volume(id),
             VolumeBackend::Rbd(r) => r.delete(id),
         }
     }
@@ -103,7 +112,9 @@ impl VolumeBackend {
     /// What QEMU opens for volume `id`, and in which format.
     pub fn disk(&self, id: &str) -> (DiskSource, DiskFormat) {
         match self {
-            VolumeBackend::Files(p) => (DiskSource::File(p.volume_path(id)), DiskFormat::Qcow2),
+            VolumeBackend::Files { dir: p, .. } => {
+                (DiskSource::File(p.volume_path(id)), DiskFormat::Qcow2)
+            }
             VolumeBackend::Rbd(r) => (r.source(id), DiskFormat::Raw),
         }
     }
@@ -134,14 +145,20 @@ impl VolumeBackend {
     fn rbd_json(&self, id: &str, snapshot: Option<&str>) -> String {
         match self {
             VolumeBackend::Rbd(r) => r.qemu_json(id, snapshot),
-            VolumeBackend::Files(_) => String::new(),
+            VolumeBackend::Files { .. } => String::new(),
         }
     }
 
     /// What this host sees of the pool: capacity and free space, or why it cannot use it.
     pub fn status(&self) -> PoolHostStatus {
         let r = match self {
-            VolumeBackend::Files(p) => dir_space(p.root()),
+            VolumeBackend::Files { dir, shared } => {
+                if !*shared {
+                    // A local directory pool is the agent's own: made on first use.
+                    let _ = std::fs::create_dir_all(dir.root());
+                }
+                dir_space(dir.root())
+            }
             VolumeBackend::Rbd(r) => r.space(),
         };
         match r {

@@ -492,3 +492,189 @@ fn online_snapshot_then_clone_shows_the_old_data_only() {
         "the clone outlives its source:\n{out}"
     );
 }
+
+/// Operator-defined directory pools: a `dir` pool elsewhere on the host and a `shared-dir` pool (what
+/// an NFS mount would be), each behind a volume type; volumes land in their directories; a share that
+/// is not mounted is reported by the host and never written to; bad pool input is refused precisely.
+#[test]
+fn directory_pools_hold_volumes_where_they_say() {
+    let cloud = Cloud::start_split();
+    let local_dir = cloud.data_dir().join("extra-disk");
+    let share = cloud.data_dir().join("nfs-share");
+    std::fs::create_dir_all(&share).expect("share");
+    let missing = cloud.data_dir().join("not-mounted");
+
+    for (body, status, field) in [
+        (json!({"name": "p", "driver": "dir"}), 422, "path"),
+        (
+            json!({"name": "p", "driver": "dir", "path": "rel/dir"}),
+            422,
+            "path",
+        ),
+        (
+            json!({"name": "p", "driver": "shared-dir", "path": "/a,b"}),
+            422,
+            "path",
+        ),
+        (
+            json!({"name": "p", "driver": "dir", "path": "/srv", "rbd_pool": "x"}),
+            422,
+            "rbd_pool",
+        ),
+        (
+            json!({"name": "p", "driver": "zfs", "path": "/srv"}),
+            422,
+            "",
+        ),
+        (
+            json!({"name": "p", "driver": "lvm-thin", "volume_group": "vg", "thin_pool": "t"}),
+            422,
+            "driver",
+        ),
+        (
+            json!({"name": "local", "driver": "dir", "path": "/srv"}),
+            409,
+            "name",
+        ),
+        (
+            json!({"name": "Bad Name", "driver": "dir", "path": "/srv"}),
+            422,
+            "name",
+        ),
+    ] {
+        refused(&cloud, "POST", "/v1/pools", Some(body), status, field);
+    }
+    assert_eq!(call(&cloud, "GET", "/v1/pools/p", None).0, 404);
+
+    let path = |p: &std::path::Path| p.to_string_lossy().to_string();
+    cloud.ok(&[
+        "pool",
+        "create",
+        "disk2",
+        "--driver",
+        "dir",
+        "--path",
+        &path(&local_dir),
+    ]);
+    cloud.ok(&[
+        "pool",
+        "create",
+        "nfs",
+        "--driver",
+        "shared-dir",
+        "--path",
+        &path(&share),
+    ]);
+    cloud.ok(&[
+        "pool",
+        "create",
+        "gone",
+        "--driver",
+        "shared-dir",
+        "--path",
+        &path(&missing),
+    ]);
+    refused(
+        &cloud,
+        "POST",
+        "/v1/pools",
+        Some(json!({"name": "nfs", "driver": "dir", "path": "/srv"})),
+        409,
+        "name",
+    );
+    // Each host reports what it sees: capacity, or why it cannot use the pool.
+    let wait_pool = |name: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = ok(&cloud, "GET", &format!("/v1/pools/{name}"), None);
+            if pred(&p) {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "pool {name}: {p}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let nfs = wait_pool("nfs", &|p| p["capacity_bytes"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(nfs["driver"], "shared-dir", "{nfs}");
+    assert!(nfs["hosts"][0]["error"].is_null(), "{nfs}");
+    let gone = wait_pool("gone", &|p| !p["hosts"][0]["error"].is_null());
+    assert!(
+        gone["hosts"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mounted"),
+        "{gone}"
+    );
+    wait_pool("disk2", &|p| p["capacity_bytes"].as_u64().unwrap_or(0) > 0);
+    assert!(local_dir.is_dir(), "a local dir pool is made by its agent");
+
+    let mut files = Vec::new();
+    for (pool, dir) in [("disk2", &local_dir), ("nfs", &share)] {
+        cloud.ok(&[
+            "volume-type",
+            "create",
+            "--name",
+            &format!("t-{pool}"),
+            "--pool",
+            pool,
+        ]);
+        let v = cloud.json(&[
+            "volume",
+            "create",
+            "--name",
+            &format!("v-{pool}"),
+            "--size",
+            "1",
+            "--type",
+            &format!("t-{pool}"),
+        ]);
+        assert_eq!(v["pool"], pool, "{v}");
+        wait_volume(&cloud, &format!("v-{pool}"), "available", |_, v| {
+            v["state"] == "available"
+        });
+        let id = v["id"].as_str().expect("id");
+        let f = dir.join("volumes").join(format!("{id}.qcow2"));
+        assert!(f.exists(), "{} missing", f.display());
+        files.push(f);
+    }
+    // A volume in a share that is not mounted fails, naming why, and nothing is written there.
+    cloud.ok(&[
+        "volume-type",
+        "create",
+        "--name",
+        "t-gone",
+        "--pool",
+        "gone",
+    ]);
+    cloud.ok(&[
+        "volume", "create", "--name", "v-gone", "--size", "1", "--type", "t-gone",
+    ]);
+    let v = wait_volume(&cloud, "v-gone", "an error", |_, v| v["state"] == "error");
+    assert!(
+        v["status_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mounted"),
+        "{v}"
+    );
+    assert!(
+        !missing.exists(),
+        "the agent wrote into an unmounted share's mount point"
+    );
+
+    // Pools with volumes or volume types cannot go; empty ones can.
+    refused(&cloud, "DELETE", "/v1/pools/nfs", None, 409, "");
+    for pool in ["disk2", "nfs", "gone"] {
+        cloud.ok(&["volume", "delete", &format!("v-{pool}")]);
+        wait_volume(&cloud, &format!("v-{pool}"), "deleted", |s, _| s == 404);
+        let (s, e) = call(&cloud, "DELETE", &format!("/v1/pools/{pool}"), None);
+        assert_eq!(s, 409, "the type still names it: {e}");
+        cloud.ok(&["volume-type", "delete", &format!("t-{pool}")]);
+        cloud.ok(&["pool", "delete", pool]);
+    }
+    for f in files {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
+    let pools = cloud.json(&["pool", "list"]);
+    assert_eq!(pools["items"].as_array().map(Vec::len), Some(1), "{pools}");
+}

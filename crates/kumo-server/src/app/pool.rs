@@ -30,6 +30,14 @@ pub fn local() -> Pool {
 /// Check a create request and turn it into a pool (pure). Each driver takes exactly its own fields.
 pub fn plan(req: CreatePoolRequest, now: String) -> Result<Pool> {
     validate::name("name", &req.name)?;
+    if req.driver == PoolDriver::LvmThin {
+        // Not built: the machines kumo is developed on have no device-mapper, so the driver could
+        // not be exercised for real (see docs/storage.md).
+        return Err(Error::invalid(
+            "driver",
+            "`lvm-thin` is not available in this release; use `dir`, `shared-dir` or `rbd`",
+        ));
+    }
     let given: [(&str, bool); 6] = [
         ("path", req.path.is_some()),
         ("volume_group", req.volume_group.is_some()),
@@ -427,16 +435,14 @@ mod tests {
         assert_eq!(plan(r, "t".into()).unwrap_err().field(), Some("path"));
         let mut r = req(PoolDriver::LvmThin);
         r.volume_group = Some("vg0".into());
-        let e = plan(r.clone(), "t".into()).unwrap_err();
-        assert_eq!(e.field(), Some("thin_pool"));
-        r.thin_pool = Some("-bad".into());
-        assert_eq!(
-            plan(r.clone(), "t".into()).unwrap_err().field(),
-            Some("thin_pool")
-        );
         r.thin_pool = Some("thin".into());
-        let p = plan(r, "t".into()).unwrap();
-        assert_eq!((p.driver, p.ceph_user), (PoolDriver::LvmThin, None));
+        let e = plan(r, "t".into()).unwrap_err();
+        assert_eq!(e.field(), Some("driver"));
+        assert!(e.to_string().contains("not available"), "{e}");
+        let mut r = req(PoolDriver::Rbd);
+        r.rbd_pool = Some("-bad".into());
+        r.ceph_conf = Some("/etc/ceph/ceph.conf".into());
+        assert_eq!(plan(r, "t".into()).unwrap_err().field(), Some("rbd_pool"));
         let mut r = req(PoolDriver::Rbd);
         r.rbd_pool = Some("kumo".into());
         assert_eq!(plan(r, "t".into()).unwrap_err().field(), Some("ceph_conf"));
