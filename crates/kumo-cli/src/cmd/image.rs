@@ -331,6 +331,11 @@ pub fn existing_decision(name: &str, existing: Option<&Image>, local_sha256: &st
     match existing {
         None => Existing::Import,
         Some(img) if img.state == ImageState::Error => Existing::Import,
+        Some(img) if img.state == ImageState::Importing => Existing::Conflict(format!(
+            "an image named `{name}` ({}) is being imported; wait for it, or delete it with \
+             `kumo image delete {name}`",
+            img.id
+        )),
         Some(img) if img.sha256 == local_sha256 => Existing::Reuse,
         Some(img) => Existing::Conflict(format!(
             "an image named `{name}` ({}) already exists with different content (sha256 {} here, {} there); \

@@ -144,6 +144,11 @@ fn existing_image_decisions() {
         Existing::Import,
         "a failed import is replaced"
     );
+    failed.state = kumo_types::ImageState::Importing;
+    assert!(matches!(
+        image::existing_decision("tiny", Some(&failed), "aa"),
+        Existing::Conflict(m) if m.contains("is being imported")
+    ));
 }
 
 #[test]
