@@ -21,8 +21,8 @@
 #   - `KUMO-AUTHKEYS <our public key>`           (the key landed in ~debian/.ssh/authorized_keys)
 # and (unless KUMO_CHECK_SSH=0) `ssh debian@127.0.0.1 -p PORT hostname` answers kumo-debian-test.
 # QEMU is killed by its PID at the end. Prints the times to each milestone.
-# Timing here (TCG, 2 vCPUs on 2 busy host cores): cloud-init finished ~2-2.5 min after QEMU
-# starts (guest uptime ~100-130 s; SeaBIOS+GRUB+loading kernel and initrd take ~10 s before).
+# Timing here (TCG, 2 vCPUs on 2 busy host cores): cloud-init finished ~95-145 s after QEMU
+# starts, depending on host load (guest uptime 87-133 s; SeaBIOS+GRUB+loading take ~7-12 s).
 set -euo pipefail
 
 [ $# -eq 1 ] || { echo "usage: $0 IMAGE.qcow2" >&2; exit 2; }

@@ -101,6 +101,8 @@ pub fn vm_config(
         })],
         nics: i.nics.iter().map(|nic| nic_spec(&i.id, nic)).collect(),
         seed_iso: None,
+        cdrom: (a.image.format == Some(kumo_types::DiskFormat::Iso))
+            .then(|| pool.image_disk(&a.image.id, kumo_types::DiskFormat::Iso)),
         run_dir: crate::paths::run_dir(ctx_data, &i.id),
     };
     cfg.disks.extend(volumes);

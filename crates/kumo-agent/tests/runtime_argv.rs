@@ -36,6 +36,7 @@ fn kernel_guest(accel: Accel) -> VmConfig {
             bus: Some("hp0".into()),
         }],
         seed_iso: None,
+        cdrom: None,
         run_dir: "/var/lib/kumo/run/i-0123456789abcdef".into(),
     }
 }
@@ -109,6 +110,7 @@ fn disk_guest(accel: Accel) -> VmConfig {
             },
         ],
         seed_iso: Some("/var/lib/kumo/run/i-00000000000000a1/seed.iso".into()),
+        cdrom: Some("/var/lib/kumo/pool/images/ami-0150/disk.iso".into()),
         run_dir: "/var/lib/kumo/run/i-00000000000000a1".into(),
     }
 }

@@ -166,6 +166,9 @@ pub struct VmConfig {
     pub nics: Vec<NicSpec>,
     /// NoCloud seed ISO (volume label `cidata`), attached read-only as the last disk `seed`.
     pub seed_iso: Option<PathBuf>,
+    /// Installation media: an ISO image on an AHCI CD-ROM drive, booted after the (blank) first
+    /// disk, so the guest boots the CD until something is installed on the disk.
+    pub cdrom: Option<PathBuf>,
     /// Directory for the pidfile, sockets and serial log.
     pub run_dir: PathBuf,
 }
@@ -228,6 +231,7 @@ pub fn argv(cfg: &VmConfig) -> Vec<String> {
     a.extend(hotplug_args(cfg.machine));
     a.extend(boot_args(&cfg.boot));
     a.extend(disk_args(&all_disks(cfg), matches!(cfg.boot, Boot::Disk)));
+    a.extend(cdrom_args(cfg.cdrom.as_deref()));
     a.extend(nic_args(&cfg.nics));
     let files = RunFiles::new(&cfg.run_dir);
     a.extend(serial_args(&files));
@@ -413,6 +417,33 @@ pub fn disk_args(disks: &[DiskSpec], boot_from_first: bool) -> Vec<String> {
     a
 }
 
+/// The CD-ROM: a read-only raw ISO on the q35 AHCI controller's first port, second in boot order.
+pub fn cdrom_args(iso: Option<&Path>) -> Vec<String> {
+    let Some(iso) = iso else {
+        return vec![];
+    };
+    let node = json!({
+        "driver": "raw",
+        "node-name": drive_node("cdrom"),
+        "read-only": true,
+        "file": {
+            "driver": "file",
+            "node-name": file_node("cdrom"),
+            "filename": iso.to_string_lossy(),
+            "read-only": true,
+        },
+    });
+    vec![
+        s("-blockdev"),
+        node.to_string(),
+        s("-device"),
+        format!(
+            "ide-cd,id=cdrom,drive={},bus=ide.0,bootindex=1",
+            drive_node("cdrom")
+        ),
+    ]
+}
+
 /// `-netdev tap` + `-device virtio-net-pci` per NIC.
 pub fn nic_args(nics: &[NicSpec]) -> Vec<String> {
     let mut a = Vec::new();
@@ -521,6 +552,7 @@ mod tests {
             }],
             nics: vec![],
             seed_iso: Some("/seed.iso".into()),
+            cdrom: None,
             run_dir: "/run/i-1".into(),
         };
         let d = all_disks(&cfg);

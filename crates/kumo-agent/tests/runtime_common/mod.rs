@@ -16,6 +16,7 @@ pub fn config(dir: &Path, id: &str) -> VmConfig {
         disks: vec![],
         nics: vec![],
         seed_iso: None,
+        cdrom: None,
         run_dir: dir.join("run").join(id),
     }
 }

@@ -53,7 +53,12 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             ),
             e => e,
         })?;
-    let min_gib = image.virtual_size_bytes.div_ceil(1 << 30).max(1);
+    // An ISO is installation media on a CD-ROM: the root disk starts blank, of any size.
+    let min_gib = if image.format == Some(kumo_types::DiskFormat::Iso) {
+        1
+    } else {
+        image.virtual_size_bytes.div_ceil(1 << 30).max(1)
+    };
     let root_disk_gib = req
         .root_disk_gib
         .unwrap_or(itype.root_disk_gib.max(min_gib));
