@@ -22,6 +22,7 @@ PKGS=(
   gcc pkg-config         # building bundled SQLite
   protobuf-compiler
   ceph-mon ceph-osd ceph-mgr ceph-common # a real single-node Ceph for the rbd pool tests (scripts/ceph-cluster.sh)
+  debootstrap e2fsprogs fdisk grub-pc-bin # the real Debian cloud image of the tests (scripts/build-debian-image.sh)
 )
 
 stamp=/var/lib/kumo-setup.stamp

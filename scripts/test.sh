@@ -19,5 +19,7 @@ echo "== tiny guest (Debian packages are fetched once here: the tests run in pri
 cargo build --quiet -p kumo
 "$CARGO_TARGET_DIR/debug/kumo" image build tiny --no-import \
   --cache-dir "$KUMO_TEST_CACHE/debs" --out-dir "$KUMO_TEST_CACHE/tiny"
+echo "== Debian cloud image (built once from Debian packages, then cached; ~4 min cold)"
+bash scripts/build-debian-image.sh "$KUMO_TEST_CACHE/debian-image/debian-12.qcow2"
 echo "== tests"
 cargo nextest run --workspace --profile ci "$@"
