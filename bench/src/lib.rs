@@ -320,6 +320,110 @@ impl Cloud {
     }
 }
 
+impl Cloud {
+    /// A REST call that must answer 2xx within `timeout` (for calls that do long work before they
+    /// answer, such as importing a file, beyond the client's default 30 s).
+    pub async fn api_ok_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method.parse()?, format!("{}{}", self.url(), path))
+            .bearer_auth(&self.token)
+            .timeout(timeout);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let st = r.status().as_u16();
+        let v = serde_json::from_slice(&r.bytes().await?).unwrap_or(Value::Null);
+        if !(200..300).contains(&st) {
+            bail!("{method} {path} answered {st}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// Poll `GET path` every `every` until `pred(status, body)` holds; fails if `fail(body)` holds
+    /// (e.g. an `error` state) or after `timeout`.
+    pub async fn wait_json(
+        &self,
+        path: &str,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        pred: impl Fn(u16, &Value) -> bool,
+        fail: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (st, v) = self.api("GET", path, None).await?;
+            if pred(st, &v) {
+                return Ok(v);
+            }
+            if fail(&v) {
+                bail!("{path}: failed while waiting for {what}: {v}");
+            }
+            if Instant::now() > deadline {
+                bail!("{path}: timed out waiting for {what}; last {st}: {v}");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// `DELETE path`, then wait until `GET path` answers 404.
+    pub async fn delete_and_wait(&self, path: &str, timeout: Duration) -> Result<()> {
+        self.api_ok("DELETE", path, None).await?;
+        self.wait_json(
+            path,
+            "deletion",
+            timeout,
+            Duration::from_millis(20),
+            |st, _| st == 404,
+            |_| false,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Type `script` into instance `name`'s serial console (a root shell in the tiny guest) and
+    /// disconnect once the guest has been quiet for half a second. The guest goes on running what it
+    /// was sent; its output keeps landing in [`Cloud::serial_log_path`].
+    pub async fn console_send(&self, name: &str, script: &str) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(&self.bin)
+            .args(["instance", "console", name, "--linger", "0.5"])
+            .env("KUMO_URL", self.url())
+            .env("KUMO_TOKEN", &self.token)
+            .env_remove("KUMO_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning kumo instance console")?;
+        let mut stdin = child.stdin.take().context("console stdin")?;
+        stdin.write_all(format!("\n{script}\n").as_bytes()).await?;
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .context("kumo instance console did not exit within 60 s")??;
+        if !out.status.success() {
+            bail!(
+                "kumo instance console {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Cloud {
     fn drop(&mut self) {
         if let Some(mut c) = self.server.take() {
@@ -390,6 +494,149 @@ pub async fn wait_file_contains(
             );
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Run a host tool (`qemu-img`, `rbd`, `sha256sum`, …) and require success; returns its stdout.
+pub fn tool(args: &[&str]) -> Result<String> {
+    let (prog, rest) = args.split_first().context("empty command")?;
+    let out = std::process::Command::new(prog)
+        .args(rest)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {prog}"))?;
+    if !out.status.success() {
+        bail!(
+            "{args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Run a host tool (see [`tool`]) and return how long it took, in seconds.
+pub fn timed_tool(args: &[&str]) -> Result<f64> {
+    let t0 = Instant::now();
+    tool(args)?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Throughput in MB/s (10^6 bytes per second).
+pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs
+}
+
+/// The rest of the first line of `text` that starts with `needle` followed by a space or the line's
+/// end, trimmed (pure). Lines of a serial log may end in `\r`.
+pub fn line_after<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let l = l.trim_end_matches('\r');
+        let rest = l.strip_prefix(needle)?;
+        (rest.is_empty() || rest.starts_with(' ')).then(|| rest.trim())
+    })
+}
+
+/// A throw-away single-node Ceph cluster (one monitor, manager and BlueStore OSD on a sparse file)
+/// started by `scripts/ceph-cluster.sh` in a directory of its own, inside the benchmark's network
+/// namespace (the monitor listens on 127.0.0.1). Dropping it stops the daemons (by the PIDs the
+/// script recorded) and removes the directory, also when the benchmark fails.
+pub struct Ceph {
+    pub dir: PathBuf,
+    /// `ceph.conf`, which names the `client.admin` keyring.
+    pub conf: String,
+    /// The RBD pool the script created (`kumo`).
+    pub pool: String,
+}
+
+impl Ceph {
+    /// The script, from the source tree this benchmark was built from.
+    pub fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-cluster.sh")
+    }
+
+    /// Start a cluster whose OSD file may grow to `osd_size` (e.g. `"8G"`); waits until it serves RBD.
+    pub fn start(osd_size: &str) -> Result<Ceph> {
+        kumo_testutil::require("ceph-mon", "ceph-mon");
+        kumo_testutil::require("ceph-osd", "ceph-osd");
+        kumo_testutil::require("ceph-mgr", "ceph-mgr");
+        kumo_testutil::require("rbd", "ceph-common");
+        let dir = std::env::temp_dir().join(format!("kumo-bench-ceph-{}", std::process::id()));
+        // From here on, Drop stops whatever the script started, even if start fails half way.
+        let ceph = Ceph {
+            conf: dir.join("ceph.conf").to_string_lossy().into_owned(),
+            dir,
+            pool: "kumo".into(),
+        };
+        let out = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("start")
+            .arg(&ceph.dir)
+            .env("CEPH_OSD_SIZE", osd_size)
+            .stdin(Stdio::null())
+            .output()
+            .context("running scripts/ceph-cluster.sh start")?;
+        if !out.status.success() {
+            bail!(
+                "ceph-cluster.sh start failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(ceph)
+    }
+
+    /// `rbd -c <conf> --id admin ARGS`; returns stdout.
+    pub fn rbd(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["rbd", "-c", &self.conf, "--id", "admin"];
+        all.extend_from_slice(args);
+        tool(&all)
+    }
+
+    /// `rbd ARGS`, timed (seconds).
+    pub fn timed_rbd(&self, args: &[&str]) -> Result<f64> {
+        let t0 = Instant::now();
+        self.rbd(args)?;
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// `pool/image`.
+    pub fn spec(&self, image: &str) -> String {
+        format!("{}/{image}", self.pool)
+    }
+
+    /// The `rbd:` filename QEMU tools open (and create) an image of this cluster by.
+    pub fn qemu_uri(&self, image: &str) -> String {
+        format!("rbd:{}/{image}:id=admin:conf={}", self.pool, self.conf)
+    }
+}
+
+impl Drop for Ceph {
+    fn drop(&mut self) {
+        let st = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .status();
+        if !matches!(st, Ok(s) if s.success()) {
+            eprintln!(
+                "warning: stopping the Ceph cluster in {} failed ({st:?}); run: scripts/ceph-cluster.sh stop {}",
+                self.dir.display(),
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// Run `fut` until it ends or the process gets SIGINT/SIGTERM; on a signal the future is dropped, so
+/// that the guards it holds ([`Cloud`], [`Ceph`]) stop what the run started.
+pub async fn until_signal<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted (SIGINT); cleaned up"),
+        _ = term.recv() => bail!("terminated (SIGTERM); cleaned up"),
     }
 }
 
@@ -511,6 +758,16 @@ mod tests {
     fn substring_search() {
         assert!(contains(b"xx KUMO-READY instance-id=i-1", b"KUMO-READY"));
         assert!(!contains(b"KUMO-READ", b"KUMO-READY"));
+    }
+
+    #[test]
+    fn marker_lines_are_found_whole() {
+        let log = "# echo G\"\"IO-END-1 $a\r\nGIO-END-1 12.50 17.25 0\r\nGIO-END-10 1 2 0\n";
+        assert_eq!(line_after(log, "GIO-END-1"), Some("12.50 17.25 0"));
+        assert_eq!(line_after(log, "GIO-END-10"), Some("1 2 0"));
+        assert_eq!(line_after(log, "GIO-END-2"), None);
+        assert_eq!(line_after("GIO-DEV-1\n", "GIO-DEV-1"), Some(""));
+        assert!((mb_per_s(268_435_456, 2.0) - 134.217728).abs() < 1e-9);
     }
 
     #[test]

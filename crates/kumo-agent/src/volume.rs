@@ -246,31 +246,29 @@ impl DirPool {
         Ok(())
     }
 
-    /// Make image `image_id` from volume `volume_id`'s data, or from its internal snapshot `snapshot`:
-    /// a flattened qcow2 copy (it depends on no backing file), stored and hashed like an import.
-    /// Reads with `-U`, so a volume in use gives a crash-consistent image.
+    /// Make image `image_id` (stored in this pool) from volume `volume_id` of `backend`, or from its
+    /// snapshot `snapshot`: a flattened qcow2 copy (it depends on no backing file), stored and
+    /// hashed like an import. Reads what a VM has flushed, so a volume in use gives a
+    /// crash-consistent image.
     pub fn import_from_volume(
         &self,
         image_id: &str,
+        backend: &crate::backend::VolumeBackend,
         volume_id: &str,
         snapshot: Option<&str>,
     ) -> Result<crate::storage::Imported> {
-        let src = self.volume_path(volume_id);
-        if !src.exists() {
+        if backend.size(volume_id)?.is_none() {
             return Err(Error::invalid(
                 "volume",
-                format!("volume {volume_id} has no file on this host"),
+                format!("volume {volume_id} has no data reachable from this host"),
             ));
         }
-        let tmp = self.volume_dir().join(format!("{image_id}.export.tmp"));
+        let dir = self.root().join("images");
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{image_id}.export.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        let mut cmd = Command::new("qemu-img");
-        cmd.args(["convert", "-U", "-q", "-O", "qcow2"]);
-        if let Some(s) = snapshot {
-            cmd.arg("-l").arg(format!("snapshot.name={s}"));
-        }
-        cmd.arg(&src).arg(&tmp);
-        let converted = run_tool(&mut cmd, "qemu-img convert (image from volume)")
+        let converted = backend
+            .export_qcow2(volume_id, snapshot, &tmp)
             .and_then(|_| self.import_disk(image_id, &tmp, Some(DiskFormat::Qcow2)));
         let _ = std::fs::remove_file(&tmp);
         converted

@@ -247,6 +247,37 @@ fn rbd_pool_volumes_snapshots_clones_and_images_on_real_ceph() {
         o.contains("\nWROTE")
     });
 
+    // The AMI workflow from Ceph: an image made from the RBD snapshot holds the old data.
+    let golden = ok(
+        &cloud,
+        "POST",
+        "/v1/images",
+        Some(json!({"name": "golden", "snapshot": "before"})),
+    );
+    let stored = cloud
+        .data_dir()
+        .join("pool/images")
+        .join(golden["id"].as_str().expect("id"))
+        .join("disk.qcow2");
+    let raw = cloud.data_dir().join("golden.raw");
+    kumo_testutil::run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            &stored.to_string_lossy(),
+            &raw.to_string_lossy(),
+        ],
+    );
+    let head = std::fs::read(&raw).expect("golden raw");
+    assert_eq!(
+        &head[..13],
+        b"KUMO-CEPH-OLD",
+        "the image holds the snapshot's data"
+    );
+    std::fs::remove_file(&raw).expect("rm");
+
     // A clone of the snapshot (in the snapshot's pool) shows the old data only.
     let c = ok(
         &cloud,

@@ -415,23 +415,29 @@ async fn from_volume(
     req: &ImportImageRequest,
     claim: NameClaim,
 ) -> Result<Image> {
-    let (volume_id, snapshot) = match (&req.volume, &req.snapshot) {
+    let (volume, snapshot) = match (&req.volume, &req.snapshot) {
         (Some(v), _) => {
             let (v, _) = super::volume::find(app, v)
                 .await
                 .map_err(|_| Error::invalid("volume", format!("no volume `{v}`")))?;
-            (v.id, None)
+            (v, None)
         }
         (None, Some(s)) => {
             let (s, _) = super::snapshot::usable(app, s).await?;
-            (s.volume_id, Some(s.id))
+            (super::volume::find(app, &s.volume_id).await?.0, Some(s.id))
         }
         (None, None) => return Err(Error::internal("from_volume without a source")),
     };
+    // The volume's pool, as this (the control-plane) host reaches it: any shared pool, or a local
+    // pool's volumes that live here.
+    let backend = kumo_agent::backend::VolumeBackend::of(
+        &super::pool::find(app, &volume.pool).await?,
+        &app.pool,
+    )?;
     let pool = app.pool.clone();
     let id2 = id.to_string();
     let imported = tokio::task::spawn_blocking(move || {
-        pool.import_from_volume(&id2, &volume_id, snapshot.as_deref())
+        pool.import_from_volume(&id2, &backend, &volume.id, snapshot.as_deref())
     })
     .await
     .map_err(|e| Error::internal_with("import task", e))??;
