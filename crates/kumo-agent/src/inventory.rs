@@ -443,6 +443,7 @@ pub fn collect_with(data_dir: &Path, probe_kvm: bool) -> HostInventory {
         kvm_usable,
         kvm_probe,
         tunnel_ip: None,
+        pci_devices: vec![],
     }
 }
 

@@ -108,6 +108,7 @@ mod tests {
             memory_mib: 256,
             root_disk_gib: 1,
             boot_volume_id: None,
+            gpu_devices: vec![],
             key_name: None,
             user_data: None,
             desired_state: DesiredState::Running,

@@ -7,6 +7,7 @@
 //!   records so that the API and the agents never race on one key.
 //! - [`Error`] knows nothing of HTTP; `kumo-server` maps it to status codes in one place.
 
+pub mod cluster;
 pub mod error;
 pub mod ids;
 pub mod net;
@@ -15,6 +16,7 @@ pub mod resources;
 pub mod storage;
 pub mod validate;
 
+pub use cluster::*;
 pub use error::{Error, ErrorBody, Result};
 pub use net::*;
 pub use net_api::*;

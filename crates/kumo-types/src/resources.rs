@@ -79,6 +79,9 @@ pub struct Instance {
     /// Boots from this volume (made from the image at launch) instead of a root disk file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_volume_id: Option<String>,
+    /// PCI addresses of the host devices (GPUs) the scheduler gave it, passed through with vfio-pci.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_devices: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
     /// User data as given (UTF-8 text, e.g. a shell script or cloud-config).
@@ -516,6 +519,9 @@ pub struct InstanceType {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub root_disk_gib: u64,
+    /// GPUs passed through to instances of this type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<crate::GpuRequest>,
     /// Built-in types cannot be deleted.
     #[serde(default)]
     pub builtin: bool,
@@ -538,6 +544,7 @@ pub fn builtin_instance_types() -> Vec<InstanceType> {
         vcpus,
         memory_mib,
         root_disk_gib,
+        gpus: None,
         builtin: true,
     })
     .collect()
@@ -605,6 +612,9 @@ pub struct HostInventory {
     /// This host's VXLAN tunnel endpoint (agent flag `--vxlan-local-ip`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_ip: Option<String>,
+    /// PCI devices that could be passed through (GPUs and others with an IOMMU group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pci_devices: Vec<crate::PciDevice>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -613,6 +623,9 @@ pub struct Host {
     pub name: String,
     pub state: HostState,
     pub inventory: HostInventory,
+    /// Operator labels (`rack=a`, `gpu=a100`, `zone=1`) that placement can require.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// `kvm` or `tcg`: what instances on this host run with.
     pub accel: String,
     pub registered_at: String,

@@ -38,6 +38,7 @@ pub async fn register(app: &App, inv: HostInventory) -> Result<Host> {
             name: name.clone(),
             state: HostState::Ready,
             inventory: inv,
+            labels: Default::default(),
             accel,
             registered_at: now.clone(),
             last_heartbeat: now,

@@ -200,6 +200,7 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             memory_mib: itype.memory_mib,
             root_disk_gib,
             boot_volume_id: boot_volume.as_ref().map(|b| b.id().to_string()),
+            gpu_devices: vec![],
             key_name: req.key_name.clone(),
             user_data: req.user_data.clone(),
             desired_state: if req.start == Some(false) {

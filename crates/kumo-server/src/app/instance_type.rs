@@ -56,6 +56,7 @@ pub async fn create(app: &App, req: CreateInstanceTypeRequest) -> Result<Instanc
         vcpus: req.vcpus,
         memory_mib: req.memory_mib,
         root_disk_gib: req.root_disk_gib,
+        gpus: None,
         builtin: false,
     };
     let key = keys::instance_type(&t.name);
