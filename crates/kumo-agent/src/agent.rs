@@ -51,6 +51,10 @@ pub struct AgentConfig {
     /// Remote VXLAN tunnel endpoints (`--vxlan-peer`, repeatable) until the control plane hands
     /// them down per network.
     pub vxlan_peers: Vec<Ipv4Addr>,
+    /// The name this host registers under (`--host-name`); default: the system hostname.
+    pub host_name: Option<String>,
+    /// Stop HA instances after this long without reaching the control plane (the lease TTL).
+    pub self_fence_after: Duration,
 }
 
 impl AgentConfig {
@@ -65,6 +69,8 @@ impl AgentConfig {
             physical_networks: BTreeMap::new(),
             vxlan_local_ip: None,
             vxlan_peers: Vec::new(),
+            host_name: None,
+            self_fence_after: Duration::from_secs(15),
         }
     }
 }
@@ -85,6 +91,9 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
     .await?;
     // The control plane hands this address to the other hosts as a VXLAN peer.
     inv.tunnel_ip = cfg.vxlan_local_ip.map(|ip| ip.to_string());
+    if let Some(name) = &cfg.host_name {
+        inv.hostname = name.clone();
+    }
     let accel = match cfg.accel {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
@@ -94,17 +103,35 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
             Accel::Tcg
         }
     };
-    let host = cp
-        .register_host(inv)
-        .await
-        .context("registering the host")?;
+    // The control plane may not be reachable yet (it starts later, or the network is still coming
+    // up): keep trying, saying why.
+    let host = loop {
+        match cp.register_host(inv.clone()).await {
+            Ok(h) => break h,
+            Err(e) if matches!(e.code(), "unauthenticated" | "forbidden" | "invalid_value") => {
+                return Err(anyhow::anyhow!(e).context("registering the host"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register with the control plane yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     tracing::info!(host = %host.id, name = %host.name, accel = accel.as_str(), "agent registered");
     let (hb_cp, hb_id, hb_every) = (cp.clone(), host.id.clone(), cfg.heartbeat);
+    let fence = Arc::new(crate::fence::SelfFence::new(cfg.self_fence_after));
+    crate::fence::spawn_watchdog(fence.clone(), cfg.data_dir.clone());
+    let hb_fence = fence.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(hb_every).await;
-            if let Err(e) = hb_cp.heartbeat(&hb_id).await {
-                tracing::warn!(error = %e, "heartbeat failed");
+            match hb_cp.heartbeat(&hb_id).await {
+                Ok(()) => {
+                    if hb_fence.contact() {
+                        tracing::warn!("control plane reachable again: self-fencing ended");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
         }
     });
@@ -121,6 +148,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
                 vxlan_peers: cfg.vxlan_peers.clone(),
             }),
         )),
+        fence: fence.clone(),
     });
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;
@@ -143,6 +171,13 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
                 Err(e) => tracing::warn!(error = %e, "could not watch assignments"),
             }
         }
+        fence.set_ha(
+            snap.assignments
+                .iter()
+                .filter(|a| a.instance.ha)
+                .map(|a| a.instance.id.clone())
+                .collect(),
+        );
         converge(&ctx, &snap, &mut workers, &registry, &mut registered).await;
         volumes.sync(cp.as_ref(), &ctx.pool, &snap.volumes).await;
         volumes

@@ -15,7 +15,7 @@ use kumo_types::{DiskFormat, Error, Pool, PoolDriver, PoolHostStatus, Result, no
 use crate::rbd::RbdPool;
 use crate::runtime::qemu::DiskSource;
 use crate::storage::DirPool;
-use crate::volume::VolumeSpec;
+use crate::volume::{VolumeSource, VolumeSpec};
 
 /// Where one pool keeps its volumes, on this host.
 #[derive(Debug, Clone)]
@@ -62,10 +62,24 @@ impl VolumeBackend {
     pub fn ensure(&self, spec: &VolumeSpec) -> Result<()> {
         match self {
             VolumeBackend::Files { dir, shared } => {
-                if *shared {
-                    dir_space(dir.root())?;
+                if !*shared {
+                    return dir.ensure_volume(spec).map(|_| ());
                 }
-                dir.ensure_volume(spec).map(|_| ())
+                dir_space(dir.root())?;
+                // A volume every host opens must not point into one host's own image store: its
+                // image's base is copied into the shared directory once, and the overlay sits on that.
+                let spec = match &spec.source {
+                    VolumeSource::Image { path, format } => VolumeSpec {
+                        id: spec.id.clone(),
+                        size_bytes: spec.size_bytes,
+                        source: VolumeSource::Image {
+                            path: shared_image_base(dir, path, *format)?,
+                            format: *format,
+                        },
+                    },
+                    _ => spec.clone(),
+                };
+                dir.ensure_volume(&spec).map(|_| ())
             }
             VolumeBackend::Rbd(r) => r.ensure(spec),
         }
@@ -175,6 +189,30 @@ impl VolumeBackend {
             },
         }
     }
+}
+
+/// The copy of a stored image inside shared directory pool `dir`
+/// (`<dir>/images/<image id>/disk.<format>`), made on first use.
+fn shared_image_base(
+    dir: &DirPool,
+    local: &Path,
+    format: DiskFormat,
+) -> Result<std::path::PathBuf> {
+    let image_id = local
+        .parent()
+        .and_then(|d| d.file_name())
+        .ok_or_else(|| Error::internal(format!("odd image path {}", local.display())))?;
+    let base = dir.image_disk(&image_id.to_string_lossy(), format);
+    if base.is_file() {
+        return Ok(base);
+    }
+    if let Some(parent) = base.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = base.with_extension("copying");
+    std::fs::copy(local, &tmp)?;
+    std::fs::rename(&tmp, &base)?;
+    Ok(base)
 }
 
 /// `(capacity, free)` of the filesystem holding a directory pool; the directory must exist (a

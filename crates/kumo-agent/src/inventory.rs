@@ -443,7 +443,8 @@ pub fn collect_with(data_dir: &Path, probe_kvm: bool) -> HostInventory {
         kvm_usable,
         kvm_probe,
         tunnel_ip: None,
-        pci_devices: vec![],
+        // GPUs and devices bound to vfio-pci (the policy is in `crate::pci`).
+        pci_devices: crate::pci::discover_or_warn(Path::new(crate::pci::SYSFS_ROOT)),
     }
 }
 

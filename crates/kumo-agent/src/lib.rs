@@ -9,11 +9,15 @@
 pub mod agent;
 pub mod backend;
 pub mod control;
+pub mod fence;
+pub mod imagecache;
 pub mod inventory;
+pub mod join;
 pub mod metadata;
 pub mod netstate;
 pub mod network;
 pub mod paths;
+pub mod pci;
 pub mod plan;
 pub mod rbd;
 pub mod runtime;

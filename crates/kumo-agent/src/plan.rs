@@ -109,6 +109,8 @@ mod tests {
             root_disk_gib: 1,
             boot_volume_id: None,
             gpu_devices: vec![],
+            ha: false,
+            ha_priority: 0,
             key_name: None,
             user_data: None,
             desired_state: DesiredState::Running,

@@ -223,6 +223,12 @@ impl VolumeKeeper {
                 }
                 continue;
             }
+            if let Some(img) = &va.image
+                && let Err(e) = crate::imagecache::ensure_local(cp, local, img).await
+            {
+                self.report(cp, &id, error_status(&e)).await;
+                continue;
+            }
             let st = match self.ensure(local, &backend, va).await {
                 Ok(None) => {
                     // The worker reports it; snapshots that need no VM are still taken here.

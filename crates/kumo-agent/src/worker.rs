@@ -29,6 +29,8 @@ pub struct Ctx {
     pub accel: Accel,
     pub stop_timeout: Duration,
     pub net: Arc<Mutex<NetState>>,
+    /// Self-fencing: while it holds, HA instances do not start.
+    pub fence: Arc<crate::fence::SelfFence>,
 }
 
 /// The QEMU NIC of an instance NIC: id, tap and hot-plug bus all derive from its stable slot.
@@ -103,6 +105,8 @@ pub fn vm_config(
         seed_iso: None,
         cdrom: (a.image.format == Some(kumo_types::DiskFormat::Iso))
             .then(|| pool.image_disk(&a.image.id, kumo_types::DiskFormat::Iso)),
+        // GPUs the scheduler gave the instance (bound to vfio-pci by `start`).
+        host_devices: i.gpu_devices.clone(),
         run_dir: crate::paths::run_dir(ctx_data, &i.id),
     };
     cfg.disks.extend(volumes);
@@ -257,6 +261,11 @@ impl Worker {
     }
 
     async fn start(&mut self, a: &Assignment) -> Next {
+        // A self-fenced host starts no HA instance: it may be running on another host by now.
+        if a.instance.ha && self.ctx.fence.fenced() {
+            self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            return Next::Wait;
+        }
         self.report(InstanceState::Starting, None, None).await;
         // A boot volume still being made (e.g. an image copied into Ceph) is waited for, not counted
         // as a failed start.
@@ -565,6 +574,16 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
     let i = &a.instance;
     let pool = ctx.pool.clone();
     let (inst_id, image, size) = (i.id.clone(), a.image.clone(), i.root_disk_gib);
+    // GPUs (issue 5): bind the instance's PCI devices to vfio-pci before QEMU opens them. Without an
+    // IOMMU or the vfio-pci module this fails with an error that says what to fix.
+    if !i.gpu_devices.is_empty() {
+        let devices = i.gpu_devices.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::pci::prepare_passthrough(std::path::Path::new(crate::pci::SYSFS_ROOT), &devices)
+        })
+        .await
+        .map_err(|e| kumo_types::Error::internal_with("PCI binding task", e))??;
+    }
     let present = crate::volstate::present_volumes(&ctx.pool, a).await;
     match &i.boot_volume_id {
         // The boot volume's home agent makes it from the image.
@@ -575,6 +594,7 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
         }
         Some(_) => {}
         None => {
+            crate::imagecache::ensure_local(ctx.cp.as_ref(), &ctx.pool, &image).await?;
             tokio::task::spawn_blocking(move || pool.ensure_root_disk(&inst_id, &image, size))
                 .await
                 .map_err(|e| kumo_types::Error::internal_with("disk task", e))??;

@@ -37,6 +37,7 @@ fn kernel_guest(accel: Accel) -> VmConfig {
         }],
         seed_iso: None,
         cdrom: None,
+        host_devices: vec![],
         run_dir: "/var/lib/kumo/run/i-0123456789abcdef".into(),
     }
 }
@@ -111,7 +112,16 @@ fn disk_guest(accel: Accel) -> VmConfig {
         ],
         seed_iso: Some("/var/lib/kumo/run/i-00000000000000a1/seed.iso".into()),
         cdrom: Some("/var/lib/kumo/pool/images/ami-0150/disk.iso".into()),
+        host_devices: vec![],
         run_dir: "/var/lib/kumo/run/i-00000000000000a1".into(),
+    }
+}
+
+/// A KVM guest with two GPUs passed through (issue 5).
+fn gpu_guest() -> VmConfig {
+    VmConfig {
+        host_devices: vec!["0000:65:00.0".into(), "0000:b3:00.0".into()],
+        ..kernel_guest(Accel::Kvm)
     }
 }
 
@@ -140,9 +150,44 @@ fn disk_boot_kvm() {
 }
 
 #[test]
+fn gpu_passthrough_kvm() {
+    insta::assert_snapshot!(render(&gpu_guest()));
+}
+
+#[test]
+fn gpus_only_add_their_ports_and_devices() {
+    // Passing GPUs through changes nothing else: the other devices keep their order (and thus the
+    // PCI addresses the guest sees).
+    let plain = argv(&kernel_guest(Accel::Kvm));
+    let gpu = argv(&gpu_guest());
+    let added: Vec<String> = gpu.iter().filter(|x| !plain.contains(x)).cloned().collect();
+    assert_eq!(
+        added,
+        [
+            "pcie-root-port,id=hostport0,chassis=17",
+            "vfio-pci,host=0000:65:00.0,id=hostdev0,bus=hostport0",
+            "pcie-root-port,id=hostport1,chassis=18",
+            "vfio-pci,host=0000:b3:00.0,id=hostdev1,bus=hostport1",
+        ]
+    );
+    // Without those `-device` pairs the argv is exactly the GPU-less one.
+    let mut without = gpu.clone();
+    for v in &added {
+        let i = without.iter().position(|x| x == v).expect("present");
+        assert_eq!(without[i - 1], "-device");
+        without.drain(i - 1..=i);
+    }
+    assert_eq!(without, plain);
+}
+
+#[test]
 fn argv_is_accepted_by_qemu_shape() {
     // Every option flag is followed by its value: no accidental empty strings, no stray values.
-    for cfg in [kernel_guest(Accel::Tcg), disk_guest(Accel::Kvm)] {
+    for cfg in [
+        kernel_guest(Accel::Tcg),
+        disk_guest(Accel::Kvm),
+        gpu_guest(),
+    ] {
         let a = argv(&cfg);
         assert!(a.iter().all(|x| !x.is_empty()), "{a:?}");
         let flags_without_value = ["-nodefaults", "-no-user-config", "-daemonize"];

@@ -5,7 +5,10 @@
 //! `$XDG_CONFIG_HOME/kumo/config.json`, else `~/.config/kumo/config.json`, holding
 //! `{"url": "...", "token": "..."}` (both optional). The URL falls back to [`crate::DEFAULT_URL`]; the token
 //! falls back to `/var/lib/kumo/admin.token` (the single-host server's bootstrap token) — but only when
-//! the URL points at this machine (loopback), so a local admin secret is never sent elsewhere.
+//! the URL points at this machine (loopback), so a local admin secret is never sent elsewhere. For
+//! `https://` URLs the CA to trust is `--ca-file`/`KUMO_CA_FILE` > the config file's `ca_file` > the
+//! server's copy of the cluster CA, `$KUMO_DATA_DIR/tls/ca.pem` (default `/var/lib/kumo/tls/ca.pem`),
+//! when readable; without any, the build's built-in roots.
 //!
 //! [`resolve`] is pure: [`Sources::from_env`] does all the reading.
 
@@ -17,6 +20,8 @@ use crate::{CliError, DEFAULT_URL, GlobalArgs};
 
 /// Where the single-host server writes its bootstrap admin token by default.
 pub const ADMIN_TOKEN_PATH: &str = "/var/lib/kumo/admin.token";
+/// The server's default data directory (its `tls/ca.pem` is the cluster CA).
+pub const DATA_DIR: &str = "/var/lib/kumo";
 
 /// The resolved connection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +30,7 @@ pub struct Config {
     pub token: String,
     /// Where the token came from (for messages).
     pub token_source: String,
-    /// A CA certificate to trust for `https://` URLs (reserved: this build has no TLS support yet).
+    /// The CA certificate to trust for `https://` URLs (then the only one trusted).
     pub ca_file: Option<PathBuf>,
 }
 
@@ -56,6 +61,10 @@ pub struct Sources {
     pub config_text: Option<String>,
     /// The admin token file's text, if it could be read.
     pub admin_token: Option<String>,
+    /// `--ca-file` or `KUMO_CA_FILE`.
+    pub ca_file: Option<PathBuf>,
+    /// The data directory's copy of the cluster CA, if it exists.
+    pub data_dir_ca: Option<PathBuf>,
 }
 
 impl Sources {
@@ -77,7 +86,12 @@ impl Sources {
             .as_deref()
             .and_then(|p| std::fs::read_to_string(p).ok());
         let admin_token = std::fs::read_to_string(ADMIN_TOKEN_PATH).ok();
+        let data_dir = env("KUMO_DATA_DIR").unwrap_or_else(|| PathBuf::from(DATA_DIR));
+        let data_dir_ca =
+            Some(data_dir.join("tls").join("ca.pem")).filter(|p| std::fs::File::open(p).is_ok());
         Sources {
+            ca_file: global.ca_file.clone().filter(|p| !p.as_os_str().is_empty()),
+            data_dir_ca,
             url: global.url.clone().filter(|s| !s.is_empty()),
             token: global.token.clone().filter(|s| !s.is_empty()),
             config_path,
@@ -167,6 +181,10 @@ pub fn resolve(src: &Sources) -> Result<Config, CliError> {
         url,
         token: token.trim().to_string(),
         token_source,
-        ca_file: file.ca_file,
+        ca_file: src
+            .ca_file
+            .clone()
+            .or(file.ca_file)
+            .or_else(|| src.data_dir_ca.clone()),
     })
 }

@@ -45,6 +45,10 @@ pub struct GlobalArgs {
     /// Machine output: print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA certificate to trust for https:// URLs: the cluster CA (falls back to the config file's
+    /// `ca_file`, then <data-dir>/tls/ca.pem when readable).
+    #[arg(long, env = "KUMO_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The client commands.
@@ -95,8 +99,14 @@ pub enum Command {
     /// Volume types: a pool and a tier label that users pick.
     #[command(subcommand, name = "volume-type")]
     VolumeType(cmd::volume_type::VolumeTypeCmd),
+    /// Placement groups: instances placed apart (spread) or together (affinity).
+    #[command(subcommand, name = "placement-group")]
+    PlacementGroup(cmd::placement_group::PlacementGroupCmd),
     /// Recent events.
     Events(cmd::misc::EventsArgs),
+    /// The cluster: join tokens for new hosts.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
 }
 
 /// Run one client command and return the process exit code (0 ok, 1 API/usage error, 2 unreachable).
@@ -137,7 +147,9 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::Snapshot(c) => cmd::snapshot::run(&client, &out, c).await,
         Command::Pool(c) => cmd::pool::run(&client, &out, c).await,
         Command::VolumeType(c) => cmd::volume_type::run(&client, &out, c).await,
+        Command::PlacementGroup(c) => cmd::placement_group::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
+        Command::Cluster(c) => cmd::cluster::run(&client, &out, c).await,
     }
 }
 

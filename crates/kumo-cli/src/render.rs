@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::client::{Json, List};
 
+pub mod cluster;
 pub mod net;
+pub mod placement;
 pub mod storage;
 
 /// Where command results go.
@@ -200,7 +202,7 @@ pub fn instance_detail(i: &InstanceView) -> Table {
         .enumerate()
         .map(|(k, n)| nic_line(k, n))
         .collect();
-    detail(vec![
+    let mut rows = vec![
         ("name", i.name.clone()),
         ("id", i.id.clone()),
         ("project", i.project.clone()),
@@ -231,8 +233,10 @@ pub fn instance_detail(i: &InstanceView) -> Table {
         ("accel", opt(&i.accel)),
         ("pid", i.pid.map_or("-".into(), |p| p.to_string())),
         ("boot count", i.boot_count.to_string()),
-        ("created", i.created_at.clone()),
-    ])
+    ];
+    rows.extend(placement::instance_rows(i));
+    rows.push(("created", i.created_at.clone()));
+    detail(rows)
 }
 
 /// One NIC of `instance show`: `nic0 198.18.0.10 52:54:00:… port port-… network net-… subnet sub-…`.
@@ -260,6 +264,7 @@ pub fn instance_types_table(items: &[InstanceType]) -> Table {
         "VCPUS",
         "MEMORY (MiB)",
         "ROOT DISK (GiB)",
+        "GPUS",
         "BUILTIN",
     ]);
     for i in items {
@@ -268,6 +273,9 @@ pub fn instance_types_table(items: &[InstanceType]) -> Table {
             i.vcpus.to_string(),
             i.memory_mib.to_string(),
             i.root_disk_gib.to_string(),
+            i.gpus
+                .as_ref()
+                .map_or("-".into(), |g| format!("{}x {}", g.count, g.model)),
             if i.builtin { "yes".into() } else { "no".into() },
         ]);
     }
@@ -334,6 +342,7 @@ pub fn host_detail(h: &Host) -> Table {
         ("name", h.name.clone()),
         ("id", h.id.clone()),
         ("state", wire(&h.state)),
+        ("labels", placement::labels(&h.labels)),
         ("accel", h.accel.clone()),
         ("hostname", inv.hostname.clone()),
         ("cpus", inv.cpus.to_string()),
@@ -357,9 +366,33 @@ pub fn host_detail(h: &Host) -> Table {
             },
         ),
         ("kvm probe", inv.kvm_probe.clone()),
+        ("pci devices", pci_devices(&inv.pci_devices)),
         ("registered", h.registered_at.clone()),
         ("last heartbeat", h.last_heartbeat.clone()),
     ])
+}
+
+/// A host's passable PCI devices, one a line: `0000:65:00.0 10de:2236 gpu iommu group 30 driver
+/// nvidia` (`no iommu group`: cannot be passed through until the IOMMU is on).
+pub fn pci_devices(devices: &[kumo_types::PciDevice]) -> String {
+    if devices.is_empty() {
+        return "-".into();
+    }
+    devices
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {} {} driver {}",
+                d.address,
+                d.model,
+                if d.gpu { "gpu" } else { d.class.as_str() },
+                d.iommu_group
+                    .map_or("no iommu group".into(), |g| format!("iommu group {g}")),
+                d.driver.as_deref().unwrap_or("none"),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn networks_table(items: &[Network]) -> Table {

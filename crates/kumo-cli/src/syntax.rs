@@ -7,12 +7,13 @@
 //! - `--nic network=N[,subnet=S][,ip=A][,sg=G1+G2]` → [`NicRequest`] (each key at most once; without
 //!   `network` and `subnet` the server picks the default network, as it does for a bare port)
 //! - `--gateway IP|none`
+//! - `--gpu MODEL[xCOUNT]` → [`GpuRequest`] (`10de:2236x2`: two GPUs of PCI model `10de:2236`)
 //!
 //! The server validates everything again; these checks only make mistakes visible before a request.
 
 use std::net::Ipv4Addr;
 
-use kumo_types::{IpRange, NicRequest, Route};
+use kumo_types::{GpuRequest, IpRange, NicRequest, Route};
 
 fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr, String> {
     s.parse::<Ipv4Addr>()
@@ -145,4 +146,39 @@ pub fn parse_nic(s: &str) -> Result<NicRequest, String> {
         }
     }
     Ok(nic)
+}
+
+/// The most GPUs an instance can have passed through (the server enforces the same limit).
+pub const MAX_GPUS: u32 = 8;
+
+/// `MODEL[xCOUNT]`, e.g. `10de:2236x2`: `COUNT` (1–8, default 1) GPUs of PCI model `vendor:device`
+/// (hex, as `lspci -nn` shows it in brackets); returned in lowercase.
+pub fn parse_gpu(s: &str) -> Result<GpuRequest, String> {
+    let s = s.trim().to_ascii_lowercase();
+    let (model, count) = match s.split_once('x') {
+        Some((m, c)) => (m, Some(c)),
+        None => (s.as_str(), None),
+    };
+    let hex4 = |p: &str| p.len() == 4 && p.bytes().all(|b| b.is_ascii_hexdigit());
+    if !model
+        .split_once(':')
+        .is_some_and(|(v, d)| hex4(v) && hex4(d))
+    {
+        return Err(format!(
+            "`{model}` is not a GPU model: give the PCI vendor:device ID as 4+4 hex digits, e.g. \
+             10de:2236 (`lspci -nn` shows it in brackets), optionally followed by xCOUNT"
+        ));
+    }
+    let count = match count {
+        None => 1,
+        Some(c) => c
+            .parse::<u32>()
+            .ok()
+            .filter(|c| (1..=MAX_GPUS).contains(c))
+            .ok_or_else(|| format!("GPU count `{c}` is not a number from 1 to {MAX_GPUS}"))?,
+    };
+    Ok(GpuRequest {
+        model: model.to_string(),
+        count,
+    })
 }

@@ -1,6 +1,14 @@
-//! Bearer-token authentication. Tokens are 32 random bytes (hex); the store keeps only their SHA-256.
-//! On first start the server mints a bootstrap admin token and writes it to `<data-dir>/admin.token`
-//! (mode 0600) — the only place the clear token ever exists.
+//! Authentication. API tokens are 32 random bytes (hex); the store keeps only their SHA-256. On first
+//! start the server mints a bootstrap admin token and writes it to `<data-dir>/admin.token` (mode
+//! 0600) — the only place the clear token ever exists.
+//!
+//! Who may call what:
+//! - `/v1` (the public API): a bearer token, on every listener.
+//! - `/internal/v1` (the agents' API), decided by [`decide_internal`]: on the plain listener
+//!   (loopback, or an isolated network with `--insecure-plaintext`) a bearer token, as single-host and
+//!   split mode always did; on the TLS listener only a host certificate signed by the cluster CA
+//!   (mTLS), and the caller then acts only for its own host ([`may_act_for`]). `POST
+//!   /internal/v1/join` and `GET /internal/v1/ca` need neither: the join token is the credential.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -101,18 +109,13 @@ impl AuthCache {
     }
 }
 
-/// Middleware: require `Authorization: Bearer <token>` whose hash is stored.
-pub async fn require_token(
-    State(app): State<App>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let header = req
-        .headers()
+/// Check `Authorization: Bearer <token>` against the stored token hashes.
+async fn check_bearer(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Error> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return Err(Error::Unauthenticated { message: "send `Authorization: Bearer <token>` (the bootstrap token is in <data-dir>/admin.token)".into() }.into());
+        return Err(Error::Unauthenticated { message: "send `Authorization: Bearer <token>` (the bootstrap token is in <data-dir>/admin.token)".into() });
     };
     let hash = hash_token(token.trim());
     if !app.auth_cache.fresh(&hash) {
@@ -125,10 +128,126 @@ pub async fn require_token(
         {
             return Err(Error::Unauthenticated {
                 message: "unknown token".into(),
-            }
-            .into());
+            });
         }
         app.auth_cache.remember(hash);
     }
+    Ok(())
+}
+
+/// Middleware: require `Authorization: Bearer <token>` whose hash is stored.
+pub async fn require_token(
+    State(app): State<App>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    check_bearer(&app, req.headers()).await?;
     Ok(next.run(req).await)
+}
+
+/// Request extension: the request came over the TLS listener, with the identity its client
+/// certificate names (`None`: no certificate). Requests on the plain listener have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer(pub Option<crate::tls::identity::PeerIdentity>);
+
+/// Request extension on `/internal/v1` routes: on whose behalf the caller acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCaller {
+    /// A bearer token on the plain listener: any host (single-host and split mode).
+    Admin,
+    /// A host certificate: this host only.
+    Host(String),
+}
+
+/// What authenticates an `/internal/v1` request (pure).
+#[derive(Debug)]
+pub enum InternalAuth {
+    /// Plain listener: check the bearer token.
+    Bearer,
+    /// TLS with a host certificate.
+    Host(String),
+    Refuse(Error),
+}
+
+pub fn decide_internal(tls: Option<&TlsPeer>) -> InternalAuth {
+    use crate::tls::identity::PeerIdentity;
+    match tls {
+        None => InternalAuth::Bearer,
+        Some(TlsPeer(Some(PeerIdentity::Host(name)))) => InternalAuth::Host(name.clone()),
+        Some(TlsPeer(Some(PeerIdentity::Other(cn)))) => InternalAuth::Refuse(Error::Forbidden {
+            message: format!(
+                "the client certificate {cn:?} is not a host certificate (no `kumo:host:` name)"
+            ),
+        }),
+        Some(TlsPeer(None)) => InternalAuth::Refuse(Error::Unauthenticated {
+            message: "the agents' API over TLS needs a host certificate: join the host first \
+                      (`kumo agent --join-token … --ca-fingerprint …`)"
+                .into(),
+        }),
+    }
+}
+
+/// A host certificate acts only for its own host (pure).
+pub fn may_act_for(caller: &AgentCaller, host_name: &str) -> Result<(), Error> {
+    match caller {
+        AgentCaller::Admin => Ok(()),
+        AgentCaller::Host(me) if me == host_name => Ok(()),
+        AgentCaller::Host(me) => Err(Error::Forbidden {
+            message: format!(
+                "this certificate is for host {me:?}; it cannot act for host {host_name:?}"
+            ),
+        }),
+    }
+}
+
+/// Middleware on `/internal/v1`: see [`decide_internal`]; attaches the [`AgentCaller`].
+pub async fn require_agent(
+    State(app): State<App>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = match decide_internal(req.extensions().get::<TlsPeer>()) {
+        InternalAuth::Bearer => {
+            check_bearer(&app, req.headers()).await?;
+            AgentCaller::Admin
+        }
+        InternalAuth::Host(name) => AgentCaller::Host(name),
+        InternalAuth::Refuse(e) => return Err(e.into()),
+    };
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::identity::PeerIdentity;
+
+    #[test]
+    fn internal_routes_take_tokens_on_the_plain_listener_and_host_certificates_over_tls() {
+        assert!(matches!(decide_internal(None), InternalAuth::Bearer));
+        assert!(matches!(
+            decide_internal(Some(&TlsPeer(Some(PeerIdentity::Host("h1".into()))))),
+            InternalAuth::Host(h) if h == "h1"
+        ));
+        let InternalAuth::Refuse(e) = decide_internal(Some(&TlsPeer(None))) else {
+            panic!("no certificate over TLS must be refused");
+        };
+        assert_eq!(e.code(), "unauthenticated");
+        let InternalAuth::Refuse(e) =
+            decide_internal(Some(&TlsPeer(Some(PeerIdentity::Other("x".into())))))
+        else {
+            panic!("a non-host certificate must be refused");
+        };
+        assert_eq!(e.code(), "forbidden");
+    }
+
+    #[test]
+    fn a_host_acts_only_for_itself() {
+        assert!(may_act_for(&AgentCaller::Admin, "h1").is_ok());
+        assert!(may_act_for(&AgentCaller::Host("h1".into()), "h1").is_ok());
+        let e = may_act_for(&AgentCaller::Host("h2".into()), "h1").expect_err("h2 as h1");
+        assert_eq!(e.code(), "forbidden");
+        assert!(e.to_string().contains("\"h2\"") && e.to_string().contains("\"h1\""));
+    }
 }

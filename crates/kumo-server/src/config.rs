@@ -28,14 +28,34 @@ pub struct ServerConfig {
     pub run_agent: bool,
     pub agent: kumo_agent::agent::AgentConfig,
     pub overcommit: Overcommit,
+    pub placement_policy: kumo_types::PlacementPolicy,
     pub host_memory_reserve_mib: u64,
     pub network_cidr: String,
     pub bridge: String,
     pub nat: bool,
+    /// High availability (fencing waits).
+    pub ha: crate::ha::HaConfig,
+    /// Serve plain HTTP on a non-loopback address (`--insecure-plaintext`): only for networks no one
+    /// else can reach, such as the test clusters built inside private network namespaces.
+    pub insecure_plaintext: bool,
+    /// TLS listeners (`--tls-listen`): the same API, with optional client certificates (mTLS) that
+    /// joined hosts' agents use.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Extra names and addresses for the server certificate (`--tls-san`).
+    pub tls_sans: Vec<String>,
 }
 
-/// Refuse plain HTTP on anything but loopback: tokens would cross the network in clear.
-pub fn check_listen(addr: &SocketAddr) -> anyhow::Result<()> {
+/// Refuse plain HTTP on anything but loopback (tokens would cross the network in clear), unless the
+/// operator insists on an isolated network.
+pub fn check_listen(addr: &SocketAddr, insecure_plaintext: bool) -> anyhow::Result<()> {
+    if insecure_plaintext && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "PLAIN HTTP ON A NON-LOOPBACK ADDRESS (--insecure-plaintext): tokens travel in clear text; \
+             use this only on a network nobody else can reach"
+        );
+        return Ok(());
+    }
     if !addr.ip().is_loopback() {
         bail!(
             "refusing to listen on {addr} without TLS: bearer tokens would travel in clear text. \
@@ -65,7 +85,7 @@ pub async fn open_store(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Kv>> {
 
 /// Start the control plane (and, in single-host mode, the agent) and serve until the process ends.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
-    check_listen(&cfg.listen)?;
+    check_listen(&cfg.listen, cfg.insecure_plaintext)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let kv = open_store(&cfg).await?;
@@ -74,6 +94,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         AppConfig {
             data_dir: cfg.data_dir.clone(),
             overcommit: cfg.overcommit,
+            placement_policy: cfg.placement_policy,
             host_memory_reserve_mib: cfg.host_memory_reserve_mib,
             default_network_cidr: cfg.network_cidr.clone(),
             default_bridge: cfg.bridge.clone(),
@@ -84,10 +105,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     crate::auth::bootstrap(&app, &cfg.data_dir)
         .await
         .context("writing the admin token")?;
+    let tls_listeners = start_tls(&app, &cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "kumo server listening");
+    crate::app::ha::spawn(app.clone(), cfg.ha);
     if cfg.run_agent {
         let cp = Arc::new(crate::control::InProcess { app: app.clone() });
         let agent_cfg = cfg.agent.clone();
@@ -97,8 +120,38 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             }
         });
     }
-    axum::serve(listener, crate::api::router(app))
+    let router = crate::api::router(app);
+    for (l, tls) in tls_listeners {
+        tokio::spawn(crate::tls::listener::serve(l, tls, router.clone()));
+    }
+    axum::serve(listener, router)
         .await
         .context("serving the API")?;
     Ok(())
+}
+
+/// The cluster CA (made on the cluster's first start, copied to `<data-dir>/tls`) and, for each
+/// `--tls-listen` address, a bound listener with this server's TLS settings.
+async fn start_tls(
+    app: &App,
+    cfg: &ServerConfig,
+) -> anyhow::Result<Vec<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>> {
+    let ca = crate::tls::ensure_ca(app, Some(&cfg.data_dir))
+        .await
+        .context("loading the cluster CA")?;
+    crate::tls::write_ca_files(&cfg.data_dir, &ca).context("writing the CA to the data dir")?;
+    if cfg.tls_listen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tls = crate::tls::server_tls(&cfg.data_dir, &ca, &cfg.tls_listen, &cfg.tls_sans)
+        .context("issuing the server certificate")?;
+    let mut out = Vec::new();
+    for addr in &cfg.tls_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} (--tls-listen)"))?;
+        tracing::info!(listen = %addr, ca_fingerprint = %tls.fingerprint, "kumo server listening with TLS");
+        out.push((l, tls.config.clone()));
+    }
+    Ok(out)
 }

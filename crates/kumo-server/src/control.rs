@@ -73,6 +73,19 @@ impl ControlPlane for InProcess {
     ) -> Result<()> {
         crate::app::pool::report(&self.app, pool, host_id, status).await
     }
+    async fn fetch_image_file(
+        &self,
+        image_id: &str,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> Result<()> {
+        let src = crate::app::image::stored_file(&self.app, image_id, file)?;
+        if src == dest {
+            return Ok(());
+        }
+        tokio::fs::copy(&src, dest).await?;
+        Ok(())
+    }
     async fn volume_removed(&self, volume_id: &str) -> Result<()> {
         volume::finalize_delete(&self.app, volume_id).await
     }

@@ -11,6 +11,8 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod ha;
 pub mod ipam;
 pub mod scheduler;
 pub mod storeutil;
+pub mod tls;

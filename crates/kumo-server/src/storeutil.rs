@@ -143,6 +143,9 @@ pub mod keys {
         format!("/volume-types/{name}")
     }
     pub const VOLUME_TYPES: &str = "/volume-types/";
+    pub fn host_fence(id: &str) -> String {
+        format!("/host-fence/{id}")
+    }
     pub fn pool(name: &str) -> String {
         format!("/pools/{name}")
     }
@@ -168,6 +171,14 @@ pub mod keys {
     pub const FLOATING_IPS: &str = "/floating-ips/";
     pub const HOSTS: &str = "/hosts/";
     pub const EVENTS: &str = "/events/";
+    pub fn placement_group(name: &str) -> String {
+        format!("/placement-groups/{name}")
+    }
+    pub const PLACEMENT_GROUPS: &str = "/placement-groups/";
+    pub fn instance_placement(id: &str) -> String {
+        format!("/instance-placement/{id}")
+    }
+    pub const INSTANCE_PLACEMENT: &str = "/instance-placement/";
 }
 
 /// Apply `ops` if every `compare` holds: `Ok(false)` when one did not (lost a race; decide again).

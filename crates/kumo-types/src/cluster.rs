@@ -35,3 +35,47 @@ pub struct GpuRequest {
     pub model: String,
     pub count: u32,
 }
+
+/// How the control plane powers a host off before restarting its HA instances elsewhere: a
+/// Redfish-style BMC (iLO, iDRAC, OpenBMC). Without one, kumo relies on the host's agent fencing
+/// itself (it stops its HA instances once it has lost the control plane for a lease period).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Fencing {
+    /// The BMC's Redfish system URL, e.g. `https://10.0.0.5/redfish/v1/Systems/1`. kumo POSTs
+    /// `{"ResetType": "ForceOff"}` to `<url>/Actions/ComputerSystem.Reset`.
+    pub redfish_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Write-only: never shown by the API.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+}
+
+/// Where a down host is in being fenced (`/host-fence/<id>`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceState {
+    /// Declared down; waiting for the power-off or for the self-fencing deadline.
+    Pending,
+    /// Powered off, or past the self-fencing deadline: its HA instances may run elsewhere.
+    Fenced,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct HostFence {
+    pub state: FenceState,
+    /// When the host was declared down (its lease expired).
+    pub down_at: String,
+    /// How it was fenced (`redfish ForceOff`, `self-fencing deadline passed`), or why not yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// An instance's high-availability policy: restarted on another host (after its host is fenced) if
+/// its storage allows it; higher priorities restart first.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+pub struct HaPolicy {
+    pub enabled: bool,
+    #[serde(default)]
+    pub priority: u32,
+}

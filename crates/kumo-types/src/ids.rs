@@ -16,6 +16,7 @@ pub const FLOATING_IP: &str = "eipalloc";
 pub const EVENT: &str = "ev";
 pub const VOLUME: &str = "vol";
 pub const SNAPSHOT: &str = "snap";
+pub const JOIN_TOKEN: &str = "jt";
 
 /// A fresh random ID with the given prefix.
 pub fn new_id(prefix: &str) -> String {

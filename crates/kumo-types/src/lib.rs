@@ -10,15 +10,19 @@
 pub mod cluster;
 pub mod error;
 pub mod ids;
+pub mod join;
 pub mod net;
 pub mod net_api;
+pub mod placement;
 pub mod resources;
 pub mod storage;
 pub mod validate;
 
 pub use cluster::*;
 pub use error::{Error, ErrorBody, Result};
+pub use join::*;
 pub use net::*;
 pub use net_api::*;
+pub use placement::*;
 pub use resources::*;
 pub use storage::*;

@@ -79,6 +79,11 @@ pub struct Instance {
     /// Boots from this volume (made from the image at launch) instead of a root disk file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_volume_id: Option<String>,
+    /// High availability: restart on another host when this one fails (after fencing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ha: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ha_priority: u32,
     /// PCI addresses of the host devices (GPUs) the scheduler gave it, passed through with vfio-pci.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpu_devices: Vec<String>,
@@ -178,6 +183,18 @@ pub struct InstanceView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub boot_count: u64,
+    /// PCI addresses of the host GPUs passed through to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_devices: Vec<String>,
+    /// The placement group it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_group: Option<String>,
+    /// Host labels it required.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub host_selector: std::collections::BTreeMap<String, String>,
+    /// Why it is on its host (the scheduler's decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::PlacementDecision>,
     pub created_at: String,
 }
 
@@ -212,8 +229,22 @@ impl InstanceView {
             accel: s.accel.clone(),
             pid: s.pid,
             boot_count: s.boot_count,
+            gpu_devices: i.gpu_devices.clone(),
+            placement_group: None,
+            host_selector: Default::default(),
+            placement: None,
             created_at: i.created_at.clone(),
         }
+    }
+
+    /// The view with what the instance asked of the scheduler and its decision.
+    pub fn with_placement(mut self, p: Option<&crate::InstancePlacement>) -> Self {
+        if let Some(p) = p {
+            self.placement_group = p.placement_group.clone();
+            self.host_selector = p.host_selector.clone();
+            self.placement = Some(p.decision.clone());
+        }
+        self
     }
 }
 
@@ -247,10 +278,25 @@ pub struct RunInstanceRequest {
     /// Create it stopped.
     #[serde(default)]
     pub start: Option<bool>,
+    /// High availability: restart on another host when this one fails (needs shared storage: boot
+    /// from a volume in a `shared-dir` or `rbd` pool).
+    #[serde(default)]
+    pub ha: Option<bool>,
+    /// HA restart order (higher first; default 0).
+    #[serde(default)]
+    pub ha_priority: Option<u32>,
     /// Boot from a volume made from the image at launch (in any pool), instead of a root disk
     /// file on the host: the EBS-backed instance.
     #[serde(default)]
     pub root_volume: Option<RootVolumeRequest>,
+    /// Placement group (name) the instance joins: placed apart from or together with its other
+    /// members, as the group says.
+    #[serde(default)]
+    pub placement_group: Option<String>,
+    /// Host labels the instance requires (`{"rack": "a"}`): only hosts with every one of them, with
+    /// exactly that value, can take it.
+    #[serde(default)]
+    pub host_selector: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The boot volume of `RunInstanceRequest.root_volume`.
@@ -558,6 +604,9 @@ pub struct CreateInstanceTypeRequest {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub root_disk_gib: u64,
+    /// GPUs passed through to each instance: `count` devices of `model` (`vendor:device`).
+    #[serde(default)]
+    pub gpus: Option<crate::GpuRequest>,
 }
 
 // ---------------------------------------------------------------- key pairs
@@ -612,7 +661,8 @@ pub struct HostInventory {
     /// This host's VXLAN tunnel endpoint (agent flag `--vxlan-local-ip`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_ip: Option<String>,
-    /// PCI devices that could be passed through (GPUs and others with an IOMMU group).
+    /// PCI devices that can be passed through: GPUs (not the boot console) and devices the operator
+    /// bound to `vfio-pci` (the policy is in `kumo_agent::pci`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pci_devices: Vec<crate::PciDevice>,
 }
@@ -623,6 +673,9 @@ pub struct Host {
     pub name: String,
     pub state: HostState,
     pub inventory: HostInventory,
+    /// How to power the host off when it is down (HA fencing); none: agent self-fencing only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<crate::Fencing>,
     /// Operator labels (`rack=a`, `gpu=a100`, `zone=1`) that placement can require.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
@@ -639,6 +692,9 @@ pub struct HostAllocation {
     pub memory_mib: u64,
     pub disk_gib: u64,
     pub instances: u64,
+    /// PCI addresses of the host's GPUs given to instances (each to exactly one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_devices: Vec<String>,
 }
 
 // ---------------------------------------------------------------- events
@@ -700,4 +756,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }

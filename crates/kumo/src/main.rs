@@ -36,6 +36,12 @@ enum StoreKind {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    Spread,
+    Pack,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Accel {
     Auto,
     Kvm,
@@ -50,6 +56,26 @@ struct ServerArgs {
     /// Address of the REST API. Only loopback addresses are allowed without TLS.
     #[arg(long, env = "KUMO_LISTEN", default_value = "127.0.0.1:8470")]
     listen: SocketAddr,
+    /// HA without a BMC: seconds after a host is declared down (lease expired) before its HA instances
+    /// restart elsewhere. Its agent stops them after a lease period without the control plane.
+    #[arg(long, default_value_t = 10)]
+    ha_fence_wait: u64,
+    /// Allow plain HTTP on a non-loopback --listen address. Tokens then cross the network in clear
+    /// text: only for networks nobody else can reach (test clusters in private namespaces).
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Also serve the API with TLS here (repeatable; e.g. 0.0.0.0:8471), with the cluster CA's
+    /// server certificate. Joined hosts' agents connect here with their certificates (mTLS).
+    #[arg(
+        long = "tls-listen",
+        value_name = "ADDR:PORT",
+        env = "KUMO_TLS_LISTEN",
+        value_delimiter = ','
+    )]
+    tls_listen: Vec<SocketAddr>,
+    /// An extra DNS name or IP address for the server certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME|IP")]
+    tls_sans: Vec<String>,
     #[arg(long, value_enum, default_value = "sqlite")]
     store: StoreKind,
     /// etcd client URLs (with --store etcd), comma-separated.
@@ -76,6 +102,10 @@ struct ServerArgs {
     /// Memory overcommit ratio (1.0 = none).
     #[arg(long, default_value_t = 1.0)]
     memory_overcommit: f64,
+    /// Which eligible host the scheduler prefers: `spread` (most free memory) or `pack` (least free
+    /// memory that fits).
+    #[arg(long, value_enum, default_value = "spread")]
+    placement_policy: PolicyArg,
     /// Memory kept back for the host itself, in MiB.
     #[arg(long, default_value_t = 512)]
     memory_reserve_mib: u64,
@@ -124,7 +154,8 @@ struct AgentArgs {
     /// The server's base URL.
     #[arg(long, env = "KUMO_SERVER", default_value = "http://127.0.0.1:8470")]
     server: String,
-    /// File holding the token the agent authenticates with.
+    /// File holding the token the agent authenticates with (plain http:// servers only; with an
+    /// https:// server the agent uses its host certificate).
     #[arg(
         long,
         env = "KUMO_AGENT_TOKEN_FILE",
@@ -138,6 +169,16 @@ struct AgentArgs {
     accel: Accel,
     #[arg(long, default_value_t = 30)]
     stop_timeout: u64,
+    /// The name this host registers under (default: its hostname).
+    #[arg(long)]
+    host_name: Option<String>,
+    /// One-time join token (`kumo cluster join-token create`): on first start the host joins over
+    /// the server's TLS listener (--server https://…) and gets its certificate; ignored once joined.
+    #[arg(long, env = "KUMO_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// The cluster CA fingerprint (`sha256:…`) the server must present when joining.
+    #[arg(long, env = "KUMO_CA_FINGERPRINT")]
+    ca_fingerprint: Option<String>,
     #[command(flatten)]
     net: HostNetArgs,
 }
@@ -151,13 +192,20 @@ fn accel_choice(a: Accel) -> AccelChoice {
 }
 
 async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let token = std::fs::read_to_string(&a.token_file)
-        .with_context(|| format!("reading {}", a.token_file.display()))?;
-    let cp = kumo_agent::control::http::HttpControlPlane::new(&a.server, token.trim())?;
+    let (creds, host_name) = kumo_agent::join::prepare(&kumo_agent::join::AuthArgs {
+        server: &a.server,
+        data_dir: &a.data_dir,
+        token_file: &a.token_file,
+        join_token: a.join_token.as_deref(),
+        ca_fingerprint: a.ca_fingerprint.as_deref(),
+        host_name: a.host_name.as_deref(),
+    })
+    .await?;
+    let cp = kumo_agent::control::http::HttpControlPlane::with_credentials(&a.server, creds)?;
     let stop = std::time::Duration::from_secs(a.stop_timeout);
     let mut cfg = AgentConfig::new(a.data_dir, accel_choice(a.accel), stop);
     a.net.apply(&mut cfg)?;
+    cfg.host_name = host_name;
     kumo_agent::agent::run(std::sync::Arc::new(cp), cfg).await
 }
 
@@ -181,10 +229,20 @@ fn server_config(a: ServerArgs) -> anyhow::Result<ServerConfig> {
             memory: a.memory_overcommit,
             disk: Overcommit::default().disk,
         },
+        placement_policy: match a.placement_policy {
+            PolicyArg::Spread => kumo_server::scheduler::PlacementPolicy::Spread,
+            PolicyArg::Pack => kumo_server::scheduler::PlacementPolicy::Pack,
+        },
         host_memory_reserve_mib: a.memory_reserve_mib,
         network_cidr: a.network_cidr,
         bridge: a.bridge,
         nat: !a.no_nat,
+        insecure_plaintext: a.insecure_plaintext,
+        tls_listen: a.tls_listen,
+        tls_sans: a.tls_sans,
+        ha: kumo_server::ha::HaConfig {
+            fence_wait: std::time::Duration::from_secs(a.ha_fence_wait),
+        },
     })
 }
 

@@ -13,24 +13,79 @@ use serde::de::DeserializeOwned;
 
 use super::{ControlPlane, EventBody, WatchAnswer};
 
+/// How the agent proves who it is (see [`crate::join`]).
+#[derive(Clone)]
+pub enum Credentials {
+    /// `Authorization: Bearer` (the plain listener: single-host and split mode).
+    Bearer(String),
+    /// The host's certificate (mTLS to the TLS listener); the server is trusted only if it chains to
+    /// `ca_pem`, never to the system's roots.
+    Certificate {
+        /// The host certificate and its private key, PEM.
+        identity_pem: Vec<u8>,
+        ca_pem: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::Bearer(_) => "Bearer(..)",
+            Credentials::Certificate { .. } => "Certificate { .. }",
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct HttpControlPlane {
     base: String,
-    token: String,
+    /// Sent as a bearer token when set.
+    token: Option<String>,
     client: reqwest::Client,
 }
 
 impl HttpControlPlane {
     pub fn new(server_url: &str, token: &str) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+        Self::with_credentials(server_url, Credentials::Bearer(token.to_string()))
+    }
+
+    pub fn with_credentials(server_url: &str, creds: Credentials) -> Result<Self> {
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        let (builder, token) = match creds {
+            Credentials::Bearer(t) => (builder, Some(t)),
+            Credentials::Certificate {
+                identity_pem,
+                ca_pem,
+            } => {
+                let tls = |what: &str, e: reqwest::Error| Error::internal_with(what.to_string(), e);
+                let identity = reqwest::Identity::from_pem(&identity_pem)
+                    .map_err(|e| tls("reading the host certificate and key", e))?;
+                let ca = reqwest::Certificate::from_pem(&ca_pem)
+                    .map_err(|e| tls("reading the cluster CA", e))?;
+                let b = builder
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(ca)
+                    .identity(identity)
+                    .https_only(true);
+                (b, None)
+            }
+        };
+        let client = builder
             .build()
             .map_err(|e| Error::internal_with("building the HTTP client", e))?;
         Ok(HttpControlPlane {
             base: format!("{}/internal/v1", server_url.trim_end_matches('/')),
-            token: token.to_string(),
+            token,
             client,
         })
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -41,9 +96,7 @@ impl HttpControlPlane {
         timeout: Duration,
     ) -> Result<Option<T>> {
         let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .authed(self.client.request(method, format!("{}{path}", self.base)))
             .timeout(timeout);
         if let Some(b) = body {
             req = req.json(b);
@@ -64,9 +117,13 @@ impl HttpControlPlane {
             let msg = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(Error::unavailable(format!(
-                "control plane answered {status}: {msg}"
-            )));
+            let message = format!("control plane answered {status}: {msg}");
+            return Err(match status {
+                // Credentials the server will not take: retrying does not help.
+                reqwest::StatusCode::UNAUTHORIZED => Error::Unauthenticated { message },
+                reqwest::StatusCode::FORBIDDEN => Error::Forbidden { message },
+                _ => Error::unavailable(message),
+            });
         }
         serde_json::from_slice(&bytes)
             .map(Some)
@@ -189,6 +246,38 @@ impl ControlPlane for HttpControlPlane {
     ) -> Result<()> {
         self.post_unit(&format!("/pools/{pool}/hosts/{host_id}"), Some(&status))
             .await
+    }
+    async fn fetch_image_file(
+        &self,
+        image_id: &str,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let resp = self
+            .authed(
+                self.client
+                    .get(format!("{}/images/{image_id}/files/{file}", self.base)),
+            )
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Error::unavailable(format!(
+                "fetching image {image_id}/{file}: control plane answered {}",
+                resp.status()
+            )));
+        }
+        let mut out = tokio::fs::File::create(dest).await?;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::unavailable(format!("fetching image {image_id}/{file}: {e}"))
+            })?;
+            out.write_all(&chunk).await?;
+        }
+        out.sync_all().await?;
+        Ok(())
     }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         let body = EventBody {

@@ -45,6 +45,14 @@ pub trait ControlPlane: Send + Sync + 'static {
         host_id: &str,
         status: kumo_types::PoolHostStatus,
     ) -> Result<()>;
+    /// Copy file `file` of stored image `image_id` (`disk.qcow2`, `kernel`, …) to `dest` on this host
+    /// (hosts other than the control plane's fetch images on first use).
+    async fn fetch_image_file(
+        &self,
+        image_id: &str,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> Result<()>;
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
 }

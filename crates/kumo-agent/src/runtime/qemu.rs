@@ -1,8 +1,8 @@
 //! QEMU configuration as data.
 //!
 //! A [`VmConfig`] says everything about one QEMU process; [`argv`] turns it into the argument vector,
-//! built by one small pure function per concern (machine, boot, disks, NICs, serial, QMP, identity,
-//! daemonizing). Golden tests (`tests/runtime_argv.rs`) pin the output.
+//! built by one small pure function per concern (machine, boot, disks, NICs, passed-through host
+//! devices, serial, QMP, identity, daemonizing). Golden tests (`tests/runtime_argv.rs`) pin the output.
 //!
 //! Invariants:
 //! - The process is identifiable: `-name guest=<name>,process=kumo-<instance id>` puts the marker
@@ -169,6 +169,9 @@ pub struct VmConfig {
     /// Installation media: an ISO image on an AHCI CD-ROM drive, booted after the (blank) first
     /// disk, so the guest boots the CD until something is installed on the disk.
     pub cdrom: Option<PathBuf>,
+    /// Host PCI devices (full addresses, `0000:65:00.0`) passed through with vfio-pci; each must be
+    /// bound to the `vfio-pci` driver first (`crate::pci`).
+    pub host_devices: Vec<String>,
     /// Directory for the pidfile, sockets and serial log.
     pub run_dir: PathBuf,
 }
@@ -233,6 +236,7 @@ pub fn argv(cfg: &VmConfig) -> Vec<String> {
     a.extend(disk_args(&all_disks(cfg), matches!(cfg.boot, Boot::Disk)));
     a.extend(cdrom_args(cfg.cdrom.as_deref()));
     a.extend(nic_args(&cfg.nics));
+    a.extend(host_device_args(cfg.machine, &cfg.host_devices));
     let files = RunFiles::new(&cfg.run_dir);
     a.extend(serial_args(&files));
     a.extend(qmp_args(&files));
@@ -302,6 +306,46 @@ pub fn hotplug_args(machine: Machine) -> Vec<String> {
             .collect(),
         Machine::Pc => vec![],
     }
+}
+
+// ---- host devices (PCI passthrough, issue 5)
+
+/// Root port of passed-through device `i` on q35 (after the hot-plug ports).
+pub fn host_device_port(i: u32) -> String {
+    format!("hostport{i}")
+}
+
+/// QOM id of passed-through device `i`.
+pub fn host_device_id(i: u32) -> String {
+    format!("hostdev{i}")
+}
+
+/// `-device vfio-pci` per host device. On q35 each sits behind its own PCIe root port (chassis after
+/// the hot-plug ports'), as on real hardware: guest GPU drivers expect a PCIe link above the card,
+/// which the root bus (integrated endpoints) does not give. These ports are not for hot-plug; the
+/// devices are there from boot. The `pc` machine puts them on its root bus.
+pub fn host_device_args(machine: Machine, devices: &[String]) -> Vec<String> {
+    let mut a = Vec::new();
+    for (i, host) in (0u32..).zip(devices) {
+        let mut dev = format!(
+            "vfio-pci,host={},id={}",
+            escape_opt(host),
+            host_device_id(i)
+        );
+        if machine == Machine::Q35 {
+            a.extend([
+                s("-device"),
+                format!(
+                    "pcie-root-port,id={},chassis={}",
+                    host_device_port(i),
+                    HOTPLUG_SLOTS + 1 + i
+                ),
+            ]);
+            dev.push_str(&format!(",bus={}", host_device_port(i)));
+        }
+        a.extend([s("-device"), dev]);
+    }
+    a
 }
 
 /// No default devices, no display, no user config files.
@@ -553,6 +597,7 @@ mod tests {
             nics: vec![],
             seed_iso: Some("/seed.iso".into()),
             cdrom: None,
+            host_devices: vec![],
             run_dir: "/run/i-1".into(),
         };
         let d = all_disks(&cfg);
@@ -562,5 +607,12 @@ mod tests {
         // vcpus 0 is clamped to 1; only the first disk is bootable.
         assert!(a.windows(2).any(|w| w[0] == "-smp" && w[1] == "1"));
         assert_eq!(a.iter().filter(|x| x.contains("bootindex")).count(), 1);
+    }
+
+    #[test]
+    fn host_devices_on_pc_use_the_root_bus() {
+        let a = host_device_args(Machine::Pc, &[s("0000:65:00.0")]);
+        assert_eq!(a, ["-device", "vfio-pci,host=0000:65:00.0,id=hostdev0"]);
+        assert!(host_device_args(Machine::Q35, &[]).is_empty());
     }
 }

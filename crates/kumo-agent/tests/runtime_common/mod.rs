@@ -17,6 +17,7 @@ pub fn config(dir: &Path, id: &str) -> VmConfig {
         nics: vec![],
         seed_iso: None,
         cdrom: None,
+        host_devices: vec![],
         run_dir: dir.join("run").join(id),
     }
 }

@@ -114,6 +114,13 @@ pub struct RunArgs {
     /// Root disk size in GiB (defaults to the instance type's).
     #[arg(long)]
     pub root_disk_gib: Option<u64>,
+    /// High availability: restart on another host if this one fails (needs --boot-volume-type on a
+    /// shared pool).
+    #[arg(long)]
+    pub ha: bool,
+    /// HA restart order (higher first).
+    #[arg(long, requires = "ha")]
+    pub ha_priority: Option<u32>,
     /// Boot from a volume made from the image at launch, instead of a root disk file on the host.
     #[arg(long)]
     pub boot_volume: bool,
@@ -139,6 +146,12 @@ pub struct RunArgs {
     /// Create the instance without starting it.
     #[arg(long)]
     pub stopped: bool,
+    /// Join this placement group (placed apart from or with its other members, as the group says).
+    #[arg(long, value_name = "GROUP")]
+    pub placement_group: Option<String>,
+    /// Only place it on hosts with this label (KEY=VALUE; repeatable: every one is required).
+    #[arg(long = "host-selector", value_name = "KEY=VALUE", value_parser = super::placement_group::parse_label)]
+    pub host_selector: Vec<(String, String)>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -182,6 +195,11 @@ pub fn run_request(a: &RunArgs, user_data: Option<String>) -> RunInstanceRequest
             Some(a.security_groups.clone())
         },
         start: if a.stopped { Some(false) } else { None },
+        placement_group: a.placement_group.clone(),
+        host_selector: (!a.host_selector.is_empty())
+            .then(|| a.host_selector.iter().cloned().collect()),
+        ha: a.ha.then_some(true),
+        ha_priority: a.ha_priority,
         root_volume: (a.boot_volume || a.boot_volume_type.is_some() || a.keep_boot_volume).then(
             || kumo_types::RootVolumeRequest {
                 volume_type: a.boot_volume_type.clone(),

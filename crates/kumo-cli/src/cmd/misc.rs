@@ -29,6 +29,10 @@ pub enum InstanceTypeCmd {
         /// Root disk in GiB.
         #[arg(long)]
         root_disk_gib: u64,
+        /// GPUs passed through to each instance: MODEL[xCOUNT], e.g. `10de:2236x2` (PCI
+        /// vendor:device as `lspci -nn` shows it; `kumo host show` lists a host's GPUs).
+        #[arg(long, value_parser = crate::syntax::parse_gpu)]
+        gpu: Option<kumo_types::GpuRequest>,
     },
     /// Delete an instance type (built-in types cannot be deleted).
     Delete { name: String },
@@ -58,6 +62,12 @@ pub enum HostCmd {
     List,
     /// Show one host with its inventory.
     Show { name: String },
+    /// Set (KEY=VALUE) or remove (KEY-) labels that placement can require (`--host-selector`).
+    Label {
+        name: String,
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = super::placement_group::parse_label_change)]
+        labels: Vec<(String, Option<String>)>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -91,12 +101,14 @@ pub async fn run_instance_type(
             vcpus,
             memory_mib,
             root_disk_gib,
+            gpu,
         } => {
             let req = CreateInstanceTypeRequest {
                 name,
                 vcpus,
                 memory_mib,
                 root_disk_gib,
+                gpus: gpu,
             };
             let t: Json<InstanceType> = client.post("instance-types", Some(&req), None).await?;
             out.one(&t, render::instance_type_detail);
@@ -154,6 +166,15 @@ pub async fn run_host(client: &Client, out: &Output, cmd: HostCmd) -> Result<i32
             &client.get::<Host>(&format!("hosts/{}", seg(&name))).await?,
             render::host_detail,
         ),
+        HostCmd::Label { name, labels } => {
+            let body = kumo_types::UpdateHostRequest {
+                labels: Some(labels.into_iter().collect()),
+            };
+            let h: Json<Host> = client
+                .patch(&format!("hosts/{}", seg(&name)), &body)
+                .await?;
+            out.one(&h, render::host_detail);
+        }
     }
     Ok(0)
 }

@@ -154,3 +154,31 @@ fn loopback_detection() {
         assert!(!config::is_loopback_url(u), "{u}");
     }
 }
+
+#[test]
+fn ca_file_flag_beats_config_file_beats_the_data_dirs_cluster_ca() {
+    let base = Sources {
+        url: Some("https://198.19.0.1:8471".into()),
+        token: Some("t".into()),
+        data_dir_ca: Some("/var/lib/kumo/tls/ca.pem".into()),
+        ..sources()
+    };
+    let c = config::resolve(&base).expect("resolves");
+    assert_eq!(c.ca_file, Some("/var/lib/kumo/tls/ca.pem".into()));
+    let file = Sources {
+        config_text: Some(r#"{"ca_file": "/etc/kumo/ca.pem"}"#.into()),
+        ..base.clone()
+    };
+    assert_eq!(
+        config::resolve(&file).expect("resolves").ca_file,
+        Some("/etc/kumo/ca.pem".into())
+    );
+    let flag = Sources {
+        ca_file: Some("/tmp/ca.pem".into()),
+        ..file
+    };
+    assert_eq!(
+        config::resolve(&flag).expect("resolves").ca_file,
+        Some("/tmp/ca.pem".into())
+    );
+}

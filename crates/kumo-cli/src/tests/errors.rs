@@ -109,15 +109,26 @@ fn unreachable_server_exits_2() {
 }
 
 #[test]
-fn https_is_refused_until_tls_lands() {
-    let cfg = config::Config {
+fn https_takes_a_readable_pem_ca_file() {
+    let mut cfg = config::Config {
         url: "https://h:1".into(),
         token: "t".into(),
         token_source: "t".into(),
         ca_file: None,
     };
-    let err = client::Client::new(&cfg).expect_err("no TLS in this build");
-    assert!(err.to_string().contains("TLS"));
+    client::Client::new(&cfg).expect("https without a CA file: built-in roots");
+    cfg.ca_file = Some("/nonexistent/ca.pem".into());
+    let err = client::Client::new(&cfg).expect_err("missing CA file");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("ca.pem");
+    std::fs::write(&bad, "not a certificate").expect("write");
+    cfg.ca_file = Some(bad);
+    let err = client::Client::new(&cfg).expect_err("not PEM");
+    assert!(
+        err.to_string().contains("not a PEM CA certificate"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -49,6 +49,10 @@ pub(super) fn view(state: InstanceState, msg: Option<&str>) -> InstanceView {
         accel: Some("tcg".into()),
         pid: Some(42),
         boot_count: 1,
+        gpu_devices: vec![],
+        placement_group: None,
+        host_selector: Default::default(),
+        placement: None,
         created_at: "2026-11-21T00:00:00.000Z".into(),
     }
 }
@@ -77,10 +81,12 @@ pub(super) fn image_value(sha: &str) -> Image {
 mod config_resolution;
 mod decisions;
 mod errors;
+mod gpu;
 mod net_parsing;
 mod net_rendering;
 mod net_syntax;
 mod parsing;
+mod placement;
 mod raw_terminal;
 mod rendering;
 mod volume;

@@ -1,21 +1,28 @@
 //! The internal API agents use when they do not run inside the server (`kumo agent`). It mirrors the
 //! [`kumo_agent::control::ControlPlane`] trait one route per method, so the agent's logic is the same
-//! in-process and remote. Authenticated with a bearer token for now; per-host certificates (mTLS) and
-//! join tokens come with multi-host clusters.
+//! in-process and remote. Authentication ([`crate::auth::require_agent`]): a bearer token on the plain
+//! listener, a host certificate (mTLS) on the TLS listener. A host certificate acts only for its own
+//! host: the routes that name a host (register, heartbeat, assignments, watch, pool status) check it
+//! with [`crate::auth::may_act_for`]. `POST /join` and `GET /ca` are open: the join token is the
+//! credential, and the CA certificate is public.
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use futures::StreamExt;
 use kumo_agent::control::{ControlPlane, EventBody, WatchAnswer};
-use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus};
+use kumo_types::{
+    AssignmentSnapshot, CaCertificate, Host, HostInventory, InstanceStatus, JoinRequest,
+    JoinResponse,
+};
 use serde::Deserialize;
 
 use super::extract::{ApiJson, ApiQuery};
 use crate::app::App;
+use crate::auth::{AgentCaller, may_act_for};
 use crate::control::InProcess;
 use crate::error::ApiResult;
 
@@ -40,11 +47,39 @@ pub fn router(app: App) -> Router<App> {
         .route("/snapshots/{id}/status", post(snapshot_status))
         .route("/snapshots/{id}/removed", post(snapshot_removed))
         .route("/pools/{pool}/hosts/{host}", post(pool_status))
+        .route("/images/{id}/files/{file}", get(image_file))
         .route("/events", post(event))
         .route_layer(middleware::from_fn_with_state(
             app,
-            crate::auth::require_token,
+            crate::auth::require_agent,
         ))
+        // Open: added after the auth layer, which covers only the routes above.
+        .route("/join", post(join))
+        .route("/ca", get(ca))
+}
+
+/// A host certificate may only act for its own host (`id` is the host's ID or name).
+async fn check_host(app: &App, caller: &AgentCaller, id: &str) -> ApiResult<()> {
+    if let AgentCaller::Host(_) = caller {
+        let host = crate::app::host::get(app, id).await?;
+        may_act_for(caller, &host.name)?;
+    }
+    Ok(())
+}
+
+async fn join(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<JoinRequest>,
+) -> ApiResult<Json<JoinResponse>> {
+    Ok(Json(crate::app::join_token::join(&app, req).await?))
+}
+
+async fn ca(State(app): State<App>) -> ApiResult<Json<CaCertificate>> {
+    let ca = crate::tls::ensure_ca(&app, None).await?;
+    Ok(Json(CaCertificate {
+        fingerprint: ca.fingerprint(),
+        certificate: ca.cert_pem,
+    }))
 }
 
 fn cp(app: App) -> InProcess {
@@ -53,29 +88,40 @@ fn cp(app: App) -> InProcess {
 
 async fn register(
     State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
     ApiJson(inv): ApiJson<HostInventory>,
 ) -> ApiResult<Json<Host>> {
+    may_act_for(&caller, &inv.hostname)?;
     Ok(Json(cp(app).register_host(inv).await?))
 }
 
-async fn heartbeat(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn heartbeat(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_host(&app, &caller, &id).await?;
     cp(app).heartbeat(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn assignments(
     State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AssignmentSnapshot>> {
+    check_host(&app, &caller, &id).await?;
     Ok(Json(cp(app).assignments(&id).await?))
 }
 
 /// Long-poll: answers as soon as something changed after `revision`, or after [`WATCH_POLL`].
 async fn watch(
     State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<WatchQuery>,
 ) -> ApiResult<Json<WatchAnswer>> {
+    check_host(&app, &caller, &id).await?;
     let mut stream = cp(app).watch_assignments(&id, q.revision).await?;
     let changed = matches!(
         tokio::time::timeout(WATCH_POLL, stream.next()).await,
@@ -128,11 +174,31 @@ async fn snapshot_removed(State(app): State<App>, Path(id): Path<String>) -> Api
 
 async fn pool_status(
     State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
     Path((pool, host)): Path<(String, String)>,
     ApiJson(st): ApiJson<kumo_types::PoolHostStatus>,
 ) -> ApiResult<StatusCode> {
+    check_host(&app, &caller, &host).await?;
     cp(app).report_pool_status(&pool, &host, st).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A stored image's file, streamed (hosts fetch images on first use).
+async fn image_file(
+    State(app): State<App>,
+    Path((id, file)): Path<(String, String)>,
+) -> ApiResult<axum::response::Response> {
+    let path = crate::app::image::stored_file(&app, &id, &file)?;
+    let f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| kumo_types::Error::not_found("image file", format!("{id}/{file}: {e}")))?;
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f));
+    Ok(axum::response::Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("content-length", len)
+        .body(body)
+        .map_err(|e| kumo_types::Error::internal_with("image file response", e))?)
 }
 
 async fn event(State(app): State<App>, ApiJson(ev): ApiJson<EventBody>) -> ApiResult<StatusCode> {

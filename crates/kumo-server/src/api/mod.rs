@@ -1,10 +1,13 @@
 //! REST `/v1`: thin handlers. Each one extracts and calls the app layer; no logic lives here.
 
+pub mod cluster;
 pub mod console;
 pub mod extract;
+pub mod ha;
 pub mod instance;
 pub mod internal;
 pub mod network;
+pub mod placement;
 pub mod resources;
 pub mod volume;
 
@@ -27,6 +30,11 @@ pub const BODY_LIMIT: usize = 256 * 1024;
     paths(
         resources::list_hosts,
         resources::get_host,
+        placement::update_host,
+        placement::list_placement_groups,
+        placement::create_placement_group,
+        placement::get_placement_group,
+        placement::delete_placement_group,
         resources::list_images,
         resources::import_image,
         resources::get_image,
@@ -53,6 +61,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         instance::attach_nic,
         instance::detach_nic,
         console::console,
+        ha::set_fencing,
+        ha::clear_fencing,
         network::create_network,
         network::delete_network,
         network::list_subnets,
@@ -101,6 +111,10 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         network::release_floating_ip,
         network::associate_floating_ip,
         network::disassociate_floating_ip,
+        cluster::list_join_tokens,
+        cluster::create_join_token,
+        cluster::get_join_token,
+        cluster::delete_join_token,
     ),
     components(schemas(kumo_types::ErrorBody))
 )]
@@ -116,7 +130,22 @@ pub fn openapi_json() -> String {
 pub fn router(app: App) -> Router {
     let v1 = Router::new()
         .route("/hosts", get(resources::list_hosts))
-        .route("/hosts/{id}", get(resources::get_host))
+        .route(
+            "/hosts/{id}",
+            get(resources::get_host).patch(placement::update_host),
+        )
+        .route(
+            "/placement-groups",
+            get(placement::list_placement_groups).post(placement::create_placement_group),
+        )
+        .route(
+            "/placement-groups/{name}",
+            get(placement::get_placement_group).delete(placement::delete_placement_group),
+        )
+        .route(
+            "/hosts/{id}/fencing",
+            axum::routing::put(ha::set_fencing).delete(ha::clear_fencing),
+        )
         .route(
             "/images",
             get(resources::list_images).post(resources::import_image),
@@ -263,6 +292,14 @@ pub fn router(app: App) -> Router {
         .route(
             "/snapshots/{id}",
             get(volume::get_snapshot).delete(volume::delete_snapshot),
+        )
+        .route(
+            "/cluster/join-tokens",
+            get(cluster::list_join_tokens).post(cluster::create_join_token),
+        )
+        .route(
+            "/cluster/join-tokens/{id}",
+            get(cluster::get_join_token).delete(cluster::delete_join_token),
         )
         .route_layer(middleware::from_fn_with_state(
             app.clone(),

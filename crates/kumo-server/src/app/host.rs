@@ -2,11 +2,12 @@
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    Error, Host, HostAllocation, HostInventory, HostState, Page, Result, ids, now_rfc3339,
+    Error, Host, HostAllocation, HostInventory, HostState, Instance, Page, Result,
+    UpdateHostRequest, ids, now_rfc3339,
 };
 
 use super::App;
-use crate::scheduler::Candidate;
+use crate::scheduler::{Candidate, Gpu};
 use crate::storeutil::{encode, get_json, keys, list_json, store_err};
 
 const KIND: &str = "hosts";
@@ -39,6 +40,7 @@ pub async fn register(app: &App, inv: HostInventory) -> Result<Host> {
             state: HostState::Ready,
             inventory: inv,
             labels: Default::default(),
+            fencing: None,
             accel,
             registered_at: now.clone(),
             last_heartbeat: now,
@@ -98,6 +100,51 @@ pub async fn get(app: &App, id_or_name: &str) -> Result<Host> {
         .ok_or_else(|| Error::not_found("host", id_or_name))
 }
 
+/// Change a host's labels: merged, a value sets the label and `null` removes it; compare-and-swap
+/// on the host record. Other host fields are not changed here.
+pub async fn update(app: &App, id_or_name: &str, req: UpdateHostRequest) -> Result<Host> {
+    let changes = req.labels.unwrap_or_default();
+    for (k, v) in &changes {
+        kumo_types::validate_label("labels", k, v.as_deref().unwrap_or(""))?;
+    }
+    for _ in 0..20 {
+        let id = get(app, id_or_name).await?.id;
+        let key = keys::host(&id);
+        let (mut h, rev) = get_json::<Host>(app.kv(), &key)
+            .await?
+            .ok_or_else(|| Error::not_found("host", id_or_name))?;
+        for (k, v) in &changes {
+            match v {
+                Some(v) => h.labels.insert(k.clone(), v.clone()),
+                None => h.labels.remove(k),
+            };
+        }
+        if h.labels.len() > kumo_types::MAX_LABELS {
+            return Err(Error::invalid(
+                "labels",
+                format!(
+                    "host `{}` would have {} labels; at most {}",
+                    h.name,
+                    h.labels.len(),
+                    kumo_types::MAX_LABELS
+                ),
+            ));
+        }
+        if crate::storeutil::commit(
+            app.kv(),
+            vec![Compare::mod_revision(&key, rev)],
+            vec![Op::put(&key, encode(&h)?)],
+        )
+        .await?
+        {
+            return Ok(h);
+        }
+    }
+    Err(Error::unavailable(
+        "too much contention updating the host; retry",
+    ))
+}
+
 /// Scheduler inputs for every host, with the mod revision of each host's allocation record (the
 /// placement transaction compares it, so concurrent placements cannot overshoot a host).
 pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
@@ -125,6 +172,8 @@ pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
                     .memory_mib
                     .saturating_sub(app.cfg.host_memory_reserve_mib),
                 disk_gib: inv.disk_total_bytes >> 30,
+                labels: h.labels.clone(),
+                gpus: gpus(inv),
                 allocated,
             },
             rev,
@@ -133,28 +182,46 @@ pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
     Ok(out)
 }
 
-/// A txn op list that adjusts a host's allocation by `sign` × the instance's resources, guarded by
-/// the allocation's mod revision.
+/// The GPUs of a host as the scheduler sees them, by address.
+fn gpus(inv: &HostInventory) -> Vec<Gpu> {
+    let mut g: Vec<Gpu> = inv
+        .pci_devices
+        .iter()
+        .filter(|d| d.gpu)
+        .map(|d| Gpu {
+            address: d.address.clone(),
+            model: d.model.clone(),
+            iommu: d.iommu_group.is_some(),
+        })
+        .collect();
+    g.sort_by(|a, b| a.address.cmp(&b.address));
+    g
+}
+
+/// A txn op list that adds (`add`) or removes the instance's resources (vCPUs, memory, root disk,
+/// GPUs) to or from its host's allocation, guarded by the allocation's mod revision.
 pub fn alloc_update(
     host_id: &str,
     current: &HostAllocation,
     rev: i64,
-    vcpus: u32,
-    mem: u64,
-    disk: u64,
+    inst: &Instance,
     add: bool,
 ) -> Result<(Compare, Op)> {
     let mut a = current.clone();
+    let (vcpus, mem, disk) = (u64::from(inst.vcpus), inst.memory_mib, inst.root_disk_gib);
     if add {
-        a.vcpus += u64::from(vcpus);
+        a.vcpus += vcpus;
         a.memory_mib += mem;
         a.disk_gib += disk;
         a.instances += 1;
+        a.gpu_devices.extend(inst.gpu_devices.iter().cloned());
+        a.gpu_devices.sort();
     } else {
-        a.vcpus = a.vcpus.saturating_sub(u64::from(vcpus));
+        a.vcpus = a.vcpus.saturating_sub(vcpus);
         a.memory_mib = a.memory_mib.saturating_sub(mem);
         a.disk_gib = a.disk_gib.saturating_sub(disk);
         a.instances = a.instances.saturating_sub(1);
+        a.gpu_devices.retain(|d| !inst.gpu_devices.contains(d));
     }
     let key = keys::host_alloc(host_id);
     Ok((Compare::mod_revision(&key, rev), Op::put(&key, encode(&a)?)))

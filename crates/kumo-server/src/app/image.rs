@@ -568,6 +568,21 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
     .await
 }
 
+/// The path of file `file` of stored image `id` in the control plane's pool: one of the files an
+/// image has (`disk.<format>`, `kernel`, `initrd`), never anything else.
+pub fn stored_file(app: &App, id: &str, file: &str) -> Result<std::path::PathBuf> {
+    let allowed = ["disk.qcow2", "disk.raw", "disk.iso", "kernel", "initrd"];
+    if !allowed.contains(&file) || !id.starts_with("ami-") || id.contains('/') || id.contains("..")
+    {
+        return Err(Error::not_found("image file", format!("{id}/{file}")));
+    }
+    let p = app.pool.image_dir(id).join(file);
+    if !p.is_file() {
+        return Err(Error::not_found("image file", format!("{id}/{file}")));
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -5,13 +5,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    Assignment, AssignmentSnapshot, DEFAULT_PROJECT, DesiredState, Error, HostAllocation, Instance,
-    InstanceState, InstanceStatus, InstanceView, NetworkTopology, NicRequest, Page, Result,
-    RunInstanceRequest, StopInstanceRequest, ids, now_rfc3339, validate,
+    Assignment, AssignmentSnapshot, DEFAULT_PROJECT, DesiredState, Error, Instance, InstanceState,
+    InstanceStatus, InstanceView, NetworkTopology, NicRequest, Page, Result, RunInstanceRequest,
+    StopInstanceRequest, ids, now_rfc3339, validate,
 };
 
-use super::{App, host, image, instance_type, key_pair, network, port, security_group};
-use crate::scheduler;
+use super::{App, image, instance_type, key_pair, network, placement, port, security_group};
 use crate::storeutil::{commit, encode, get_json, keys, list_json, store_err};
 
 const KIND: &str = "instances";
@@ -150,25 +149,24 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             sgs,
         ));
     }
-    let request = scheduler::Request {
+    let want = placement::Want {
         vcpus: itype.vcpus,
         memory_mib: itype.memory_mib,
         disk_gib: root_disk_gib,
-    };
+        gpus: itype.gpus.clone(),
+        ..Default::default()
+    }
+    .checked(
+        app,
+        req.placement_group.as_deref(),
+        req.host_selector.as_ref(),
+    )
+    .await?;
     let id = ids::new_id(ids::INSTANCE);
 
     for _ in 0..MAX_ATTEMPTS {
-        let cands = host::candidates(app).await?;
-        let plain: Vec<_> = cands.iter().map(|(c, _)| c.clone()).collect();
-        let host_id = scheduler::place(&plain, &request, &app.cfg.overcommit).map_err(|u| {
-            Error::InsufficientCapacity {
-                resource: u.resource.to_string(),
-                message: u.message,
-            }
-        })?;
-        let Some((cand, alloc_rev)) = cands.iter().find(|(c, _)| c.id == host_id) else {
-            return Err(Error::internal("scheduler chose an unknown host"));
-        };
+        let plan = placement::decide(app, &want).await?;
+        let host_id = plan.decision.host.clone();
         let mut compare = vec![Compare::absent(&name_key)];
         let mut ops = vec![Op::put(&name_key, id.clone())];
         let mut nics = Vec::new();
@@ -200,7 +198,9 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             memory_mib: itype.memory_mib,
             root_disk_gib,
             boot_volume_id: boot_volume.as_ref().map(|b| b.id().to_string()),
-            gpu_devices: vec![],
+            gpu_devices: plan.decision.gpu_devices.clone(),
+            ha: req.ha.unwrap_or(false),
+            ha_priority: req.ha_priority.unwrap_or(0),
             key_name: req.key_name.clone(),
             user_data: req.user_data.clone(),
             desired_state: if req.start == Some(false) {
@@ -225,17 +225,10 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             updated_at: now_rfc3339(),
             ..Default::default()
         };
-        let (alloc_cmp, alloc_put) = host::alloc_update(
-            &host_id,
-            &cand.allocated,
-            *alloc_rev,
-            inst.vcpus,
-            inst.memory_mib,
-            root_disk_gib,
-            true,
-        )?;
-        compare.push(alloc_cmp);
-        ops.push(alloc_put);
+        let record = plan.record(&want);
+        let (c, o) = plan.ops(&inst, &record)?;
+        compare.extend(c);
+        ops.extend(o);
         ops.push(Op::put(keys::instance(&id), encode(&inst)?));
         ops.push(Op::put(keys::instance_status(&id), encode(&status)?));
         let txn = Txn {
@@ -246,14 +239,16 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         let r = app.kv().txn(txn).await.map_err(store_err)?;
         if r.succeeded {
             let ips: Vec<&str> = inst.nics.iter().map(|n| n.ipv4.as_str()).collect();
+            let host_name = &plan.decision.host_name;
             let msg = format!(
-                "instance `{}` placed on {} with {}",
+                "instance `{}` placed on {host_name} with {}",
                 inst.name,
-                cand.name,
                 ips.join(", ")
             );
             super::event::record(app, &id, "instance.created", &msg).await?;
-            return Ok(InstanceView::new(&inst, Some(&status)));
+            let why = format!("placed on {host_name}: {}", plan.decision.reason);
+            super::event::record(app, &id, "instance.placed", &why).await?;
+            return Ok(InstanceView::new(&inst, Some(&status)).with_placement(Some(&record)));
         }
         if matches!(
             r.results.first(),
@@ -366,7 +361,7 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
             )
             .await?;
             let st = status(app, &inst.id).await?;
-            return Ok(InstanceView::new(&inst, st.as_ref()));
+            return placement::view(app, &inst, st.as_ref()).await;
         }
     }
     Err(Error::unavailable(
@@ -397,7 +392,7 @@ pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<In
         if commit(app.kv(), compare, ops).await? {
             super::event::record(app, &inst.id, "instance.nic_detached", &nic.ipv4).await?;
             let st = status(app, &inst.id).await?;
-            return Ok(InstanceView::new(&inst, st.as_ref()));
+            return placement::view(app, &inst, st.as_ref()).await;
         }
     }
     Err(Error::unavailable(
@@ -425,7 +420,7 @@ pub async fn status(app: &App, id: &str) -> Result<Option<InstanceStatus>> {
 pub async fn get(app: &App, id_or_name: &str) -> Result<InstanceView> {
     let (inst, _) = find(app, id_or_name).await?;
     let st = status(app, &inst.id).await?;
-    Ok(InstanceView::new(&inst, st.as_ref()))
+    placement::view(app, &inst, st.as_ref()).await
 }
 
 pub async fn list(
@@ -436,9 +431,10 @@ pub async fn list(
     let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
     let statuses: std::collections::HashMap<String, InstanceStatus> =
         crate::storeutil::statuses(app.kv(), keys::INSTANCE_STATUS).await?;
+    let placements = placement::all(app).await?;
     let mut views: Vec<InstanceView> = insts
         .iter()
-        .map(|i| InstanceView::new(i, statuses.get(&i.id)))
+        .map(|i| InstanceView::new(i, statuses.get(&i.id)).with_placement(placements.get(&i.id)))
         .collect();
     views.sort_by(|a, b| a.name.cmp(&b.name));
     super::paginate(views, |v| v.name.clone(), limit, next_token)
@@ -467,7 +463,7 @@ async fn update(
             .map_err(store_err)?;
         if r.succeeded {
             let st = status(app, &inst.id).await?;
-            return Ok(InstanceView::new(&inst, st.as_ref()));
+            return placement::view(app, &inst, st.as_ref()).await;
         }
     }
     Err(Error::unavailable(
@@ -602,22 +598,9 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
         let (c, o) = super::volume::release_for(app, &inst).await?;
         compare.extend(c);
         ops.extend(o);
-        if let Some(h) = &inst.host {
-            let (alloc, arev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(h))
-                .await?
-                .unwrap_or_default();
-            let (c, op) = host::alloc_update(
-                h,
-                &alloc,
-                arev,
-                inst.vcpus,
-                inst.memory_mib,
-                inst.root_disk_gib,
-                false,
-            )?;
-            compare.push(c);
-            ops.push(op);
-        }
+        let (c, o) = placement::release(app, &inst).await?;
+        compare.extend(c);
+        ops.extend(o);
         let r = app
             .kv()
             .txn(Txn {

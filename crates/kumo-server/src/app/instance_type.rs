@@ -51,12 +51,16 @@ pub async fn create(app: &App, req: CreateInstanceTypeRequest) -> Result<Instanc
     if !(1..=65536).contains(&req.root_disk_gib) {
         return Err(Error::invalid("root_disk_gib", "must be 1 to 65536"));
     }
+    if let Some(g) = &req.gpus {
+        kumo_types::validate_gpu_request("gpus", g)?;
+        gpu_count_fits(g)?;
+    }
     let t = InstanceType {
         name: req.name,
         vcpus: req.vcpus,
         memory_mib: req.memory_mib,
         root_disk_gib: req.root_disk_gib,
-        gpus: None,
+        gpus: req.gpus,
         builtin: false,
     };
     let key = keys::instance_type(&t.name);
@@ -76,6 +80,26 @@ pub async fn create(app: &App, req: CreateInstanceTypeRequest) -> Result<Instanc
         ));
     }
     Ok(t)
+}
+
+/// The most GPUs one instance can have passed through: each sits behind its own PCIe root port of
+/// the q35 machine, whose root bus (30 usable slots) also carries the 16 hot-plug ports and the
+/// instance's disks.
+pub const MAX_GPUS_PER_INSTANCE: u32 = 8;
+
+/// `gpus.count` within [`MAX_GPUS_PER_INSTANCE`] (pure).
+pub fn gpu_count_fits(g: &kumo_types::GpuRequest) -> Result<()> {
+    if g.count > MAX_GPUS_PER_INSTANCE {
+        return Err(Error::invalid(
+            "gpus.count",
+            format!(
+                "{}: must be 1 to {MAX_GPUS_PER_INSTANCE} (each passed-through GPU takes a PCIe \
+                 slot of the instance's machine)",
+                g.count
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn delete(app: &App, name: &str) -> Result<()> {
@@ -105,4 +129,32 @@ pub async fn delete(app: &App, name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_requests_are_validated_precisely() {
+        let g = |model: &str, count| kumo_types::GpuRequest {
+            model: model.into(),
+            count,
+        };
+        let check = |r: &kumo_types::GpuRequest| {
+            kumo_types::validate_gpu_request("gpus", r).and_then(|()| gpu_count_fits(r))
+        };
+        for ok in [g("10de:2236", 1), g("10de:2236", 8), g("1002:740f", 2)] {
+            assert!(check(&ok).is_ok(), "{ok:?}");
+        }
+        for bad in [g("10de:2236", 0), g("10de:2236", 9), g("10de:2236", 16)] {
+            let e = check(&bad).expect_err("refused");
+            assert_eq!(e.field(), Some("gpus.count"), "{bad:?}");
+        }
+        for bad in ["10de-2236", "nvidia", "10de:22", "10de:2236:1", ""] {
+            let e = check(&g(bad, 1)).expect_err("refused");
+            assert_eq!(e.field(), Some("gpus.model"), "{bad}");
+            assert!(e.to_string().contains("10de:2236"), "{e}");
+        }
+    }
 }

@@ -6,12 +6,16 @@
 pub mod boot_volume;
 pub mod event;
 pub mod floating_ip;
+pub mod ha;
 pub mod host;
 pub mod image;
 pub mod instance;
 pub mod instance_type;
+pub mod join_token;
 pub mod key_pair;
 pub mod network;
+pub mod placement;
+pub mod placement_group;
 pub mod pool;
 pub mod port;
 pub mod router;
@@ -33,6 +37,8 @@ use crate::scheduler::Overcommit;
 pub struct AppConfig {
     pub data_dir: PathBuf,
     pub overcommit: Overcommit,
+    /// Which eligible host the scheduler prefers (`--placement-policy`).
+    pub placement_policy: kumo_types::PlacementPolicy,
     /// Memory kept back on every host for the host itself and QEMU overhead.
     pub host_memory_reserve_mib: u64,
     /// The default network created on first start.

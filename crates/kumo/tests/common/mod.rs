@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,10 @@ pub struct Cloud {
     /// Server with `--no-agent` plus a separate `kumo agent` process.
     split: bool,
     extra_args: Vec<String>,
+    /// The address the server listens on (127.0.0.1 unless agents in other namespaces must reach it).
+    listen_ip: String,
+    /// Wait for a host to register at start-up.
+    wait_for_host: bool,
 }
 
 fn free_port() -> u16 {
@@ -67,7 +73,19 @@ impl Cloud {
         Self::start_no_netns(extra, split)
     }
 
+    /// A server without an agent, listening on `listen_ip` in the current namespace (the hosts of a
+    /// [`cluster::Cluster`] join it).
+    pub fn start_server_only(listen_ip: &str, extra: &[&str]) -> Cloud {
+        let mut args = vec!["--no-agent"];
+        args.extend_from_slice(extra);
+        Self::build(&args, false, listen_ip, false)
+    }
+
     fn start_no_netns(extra: &[&str], split: bool) -> Cloud {
+        Self::build(extra, split, "127.0.0.1", true)
+    }
+
+    fn build(extra: &[&str], split: bool, listen_ip: &str, wait_for_host: bool) -> Cloud {
         kumo_testutil::require("qemu-system-x86_64", "qemu-system-x86");
         kumo_testutil::require("qemu-img", "qemu-utils");
         kumo_testutil::require("dnsmasq", "dnsmasq-base");
@@ -84,6 +102,8 @@ impl Cloud {
             agent: None,
             split,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            listen_ip: listen_ip.to_string(),
+            wait_for_host,
         };
         c.spawn_server();
         c
@@ -93,7 +113,7 @@ impl Cloud {
         self.data.path()
     }
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.listen_ip, self.port)
     }
 
     pub fn spawn_server(&mut self) {
@@ -107,7 +127,7 @@ impl Cloud {
             .arg(self.data.path())
             .args([
                 "--listen",
-                &format!("127.0.0.1:{}", self.port),
+                &format!("{}:{}", self.listen_ip, self.port),
                 "--accel",
                 "tcg",
                 "--stop-timeout",
@@ -146,7 +166,9 @@ impl Cloud {
         if self.split && self.agent.is_none() {
             self.spawn_agent();
         }
-        self.wait_host();
+        if self.wait_for_host {
+            self.wait_host();
+        }
     }
 
     pub fn spawn_agent(&mut self) {

@@ -1,0 +1,72 @@
+//! Many hosts on one machine (issue 5): each host is a `kumo agent` in its own network namespace,
+//! cabled by a veth to a test switch where the server listens (see `common/cluster.rs`).
+
+mod common;
+
+use common::cluster::Cluster;
+use serde_json::{Value, json};
+
+fn post(c: &Cluster, path: &str, body: Value) -> Value {
+    let (s, v) = c.cloud.http("POST", path, Some(&body.to_string()));
+    assert!(
+        (200..300).contains(&s),
+        "POST {path}: {s} {v}\n{}",
+        c.logs()
+    );
+    v
+}
+
+fn run_on(c: &Cluster, name: &str, network: &str) -> Value {
+    post(
+        c,
+        "/v1/instances",
+        json!({"name": name, "image": "tiny", "instance_type": "nano",
+            "nics": [{"network": network}]}),
+    );
+    c.cloud.wait_state(name, "running");
+    c.wait_console(name, "KUMO-READY");
+    c.instance(name)
+}
+
+/// Guests on one VXLAN network but on different hosts reach each other through the tunnel; the
+/// hosts fetched the image from the control plane on first use.
+#[test]
+fn vxlan_network_spans_hosts() {
+    let c = Cluster::start(2, &[]);
+    c.cloud.import_tiny();
+    post(
+        &c,
+        "/v1/networks",
+        json!({"name": "overlay", "kind": "vxlan"}),
+    );
+    post(
+        &c,
+        "/v1/subnets",
+        json!({"name": "overlay-a", "network": "overlay", "cidr": "198.18.60.0/24"}),
+    );
+    let a = run_on(&c, "a", "overlay");
+    let b = run_on(&c, "b", "overlay");
+    let (ha, hb) = (c.host_of("a"), c.host_of("b"));
+    assert_ne!(ha, hb, "spread placement puts them on different hosts");
+    for h in [&ha, &hb] {
+        let img = c.cloud.json(&["image", "show", "tiny"]);
+        let id = img["id"].as_str().expect("image id");
+        assert!(
+            c.host(h)
+                .data_dir()
+                .join("pool/images")
+                .join(id)
+                .join("kernel")
+                .is_file(),
+            "{h} has the image"
+        );
+    }
+    let ip_b = b["ipv4"].as_str().expect("ipv4 b");
+    let ip_a = a["ipv4"].as_str().expect("ipv4 a");
+    c.console_until("a", &format!("ping -c 2 -W 2 {ip_b}"), "a pings b", |o| {
+        o.contains(" 0% packet loss")
+    });
+    c.console_until("b", &format!("ping -c 2 -W 2 {ip_a}"), "b pings a", |o| {
+        o.contains(" 0% packet loss")
+    });
+}
