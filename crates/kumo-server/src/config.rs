@@ -89,8 +89,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let kv = open_store(&cfg).await?;
-    let app = App::new(
-        kv,
+    let mut app = App::new(
+        kv.clone(),
         AppConfig {
             data_dir: cfg.data_dir.clone(),
             overcommit: cfg.overcommit,
@@ -101,6 +101,14 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             default_nat: cfg.nat,
         },
     );
+    let server_id = format!(
+        "{}@{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        cfg.listen
+    );
+    app.leader = crate::leader::spawn(kv, server_id);
     app.bootstrap().await.context("bootstrapping the store")?;
     crate::auth::bootstrap(&app, &cfg.data_dir)
         .await

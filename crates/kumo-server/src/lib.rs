@@ -13,6 +13,7 @@ pub mod control;
 pub mod error;
 pub mod ha;
 pub mod ipam;
+pub mod leader;
 pub mod scheduler;
 pub mod storeutil;
 pub mod tls;

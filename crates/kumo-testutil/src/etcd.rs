@@ -118,3 +118,88 @@ impl Drop for EtcdServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A throwaway etcd cluster of several members on 127.0.0.1, each its own process and data
+/// directory; members can be killed one by one. Dropped: all killed by PID, directories removed.
+pub struct EtcdCluster {
+    /// Client URLs, one per member.
+    pub endpoints: Vec<String>,
+    members: Vec<(String, Child, PathBuf)>,
+}
+
+impl EtcdCluster {
+    /// Start `n` members and wait until each reports healthy.
+    pub fn start(n: usize) -> EtcdCluster {
+        crate::require("etcd", "etcd-server");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let token = format!("kumo-test-{}-{nanos}", std::process::id());
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let dir =
+                std::env::temp_dir().join(format!("kumo-etcd-{}-{nanos}-m{i}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+            let log = std::fs::File::create(dir.join("etcd.log"))
+                .unwrap_or_else(|e| panic!("etcd log: {e}"));
+            let log2 = log.try_clone().unwrap_or_else(|e| panic!("etcd log: {e}"));
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let child = Command::new("etcd")
+                .arg(format!("--name=m{i}"))
+                .arg(format!("--data-dir={}", dir.join("data").display()))
+                .arg(format!("--listen-client-urls={client_url}"))
+                .arg(format!("--advertise-client-urls={client_url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster={}", initial.join(",")))
+                .arg(format!("--initial-cluster-token={token}"))
+                .arg("--initial-cluster-state=new")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn etcd: {e}"));
+            members.push((client_url, child, dir));
+        }
+        let c = EtcdCluster {
+            endpoints: members.iter().map(|(u, _, _)| u.clone()).collect(),
+            members,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (client, _) in &ports {
+            while !healthy(*client) {
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd member on port {client} did not become healthy"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        c
+    }
+
+    /// Kill member `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.members[i].1.kill();
+        let _ = self.members[i].1.wait();
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for (_, child, dir) in &mut self.members {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&*dir);
+        }
+    }
+}

@@ -30,3 +30,24 @@ pub async fn clear_fencing(
 ) -> ApiResult<Json<Host>> {
     Ok(Json(crate::app::ha::set_fencing(&app, &id, None).await?))
 }
+
+/// The control plane's servers as this one sees them: which one leads (runs the reconcilers).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ClusterStatus {
+    /// This server's id (`hostname@listen-address`).
+    pub server: String,
+    pub leader: Option<String>,
+    pub is_leader: bool,
+}
+
+#[utoipa::path(get, path = "/v1/cluster/status", responses((status = 200, body = ClusterStatus)))]
+pub async fn cluster_status(State(app): State<App>) -> ApiResult<Json<ClusterStatus>> {
+    let leader = crate::leader::current(app.kv())
+        .await
+        .map_err(crate::storeutil::store_err)?;
+    Ok(Json(ClusterStatus {
+        server: app.leader.server_id.clone(),
+        leader,
+        is_leader: app.leader.is_leader(),
+    }))
+}

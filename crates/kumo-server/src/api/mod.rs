@@ -63,6 +63,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         console::console,
         ha::set_fencing,
         ha::clear_fencing,
+        ha::cluster_status,
         network::create_network,
         network::delete_network,
         network::list_subnets,
@@ -142,6 +143,7 @@ pub fn router(app: App) -> Router {
             "/placement-groups/{name}",
             get(placement::get_placement_group).delete(placement::delete_placement_group),
         )
+        .route("/cluster/status", get(ha::cluster_status))
         .route(
             "/hosts/{id}/fencing",
             axum::routing::put(ha::set_fencing).delete(ha::clear_fencing),

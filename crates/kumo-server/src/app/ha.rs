@@ -19,6 +19,9 @@ pub fn spawn(app: App, cfg: HaConfig) {
         let mut reported: HashSet<String> = HashSet::new();
         loop {
             tokio::time::sleep(crate::ha::TICK).await;
+            if !app.leader.is_leader() {
+                continue;
+            }
             if let Err(e) = tick(&app, &cfg, &mut reported).await {
                 tracing::warn!(error = %e, "HA reconciler");
             }

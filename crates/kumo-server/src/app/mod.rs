@@ -53,6 +53,8 @@ pub struct App {
     pub cfg: Arc<AppConfig>,
     pub pool: DirPool,
     pub auth_cache: Arc<crate::auth::AuthCache>,
+    /// Whether this server leads (runs the once-only reconcilers); see [`crate::leader`].
+    pub leader: crate::leader::Leadership,
 }
 
 impl App {
@@ -63,6 +65,7 @@ impl App {
             cfg: Arc::new(cfg),
             pool,
             auth_cache: Arc::default(),
+            leader: crate::leader::Leadership::default(),
         }
     }
 

@@ -1,0 +1,63 @@
+//! The control plane on a three-member etcd with two servers (issue 5): every server serves the API,
+//! one leads (runs the reconcilers). Stop one etcd member and the leading server: the other server
+//! takes the lead, and creating and deleting instances still work.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cloud;
+use kumo_testutil::etcd::EtcdCluster;
+
+fn status(c: &Cloud) -> serde_json::Value {
+    c.http("GET", "/v1/cluster/status", None).1
+}
+
+fn wait_leader(c: &Cloud, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(c);
+        if s["is_leader"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s}\n{}", c.server_log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
+    kumo_testutil::enter_private_netns();
+    let mut etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoints.join(",");
+    let store = ["--store", "etcd", "--etcd-endpoints", endpoints.as_str()];
+    // Server A first (no agent): it becomes the leader. Server B carries this host's agent.
+    let mut a = Cloud::start_server_only("127.0.0.1", &store);
+    wait_leader(&a, "server A leads");
+    let b = Cloud::start_with_in_current_netns(&store);
+    let sb = status(&b);
+    assert_eq!(sb["is_leader"], false, "{sb}");
+    assert_eq!(sb["leader"], status(&a)["server"], "{sb}");
+
+    b.import_tiny();
+    b.ok(&[
+        "instance", "run", "--name", "one", "--image", "tiny", "--type", "nano", "--wait",
+    ]);
+    // Both servers serve the same state.
+    let via_a = a.json(&["instance", "show", "one"]);
+    assert_eq!(via_a["id"], b.json(&["instance", "show", "one"])["id"]);
+
+    // Lose one etcd member and the leading server.
+    etcd.kill(0);
+    a.kill9();
+    wait_leader(&b, "server B takes the lead");
+    b.ok(&[
+        "instance", "run", "--name", "two", "--image", "tiny", "--type", "nano", "--wait",
+    ]);
+    b.wait_console("two", "KUMO-READY");
+    b.ok(&["instance", "delete", "one", "--wait"]);
+    b.ok(&["instance", "delete", "two", "--wait"]);
+    let (_, list) = b.http("GET", "/v1/instances", None);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+    assert!(b.qemu_pids().is_empty());
+}
