@@ -128,6 +128,20 @@ pub fn plan(
     steps
 }
 
+/// Whether every host reaches an instance's disks (pure): it boots from a volume in a shared pool
+/// and all its volumes are in shared pools.
+pub fn movable(i: &Instance, volumes: &[kumo_types::Volume], pools: &[kumo_types::Pool]) -> bool {
+    let shared =
+        |v: &kumo_types::Volume| pools.iter().any(|p| p.name == v.pool && p.driver.shared());
+    i.boot_volume_id
+        .as_ref()
+        .is_some_and(|b| volumes.iter().any(|v| &v.id == b && shared(v)))
+        && volumes
+            .iter()
+            .filter(|v| v.attachment.as_ref().is_some_and(|a| a.instance_id == i.id))
+            .all(shared)
+}
+
 /// The Redfish call that powers a system off.
 pub fn redfish_reset_url(f: &Fencing) -> String {
     format!(

@@ -143,6 +143,9 @@ pub mod keys {
         format!("/volume-types/{name}")
     }
     pub const VOLUME_TYPES: &str = "/volume-types/";
+    pub fn host_drain(id: &str) -> String {
+        format!("/host-drain/{id}")
+    }
     pub fn host_fence(id: &str) -> String {
         format!("/host-fence/{id}")
     }

@@ -302,3 +302,71 @@ fn partitioned_host_fences_itself_and_the_instance_never_runs_twice() {
     }
     assert_eq!(c.host_of("db"), to);
 }
+
+/// Drain a host: an instance with shared storage is cold-migrated to the other host, one with a
+/// local root disk is stopped; the host goes to maintenance. Undrain: ready again, and the stopped
+/// instance starts.
+#[test]
+fn draining_moves_what_can_move_stops_the_rest_and_undrain_restores() {
+    let c = Cluster::start(2, &[]);
+    let _share = setup(&c);
+    let id = run_ha(&c, "mover");
+    let from = c.host_of("mover");
+    // A second instance with a local root disk, pinned next to the first by a host selector on a
+    // label only that host has.
+    let (s, v) = c.cloud.http(
+        "PATCH",
+        &format!("/v1/hosts/{from}"),
+        Some(&json!({"labels": {"drain-test": "yes"}}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    post(
+        &c,
+        "/v1/instances",
+        json!({"name": "stayer", "image": "bootsector", "instance_type": "nano",
+            "host_selector": {"drain-test": "yes"}}),
+    );
+    c.cloud.wait_state("stayer", "running");
+    assert_eq!(c.host_of("stayer"), from);
+
+    let (s, v) = c
+        .cloud
+        .http("POST", &format!("/v1/hosts/{from}/drain"), None);
+    assert_eq!(s, 200, "{v}");
+    let (to, took) = wait_moved(&c, "mover", &id, &from, Instant::now());
+    eprintln!("cold migration by drain: {from} → {to} in {took:?}");
+    c.cloud.wait_state("stayer", "stopped");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = c.cloud.json(&["host", "show", &from]);
+        if h["state"] == "maintenance" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{h}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Nothing new lands on a host in maintenance.
+    let (s, e) = c.cloud.http(
+        "POST",
+        "/v1/instances",
+        Some(
+            &json!({"name": "x", "image": "bootsector", "instance_type": "nano",
+                "host_selector": {"drain-test": "yes"}})
+            .to_string(),
+        ),
+    );
+    assert_eq!(s, 503, "{e}");
+
+    let (s, v) = c
+        .cloud
+        .http("POST", &format!("/v1/hosts/{from}/undrain"), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "ready", "{v}");
+    c.cloud.wait_state("stayer", "running");
+    assert_eq!(c.host_of("stayer"), from);
+    assert_eq!(
+        c.host_of("mover"),
+        to,
+        "a moved instance stays where it went"
+    );
+}

@@ -51,3 +51,18 @@ pub async fn cluster_status(State(app): State<App>) -> ApiResult<Json<ClusterSta
         is_leader: app.leader.is_leader(),
     }))
 }
+
+/// Drain a host: instances whose disks every host reaches are cold-migrated (stopped, started on
+/// another host), the others are stopped; then the host is in `maintenance`.
+#[utoipa::path(post, path = "/v1/hosts/{id}/drain", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = Host), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn drain(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Host>> {
+    Ok(Json(crate::app::drain::drain(&app, &id).await?))
+}
+
+/// Out of maintenance: the host is `ready` again and the instances the drain stopped start.
+#[utoipa::path(post, path = "/v1/hosts/{id}/undrain", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = Host), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn undrain(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Host>> {
+    Ok(Json(crate::app::drain::undrain(&app, &id).await?))
+}

@@ -64,6 +64,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         ha::set_fencing,
         ha::clear_fencing,
         ha::cluster_status,
+        ha::drain,
+        ha::undrain,
         network::create_network,
         network::delete_network,
         network::list_subnets,
@@ -144,6 +146,8 @@ pub fn router(app: App) -> Router {
             get(placement::get_placement_group).delete(placement::delete_placement_group),
         )
         .route("/cluster/status", get(ha::cluster_status))
+        .route("/hosts/{id}/drain", post(ha::drain))
+        .route("/hosts/{id}/undrain", post(ha::undrain))
         .route(
             "/hosts/{id}/fencing",
             axum::routing::put(ha::set_fencing).delete(ha::clear_fencing),

@@ -25,6 +25,9 @@ pub fn spawn(app: App, cfg: HaConfig) {
             if let Err(e) = tick(&app, &cfg, &mut reported).await {
                 tracing::warn!(error = %e, "HA reconciler");
             }
+            if let Err(e) = super::drain::tick(&app).await {
+                tracing::warn!(error = %e, "drain reconciler");
+            }
         }
     });
 }
@@ -51,13 +54,7 @@ async fn tick(app: &App, cfg: &HaConfig, reported: &mut HashSet<String>) -> Resu
     let instances: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
     let pools = super::pool::all(app).await?;
     let volumes: Vec<Volume> = list_json(app.kv(), keys::VOLUMES).await?;
-    let shared = |i: &Instance| {
-        i.boot_volume_id.as_ref().is_some_and(|b| {
-            volumes
-                .iter()
-                .any(|v| &v.id == b && pools.iter().any(|p| p.name == v.pool && p.driver.shared()))
-        })
-    };
+    let shared = |i: &Instance| crate::ha::movable(i, &volumes, &pools);
     let steps = crate::ha::plan(&views, &instances, chrono::Utc::now(), cfg, &shared);
     for step in steps {
         if let Err(e) = execute(app, &step, reported).await {
@@ -174,7 +171,7 @@ async fn execute(app: &App, step: &Step, reported: &mut HashSet<String>) -> Resu
                     .await?;
             }
         }
-        Step::Restart { instance, from } => relocate(app, instance, from).await?,
+        Step::Restart { instance, from } => relocate(app, instance, from, Move::Failover).await?,
         Step::Stranded { instance, why } => {
             if reported.insert(format!("{instance}/stranded")) {
                 super::event::record(app, instance, "instance.ha_stranded", why).await?;
@@ -187,7 +184,16 @@ async fn execute(app: &App, step: &Step, reported: &mut HashSet<String>) -> Resu
 /// Move an HA instance off its fenced host: a new host from the scheduler (the fenced one is not
 /// live, so never chosen), the allocations moved, its shared volumes' home moved, status `pending`;
 /// one transaction.
-async fn relocate(app: &App, id: &str, from: &str) -> Result<()> {
+/// Why an instance moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// Its host failed and was fenced.
+    Failover,
+    /// Its host is being drained: it was stopped there and starts on the new host.
+    Drain,
+}
+
+pub async fn relocate(app: &App, id: &str, from: &str, why: Move) -> Result<()> {
     let ikey = keys::instance(id);
     let Some((inst, irev)) = get_json::<Instance>(app.kv(), &ikey).await? else {
         return Ok(());
@@ -225,14 +231,24 @@ async fn relocate(app: &App, id: &str, from: &str) -> Result<()> {
     let mut moved = inst.clone();
     moved.host = Some(to.clone());
     moved.gpu_devices = plan.decision.gpu_devices.clone();
+    if why == Move::Drain {
+        moved.desired_state = DesiredState::Running;
+        moved.force_stop = false;
+    }
     let mut rec = plan.record(&want);
     if let Some(r) = &record {
         rec.placement_group = r.placement_group.clone();
     }
-    rec.decision.reason = format!(
-        "HA restart after host {from} was fenced: {}",
-        rec.decision.reason
-    );
+    rec.decision.reason = match why {
+        Move::Failover => format!(
+            "HA restart after host {from} was fenced: {}",
+            rec.decision.reason
+        ),
+        Move::Drain => format!(
+            "cold-migrated off draining host {from}: {}",
+            rec.decision.reason
+        ),
+    };
     let (mut compare, mut ops) = plan.ops(&moved, &rec)?;
     let (old_alloc, old_rev) = get_json::<HostAllocation>(app.kv(), &keys::host_alloc(from))
         .await?
@@ -248,7 +264,10 @@ async fn relocate(app: &App, id: &str, from: &str) -> Result<()> {
         } else {
             InstanceState::Stopped
         },
-        message: Some(format!("restarting on {to}: host {from} failed")),
+        message: Some(match why {
+            Move::Failover => format!("restarting on {to}: host {from} failed"),
+            Move::Drain => format!("starting on {to}: host {from} is draining"),
+        }),
         updated_at: now_rfc3339(),
         ..Default::default()
     };
@@ -264,9 +283,12 @@ async fn relocate(app: &App, id: &str, from: &str) -> Result<()> {
         super::event::record(
             app,
             id,
-            "instance.ha_restarted",
+            match why {
+                Move::Failover => "instance.ha_restarted",
+                Move::Drain => "instance.migrated",
+            },
             &format!(
-                "`{}` moved from fenced host {from} to {} ({})",
+                "`{}` moved from host {from} to {} ({})",
                 inst.name, plan.decision.host_name, plan.decision.reason
             ),
         )

@@ -4,6 +4,7 @@
 //! QEMU, bridges or files of running instances: the agent does that.
 
 pub mod boot_volume;
+pub mod drain;
 pub mod event;
 pub mod floating_ip;
 pub mod ha;

@@ -175,7 +175,10 @@ impl Plan {
         let mut ops = vec![o];
         if let Some((g, rev)) = &self.group {
             let mut g = g.clone();
-            g.members.push(inst.id.clone());
+            // Idempotent: an instance that moves (HA restart, drain) is a member already.
+            if !g.members.contains(&inst.id) {
+                g.members.push(inst.id.clone());
+            }
             let key = keys::placement_group(&g.name);
             compare.push(Compare::mod_revision(&key, *rev));
             ops.push(Op::put(&key, encode(&g)?));

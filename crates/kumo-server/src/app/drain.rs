@@ -1,0 +1,209 @@
+//! Maintenance: draining a host moves what can move and stops the rest, then the host is in
+//! `maintenance`; undraining makes it `ready` again and starts what the drain stopped.
+//!
+//! What can move: instances whose disks every host reaches ([`crate::ha::movable`]: boot volume and
+//! volumes in shared pools). They are cold-migrated: stopped on the host (ACPI shutdown), then placed
+//! by the scheduler on another host and started there. Live migration is not built yet. The others
+//! (local root disks) are stopped and stay on the host; copying local disks to another host is not
+//! built either.
+//!
+//! Level-triggered: [`tick`] (on the leader, with the HA reconciler) looks at every draining host and
+//! takes the next step for each of its instances; the drain record (`/host-drain/<id>`) remembers
+//! which instances it is moving and which it stopped.
+
+use kumo_store::{Compare, Op};
+use kumo_types::{DesiredState, Error, Host, HostState, Instance, InstanceState, Result, Volume};
+use serde::{Deserialize, Serialize};
+
+use super::{App, host, instance};
+use crate::storeutil::{commit, encode, get_json, keys, list_json};
+
+/// What a drain is doing (`/host-drain/<host id>`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DrainRecord {
+    /// Being cold-migrated: stopped here, to start on another host.
+    #[serde(default)]
+    pub moving: Vec<String>,
+    /// Stopped by the drain (their disks are local): started again on undrain.
+    #[serde(default)]
+    pub stopped: Vec<String>,
+}
+
+/// Start draining a host (idempotent while it drains).
+pub async fn drain(app: &App, id_or_name: &str) -> Result<Host> {
+    let h = host::get(app, id_or_name).await?;
+    match h.state {
+        HostState::Draining | HostState::Maintenance => return Ok(h),
+        HostState::Down => {
+            return Err(Error::conflict(format!(
+                "host `{}` is down; a down host cannot be drained",
+                h.name
+            )));
+        }
+        HostState::Ready => {}
+    }
+    let key = keys::host(&h.id);
+    let Some((mut cur, rev)) = get_json::<Host>(app.kv(), &key).await? else {
+        return Err(Error::not_found("host", id_or_name));
+    };
+    cur.state = HostState::Draining;
+    let ok = commit(
+        app.kv(),
+        vec![Compare::mod_revision(&key, rev)],
+        vec![
+            Op::put(&key, encode(&cur)?),
+            Op::put(keys::host_drain(&h.id), encode(&DrainRecord::default())?),
+        ],
+    )
+    .await?;
+    if !ok {
+        return Err(Error::conflict("the host changed meanwhile; retry"));
+    }
+    super::event::record(
+        app,
+        &h.id,
+        "host.draining",
+        "moving instances with shared storage, stopping the others",
+    )
+    .await?;
+    Ok(cur)
+}
+
+/// Back to `ready`; start what the drain stopped.
+pub async fn undrain(app: &App, id_or_name: &str) -> Result<Host> {
+    let h = host::get(app, id_or_name).await?;
+    if !matches!(h.state, HostState::Draining | HostState::Maintenance) {
+        return Err(Error::conflict(format!(
+            "host `{}` is {:?}, not draining or in maintenance",
+            h.name, h.state
+        )));
+    }
+    let rec = get_json::<DrainRecord>(app.kv(), &keys::host_drain(&h.id))
+        .await?
+        .map(|(r, _)| r)
+        .unwrap_or_default();
+    let key = keys::host(&h.id);
+    let Some((mut cur, rev)) = get_json::<Host>(app.kv(), &key).await? else {
+        return Err(Error::not_found("host", id_or_name));
+    };
+    cur.state = HostState::Ready;
+    let ok = commit(
+        app.kv(),
+        vec![Compare::mod_revision(&key, rev)],
+        vec![
+            Op::put(&key, encode(&cur)?),
+            Op::delete(keys::host_drain(&h.id)),
+        ],
+    )
+    .await?;
+    if !ok {
+        return Err(Error::conflict("the host changed meanwhile; retry"));
+    }
+    for id in &rec.stopped {
+        let _ = instance::start(app, id).await;
+    }
+    super::event::record(
+        app,
+        &h.id,
+        "host.ready",
+        &format!(
+            "out of maintenance; started {} instance(s) the drain had stopped",
+            rec.stopped.len()
+        ),
+    )
+    .await?;
+    Ok(cur)
+}
+
+async fn save(app: &App, host_id: &str, rec: &DrainRecord) -> Result<()> {
+    app.kv()
+        .put(&keys::host_drain(host_id), encode(rec)?)
+        .await
+        .map_err(crate::storeutil::store_err)?;
+    Ok(())
+}
+
+/// One pass over the draining hosts.
+pub async fn tick(app: &App) -> Result<()> {
+    let hosts: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
+    let draining: Vec<Host> = hosts
+        .into_iter()
+        .filter(|h| h.state == HostState::Draining)
+        .collect();
+    if draining.is_empty() {
+        return Ok(());
+    }
+    let instances: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
+    let volumes: Vec<Volume> = list_json(app.kv(), keys::VOLUMES).await?;
+    let pools = super::pool::all(app).await?;
+    for h in draining {
+        let mut rec = get_json::<DrainRecord>(app.kv(), &keys::host_drain(&h.id))
+            .await?
+            .map(|(r, _)| r)
+            .unwrap_or_default();
+        let before = rec.clone();
+        let mine: Vec<&Instance> = instances
+            .iter()
+            .filter(|i| i.host.as_deref() == Some(h.id.as_str()) && !i.deleting)
+            .collect();
+        let mut busy = false;
+        for i in &mine {
+            let st = instance::status(app, &i.id).await?.map(|s| s.state);
+            let stopped = matches!(
+                st,
+                Some(InstanceState::Stopped | InstanceState::Crashed | InstanceState::Failed)
+            );
+            let movable = crate::ha::movable(i, &volumes, &pools);
+            if i.desired_state == DesiredState::Running {
+                let list = if movable {
+                    &mut rec.moving
+                } else {
+                    &mut rec.stopped
+                };
+                if !list.contains(&i.id) {
+                    list.push(i.id.clone());
+                }
+                instance::stop(app, &i.id, kumo_types::StopInstanceRequest::default()).await?;
+                busy = true;
+            } else if rec.moving.contains(&i.id) {
+                if stopped {
+                    super::ha::relocate(app, &i.id, &h.id, super::ha::Move::Drain).await?;
+                    rec.moving.retain(|m| m != &i.id);
+                }
+                busy = true;
+            } else if !stopped {
+                busy = true; // stopping
+            }
+        }
+        if rec != before {
+            save(app, &h.id, &rec).await?;
+        }
+        if !busy {
+            let key = keys::host(&h.id);
+            if let Some((mut cur, rev)) = get_json::<Host>(app.kv(), &key).await?
+                && cur.state == HostState::Draining
+            {
+                cur.state = HostState::Maintenance;
+                if commit(
+                    app.kv(),
+                    vec![Compare::mod_revision(&key, rev)],
+                    vec![Op::put(&key, encode(&cur)?)],
+                )
+                .await?
+                {
+                    super::event::record(
+                        app,
+                        &h.id,
+                        "host.maintenance",
+                        &format!(
+                            "drained: {} instance(s) stopped here, the others moved",
+                            rec.stopped.len()
+                        ),
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
