@@ -39,7 +39,7 @@ fn guest_script(tag: &str, serial: &str, mib: u64) -> String {
     format!(
         "D=; for n in $(seq 40); do for d in /sys/block/vd*; do \
          [ \"$(cat $d/serial 2>/dev/null)\" = \"{serial}\" ] && D=${{d##*/}}; done; \
-         [ -n \"$D\" ] && break; sleep 0.5; done; echo G\"\"IO-DEV-{tag} $D; \
+         [ -n \"$D\" ] && break; sleep 0.5; done; echo G\"\"IO-DEV-{tag} $D; sleep 2; \
          if [ -n \"$D\" ]; then for p in 1 2; do read a b </proc/uptime; echo G\"\"IO-START-{tag}-$p $a; \
          dd if=/dev/zero of=/dev/$D bs=1M count={mib} oflag=direct conv=fsync; r=$?; \
          read c b </proc/uptime; echo G\"\"IO-END-{tag}-$p $a $c $r; done; fi"

@@ -200,6 +200,15 @@ impl Client {
         self.json(self.http.patch(self.url(path)).json(body)).await
     }
 
+    /// PUT a JSON body and decode the JSON answer.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Json<T>, CliError> {
+        self.json(self.http.put(self.url(path)).json(body)).await
+    }
+
     /// DELETE answered with a JSON body (e.g. instances: 202 + the view).
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<Json<T>, CliError> {
         self.json(self.http.delete(self.url(path))).await

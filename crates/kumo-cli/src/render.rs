@@ -343,6 +343,13 @@ pub fn host_detail(h: &Host) -> Table {
         ("id", h.id.clone()),
         ("state", wire(&h.state)),
         ("labels", placement::labels(&h.labels)),
+        (
+            "fencing",
+            h.fencing
+                .as_ref()
+                .map(|f| format!("Redfish {}", f.redfish_url))
+                .unwrap_or_else(|| "self-fencing only (no BMC)".into()),
+        ),
         ("accel", h.accel.clone()),
         ("hostname", inv.hostname.clone()),
         ("cpus", inv.cpus.to_string()),

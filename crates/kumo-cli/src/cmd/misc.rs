@@ -68,6 +68,24 @@ pub enum HostCmd {
         #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = super::placement_group::parse_label_change)]
         labels: Vec<(String, Option<String>)>,
     },
+    /// Drain a host: cold-migrate instances with shared storage, stop the others, then maintenance.
+    Drain { name: String },
+    /// Bring a drained host back to `ready` and start the instances the drain stopped.
+    Undrain { name: String },
+    /// Power the host off through its Redfish BMC when it fails (HA fencing).
+    SetFencing {
+        name: String,
+        /// The BMC's Redfish system URL, e.g. https://10.0.0.5/redfish/v1/Systems/1.
+        #[arg(long)]
+        redfish_url: String,
+        #[arg(long)]
+        username: Option<String>,
+        /// File holding the BMC password.
+        #[arg(long, requires = "username")]
+        password_file: Option<std::path::PathBuf>,
+    },
+    /// Forget the host's BMC (self-fencing only).
+    ClearFencing { name: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,6 +190,54 @@ pub async fn run_host(client: &Client, out: &Output, cmd: HostCmd) -> Result<i32
             };
             let h: Json<Host> = client
                 .patch(&format!("hosts/{}", seg(&name)), &body)
+                .await?;
+            out.one(&h, render::host_detail);
+        }
+        HostCmd::Drain { name } => {
+            let h: Json<Host> = client
+                .post::<(), _>(&format!("hosts/{}/drain", seg(&name)), None, None)
+                .await?;
+            out.one(&h, render::host_detail);
+        }
+        HostCmd::Undrain { name } => {
+            let h: Json<Host> = client
+                .post::<(), _>(&format!("hosts/{}/undrain", seg(&name)), None, None)
+                .await?;
+            out.one(&h, render::host_detail);
+        }
+        HostCmd::SetFencing {
+            name,
+            redfish_url,
+            username,
+            password_file,
+        } => {
+            let password = match password_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| {
+                            CliError::usage(format!(
+                                "reading the password from {}: {e}",
+                                p.display()
+                            ))
+                        })?
+                        .trim_end()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let body = kumo_types::Fencing {
+                redfish_url,
+                username,
+                password,
+            };
+            let h: Json<Host> = client
+                .put(&format!("hosts/{}/fencing", seg(&name)), &body)
+                .await?;
+            out.one(&h, render::host_detail);
+        }
+        HostCmd::ClearFencing { name } => {
+            let h: Json<Host> = client
+                .delete(&format!("hosts/{}/fencing", seg(&name)))
                 .await?;
             out.one(&h, render::host_detail);
         }
