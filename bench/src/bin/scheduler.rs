@@ -2,7 +2,7 @@
 //! (`kumo_server::scheduler::place`) on a synthetic cluster of 5,000 hosts with 150,000 instances
 //! already placed, against a naive first-fit in the same run, single-threaded.
 //!
-//! The cluster (seeded, so every run builds the same one): hosts of 32–128 CPUs and 256–1024 GiB,
+//! The cluster (seeded, so every run builds the same one): hosts of 16–64 CPUs and 64–384 GiB,
 //! 3 % not ready and 0.5 % with a dead agent, labels `rack` (100 racks), `zone` (3) and `ssd` (30 %),
 //! 5 % with 4 or 8 GPUs of two models; 1,000 placement groups (hard/soft spread and affinity); the
 //! instances are a mix of the built-in types, 10 % in a group, 2 % with a GPU, placed at random
@@ -179,8 +179,8 @@ fn build(a: &Args, rng: &mut StdRng) -> World {
                     _ => HostState::Ready,
                 },
                 alive: rng.random_range(0..200) != 0,
-                cpus: [32, 48, 64, 96, 128][rng.random_range(0..5)],
-                memory_mib: [256, 384, 512, 768, 1024][rng.random_range(0..5)] * 1024,
+                cpus: [16, 24, 32, 48, 64][rng.random_range(0..5)],
+                memory_mib: [64, 128, 192, 256, 384][rng.random_range(0..5)] * 1024,
                 disk_gib: rng.random_range(2000..8000),
                 labels,
                 gpus,
@@ -216,14 +216,34 @@ fn build(a: &Args, rng: &mut StdRng) -> World {
         groups,
         instances: Vec::with_capacity(a.instances),
     };
-    // Place the existing instances at random where they fit (respecting hard groups and GPUs).
+    // Place the existing instances at random where they fit, respecting hard groups and GPUs (a GPU
+    // instance tries GPU hosts, a member of an affinity group its group's host); one that finds no
+    // such host in 64 tries is placed without its group or GPU, so that all of them are placed.
     let n = w.hosts.len();
+    let gpu_hosts: Vec<usize> = (0..n).filter(|&i| !w.hosts[i].gpus.is_empty()).collect();
     for _ in 0..a.instances {
         let (vcpus, memory_mib, disk_gib) = pick_type(rng);
-        let group = (rng.random_range(0..10) == 0).then(|| rng.random_range(0..w.groups.len()));
-        let gpu = (rng.random_range(0..50) == 0).then(|| MODELS[rng.random_range(0..2)]);
-        for _ in 0..64 {
-            let h = rng.random_range(0..n);
+        let mut group = (rng.random_range(0..10) == 0).then(|| rng.random_range(0..w.groups.len()));
+        let mut gpu = (rng.random_range(0..50) == 0).then(|| MODELS[rng.random_range(0..2)]);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if tries == 64 {
+                (group, gpu) = (None, None);
+            }
+            if tries > 10_000 {
+                break;
+            }
+            let h = match (gpu, group) {
+                (Some(_), _) => gpu_hosts[rng.random_range(0..gpu_hosts.len())],
+                (None, Some(g))
+                    if w.groups[g].strategy == Strat::Affinity && !w.members[g].is_empty() =>
+                {
+                    let ids: Vec<&String> = w.members[g].keys().collect();
+                    w.index[ids[rng.random_range(0..ids.len())]]
+                }
+                _ => rng.random_range(0..n),
+            };
             let c = &w.hosts[h];
             let f = scheduler::free(c, &OC);
             let fits = c.state == HostState::Ready
@@ -300,6 +320,21 @@ fn stream(a: &Args, rng: &mut StdRng, groups: usize) -> Vec<Ask> {
             }
         })
         .collect()
+}
+
+impl Ask {
+    /// What the request asks beyond capacity (the first that applies).
+    fn kind(&self) -> &'static str {
+        if self.gpus.is_some() {
+            "GPUs"
+        } else if self.group.is_some() {
+            "placement group"
+        } else if self.selector.is_some() {
+            "host selector"
+        } else {
+            "plain"
+        }
+    }
 }
 
 impl World {
@@ -412,13 +447,16 @@ fn main() -> Result<()> {
         .count();
     let mem_total: u64 = world.hosts.iter().map(|h| h.memory_mib).sum();
     let mem_used: u64 = world.hosts.iter().map(|h| h.allocated.memory_mib).sum();
+    let cpu_total: u64 = world.hosts.iter().map(|h| u64::from(h.cpus) * 4).sum();
+    let cpu_used: u64 = world.hosts.iter().map(|h| h.allocated.vcpus).sum();
     println!(
-        "cluster: {} hosts ({ready} ready and alive, {} with GPUs), {} instances placed (memory {:.0} % \
-         allocated), {} placement groups; built in {:.1} s (seed {})",
+        "cluster: {} hosts ({ready} ready and alive, {} with GPUs), {} instances placed (memory {:.0} %, \
+         vCPUs {:.0} % allocated), {} placement groups; built in {:.1} s (seed {})",
         world.hosts.len(),
         world.hosts.iter().filter(|h| !h.gpus.is_empty()).count(),
         world.instances.len(),
         mem_used as f64 * 100.0 / mem_total.max(1) as f64,
+        cpu_used as f64 * 100.0 / cpu_total.max(1) as f64,
         world.groups.len(),
         t.elapsed().as_secs_f64(),
         a.seed,
@@ -527,6 +565,28 @@ fn main() -> Result<()> {
         },
         kumo.per_sec()
     );
+    // kumo's latency by kind of request.
+    let mut rows = vec![vec![
+        "kumo, by request".to_string(),
+        "decisions".into(),
+        "p50 µs".into(),
+        "p99 µs".into(),
+    ]];
+    for kind in ["plain", "host selector", "placement group", "GPUs"] {
+        let m: Vec<f64> = asks
+            .iter()
+            .zip(&kumo.micros)
+            .filter(|(a, _)| a.kind() == kind)
+            .map(|(_, m)| *m)
+            .collect();
+        rows.push(vec![
+            kind.to_string(),
+            m.len().to_string(),
+            format!("{:.1}", percentile(&m, 50.0).unwrap_or(0.0)),
+            format!("{:.1}", percentile(&m, 99.0).unwrap_or(0.0)),
+        ]);
+    }
+    print!("\n{}", table(&rows));
     if let Some(r) = example_reason {
         println!("\nexample explanation (grouped request): {r}");
     }

@@ -145,10 +145,12 @@ pub async fn update(app: &App, id_or_name: &str, req: UpdateHostRequest) -> Resu
     ))
 }
 
-/// Scheduler inputs for every host, with the mod revision of each host's allocation record (the
-/// placement transaction compares it, so concurrent placements cannot overshoot a host).
+/// Scheduler inputs for every host, by name (the order explanations name hosts in), with the mod
+/// revision of each host's allocation record (the placement transaction compares it, so
+/// concurrent placements cannot overshoot a host).
 pub async fn candidates(app: &App) -> Result<Vec<(Candidate, i64)>> {
-    let hosts: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
+    let mut hosts: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::with_capacity(hosts.len());
     for h in hosts {
         let alive = app

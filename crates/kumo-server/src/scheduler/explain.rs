@@ -4,8 +4,8 @@
 use kumo_types::{HostState, PlacementEnforcement, PlacementPolicy, PlacementStrategy};
 
 use super::filter::{Filter, free, free_gpus};
-use super::score::{left_after, policy_score};
-use super::{Candidate, Overcommit, Request, Unplaceable};
+use super::score::left_after;
+use super::{Candidate, Ctx, Overcommit, Request, Unplaceable};
 
 /// Hosts named per filter.
 const EXAMPLES: usize = 3;
@@ -68,22 +68,28 @@ fn tally(hosts: &[Candidate], verdicts: &[Option<Filter>], oc: &Overcommit) -> T
         let Some(f) = *v else { continue };
         t.count[f.index()] += 1;
         let ex = &mut t.examples[f.index()];
-        // Examples, whatever the input order: for capacity the hosts with the most free, for the
-        // others the first names.
-        let before = |j: usize| match f {
+        match f {
+            // For capacity, the hosts closest to fitting.
             Filter::Memory | Filter::Vcpus | Filter::Disk => {
-                let (a, b) = (
-                    capacity_free(f, &hosts[i], oc),
-                    capacity_free(f, &hosts[j], oc),
-                );
-                a > b || (a == b && hosts[i].name < hosts[j].name)
+                let amount = capacity_free(f, &hosts[i], oc);
+                let full = ex.len() == EXAMPLES;
+                if full
+                    && ex
+                        .last()
+                        .is_some_and(|&j| capacity_free(f, &hosts[j], oc) >= amount)
+                {
+                    continue;
+                }
+                let pos = ex
+                    .iter()
+                    .position(|&j| capacity_free(f, &hosts[j], oc) < amount)
+                    .unwrap_or(ex.len());
+                ex.insert(pos, i);
+                ex.truncate(EXAMPLES);
             }
-            _ => hosts[i].name < hosts[j].name,
-        };
-        let pos = ex.iter().position(|&j| before(j)).unwrap_or(ex.len());
-        if pos < EXAMPLES {
-            ex.insert(pos, i);
-            ex.truncate(EXAMPLES);
+            // For the others, the first ones.
+            _ if ex.len() < EXAMPLES => ex.push(i),
+            _ => {}
         }
     }
     t
@@ -100,14 +106,8 @@ fn listed(items: Vec<String>, total: usize) -> String {
 }
 
 /// One filter's share: `1 lacks memory (h2: 512 MiB free; 1024 MiB requested)`.
-fn part(
-    f: Filter,
-    n: usize,
-    ex: &[usize],
-    hosts: &[Candidate],
-    req: &Request,
-    oc: &Overcommit,
-) -> String {
+fn part(ctx: &Ctx<'_>, f: Filter, n: usize, ex: &[usize], hosts: &[Candidate]) -> String {
+    let (req, oc) = (ctx.req, ctx.oc);
     let each =
         |d: &dyn Fn(&Candidate) -> String| listed(ex.iter().map(|&i| d(&hosts[i])).collect(), n);
     match f {
@@ -173,26 +173,19 @@ fn part(
                     each(&|h| h.name.clone())
                 ),
                 PlacementStrategy::Affinity => {
-                    let mut at: Vec<String> = hosts
-                        .iter()
-                        .filter(|h| g.members_on(&h.id) > 0)
-                        .map(|h| h.name.clone())
-                        .collect();
-                    let known = at.len();
-                    at.extend(
-                        g.members
-                            .keys()
-                            .filter(|id| !hosts.iter().any(|h| &h.id == *id))
-                            .map(|id| format!("{id} (not registered)")),
-                    );
-                    at.sort();
-                    let total = at.len().max(known);
-                    at.truncate(EXAMPLES);
+                    let with: Vec<&Candidate> =
+                        hosts.iter().filter(|h| ctx.members_on(&h.id) > 0).collect();
+                    let mut at: Vec<String> =
+                        with.iter().take(EXAMPLES).map(|h| h.name.clone()).collect();
+                    let gone = g.members.len().saturating_sub(with.len());
+                    if gone > 0 {
+                        at.push(format!("{} not registered", count(gone, "host", "hosts")));
+                    }
                     format!(
                         "{n} {} not hold the members of hard affinity group `{}` (they run on {})",
                         verb(n, "does", "do"),
                         g.name,
-                        listed(at, total)
+                        listed(at, with.len() + usize::from(gone > 0))
                     )
                 }
             }
@@ -259,31 +252,25 @@ fn part(
 
 /// What the filters eliminated, in filter order: (filter, text).
 fn eliminated(
+    ctx: &Ctx<'_>,
     hosts: &[Candidate],
     verdicts: &[Option<Filter>],
-    req: &Request,
-    oc: &Overcommit,
 ) -> Vec<(Filter, String)> {
-    let t = tally(hosts, verdicts, oc);
+    let t = tally(hosts, verdicts, ctx.oc);
     Filter::ALL
         .iter()
         .filter(|f| t.count[f.index()] > 0)
         .map(|&f| {
             let i = f.index();
-            (f, part(f, t.count[i], &t.examples[i], hosts, req, oc))
+            (f, part(ctx, f, t.count[i], &t.examples[i], hosts))
         })
         .collect()
 }
 
 /// No host is eligible: per filter, what it eliminated. `resource` is the last filter that
 /// eliminated hosts: the constraint the most nearly eligible hosts ran into.
-pub fn unplaceable(
-    hosts: &[Candidate],
-    verdicts: &[Option<Filter>],
-    req: &Request,
-    oc: &Overcommit,
-) -> Unplaceable {
-    let parts = eliminated(hosts, verdicts, req, oc);
+pub fn unplaceable(ctx: &Ctx<'_>, hosts: &[Candidate], verdicts: &[Option<Filter>]) -> Unplaceable {
+    let parts = eliminated(ctx, hosts, verdicts);
     let resource = parts.last().map_or("hosts", |(f, _)| f.resource());
     let text: Vec<String> = parts.into_iter().map(|(_, t)| t).collect();
     Unplaceable {
@@ -296,10 +283,10 @@ pub fn unplaceable(
     }
 }
 
-fn group_part(req: &Request, host: &Candidate) -> Option<String> {
-    let g = req.group.as_ref()?;
+fn group_part(ctx: &Ctx<'_>, host: &Candidate) -> Option<String> {
+    let g = ctx.req.group.as_ref()?;
     let enf = g.enforcement.as_str();
-    let here = g.members_on(&host.id);
+    let here = ctx.members_on(&host.id);
     let plural = |n: u32| if n == 1 { "member" } else { "members" };
     Some(match g.strategy {
         PlacementStrategy::Spread if here == 0 => {
@@ -332,25 +319,25 @@ fn group_part(req: &Request, host: &Candidate) -> Option<String> {
     })
 }
 
-/// Why `hosts[chosen]` won.
-pub fn chosen(
-    hosts: &[Candidate],
-    verdicts: &[Option<Filter>],
-    chosen: usize,
-    eligible: usize,
-    gpu_devices: &[String],
-    req: &Request,
-    oc: &Overcommit,
-) -> String {
-    let h = &hosts[chosen];
-    let left = left_after(&free(h, oc), req);
-    let best = verdicts
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| v.is_none())
-        .map(|(j, _)| left_after(&free(&hosts[j], oc), req))
-        .min_by_key(|l| policy_score(req.policy, *l))
-        .unwrap_or(left);
+/// The outcome of a scan that found eligible hosts.
+pub struct Scan<'a> {
+    pub hosts: &'a [Candidate],
+    pub verdicts: &'a [Option<Filter>],
+    pub chosen: usize,
+    pub eligible: usize,
+    /// The best policy score among the eligible hosts.
+    pub best_policy: i64,
+}
+
+/// Why `scan.hosts[scan.chosen]` won.
+pub fn chosen(ctx: &Ctx<'_>, scan: &Scan<'_>, gpu_devices: &[String]) -> String {
+    let (req, hosts, eligible) = (ctx.req, scan.hosts, scan.eligible);
+    let h = &hosts[scan.chosen];
+    let left = left_after(&free(h, ctx.oc), req);
+    let best = match req.policy {
+        PlacementPolicy::Spread => scan.best_policy.unsigned_abs(),
+        PlacementPolicy::Pack => u64::try_from(scan.best_policy).unwrap_or(0),
+    };
     let mut parts = vec![match (req.policy, best == left) {
         (PlacementPolicy::Spread, true) => format!(
             "spread policy: most free memory ({} left after placing)",
@@ -372,7 +359,7 @@ pub fn chosen(
         0 => "the only eligible host".to_string(),
         n => format!("{} eligible", count(n, "other host", "other hosts")),
     });
-    parts.extend(group_part(req, h));
+    parts.extend(group_part(ctx, h));
     if let Some(w) = &req.gpus
         && !gpu_devices.is_empty()
     {
@@ -387,7 +374,7 @@ pub fn chosen(
     let mut s = parts.join("; ");
     let out = hosts.len() - eligible;
     if out > 0 {
-        let text: Vec<String> = eliminated(hosts, verdicts, req, oc)
+        let text: Vec<String> = eliminated(ctx, hosts, scan.verdicts)
             .into_iter()
             .map(|(_, t)| t)
             .collect();

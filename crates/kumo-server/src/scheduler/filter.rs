@@ -2,7 +2,7 @@
 
 use kumo_types::{HostState, PlacementEnforcement, PlacementStrategy};
 
-use super::{Candidate, Group, Overcommit, Request};
+use super::{Candidate, Ctx, Group, Overcommit, Request};
 
 /// The filters, in the order they are applied. A host is charged to the first that rejects it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,14 +72,14 @@ pub fn free(c: &Candidate, oc: &Overcommit) -> Free {
     }
 }
 
-/// Whether a hard group lets `h` take another member.
-pub fn group_allows(g: &Group, h: &Candidate) -> bool {
+/// Whether group `g` lets a host holding `here` of its members take another one.
+pub fn group_allows(g: &Group, here: u32) -> bool {
     if g.enforcement == PlacementEnforcement::Soft {
         return true;
     }
     match g.strategy {
-        PlacementStrategy::Spread => g.members_on(&h.id) == 0,
-        PlacementStrategy::Affinity => g.members.is_empty() || g.members_on(&h.id) > 0,
+        PlacementStrategy::Spread => here == 0,
+        PlacementStrategy::Affinity => g.members.is_empty() || here > 0,
     }
 }
 
@@ -93,8 +93,10 @@ pub fn free_gpus<'a>(h: &'a Candidate, model: &'a str) -> impl Iterator<Item = &
         .map(|g| g.address.as_str())
 }
 
-/// The first filter `h` fails, or what is free on it.
-pub fn check(h: &Candidate, req: &Request, oc: &Overcommit) -> Result<Free, Filter> {
+/// The first filter `h` fails, or what is free on it and how many members of the request's group
+/// it holds.
+pub fn check(ctx: &Ctx<'_>, h: &Candidate) -> Result<(Free, u32), Filter> {
+    let req = ctx.req;
     if let Some(r) = &req.required_host
         && r.host != h.id
     {
@@ -110,8 +112,9 @@ pub fn check(h: &Candidate, req: &Request, oc: &Overcommit) -> Result<Free, Filt
     {
         return Err(Filter::Labels);
     }
+    let here = ctx.members_on(&h.id);
     if let Some(g) = &req.group
-        && !group_allows(g, h)
+        && !group_allows(g, here)
     {
         return Err(Filter::Group);
     }
@@ -120,7 +123,7 @@ pub fn check(h: &Candidate, req: &Request, oc: &Overcommit) -> Result<Free, Filt
     {
         return Err(Filter::Gpus);
     }
-    let f = free(h, oc);
+    let f = free(h, ctx.oc);
     if f.memory_mib < req.memory_mib {
         return Err(Filter::Memory);
     }
@@ -130,7 +133,7 @@ pub fn check(h: &Candidate, req: &Request, oc: &Overcommit) -> Result<Free, Filt
     if f.disk_gib < req.disk_gib {
         return Err(Filter::Disk);
     }
-    Ok(f)
+    Ok((f, here))
 }
 
 /// The GPUs to give the request on `h` (which passed [`check`]): the free ones of the model with

@@ -30,6 +30,7 @@ mod score;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use kumo_types::{GpuRequest, HostAllocation, HostState, PlacementEnforcement, PlacementStrategy};
 
@@ -150,7 +151,70 @@ pub struct Unplaceable {
     pub message: String,
 }
 
-/// Choose a host for `req` among `hosts` (see the module docs for how).
+/// A small, fast hasher for host IDs (FxHash, as rustc uses): the scan looks up every host in the
+/// group's members, and SipHash would cost more than the rest of the filters together.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The request prepared for one scan over the hosts.
+pub(crate) struct Ctx<'a> {
+    pub req: &'a Request,
+    pub oc: &'a Overcommit,
+    /// The group's members by host, for fast lookups (empty without a group).
+    members: HashMap<&'a str, u32, BuildHasherDefault<Fx>>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(req: &'a Request, oc: &'a Overcommit) -> Self {
+        let members = req
+            .group
+            .iter()
+            .flat_map(|g| g.members.iter().map(|(h, n)| (h.as_str(), *n)))
+            .collect();
+        Ctx { req, oc, members }
+    }
+
+    /// Members of the request's group on `host`.
+    pub fn members_on(&self, host: &str) -> u32 {
+        if self.members.is_empty() {
+            0
+        } else {
+            self.members.get(host).copied().unwrap_or(0)
+        }
+    }
+}
+
+/// Choose a host for `req` among `hosts` (see the module docs for how). The explanation names
+/// example hosts in the order given (the app gives them sorted by name).
 pub fn place(hosts: &[Candidate], req: &Request, oc: &Overcommit) -> Result<Decision, Unplaceable> {
     if hosts.is_empty() {
         return Err(Unplaceable {
@@ -158,17 +222,21 @@ pub fn place(hosts: &[Candidate], req: &Request, oc: &Overcommit) -> Result<Deci
             message: "no host is registered (run `kumo agent` on a host to add it)".into(),
         });
     }
+    let ctx = Ctx::new(req, oc);
     let mut verdicts: Vec<Option<Filter>> = Vec::with_capacity(hosts.len());
     let mut best: Option<(usize, score::Key)> = None;
+    // The policy's favourite among the eligible hosts, whatever the group prefers.
+    let mut best_policy = i64::MAX;
     let mut eligible = 0usize;
     for (i, h) in hosts.iter().enumerate() {
-        match filter::check(h, req, oc) {
-            Ok(free) => {
+        match filter::check(&ctx, h) {
+            Ok((free, members)) => {
                 eligible += 1;
-                let k = score::key(h, req, &free);
+                let k = score::key(req, &free, members);
+                best_policy = best_policy.min(k.policy);
                 let better = match best {
                     None => true,
-                    Some((b, bk)) => (k, h.id.as_str()) < (bk, hosts[b].id.as_str()),
+                    Some((b, bk)) => k < bk || (k == bk && h.id < hosts[b].id),
                 };
                 if better {
                     best = Some((i, k));
@@ -179,11 +247,18 @@ pub fn place(hosts: &[Candidate], req: &Request, oc: &Overcommit) -> Result<Deci
         }
     }
     let Some((i, _)) = best else {
-        return Err(explain::unplaceable(hosts, &verdicts, req, oc));
+        return Err(explain::unplaceable(&ctx, hosts, &verdicts));
     };
     let h = &hosts[i];
     let gpu_devices = filter::pick_gpus(h, req);
-    let reason = explain::chosen(hosts, &verdicts, i, eligible, &gpu_devices, req, oc);
+    let scan = explain::Scan {
+        hosts,
+        verdicts: &verdicts,
+        chosen: i,
+        eligible,
+        best_policy,
+    };
+    let reason = explain::chosen(&ctx, &scan, &gpu_devices);
     Ok(Decision {
         host: h.id.clone(),
         host_name: h.name.clone(),

@@ -2,7 +2,7 @@
 
 use kumo_types::{PlacementPolicy, PlacementStrategy};
 
-use super::{Candidate, Free, Request};
+use super::{Free, Request};
 
 /// Lower is better; compared field by field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,10 +27,11 @@ pub fn policy_score(policy: PlacementPolicy, left: u64) -> i64 {
     }
 }
 
-pub fn key(h: &Candidate, req: &Request, free: &Free) -> Key {
+/// The rank of a host holding `here` members of the request's group, with `free` resources.
+pub fn key(req: &Request, free: &Free, here: u32) -> Key {
     let group = match &req.group {
         Some(g) => {
-            let m = i64::from(g.members_on(&h.id));
+            let m = i64::from(here);
             match g.strategy {
                 PlacementStrategy::Spread => m,
                 PlacementStrategy::Affinity => -m,

@@ -1,9 +1,13 @@
 //! A multi-host test cluster on one machine: the test's private network namespace holds a switch
-//! (bridge `kumo-sw`, 198.19.0.1/24) and the `kumo server` (no agent) listening on it; every host is
+//! (bridge `kumo-sw`, 198.19.0.1/24) and the `kumo server` (no agent; its API on loopback for the
+//! test, its TLS listener on the switch for the hosts); every host is
 //! a `kumo agent` in a network namespace of its own (created for the agent process with
 //! `unshare(CLONE_NEWNET)`, so it dies with it), with `eth0` (198.19.0.1x/24) on a veth whose other end
 //! is plugged into the switch. Its QEMU, dnsmasq and nftables live in its namespace, as on a separate
 //! machine. Everything is killed by PID on drop; the namespaces vanish with their last process.
+//!
+//! Hosts join as operators would: a one-time join token, the CA pinned by its fingerprint, then
+//! mutual TLS with the host certificate the cluster CA issued.
 //!
 //! `cut(i)` takes host `i`'s cable out of the switch (a network partition: the agent and its guests
 //! keep running); `kill(i)` kills the agent and its QEMUs (the host died).
@@ -67,6 +71,8 @@ impl TestHost {
 pub struct Cluster {
     pub cloud: Cloud,
     pub hosts: Vec<TestHost>,
+    /// The server's TLS listener on the switch (`https://198.19.0.1:PORT`), where hosts join.
+    pub server_url: String,
 }
 
 impl Cluster {
@@ -82,13 +88,18 @@ impl Cluster {
             &["addr", "add", &format!("{SWITCH_IP}/24"), "dev", "kumo-sw"],
         );
         run("ip", &["link", "set", "kumo-sw", "up"]);
-        // Plain HTTP on the switch: nothing outside the test's namespaces can reach it.
-        let mut args = vec!["--insecure-plaintext"];
+        let port = std::net::TcpListener::bind((SWITCH_IP, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port on the switch");
+        let tls_listen = format!("{SWITCH_IP}:{port}");
+        let mut args = vec!["--tls-listen", tls_listen.as_str()];
         args.extend_from_slice(server_args);
-        let cloud = Cloud::start_server_only(SWITCH_IP, &args);
+        let cloud = Cloud::start_server_only("127.0.0.1", &args);
         let mut c = Cluster {
             cloud,
             hosts: Vec::new(),
+            server_url: format!("https://{tls_listen}"),
         };
         for i in 0..n {
             c.add_host(i);
@@ -162,9 +173,19 @@ impl Cluster {
             c.args(["-t", &h.ns_pid.to_string(), "-n", "--", KUMO]);
             c
         };
-        cmd.args(["agent", "--server", &self.cloud.url(), "--token-file"])
-            .arg(self.cloud.data_dir().join("admin.token"))
-            .arg("--data-dir")
+        cmd.args(["agent", "--server", &self.server_url]);
+        if fresh {
+            let v = self
+                .cloud
+                .json(&["cluster", "join-token", "create", "--ttl", "10m"]);
+            let token = v["token"].as_str().expect("join token").to_string();
+            let fp = v["ca_fingerprint"]
+                .as_str()
+                .expect("fingerprint")
+                .to_string();
+            cmd.args(["--join-token", &token, "--ca-fingerprint", &fp]);
+        }
+        cmd.arg("--data-dir")
             .arg(h.data.path())
             .args(["--accel", "tcg", "--stop-timeout", "10"])
             .args(["--host-name", &h.name, "--vxlan-local-ip", &h.ip])
