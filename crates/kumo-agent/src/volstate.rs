@@ -116,6 +116,20 @@ pub struct VolumeKeeper {
     snapshots: SnapshotReports,
     /// When each pool was last reported, and what.
     pools: HashMap<String, (std::time::Instant, PoolHostStatus)>,
+    /// The desired state each volume was last converged to without error: an unchanged volume is
+    /// not looked at again (no storage tool runs for it) until its record or snapshots change, or
+    /// [`RECHECK_EVERY`] passes.
+    converged: HashMap<String, (String, std::time::Instant)>,
+}
+
+/// How often a converged, unchanged volume is checked anyway (its file or image could have been
+/// touched behind kumo's back).
+const RECHECK_EVERY: Duration = Duration::from_secs(300);
+
+/// What a volume should be, as a comparable fingerprint.
+fn desired_key(va: &VolumeAssignment) -> String {
+    serde_json::to_string(&(&va.volume, &va.snapshots, va.in_running_instance, &va.pool))
+        .unwrap_or_default()
 }
 
 /// The snapshot statuses last reported (to report changes only).
@@ -123,6 +137,12 @@ pub struct VolumeKeeper {
 pub struct SnapshotReports(HashMap<String, SnapshotStatus>);
 
 impl SnapshotReports {
+    fn completed(&self, id: &str) -> bool {
+        self.0
+            .get(id)
+            .is_some_and(|s| s.state == SnapshotState::Completed)
+    }
+
     async fn report(&mut self, cp: &dyn ControlPlane, id: &str, st: SnapshotStatus) {
         if self.0.get(id) != Some(&st) && cp.report_snapshot_status(id, st.clone()).await.is_ok() {
             self.0.insert(id.to_string(), st);
@@ -214,6 +234,14 @@ impl VolumeKeeper {
                     continue;
                 }
             };
+            let key = desired_key(va);
+            if self
+                .converged
+                .get(&id)
+                .is_some_and(|(k, at)| k == &key && at.elapsed() < RECHECK_EVERY)
+            {
+                continue;
+            }
             if va.volume.deleting {
                 let (b, vid) = (backend.clone(), id.clone());
                 if blocking(move || b.delete(&vid)).await.is_ok()
@@ -266,10 +294,23 @@ impl VolumeKeeper {
                 },
                 Err(e) => error_status(&e),
             };
+            let settled = matches!(st.state, VolumeState::Available | VolumeState::InUse)
+                && st.message.is_none()
+                && va
+                    .snapshots
+                    .iter()
+                    .all(|s| !s.deleting && self.snapshots.completed(&s.id));
             self.report(cp, &id, st).await;
+            if settled && self.reported.contains_key(&id) {
+                self.converged
+                    .insert(id.clone(), (key, std::time::Instant::now()));
+            } else {
+                self.converged.remove(&id);
+            }
         }
         let live: Vec<&str> = volumes.iter().map(|v| v.volume.id.as_str()).collect();
         self.reported.retain(|id, _| live.contains(&id.as_str()));
+        self.converged.retain(|id, _| live.contains(&id.as_str()));
     }
 
     async fn report(&mut self, cp: &dyn ControlPlane, id: &str, st: VolumeStatus) {

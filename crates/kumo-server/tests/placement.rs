@@ -363,3 +363,50 @@ async fn host_labels_steer_placement_and_are_validated() {
     .unwrap_err();
     assert_eq!(e.field(), Some("placement_group"), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moving_member_keeps_its_group_rules_and_its_membership() {
+    let Env { app, _dir } = env().await;
+    for h in ["h1", "h2", "h3"] {
+        add_host(&app, h, 8192, &[]).await;
+    }
+    group(
+        &app,
+        "web",
+        PlacementStrategy::Spread,
+        PlacementEnforcement::Hard,
+    )
+    .await;
+    let mut hosts = vec![];
+    for n in ["web-1", "web-2"] {
+        let v = instance::run(&app, run_req(n, "micro", json!({"placement_group": "web"})))
+            .await
+            .unwrap();
+        hosts.push(v.host.unwrap());
+    }
+    // web-1 must move (its host failed, or is drained): not onto web-2's host.
+    let (inst, _) = instance::find(&app, "web-1").await.unwrap();
+    let want = placement::want_for(&app, &inst).await.unwrap();
+    assert_eq!(want.group.as_deref(), Some("web"));
+    let plan = placement::decide_for(&app, &want, Some(&inst.id))
+        .await
+        .unwrap();
+    assert_ne!(plan.decision.host, hosts[1]);
+    let mut moved = inst.clone();
+    moved.host = Some(plan.decision.host.clone());
+    let rec = plan.record(&want);
+    assert_eq!(rec.placement_group.as_deref(), Some("web"));
+    let (compare, ops) = plan.ops(&moved, &rec).unwrap();
+    assert!(
+        kumo_server::storeutil::commit(app.kv(), compare, ops)
+            .await
+            .unwrap()
+    );
+    let g = placement_group::get(&app, "web").await.unwrap();
+    assert_eq!(
+        g.members.len(),
+        2,
+        "still one membership each: {:?}",
+        g.members
+    );
+}

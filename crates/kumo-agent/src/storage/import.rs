@@ -239,7 +239,11 @@ impl DirPool {
                     .arg(&dst),
                 "qemu-img convert",
             )
-            .and_then(|_| Ok((fs::metadata(&dst)?.len(), sha256_file(&dst)?)))
+            .and_then(|_| {
+                // On disk before the image is recorded `available`, like the copy path.
+                fs::File::open(&dst)?.sync_all()?;
+                Ok((fs::metadata(&dst)?.len(), sha256_file(&dst)?))
+            })
         } else {
             store_file(src, &dst, known)
         };

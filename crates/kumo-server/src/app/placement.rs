@@ -82,8 +82,42 @@ pub struct Plan {
     policy: PlacementPolicy,
 }
 
+/// What an instance that is already placed asks of the scheduler when it must move (HA restart,
+/// drain): its resources, its instance type's GPUs, and the host selector and placement group of
+/// its placement record. Decide with [`decide_for`] so that it does not count as a member of its
+/// own group.
+pub async fn want_for(app: &App, inst: &Instance) -> Result<Want> {
+    let record = get(app, &inst.id).await?;
+    let gpus = if inst.gpu_devices.is_empty() {
+        None
+    } else {
+        super::instance_type::get(app, &inst.instance_type)
+            .await
+            .ok()
+            .and_then(|t| t.gpus)
+    };
+    Ok(Want {
+        vcpus: inst.vcpus,
+        memory_mib: inst.memory_mib,
+        disk_gib: inst.root_disk_gib,
+        gpus,
+        host_selector: record
+            .as_ref()
+            .map(|r| r.host_selector.clone())
+            .unwrap_or_default(),
+        group: record.and_then(|r| r.placement_group),
+        required_host: None,
+    })
+}
+
 /// Decide where `want` goes, on the store's current state.
 pub async fn decide(app: &App, want: &Want) -> Result<Plan> {
+    decide_for(app, want, None).await
+}
+
+/// Like [`decide`], for instance `moving` that is already a member of `want`'s group (it is not
+/// counted where it runs now). [`Plan::ops`] keeps its membership as it is.
+pub async fn decide_for(app: &App, want: &Want, moving: Option<&str>) -> Result<Plan> {
     let (hosts, revs): (Vec<Candidate>, Vec<i64>) =
         host::candidates(app).await?.into_iter().unzip();
     let group = match &want.group {
@@ -105,7 +139,7 @@ pub async fn decide(app: &App, want: &Want) -> Result<Plan> {
             name: g.name.clone(),
             strategy: g.strategy,
             enforcement: g.enforcement,
-            members: placement_group::member_hosts(app, g).await?,
+            members: placement_group::member_hosts(app, g, moving).await?,
         }),
         None => None,
     };

@@ -109,10 +109,15 @@ pub async fn delete(app: &App, name: &str) -> Result<()> {
 }
 
 /// Where the group's members run: host ID → number of members (members not placed yet, or gone,
-/// are skipped). One read per member, never a scan of all instances.
-pub async fn member_hosts(app: &App, g: &PlacementGroup) -> Result<HashMap<String, u32>> {
+/// are skipped, and so is `except`: an instance being moved). One read per member, never a scan of
+/// all instances.
+pub async fn member_hosts(
+    app: &App,
+    g: &PlacementGroup,
+    except: Option<&str>,
+) -> Result<HashMap<String, u32>> {
     let mut out: HashMap<String, u32> = HashMap::new();
-    for id in &g.members {
+    for id in g.members.iter().filter(|m| Some(m.as_str()) != except) {
         if let Some((inst, _)) = get_json::<Instance>(app.kv(), &keys::instance(id)).await?
             && let Some(h) = inst.host
         {
