@@ -239,7 +239,8 @@ fn build(a: &Args, rng: &mut StdRng) -> World {
                 (None, Some(g))
                     if w.groups[g].strategy == Strat::Affinity && !w.members[g].is_empty() =>
                 {
-                    let ids: Vec<&String> = w.members[g].keys().collect();
+                    let mut ids: Vec<&String> = w.members[g].keys().collect();
+                    ids.sort(); // the same world on every run
                     w.index[ids[rng.random_range(0..ids.len())]]
                 }
                 _ => rng.random_range(0..n),

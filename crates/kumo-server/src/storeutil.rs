@@ -143,6 +143,12 @@ pub mod keys {
         format!("/volume-types/{name}")
     }
     pub const VOLUME_TYPES: &str = "/volume-types/";
+    pub fn volume_slot(instance: &str, slot: u8) -> String {
+        format!("/volume-slots/{instance}/{slot}")
+    }
+    pub fn volume_slots(instance: &str) -> String {
+        format!("/volume-slots/{instance}/")
+    }
     pub fn host_drain(id: &str) -> String {
         format!("/host-drain/{id}")
     }

@@ -202,19 +202,9 @@ pub async fn relocate(app: &App, id: &str, from: &str, why: Move) -> Result<()> 
         return Ok(());
     }
     let record = placement::get(app, id).await?;
-    let want = placement::Want {
-        vcpus: inst.vcpus,
-        memory_mib: inst.memory_mib,
-        disk_gib: inst.root_disk_gib,
-        gpus: None,
-        host_selector: record
-            .as_ref()
-            .map(|r| r.host_selector.clone())
-            .unwrap_or_default(),
-        group: None,
-        required_host: None,
-    };
-    let plan = match placement::decide(app, &want).await {
+    // What it asked for at launch (selector, group, GPUs); it does not count as its own group member.
+    let want = placement::want_for(app, &inst).await?;
+    let plan = match placement::decide_for(app, &want, Some(id)).await {
         Ok(p) => p,
         Err(e) => {
             super::event::record(

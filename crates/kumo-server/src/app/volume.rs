@@ -199,29 +199,51 @@ async fn update(
     f: impl Fn(&mut Volume) -> Result<()>,
 ) -> Result<VolumeView> {
     for _ in 0..MAX_ATTEMPTS {
-        let (mut v, rev) = find(app, id_or_name).await?;
-        if v.deleting {
-            return Err(Error::conflict(format!(
-                "volume `{}` is being deleted",
-                v.name
-            )));
-        }
-        f(&mut v)?;
-        let key = keys::volume(&v.id);
-        if commit(
-            app.kv(),
-            vec![Compare::mod_revision(&key, rev)],
-            vec![Op::put(&key, encode(&v)?)],
-        )
-        .await?
-        {
-            let st = status(app, &v.id).await?;
-            return Ok(VolumeView::new(&v, st.as_ref()));
+        if let Some(v) = update_once(app, id_or_name, &f).await? {
+            return Ok(v);
         }
     }
     Err(Error::unavailable(
         "too much contention updating the volume; retry",
     ))
+}
+
+/// One compare-and-swap attempt at changing a volume (`None`: something changed meanwhile). A
+/// new attachment claims its slot key (`/volume-slots/<instance>/<slot>`, compared absent), so two
+/// concurrent attaches to one instance cannot take the same slot; a detach frees it.
+async fn update_once(
+    app: &App,
+    id_or_name: &str,
+    f: &impl Fn(&mut Volume) -> Result<()>,
+) -> Result<Option<VolumeView>> {
+    let (mut v, rev) = find(app, id_or_name).await?;
+    if v.deleting {
+        return Err(Error::conflict(format!(
+            "volume `{}` is being deleted",
+            v.name
+        )));
+    }
+    let before = v.attachment.clone();
+    f(&mut v)?;
+    let key = keys::volume(&v.id);
+    let mut compare = vec![Compare::mod_revision(&key, rev)];
+    let mut ops = vec![Op::put(&key, encode(&v)?)];
+    match (&before, &v.attachment) {
+        (None, Some(a)) if !a.boot => {
+            let slot = keys::volume_slot(&a.instance_id, a.slot);
+            compare.push(Compare::absent(&slot));
+            ops.push(Op::put(&slot, v.id.clone()));
+        }
+        (Some(b), None) if !b.boot => {
+            ops.push(Op::delete(keys::volume_slot(&b.instance_id, b.slot)))
+        }
+        _ => {}
+    }
+    if !commit(app.kv(), compare, ops).await? {
+        return Ok(None);
+    }
+    let st = status(app, &v.id).await?;
+    Ok(Some(VolumeView::new(&v, st.as_ref())))
 }
 
 /// Grow a volume (online if its instance runs).
@@ -263,57 +285,74 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
             inst.name
         )));
     }
-    let taken: Vec<u8> = list_json::<Volume>(app.kv(), keys::VOLUMES)
-        .await?
-        .into_iter()
-        .filter_map(|v| v.attachment.filter(|a| a.instance_id == inst.id && !a.boot))
-        .map(|a| a.slot)
-        .collect();
     let (current, _) = find(app, id_or_name).await?;
     let shared = super::pool::find(app, &current.pool).await?.driver.shared();
-    let v = update(app, id_or_name, |v| {
-        if let Some(a) = &v.attachment {
-            return Err(Error::conflict(format!(
-                "volume `{}` is attached to instance {}; detach it first",
-                v.name, a.instance_id
-            )));
-        }
-        if shared {
-            // A shared pool's volume attaches anywhere; its home follows the instance.
-            if let Some(h) = &inst.host {
-                v.host = h.clone();
+    let mut attached = None;
+    for _ in 0..MAX_ATTEMPTS {
+        // Slots in use, read afresh on every attempt (the slot keys make the choice race-free).
+        let mut taken: Vec<u8> = list_json::<Volume>(app.kv(), keys::VOLUMES)
+            .await?
+            .into_iter()
+            .filter_map(|v| v.attachment.filter(|a| a.instance_id == inst.id && !a.boot))
+            .map(|a| a.slot)
+            .collect();
+        for kv in crate::storeutil::list_raw(app.kv(), &keys::volume_slots(&inst.id)).await? {
+            if let Some(s) = kv.key.rsplit('/').next().and_then(|s| s.parse().ok()) {
+                taken.push(s);
             }
-        } else if inst.host.as_deref() != Some(v.host.as_str()) {
-            return Err(Error::invalid(
-                "instance",
-                format!(
-                    "volume `{}` lives on host {} and instance `{}` runs on {}; a volume of a \
-                     local pool (`{}`) attaches only to instances on its host",
-                    v.name,
-                    v.host,
-                    inst.name,
-                    inst.host.as_deref().unwrap_or("no host"),
-                    v.pool
-                ),
-            ));
         }
-        let slot = (0..MAX_VOLUMES_PER_INSTANCE)
-            .find(|s| !taken.contains(s))
-            .ok_or_else(|| {
-                Error::conflict(format!(
-                    "instance `{}` already has {MAX_VOLUMES_PER_INSTANCE} volumes",
-                    inst.name
-                ))
-            })?;
-        v.attachment = Some(VolumeAttachment {
-            instance_id: inst.id.clone(),
-            delete_on_termination: req.delete_on_termination,
-            slot,
-            boot: false,
-        });
-        Ok(())
-    })
-    .await?;
+        attached = update_once(app, id_or_name, &|v: &mut Volume| {
+            if let Some(a) = &v.attachment {
+                return Err(Error::conflict(format!(
+                    "volume `{}` is attached to instance {}; detach it first",
+                    v.name, a.instance_id
+                )));
+            }
+            if shared {
+                // A shared pool's volume attaches anywhere; its home follows the instance.
+                if let Some(h) = &inst.host {
+                    v.host = h.clone();
+                }
+            } else if inst.host.as_deref() != Some(v.host.as_str()) {
+                return Err(Error::invalid(
+                    "instance",
+                    format!(
+                        "volume `{}` lives on host {} and instance `{}` runs on {}; a volume of a \
+                     local pool (`{}`) attaches only to instances on its host",
+                        v.name,
+                        v.host,
+                        inst.name,
+                        inst.host.as_deref().unwrap_or("no host"),
+                        v.pool
+                    ),
+                ));
+            }
+            let slot = (0..MAX_VOLUMES_PER_INSTANCE)
+                .find(|s| !taken.contains(s))
+                .ok_or_else(|| {
+                    Error::conflict(format!(
+                        "instance `{}` already has {MAX_VOLUMES_PER_INSTANCE} volumes",
+                        inst.name
+                    ))
+                })?;
+            v.attachment = Some(VolumeAttachment {
+                instance_id: inst.id.clone(),
+                delete_on_termination: req.delete_on_termination,
+                slot,
+                boot: false,
+            });
+            Ok(())
+        })
+        .await?;
+        if attached.is_some() {
+            break;
+        }
+    }
+    let Some(v) = attached else {
+        return Err(Error::unavailable(
+            "too much contention attaching the volume; retry",
+        ));
+    };
     super::event::record(
         app,
         &v.volume.id,
@@ -458,6 +497,9 @@ pub async fn release_for(app: &App, inst: &Instance) -> Result<(Vec<Compare>, Ve
         v.deleting = a.delete_on_termination;
         compare.push(Compare::mod_revision(&kv.key, kv.mod_revision));
         ops.push(Op::put(&kv.key, encode(&v)?));
+        if !a.boot {
+            ops.push(Op::delete(keys::volume_slot(&inst.id, a.slot)));
+        }
     }
     Ok((compare, ops))
 }

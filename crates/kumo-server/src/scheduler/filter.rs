@@ -61,6 +61,7 @@ pub struct Free {
     pub disk_gib: u64,
 }
 
+#[inline]
 pub fn free(c: &Candidate, oc: &Overcommit) -> Free {
     let cpu = (f64::from(c.cpus) * oc.cpu) as u64;
     let mem = (c.memory_mib as f64 * oc.memory) as u64;
@@ -95,6 +96,7 @@ pub fn free_gpus<'a>(h: &'a Candidate, model: &'a str) -> impl Iterator<Item = &
 
 /// The first filter `h` fails, or what is free on it and how many members of the request's group
 /// it holds.
+#[inline]
 pub fn check(ctx: &Ctx<'_>, h: &Candidate) -> Result<(Free, u32), Filter> {
     let req = ctx.req;
     if let Some(r) = &req.required_host

@@ -204,6 +204,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Members of the request's group on `host`.
+    #[inline]
     pub fn members_on(&self, host: &str) -> u32 {
         if self.members.is_empty() {
             0

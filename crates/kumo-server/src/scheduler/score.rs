@@ -28,6 +28,7 @@ pub fn policy_score(policy: PlacementPolicy, left: u64) -> i64 {
 }
 
 /// The rank of a host holding `here` members of the request's group, with `free` resources.
+#[inline]
 pub fn key(req: &Request, free: &Free, here: u32) -> Key {
     let group = match &req.group {
         Some(g) => {

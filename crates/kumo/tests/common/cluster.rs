@@ -302,12 +302,30 @@ impl Cluster {
             if log.contains(needle) {
                 return log;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{instance}: no {needle:?} on the console:\n{}\n{}",
-                super::tail(&log, 30),
-                self.logs()
-            );
+            if Instant::now() >= deadline {
+                let (id, h) = self.locate(instance);
+                let running: Vec<String> = self
+                    .hosts
+                    .iter()
+                    .map(|x| format!("{}: {:?}", x.name, x.running_instances()))
+                    .collect();
+                let dir = kumo_agent::paths::run_dir(h.data_dir(), &id);
+                let files: Vec<String> = std::fs::read_dir(&dir)
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "{instance} ({id}, on {}): no {needle:?} on the console:\n{}\ninstance: {}\nrunning: {running:?}\n{}: {files:?}\n{}",
+                    h.name,
+                    super::tail(&log, 30),
+                    self.instance(instance),
+                    dir.display(),
+                    self.logs()
+                );
+            }
             std::thread::sleep(Duration::from_millis(300));
         }
     }
