@@ -70,6 +70,9 @@ pub fn render(rs: &Ruleset) -> Result<String> {
     Ok(t)
 }
 
+/// Names of VXLAN devices (see `uplink::vxlan_link_name`).
+const VXLAN_PREFIX: &str = "kx";
+
 fn render_bridge(rs: &Ruleset, t: &mut String) -> Result<()> {
     let mut from = Vec::new();
     let mut to = Vec::new();
@@ -106,6 +109,17 @@ fn render_bridge(rs: &Ruleset, t: &mut String) -> Result<()> {
         let _ = writeln!(t, "\t\toifname {} drop", q(b)?);
     }
     let _ = writeln!(t, "\t\toifname \"{TAP_PREFIX}*\" drop\n\t}}");
+    // Every host is the gateway, DHCP and DNS server and metadata service of its own guests on a
+    // VXLAN network (the same addresses on every host): the host neither answers guests of other
+    // hosts nor talks into the overlay, so a guest always reaches its own host's services.
+    let _ = writeln!(
+        t,
+        "\tchain input {{\n\t\ttype filter hook input priority -200; policy accept;\n\t\tiifname \"{VXLAN_PREFIX}*\" drop\n\t}}"
+    );
+    let _ = writeln!(
+        t,
+        "\tchain output {{\n\t\ttype filter hook output priority -200; policy accept;\n\t\toifname \"{VXLAN_PREFIX}*\" drop\n\t}}"
+    );
     for p in &rs.ports {
         anti_spoof_chains(p, t)?;
     }
