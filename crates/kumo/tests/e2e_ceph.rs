@@ -120,19 +120,6 @@ fn find_dev(vol: &str) -> String {
     )
 }
 
-/// A 512-byte boot sector that prints `KUMO-DISK-BOOT` on COM1 and halts (as in e2e_disk_image).
-fn boot_sector() -> Vec<u8> {
-    let mut s = vec![
-        0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x15, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03,
-        0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
-    ];
-    s.extend_from_slice(b"KUMO-DISK-BOOT\r\n\0");
-    s.resize(512, 0);
-    s[510] = 0x55;
-    s[511] = 0xAA;
-    s
-}
-
 #[test]
 fn rbd_pool_volumes_snapshots_clones_and_images_on_real_ceph() {
     kumo_testutil::enter_private_netns();
@@ -374,7 +361,7 @@ fn rbd_pool_volumes_snapshots_clones_and_images_on_real_ceph() {
     // Boot from an RBD volume: a clone of the image's base in Ceph is the boot disk; it goes with
     // the instance (delete_on_termination by default).
     let sector = cloud.data_dir().join("bootsector.raw");
-    let mut s = boot_sector();
+    let mut s = common::boot_sector(b"KUMO-DISK-BOOT");
     s.resize(1 << 20, 0);
     std::fs::write(&sector, &s).expect("boot sector");
     ok(

@@ -8,21 +8,6 @@ mod common;
 use common::Cloud;
 use serde_json::{Value, json};
 
-/// A 512-byte boot sector that prints `KUMO-DISK-BOOT` on COM1 and halts:
-/// `xor ax,ax; mov ds,ax; mov si,msg; mov dx,0x3f8; l: lodsb; test al,al; jz d; out dx,al; jmp l;
-/// d: hlt; jmp d; msg: db "KUMO-DISK-BOOT",13,10,0`.
-fn boot_sector() -> Vec<u8> {
-    let mut s = vec![
-        0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x15, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03,
-        0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
-    ];
-    s.extend_from_slice(b"KUMO-DISK-BOOT\r\n\0");
-    s.resize(512, 0);
-    s[510] = 0x55;
-    s[511] = 0xAA;
-    s
-}
-
 fn ok(c: &Cloud, method: &str, path: &str, body: Option<Value>) -> Value {
     let (s, v) = c.http(method, path, body.map(|b| b.to_string()).as_deref());
     assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
@@ -35,7 +20,7 @@ fn disk_image_boots_on_a_sized_overlay_with_a_custom_type() {
     kumo_testutil::require("qemu-img", "qemu-utils");
     // A raw disk image: the boot sector, padded to 1 MiB.
     let src = cloud.data_dir().join("bootsector.raw");
-    let mut disk = boot_sector();
+    let mut disk = common::boot_sector(b"KUMO-DISK-BOOT");
     disk.resize(1 << 20, 0);
     std::fs::write(&src, &disk).expect("write disk image");
     let img = ok(

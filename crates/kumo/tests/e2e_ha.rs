@@ -15,19 +15,6 @@ use std::time::{Duration, Instant};
 use common::cluster::{Cluster, SWITCH_IP};
 use serde_json::{Value, json};
 
-/// A 512-byte boot sector that prints `KUMO-DISK-BOOT` on COM1 and halts (as in e2e_disk_image).
-fn boot_sector() -> Vec<u8> {
-    let mut s = vec![
-        0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x15, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03,
-        0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
-    ];
-    s.extend_from_slice(b"KUMO-DISK-BOOT\r\n\0");
-    s.resize(512, 0);
-    s[510] = 0x55;
-    s[511] = 0xAA;
-    s
-}
-
 fn post(c: &Cluster, path: &str, body: Value) -> Value {
     let (s, v) = c.cloud.http("POST", path, Some(&body.to_string()));
     assert!(
@@ -55,7 +42,7 @@ fn setup(c: &Cluster) -> tempfile::TempDir {
         json!({"name": "shared", "pool": "shared"}),
     );
     let disk = c.cloud.data_dir().join("bootsector.raw");
-    let mut d = boot_sector();
+    let mut d = common::boot_sector(b"KUMO-DISK-BOOT");
     d.resize(1 << 20, 0);
     std::fs::write(&disk, &d).expect("disk");
     post(

@@ -226,20 +226,6 @@ struct Files {
     dir: PathBuf,
 }
 
-/// A 512-byte boot sector that prints `msg` on COM1 and halts (as in e2e_disk_image).
-fn boot_sector(msg: &[u8]) -> Vec<u8> {
-    let mut s = vec![
-        0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x15, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03,
-        0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
-    ];
-    s.extend_from_slice(msg);
-    s.extend_from_slice(b"\r\n\0");
-    s.resize(512, 0);
-    s[510] = 0x55;
-    s[511] = 0xAA;
-    s
-}
-
 /// The files the web server offers: a qcow2 (4 MiB of data, so that the slow answer takes ~6 s), a
 /// vmdk, an ISO made with genisoimage.
 fn files() -> Files {
@@ -269,7 +255,7 @@ fn files() -> Files {
     std::fs::create_dir_all(&cd).expect("mkdir");
     std::fs::write(cd.join("README.TXT"), "kumo test CD\n").expect("write");
     // Bootable (El Torito, no emulation): the boot sector that prints KUMO-CD-BOOT on COM1.
-    let mut boot = boot_sector(b"KUMO-CD-BOOT");
+    let mut boot = common::boot_sector(b"KUMO-CD-BOOT");
     boot.resize(2048, 0);
     std::fs::write(cd.join("boot.img"), &boot).expect("write boot image");
     let out = Command::new("genisoimage")

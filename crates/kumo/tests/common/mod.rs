@@ -543,3 +543,20 @@ pub fn read(p: &Path) -> String {
     }
     s
 }
+
+/// A 512-byte boot sector that prints `msg` on COM1 and halts: `xor ax,ax; mov ds,ax; mov si,msg;
+/// mov dx,0x3f8; l: lodsb; test al,al; jz d; out dx,al; jmp l; d: hlt; jmp d; msg: db …,13,10,0`.
+/// Padded, it is a bootable raw disk (or, with El Torito no-emulation, a bootable CD).
+pub fn boot_sector(msg: &[u8]) -> Vec<u8> {
+    let mut s = vec![
+        0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x15, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03,
+        0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD,
+    ];
+    s.extend_from_slice(msg);
+    s.extend_from_slice(b"\r\n\0");
+    s.resize(512, 0);
+    s[510] = 0x55;
+    s[511] = 0xAA;
+    s
+}
+
