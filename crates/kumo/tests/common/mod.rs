@@ -559,4 +559,3 @@ pub fn boot_sector(msg: &[u8]) -> Vec<u8> {
     s[511] = 0xAA;
     s
 }
-
