@@ -151,7 +151,8 @@ impl HostNetArgs {
 
 #[derive(Args)]
 struct AgentArgs {
-    /// The server's base URL.
+    /// The servers' base URLs, comma-separated (`https://s1:8471,https://s2:8471`): the agent talks
+    /// to one and moves on to the next when it cannot reach it. A join goes to the first.
     #[arg(long, env = "KUMO_SERVER", default_value = "http://127.0.0.1:8470")]
     server: String,
     /// File holding the token the agent authenticates with (plain http:// servers only; with an
@@ -192,8 +193,9 @@ fn accel_choice(a: Accel) -> AccelChoice {
 }
 
 async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+    let first = a.server.split(',').next().unwrap_or_default().trim();
     let (creds, host_name) = kumo_agent::join::prepare(&kumo_agent::join::AuthArgs {
-        server: &a.server,
+        server: first,
         data_dir: &a.data_dir,
         token_file: &a.token_file,
         join_token: a.join_token.as_deref(),

@@ -47,10 +47,56 @@ fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
     let via_a = a.json(&["instance", "show", "one"]);
     assert_eq!(via_a["id"], b.json(&["instance", "show", "one"])["id"]);
 
+    // A host whose agent runs on its own, told about both servers.
+    let remote_dir = tempfile::Builder::new()
+        .prefix("kumo-remote-")
+        .tempdir()
+        .expect("tempdir");
+    let servers = format!("{},{}", a.url(), b.url());
+    let log = std::fs::File::create(remote_dir.path().join("agent.log")).expect("log");
+    let mut remote = std::process::Command::new(common::KUMO)
+        .args(["agent", "--server", &servers, "--token-file"])
+        .arg(a.data_dir().join("admin.token"))
+        .arg("--data-dir")
+        .arg(remote_dir.path())
+        .args(["--accel", "tcg", "--host-name", "remote"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn agent");
+    let mut guard = kumo_testutil::PidGuard::new();
+    guard.add(i32::try_from(remote.id()).unwrap_or(i32::MAX));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.json(&["host", "show", "remote"])["state"] != "ready" {
+        assert!(
+            Instant::now() < deadline,
+            "the remote agent did not register"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     // Lose one etcd member and the leading server.
     etcd.kill(0);
     a.kill9();
     wait_leader(&b, "server B takes the lead");
+    // The remote agent moved on to server B: a lease period later its host is still ready.
+    std::thread::sleep(Duration::from_secs(20));
+    let h = b.json(&["host", "show", "remote"]);
+    assert_eq!(
+        h["state"],
+        "ready",
+        "{h}\n{}",
+        common::read(&remote_dir.path().join("agent.log"))
+    );
+    assert!(
+        common::read(&remote_dir.path().join("agent.log")).contains("trying the next server"),
+        "the agent failed over"
+    );
+    // Keep new instances on this host's in-process agent.
+    b.ok(&["host", "drain", "remote"]);
+    let _ = remote.kill();
+    let _ = remote.wait();
     b.ok(&[
         "instance", "run", "--name", "two", "--image", "tiny", "--type", "nano", "--wait",
     ]);

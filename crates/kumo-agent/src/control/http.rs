@@ -38,7 +38,10 @@ impl std::fmt::Debug for Credentials {
 
 #[derive(Clone)]
 pub struct HttpControlPlane {
-    base: String,
+    /// The internal API of every server given (`--server a,b,c`); requests go to the current one
+    /// and move on to the next when it cannot be reached.
+    bases: std::sync::Arc<Vec<String>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Sent as a bearer token when set.
     token: Option<String>,
     client: reqwest::Client,
@@ -74,11 +77,41 @@ impl HttpControlPlane {
         let client = builder
             .build()
             .map_err(|e| Error::internal_with("building the HTTP client", e))?;
+        let bases: Vec<String> = server_url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("{}/internal/v1", s.trim_end_matches('/')))
+            .collect();
+        if bases.is_empty() {
+            return Err(Error::invalid("server", "give at least one server URL"));
+        }
         Ok(HttpControlPlane {
-            base: format!("{}/internal/v1", server_url.trim_end_matches('/')),
+            bases: std::sync::Arc::new(bases),
+            current: std::sync::Arc::default(),
             token,
             client,
         })
+    }
+
+    /// The current server's internal API base URL.
+    fn base(&self) -> String {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len();
+        self.bases[i].clone()
+    }
+
+    /// Move on to the next server (after `failed` could not be reached).
+    fn next_server(&self, failed: &str) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len();
+        if self.bases.len() > 1 && self.bases[i] == failed {
+            let _ = self.current.compare_exchange(
+                i,
+                (i + 1) % self.bases.len(),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            tracing::warn!(from = %failed, to = %self.base(), "control plane unreachable; trying the next server");
+        }
     }
 
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -95,16 +128,29 @@ impl HttpControlPlane {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<Option<T>> {
-        let mut req = self
-            .authed(self.client.request(method, format!("{}{path}", self.base)))
-            .timeout(timeout);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
+        let mut attempt = 0;
+        let resp = loop {
+            let base = self.base();
+            let mut req = self
+                .authed(self.client.request(method.clone(), format!("{base}{path}")))
+                .timeout(timeout);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(r) => break r,
+                Err(e) if e.is_connect() && attempt + 1 < self.bases.len() => {
+                    self.next_server(&base);
+                    attempt += 1;
+                }
+                Err(e) => {
+                    self.next_server(&base);
+                    return Err(Error::unavailable(format!(
+                        "control plane unreachable: {e}"
+                    )));
+                }
+            }
+        };
         let status = resp.status();
         if status == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
@@ -257,7 +303,7 @@ impl ControlPlane for HttpControlPlane {
         let resp = self
             .authed(
                 self.client
-                    .get(format!("{}/images/{image_id}/files/{file}", self.base)),
+                    .get(format!("{}/images/{image_id}/files/{file}", self.base())),
             )
             .send()
             .await
