@@ -149,6 +149,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
             }),
         )),
         fence: fence.clone(),
+        host_id: host.id.clone(),
     });
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;

@@ -29,6 +29,8 @@ pub struct Ctx {
     pub accel: Accel,
     pub stop_timeout: Duration,
     pub net: Arc<Mutex<NetState>>,
+    /// This host's ID (stamped on status reports).
+    pub host_id: String,
     /// Self-fencing: while it holds, HA instances do not start.
     pub fence: Arc<crate::fence::SelfFence>,
 }
@@ -565,6 +567,7 @@ async fn report(
     status.pid = pid;
     status.accel = Some(ctx.accel.as_str().to_string());
     status.updated_at = now_rfc3339();
+    status.host = Some(ctx.host_id.clone());
     if let Err(e) = ctx.cp.report_status(id, status.clone()).await {
         tracing::warn!(instance = %id, error = %e, "could not report status");
     }

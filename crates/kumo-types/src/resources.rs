@@ -149,6 +149,10 @@ pub struct InstanceStatus {
     pub boot_count: u64,
     #[serde(default)]
     pub updated_at: String,
+    /// The host whose agent reported it: a report from a host the instance has left (it moved) is
+    /// ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// An instance as the API shows it: desired state and observed status side by side.

@@ -631,12 +631,24 @@ pub async fn report_status(app: &App, id: &str, mut st: InstanceStatus) -> Resul
         st.updated_at = now_rfc3339();
     }
     let key = keys::instance(id);
+    let mut compare = vec![Compare {
+        key: key.clone(),
+        op: kumo_store::CompareOp::Greater,
+        target: kumo_store::CompareTarget::CreateRevision(0),
+    }];
+    if let Some(from) = &st.host {
+        // Only the instance's current host speaks for it (a moved instance's old host may report
+        // late); the compare keeps a move in between from slipping through.
+        let Some((inst, rev)) = get_json::<Instance>(app.kv(), &key).await? else {
+            return Ok(());
+        };
+        if inst.host.as_deref() != Some(from.as_str()) {
+            return Ok(());
+        }
+        compare.push(Compare::mod_revision(&key, rev));
+    }
     let txn = Txn {
-        compare: vec![Compare {
-            key,
-            op: kumo_store::CompareOp::Greater,
-            target: kumo_store::CompareTarget::CreateRevision(0),
-        }],
+        compare,
         success: vec![Op::put(keys::instance_status(id), encode(&st)?)],
         failure: vec![],
     };
