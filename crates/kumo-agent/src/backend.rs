@@ -136,31 +136,20 @@ impl VolumeBackend {
     /// Copy volume `id` (or its snapshot `snapshot`) into a new, flat qcow2 file `dest` (images from
     /// volumes). Reads what a running VM has flushed: crash-consistent.
     pub fn export_qcow2(&self, id: &str, snapshot: Option<&str>, dest: &Path) -> Result<()> {
-        let (src, _) = self.disk(id);
         let mut cmd = std::process::Command::new("qemu-img");
         cmd.args(["convert", "-U", "-q", "-O", "qcow2"]);
-        match (&src, snapshot) {
-            (DiskSource::File(p), Some(s)) => {
-                cmd.arg("-l").arg(format!("snapshot.name={s}")).arg(p);
+        match self {
+            VolumeBackend::Files { dir, .. } => {
+                if let Some(s) = snapshot {
+                    cmd.arg("-l").arg(format!("snapshot.name={s}"));
+                }
+                cmd.arg(dir.volume_path(id));
             }
-            (DiskSource::File(p), None) => {
-                cmd.arg(p);
-            }
-            (DiskSource::Rbd { .. }, s) => {
-                cmd.arg(self.rbd_json(id, s));
-            }
-            (DiskSource::HostDevice(p), _) => {
-                cmd.arg(p);
+            VolumeBackend::Rbd(r) => {
+                cmd.arg(r.qemu_json(id, snapshot));
             }
         }
         crate::storage::run_tool(cmd.arg(dest), "qemu-img convert (export a volume)").map(|_| ())
-    }
-
-    fn rbd_json(&self, id: &str, snapshot: Option<&str>) -> String {
-        match self {
-            VolumeBackend::Rbd(r) => r.qemu_json(id, snapshot),
-            VolumeBackend::Files { .. } => String::new(),
-        }
     }
 
     /// What this host sees of the pool: capacity and free space, or why it cannot use it.

@@ -11,12 +11,12 @@
 //! takes the next step for each of its instances; the drain record (`/host-drain/<id>`) remembers
 //! which instances it is moving and which it stopped.
 
-use kumo_store::{Compare, Op};
+use kumo_store::Op;
 use kumo_types::{DesiredState, Error, Host, HostState, Instance, InstanceState, Result, Volume};
 use serde::{Deserialize, Serialize};
 
 use super::{App, host, instance};
-use crate::storeutil::{commit, encode, get_json, keys, list_json};
+use crate::storeutil::{encode, get_json, keys, list_json};
 
 /// What a drain is doing (`/host-drain/<host id>`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,23 +42,15 @@ pub async fn drain(app: &App, id_or_name: &str) -> Result<Host> {
         }
         HostState::Ready => {}
     }
-    let key = keys::host(&h.id);
-    let Some((mut cur, rev)) = get_json::<Host>(app.kv(), &key).await? else {
-        return Err(Error::not_found("host", id_or_name));
-    };
-    cur.state = HostState::Draining;
-    let ok = commit(
-        app.kv(),
-        vec![Compare::mod_revision(&key, rev)],
-        vec![
-            Op::put(&key, encode(&cur)?),
-            Op::put(keys::host_drain(&h.id), encode(&DrainRecord::default())?),
-        ],
-    )
-    .await?;
-    if !ok {
-        return Err(Error::conflict("the host changed meanwhile; retry"));
-    }
+    let cur = host::change(app, &h.id, |cur| {
+        cur.state = HostState::Draining;
+        Ok(Some(vec![Op::put(
+            keys::host_drain(&cur.id),
+            encode(&DrainRecord::default())?,
+        )]))
+    })
+    .await?
+    .ok_or_else(|| Error::conflict("the host changed meanwhile; retry"))?;
     super::event::record(
         app,
         &h.id,
@@ -82,23 +74,12 @@ pub async fn undrain(app: &App, id_or_name: &str) -> Result<Host> {
         .await?
         .map(|(r, _)| r)
         .unwrap_or_default();
-    let key = keys::host(&h.id);
-    let Some((mut cur, rev)) = get_json::<Host>(app.kv(), &key).await? else {
-        return Err(Error::not_found("host", id_or_name));
-    };
-    cur.state = HostState::Ready;
-    let ok = commit(
-        app.kv(),
-        vec![Compare::mod_revision(&key, rev)],
-        vec![
-            Op::put(&key, encode(&cur)?),
-            Op::delete(keys::host_drain(&h.id)),
-        ],
-    )
-    .await?;
-    if !ok {
-        return Err(Error::conflict("the host changed meanwhile; retry"));
-    }
+    let cur = host::change(app, &h.id, |cur| {
+        cur.state = HostState::Ready;
+        Ok(Some(vec![Op::delete(keys::host_drain(&cur.id))]))
+    })
+    .await?
+    .ok_or_else(|| Error::conflict("the host changed meanwhile; retry"))?;
     for id in &rec.stopped {
         let _ = instance::start(app, id).await;
     }
@@ -179,29 +160,25 @@ pub async fn tick(app: &App) -> Result<()> {
             save(app, &h.id, &rec).await?;
         }
         if !busy {
-            let key = keys::host(&h.id);
-            if let Some((mut cur, rev)) = get_json::<Host>(app.kv(), &key).await?
-                && cur.state == HostState::Draining
-            {
-                cur.state = HostState::Maintenance;
-                if commit(
-                    app.kv(),
-                    vec![Compare::mod_revision(&key, rev)],
-                    vec![Op::put(&key, encode(&cur)?)],
-                )
-                .await?
-                {
-                    super::event::record(
-                        app,
-                        &h.id,
-                        "host.maintenance",
-                        &format!(
-                            "drained: {} instance(s) stopped here, the others moved",
-                            rec.stopped.len()
-                        ),
-                    )
-                    .await?;
+            let done = host::change(app, &h.id, |cur| {
+                if cur.state != HostState::Draining {
+                    return Ok(None);
                 }
+                cur.state = HostState::Maintenance;
+                Ok(Some(vec![]))
+            })
+            .await?;
+            if done.is_some() {
+                super::event::record(
+                    app,
+                    &h.id,
+                    "host.maintenance",
+                    &format!(
+                        "drained: {} instance(s) stopped here, the others moved",
+                        rec.stopped.len()
+                    ),
+                )
+                .await?;
             }
         }
     }

@@ -64,18 +64,12 @@ async fn tick(app: &App, cfg: &HaConfig, reported: &mut HashSet<String>) -> Resu
     Ok(())
 }
 
-async fn set_host_state(app: &App, id: &str, state: HostState) -> Result<bool> {
-    let key = keys::host(id);
-    let Some((mut h, rev)) = get_json::<Host>(app.kv(), &key).await? else {
-        return Ok(false);
-    };
-    h.state = state;
-    commit(
-        app.kv(),
-        vec![Compare::mod_revision(&key, rev)],
-        vec![Op::put(&key, encode(&h)?)],
-    )
-    .await
+/// How a down host will be fenced.
+fn fencing_plan(h: &Host) -> &'static str {
+    match h.fencing {
+        Some(_) => "powering off through its BMC",
+        None => "no BMC: waiting for the self-fencing deadline",
+    }
 }
 
 async fn set_fence(app: &App, id: &str, state: FenceState, message: &str) -> Result<()> {
@@ -97,29 +91,20 @@ async fn set_fence(app: &App, id: &str, state: FenceState, message: &str) -> Res
 async fn execute(app: &App, step: &Step, reported: &mut HashSet<String>) -> Result<()> {
     match step {
         Step::MarkDown { host } => {
-            let key = keys::host(host);
-            let Some((mut h, rev)) = get_json::<Host>(app.kv(), &key).await? else {
-                return Ok(());
-            };
-            h.state = HostState::Down;
-            let fence = HostFence {
-                state: FenceState::Pending,
-                down_at: now_rfc3339(),
-                message: Some(match h.fencing {
-                    Some(_) => "powering off through its BMC".into(),
-                    None => "no BMC: waiting for the self-fencing deadline".into(),
-                }),
-            };
-            if commit(
-                app.kv(),
-                vec![Compare::mod_revision(&key, rev)],
-                vec![
-                    Op::put(&key, encode(&h)?),
-                    Op::put(keys::host_fence(host), encode(&fence)?),
-                ],
-            )
-            .await?
-            {
+            let down = host::change(app, host, |h| {
+                h.state = HostState::Down;
+                let fence = HostFence {
+                    state: FenceState::Pending,
+                    down_at: now_rfc3339(),
+                    message: Some(fencing_plan(h).into()),
+                };
+                Ok(Some(vec![Op::put(
+                    keys::host_fence(&h.id),
+                    encode(&fence)?,
+                )]))
+            })
+            .await?;
+            if let Some(h) = down {
                 reported.retain(|k| !k.starts_with(&format!("{host}/")));
                 super::event::record(
                     app,
@@ -128,7 +113,7 @@ async fn execute(app: &App, step: &Step, reported: &mut HashSet<String>) -> Resu
                     &format!(
                         "host `{}` missed its heartbeats for a lease period; fencing: {}",
                         h.name,
-                        fence.message.as_deref().unwrap_or("")
+                        fencing_plan(&h)
                     ),
                 )
                 .await?;
@@ -165,8 +150,12 @@ async fn execute(app: &App, step: &Step, reported: &mut HashSet<String>) -> Resu
             super::event::record(app, host, "host.fenced", msg).await?;
         }
         Step::MarkUp { host } => {
-            if set_host_state(app, host, HostState::Ready).await? {
-                let _ = app.kv().delete(&keys::host_fence(host)).await;
+            let ready = host::change(app, host, |h| {
+                h.state = HostState::Ready;
+                Ok(Some(vec![Op::delete(keys::host_fence(&h.id))]))
+            })
+            .await?;
+            if ready.is_some() {
                 super::event::record(app, host, "host.recovered", "heartbeating again; ready")
                     .await?;
             }
@@ -315,19 +304,13 @@ pub async fn set_fencing(
         }
     }
     let h = host::get(app, id_or_name).await?;
-    let key = keys::host(&h.id);
     for _ in 0..10 {
-        let Some((mut cur, rev)) = get_json::<Host>(app.kv(), &key).await? else {
-            return Err(kumo_types::Error::not_found("host", id_or_name));
-        };
-        cur.fencing = fencing.clone();
-        if commit(
-            app.kv(),
-            vec![Compare::mod_revision(&key, rev)],
-            vec![Op::put(&key, encode(&cur)?)],
-        )
-        .await?
-        {
+        let set = host::change(app, &h.id, |cur| {
+            cur.fencing = fencing.clone();
+            Ok(Some(vec![]))
+        })
+        .await?;
+        if let Some(cur) = set {
             let what = match &fencing {
                 Some(f) => format!("fencing through {}", f.redfish_url),
                 None => "no BMC: self-fencing only".into(),

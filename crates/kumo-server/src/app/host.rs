@@ -102,6 +102,27 @@ pub async fn get(app: &App, id_or_name: &str) -> Result<Host> {
 
 /// Change a host's labels: merged, a value sets the label and `null` removes it; compare-and-swap
 /// on the host record. Other host fields are not changed here.
+/// One compare-and-swap change of host record `id`: `f` edits it and returns the other ops of the same
+/// transaction, or `None` to leave it alone. The host as written, or `None` if there is no such host,
+/// `f` declined, or the record changed meanwhile.
+pub async fn change(
+    app: &App,
+    id: &str,
+    f: impl FnOnce(&mut Host) -> Result<Option<Vec<Op>>>,
+) -> Result<Option<Host>> {
+    let key = keys::host(id);
+    let Some((mut h, rev)) = get_json::<Host>(app.kv(), &key).await? else {
+        return Ok(None);
+    };
+    let Some(mut ops) = f(&mut h)? else {
+        return Ok(None);
+    };
+    ops.insert(0, Op::put(&key, encode(&h)?));
+    let written =
+        crate::storeutil::commit(app.kv(), vec![Compare::mod_revision(&key, rev)], ops).await?;
+    Ok(written.then_some(h))
+}
+
 pub async fn update(app: &App, id_or_name: &str, req: UpdateHostRequest) -> Result<Host> {
     let changes = req.labels.unwrap_or_default();
     for (k, v) in &changes {
