@@ -55,6 +55,9 @@ pub struct AgentConfig {
     pub host_name: Option<String>,
     /// Stop HA instances after this long without reaching the control plane (the lease TTL).
     pub self_fence_after: Duration,
+    /// Where migration streams arrive and disks are served (`--migration-ip`); default: the VXLAN
+    /// tunnel address. Without either, instances cannot migrate to or from this host.
+    pub migration_ip: Option<Ipv4Addr>,
 }
 
 impl AgentConfig {
@@ -71,6 +74,7 @@ impl AgentConfig {
             vxlan_peers: Vec::new(),
             host_name: None,
             self_fence_after: Duration::from_secs(15),
+            migration_ip: None,
         }
     }
 }
@@ -150,6 +154,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         )),
         fence: fence.clone(),
         host_id: host.id.clone(),
+        migration_ip: cfg.migration_ip.or(cfg.vxlan_local_ip),
     });
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;

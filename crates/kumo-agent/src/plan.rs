@@ -128,6 +128,8 @@ mod tests {
             reboot_seq: 0,
             deleting: false,
             force_stop: false,
+            migration: None,
+            last_migration: None,
             created_at: String::new(),
         }
     }

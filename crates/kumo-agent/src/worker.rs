@@ -16,6 +16,8 @@ use crate::runtime::process::{self, ExitKind, RunningVm};
 use crate::runtime::qemu::{Accel, Boot, DiskCache, DiskSpec, Machine, NicSpec, VmConfig};
 use crate::storage::DirPool;
 
+mod migration;
+
 /// Start attempts before an instance is marked `failed`.
 const MAX_START_ATTEMPTS: u32 = 3;
 /// Default kernel command line for kernel+initrd images that do not set one.
@@ -33,6 +35,8 @@ pub struct Ctx {
     pub host_id: String,
     /// Self-fencing: while it holds, HA instances do not start.
     pub fence: Arc<crate::fence::SelfFence>,
+    /// This host's address on the migration network (see `AgentConfig::migration_ip`).
+    pub migration_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// The QEMU NIC of an instance NIC: id, tap and hot-plug bus all derive from its stable slot.
@@ -110,6 +114,7 @@ pub fn vm_config(
         // GPUs the scheduler gave the instance (bound to vfio-pci by `start`).
         host_devices: i.gpu_devices.clone(),
         run_dir: crate::paths::run_dir(ctx_data, &i.id),
+        incoming: false,
     };
     cfg.disks.extend(volumes);
     cfg
@@ -130,6 +135,8 @@ struct Worker {
     volumes_reported: std::collections::HashMap<String, kumo_types::VolumeStatus>,
     /// The snapshot statuses this worker last reported.
     snapshot_reports: crate::volstate::SnapshotReports,
+    /// Its part in a migration.
+    mig: migration::MigState,
 }
 
 /// What a turn asks of the wait that follows it.
@@ -179,6 +186,7 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Assignment>) {
         retry_at: None,
         volumes_reported: Default::default(),
         snapshot_reports: Default::default(),
+        mig: Default::default(),
     };
     loop {
         let a = rx.borrow_and_update().clone();
@@ -204,6 +212,9 @@ impl Worker {
             self.status = s.clone();
             self.failures = 0;
         }
+        if let Some(next) = self.migration_turn(a).await {
+            return next;
+        }
         if let Some(exit) = self.vm.as_ref().and_then(RunningVm::exit_info) {
             self.vm = None;
             if !exit.requested {
@@ -222,6 +233,11 @@ impl Worker {
         ) {
             Action::None | Action::Start if !due => Next::Wait,
             Action::None if self.vm.is_some() => {
+                // Taken over from a live migration: the status names this host but not our QEMU.
+                let pid = self.vm.as_ref().map(|v| v.pid() as u32);
+                if self.status.pid != pid {
+                    self.report(InstanceState::Running, None, pid).await;
+                }
                 self.sync_nics(a).await;
                 self.sync_volumes(a).await
             }
@@ -574,6 +590,13 @@ async fn report(
 }
 
 async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
+    let cfg = prepare(ctx, a).await?;
+    process::launch(&cfg).await
+}
+
+/// Everything a launch needs on this host (PCI binding, image and root disk, taps, seed), and the
+/// QEMU configuration to launch with.
+async fn prepare(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<VmConfig> {
     let i = &a.instance;
     let pool = ctx.pool.clone();
     let (inst_id, image, size) = (i.id.clone(), a.image.clone(), i.root_disk_gib);
@@ -594,6 +617,13 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
             return Err(kumo_types::Error::unavailable(format!(
                 "boot volume {v} is not made yet"
             )));
+        }
+        // Kernel, initrd or ISO of a volume-booted instance.
+        Some(_)
+            if image.kind == ImageKind::KernelInitrd
+                || image.format == Some(kumo_types::DiskFormat::Iso) =>
+        {
+            crate::imagecache::ensure_local(ctx.cp.as_ref(), &ctx.pool, &image).await?
         }
         Some(_) => {}
         None => {
@@ -627,8 +657,7 @@ async fn start(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<RunningVm> {
         .await
         .map_err(|e| kumo_types::Error::internal_with("seed task", e))??;
     cfg.seed_iso = Some(seed);
-    // A fresh serial log per boot sequence keeps `logs` about this run.
-    process::launch(&cfg).await
+    Ok(cfg)
 }
 
 async fn teardown(ctx: &Ctx, a: &Assignment) -> kumo_types::Result<()> {

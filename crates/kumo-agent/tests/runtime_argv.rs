@@ -39,6 +39,7 @@ fn kernel_guest(accel: Accel) -> VmConfig {
         cdrom: None,
         host_devices: vec![],
         run_dir: "/var/lib/kumo/run/i-0123456789abcdef".into(),
+        incoming: false,
     }
 }
 
@@ -114,6 +115,7 @@ fn disk_guest(accel: Accel) -> VmConfig {
         cdrom: Some("/var/lib/kumo/pool/images/ami-0150/disk.iso".into()),
         host_devices: vec![],
         run_dir: "/var/lib/kumo/run/i-00000000000000a1".into(),
+        incoming: false,
     }
 }
 
@@ -201,4 +203,26 @@ fn argv_is_accepted_by_qemu_shape() {
             };
         }
     }
+}
+
+/// The target of a live migration: the same devices, waiting for the incoming stream (issue 5).
+#[test]
+fn incoming_migration_tcg() {
+    let cfg = VmConfig {
+        incoming: true,
+        ..disk_guest(Accel::Tcg)
+    };
+    insta::assert_snapshot!(render(&cfg));
+}
+
+#[test]
+fn incoming_changes_nothing_but_the_incoming_flag() {
+    // The target must have exactly the source's devices, or QEMU refuses the stream.
+    let plain = argv(&disk_guest(Accel::Tcg));
+    let incoming = argv(&VmConfig {
+        incoming: true,
+        ..disk_guest(Accel::Tcg)
+    });
+    assert_eq!(&incoming[..plain.len()], &plain[..]);
+    assert_eq!(&incoming[plain.len()..], ["-incoming", "defer"]);
 }

@@ -21,6 +21,8 @@ pub enum Target {
     Stopped,
     /// The instance no longer exists (404).
     Gone,
+    /// Its migration ended (and, if it should run, it runs).
+    Migrated,
 }
 
 impl Target {
@@ -29,6 +31,7 @@ impl Target {
             Target::Running => "running",
             Target::Stopped => "stopped",
             Target::Gone => "deleted",
+            Target::Migrated => "migrated",
         }
     }
 }
@@ -61,8 +64,25 @@ pub fn verdict(
         let msg = v.status_message.as_deref().unwrap_or("no status message");
         Verdict::Failed(format!("instance `{}` is {what}: {msg}", v.name))
     };
+    if target == Target::Migrated {
+        return match (&v.migration, &v.last_migration) {
+            (Some(_), _) | (None, None) => Verdict::KeepWaiting,
+            (None, Some(r)) if !r.succeeded => Verdict::Failed(format!(
+                "migration {} of `{}` failed: {}",
+                r.id,
+                v.name,
+                r.error.as_deref().unwrap_or("no reason given")
+            )),
+            (None, Some(_)) => match (v.desired_state, v.state) {
+                (kumo_types::DesiredState::Running, InstanceState::Running) => Verdict::Done,
+                (kumo_types::DesiredState::Stopped, _) => Verdict::Done,
+                (_, InstanceState::Failed) => why("failed"),
+                _ => Verdict::KeepWaiting,
+            },
+        };
+    }
     match (target, v.state) {
-        (Target::Gone, _) => Verdict::KeepWaiting,
+        (Target::Gone | Target::Migrated, _) => Verdict::KeepWaiting,
         (Target::Running, InstanceState::Running) | (Target::Stopped, InstanceState::Stopped) => {
             Verdict::Done
         }

@@ -41,8 +41,14 @@ pub fn hash_token(token: &str) -> String {
 }
 
 fn new_token() -> String {
-    let b: [u8; 32] = rand::random();
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    random_hex(32)
+}
+
+/// `n` random bytes, hex-encoded.
+pub fn random_hex(n: usize) -> String {
+    (0..n)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// Ensure an admin token exists whose clear text is in `<data>/admin.token`. If the file is there and

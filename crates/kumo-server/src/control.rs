@@ -59,6 +59,14 @@ impl ControlPlane for InProcess {
     async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()> {
         instance::report_status(&self.app, instance_id, status).await
     }
+    async fn report_migration(
+        &self,
+        instance_id: &str,
+        host_id: &str,
+        report: kumo_types::MigrationReport,
+    ) -> Result<()> {
+        crate::app::migration::report(&self.app, instance_id, host_id, report).await
+    }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
         instance::finalize_delete(&self.app, instance_id).await
     }

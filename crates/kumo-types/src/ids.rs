@@ -17,6 +17,7 @@ pub const EVENT: &str = "ev";
 pub const VOLUME: &str = "vol";
 pub const SNAPSHOT: &str = "snap";
 pub const JOIN_TOKEN: &str = "jt";
+pub const MIGRATION: &str = "mig";
 
 /// A fresh random ID with the given prefix.
 pub fn new_id(prefix: &str) -> String {

@@ -109,6 +109,12 @@ pub struct Instance {
     #[serde(default)]
     pub force_stop: bool,
     pub created_at: String,
+    /// A move to another host in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::Migration>,
+    /// How the last move ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_migration: Option<crate::MigrationResult>,
 }
 
 /// Observed state of an instance.
@@ -199,6 +205,12 @@ pub struct InstanceView {
     /// Why it is on its host (the scheduler's decision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<crate::PlacementDecision>,
+    /// A move to another host in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::Migration>,
+    /// How the last move ended (downtime of a live migration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_migration: Option<crate::MigrationResult>,
     pub created_at: String,
 }
 
@@ -237,6 +249,11 @@ impl InstanceView {
             placement_group: None,
             host_selector: Default::default(),
             placement: None,
+            migration: i.migration.clone().map(|mut m| {
+                m.secret.clear();
+                m
+            }),
+            last_migration: i.last_migration.clone(),
             created_at: i.created_at.clone(),
         }
     }

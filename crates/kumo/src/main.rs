@@ -129,6 +129,10 @@ struct HostNetArgs {
     /// A remote VXLAN tunnel endpoint; repeatable.
     #[arg(long = "vxlan-peer")]
     vxlan_peers: Vec<std::net::Ipv4Addr>,
+    /// This host's address on the migration network: live-migration streams and cold-migration
+    /// disk copies arrive here. Default: --vxlan-local-ip.
+    #[arg(long)]
+    migration_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl HostNetArgs {
@@ -145,6 +149,7 @@ impl HostNetArgs {
         }
         cfg.vxlan_local_ip = self.vxlan_local_ip;
         cfg.vxlan_peers = self.vxlan_peers.clone();
+        cfg.migration_ip = self.migration_ip;
         Ok(())
     }
 }

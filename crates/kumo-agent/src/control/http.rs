@@ -256,6 +256,18 @@ impl ControlPlane for HttpControlPlane {
         self.post_unit(&format!("/instances/{instance_id}/status"), Some(&status))
             .await
     }
+    async fn report_migration(
+        &self,
+        instance_id: &str,
+        host_id: &str,
+        report: kumo_types::MigrationReport,
+    ) -> Result<()> {
+        self.post_unit(
+            &format!("/instances/{instance_id}/migration/{host_id}"),
+            Some(&report),
+        )
+        .await
+    }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
         self.post_unit::<()>(&format!("/instances/{instance_id}/removed"), None)
             .await

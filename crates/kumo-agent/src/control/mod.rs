@@ -24,6 +24,13 @@ pub trait ControlPlane: Send + Sync + 'static {
     ) -> Result<BoxStream<'static, ()>>;
     /// Record the observed status of an instance.
     async fn report_status(&self, instance_id: &str, status: InstanceStatus) -> Result<()>;
+    /// Report on a migration of `instance_id` this host (`host_id`) takes part in.
+    async fn report_migration(
+        &self,
+        instance_id: &str,
+        host_id: &str,
+        report: kumo_types::MigrationReport,
+    ) -> Result<()>;
     /// The agent has torn down a deleting instance completely; the control plane may forget it.
     async fn instance_removed(&self, instance_id: &str) -> Result<()>;
     /// Record the observed status of a volume whose file lives on this host.

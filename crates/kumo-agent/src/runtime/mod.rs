@@ -4,6 +4,7 @@
 //! Deciding is separate from doing: [`qemu::argv`] is a pure function of [`qemu::VmConfig`] and is
 //! golden-tested; [`process`] executes it and watches the result.
 
+pub mod migrate;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

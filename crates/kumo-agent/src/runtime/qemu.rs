@@ -174,6 +174,9 @@ pub struct VmConfig {
     pub host_devices: Vec<String>,
     /// Directory for the pidfile, sockets and serial log.
     pub run_dir: PathBuf,
+    /// Start as the target of a live migration: the VM waits (`-incoming defer`) until the agent
+    /// names the address to receive on (QMP `migrate-incoming`), then runs once the state arrived.
+    pub incoming: bool,
 }
 
 /// The files QEMU keeps in a run directory.
@@ -241,6 +244,9 @@ pub fn argv(cfg: &VmConfig) -> Vec<String> {
     a.extend(serial_args(&files));
     a.extend(qmp_args(&files));
     a.extend(daemon_args(&files));
+    if cfg.incoming {
+        a.extend([s("-incoming"), s("defer")]);
+    }
     a
 }
 
@@ -599,6 +605,7 @@ mod tests {
             cdrom: None,
             host_devices: vec![],
             run_dir: "/run/i-1".into(),
+            incoming: false,
         };
         let d = all_disks(&cfg);
         assert_eq!(d.len(), 2);

@@ -19,5 +19,6 @@ pub fn config(dir: &Path, id: &str) -> VmConfig {
         cdrom: None,
         host_devices: vec![],
         run_dir: dir.join("run").join(id),
+        incoming: false,
     }
 }

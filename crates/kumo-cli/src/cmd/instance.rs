@@ -1,4 +1,4 @@
-//! `kumo instance run|list|show|start|stop|reboot|delete|logs|console|attach-nic|detach-nic`.
+//! `kumo instance run|list|show|start|stop|reboot|migrate|delete|logs|console|attach-nic|detach-nic`.
 //!
 //! With `--wait`, a command prints the instance as it is once the target is reached (running, stopped)
 //! instead of the immediate `202` answer; `delete --wait` prints the `202` answer and then waits until
@@ -49,6 +49,19 @@ pub enum InstanceCmd {
     },
     /// Reboot an instance.
     Reboot { name: String },
+    /// Move an instance to another host: live (a running instance keeps running) or cold (stop,
+    /// copy its root disk, start there).
+    Migrate {
+        name: String,
+        /// Target host (ID or name); the scheduler chooses otherwise.
+        #[arg(long)]
+        host: Option<String>,
+        /// Stop, move and start again (the default for a stopped instance).
+        #[arg(long)]
+        cold: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Delete an instance and its disks.
     Delete {
         name: String,
@@ -255,6 +268,21 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCmd) -> Result<i32,
                 .post::<(), InstanceView>(&path(&name, "/reboot"), None, None)
                 .await?;
             out.one(&v, render::instance_detail);
+        }
+        InstanceCmd::Migrate {
+            name,
+            host,
+            cold,
+            wait,
+        } => {
+            let body = kumo_types::MigrateRequest {
+                host,
+                kind: cold.then_some(kumo_types::MigrationKind::Cold),
+            };
+            let v = client
+                .post(&path(&name, "/migrate"), Some(&body), None)
+                .await?;
+            finish(client, out, v, Target::Migrated, &wait).await?;
         }
         InstanceCmd::Delete { name, wait } => {
             let v: Json<InstanceView> = client.delete(&path(&name, "")).await?;

@@ -69,5 +69,44 @@ pub fn instance_rows(i: &InstanceView) -> Vec<(&'static str, String)> {
         rows.push(("placement", format!("on {}: {}", p.host_name, p.reason)));
         rows.push(("placed", p.at.clone()));
     }
+    if let Some(m) = &i.migration {
+        rows.push((
+            "migrating",
+            format!(
+                "{} ({:?}, {:?}) from {} to {}",
+                m.id, m.kind, m.phase, m.source_host, m.target_host
+            )
+            .to_lowercase(),
+        ));
+    }
+    if let Some(r) = &i.last_migration {
+        rows.push(("last migration", migration_summary(r)));
+    }
     rows
+}
+
+/// `live mig-… from host-a to host-b: done in 1830 ms, downtime 42 ms` (or why it failed).
+pub fn migration_summary(r: &kumo_types::MigrationResult) -> String {
+    let kind = match r.kind {
+        kumo_types::MigrationKind::Live => "live",
+        kumo_types::MigrationKind::Cold => "cold",
+    };
+    let head = format!(
+        "{kind} {} from {} to {}",
+        r.id, r.source_host, r.target_host
+    );
+    if !r.succeeded {
+        return format!(
+            "{head}: failed: {}",
+            r.error.as_deref().unwrap_or("no reason given")
+        );
+    }
+    let mut s = format!("{head}: done at {}", r.finished_at);
+    if let Some(t) = r.total_ms {
+        s.push_str(&format!(", took {t} ms"));
+    }
+    if let Some(d) = r.downtime_ms {
+        s.push_str(&format!(", downtime {d} ms"));
+    }
+    s
 }

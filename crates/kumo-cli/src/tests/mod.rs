@@ -53,6 +53,8 @@ pub(super) fn view(state: InstanceState, msg: Option<&str>) -> InstanceView {
         placement_group: None,
         host_selector: Default::default(),
         placement: None,
+        migration: None,
+        last_migration: None,
         created_at: "2026-11-21T00:00:00.000Z".into(),
     }
 }

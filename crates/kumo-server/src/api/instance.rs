@@ -85,6 +85,27 @@ pub async fn start_instance(
     ))
 }
 
+/// Move the instance to another host: live (the default for a running instance) or cold.
+#[utoipa::path(post, path = "/v1/instances/{id}/migrate", params(("id" = String, Path, description = "ID or name")),
+    request_body(content = Option<kumo_types::MigrateRequest>, description = "optional: target host, kind"),
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 507, body = ErrorBody)))]
+pub async fn migrate_instance(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    let req: kumo_types::MigrateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        kumo_types::MigrateRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(crate::app::migration::migrate(&app, &id, req).await?),
+    ))
+}
+
 #[utoipa::path(post, path = "/v1/instances/{id}/stop", params(("id" = String, Path, description = "ID or name")),
     request_body(content = Option<StopInstanceRequest>, description = "optional"),
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

@@ -42,6 +42,7 @@ pub fn router(app: App) -> Router<App> {
         .route("/hosts/{id}/watch", get(watch))
         .route("/instances/{id}/status", post(status))
         .route("/instances/{id}/removed", post(removed))
+        .route("/instances/{id}/migration/{host}", post(migration))
         .route("/volumes/{id}/status", post(volume_status))
         .route("/volumes/{id}/removed", post(volume_removed))
         .route("/snapshots/{id}/status", post(snapshot_status))
@@ -136,6 +137,17 @@ async fn status(
     ApiJson(st): ApiJson<InstanceStatus>,
 ) -> ApiResult<StatusCode> {
     cp(app).report_status(&id, st).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn migration(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path((id, host)): Path<(String, String)>,
+    ApiJson(report): ApiJson<kumo_types::MigrationReport>,
+) -> ApiResult<StatusCode> {
+    check_host(&app, &caller, &host).await?;
+    cp(app).report_migration(&id, &host, report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

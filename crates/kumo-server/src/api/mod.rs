@@ -56,6 +56,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         instance::delete_instance,
         instance::start_instance,
         instance::stop_instance,
+        instance::migrate_instance,
         instance::reboot_instance,
         instance::serial_log,
         instance::attach_nic,
@@ -258,6 +259,7 @@ pub fn router(app: App) -> Router {
         )
         .route("/instances/{id}/start", post(instance::start_instance))
         .route("/instances/{id}/stop", post(instance::stop_instance))
+        .route("/instances/{id}/migrate", post(instance::migrate_instance))
         .route("/instances/{id}/reboot", post(instance::reboot_instance))
         .route("/instances/{id}/serial-log", get(instance::serial_log))
         .route("/instances/{id}/nics", post(instance::attach_nic))

@@ -1,6 +1,7 @@
 //! Boot from volume: `run` with `root_volume` makes a volume from the image (in any pool) and the
 //! instance boots from it instead of a root disk file: the EBS-backed instance. The volume is written
-//! in the instance's own creation transaction, so either both exist or neither.
+//! in the instance's own creation transaction, so either both exist or neither. A kernel+initrd
+//! image boots its kernel with a blank root volume (as its root disk file would be blank).
 
 use kumo_store::{Compare, Op};
 use kumo_types::{
@@ -49,7 +50,9 @@ pub async fn plan(
             size_gib,
             pool,
             volume_type,
-            image_id: Some(image.id.clone()),
+            // A kernel image boots its kernel and initrd; its root volume starts blank, as a root
+            // disk file does.
+            image_id: (image.kind == kumo_types::ImageKind::Disk).then(|| image.id.clone()),
             snapshot_id: None,
             host: String::new(),
             attachment: Some(VolumeAttachment {

@@ -2,17 +2,20 @@
 //! `maintenance`; undraining makes it `ready` again and starts what the drain stopped.
 //!
 //! What can move: instances whose disks every host reaches ([`crate::ha::movable`]: boot volume and
-//! volumes in shared pools). They are cold-migrated: stopped on the host (ACPI shutdown), then placed
-//! by the scheduler on another host and started there. Live migration is not built yet. The others
-//! (local root disks) are stopped and stay on the host; copying local disks to another host is not
-//! built either.
+//! volumes in shared pools). Running ones are live-migrated ([`super::migration`]) to a host the
+//! scheduler picks; if that fails (or they are stopped, or pass GPUs through) they are cold-migrated:
+//! stopped on the host (ACPI shutdown), then placed on another host and started there. The others
+//! (local root disks) are stopped and stay on the host; `kumo instance migrate --cold` moves such
+//! an instance with its root disk, one at a time, as the operator chooses.
 //!
 //! Level-triggered: [`tick`] (on the leader, with the HA reconciler) looks at every draining host and
 //! takes the next step for each of its instances; the drain record (`/host-drain/<id>`) remembers
 //! which instances it is moving and which it stopped.
 
 use kumo_store::Op;
-use kumo_types::{DesiredState, Error, Host, HostState, Instance, InstanceState, Result, Volume};
+use kumo_types::{
+    DesiredState, Error, Host, HostState, Instance, InstanceState, MigrationKind, Result, Volume,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{App, host, instance};
@@ -27,6 +30,9 @@ pub struct DrainRecord {
     /// Stopped by the drain (their disks are local): started again on undrain.
     #[serde(default)]
     pub stopped: Vec<String>,
+    /// Live migrations the drain started (one attempt each; a failed one falls back to cold).
+    #[serde(default)]
+    pub live: Vec<String>,
 }
 
 /// Start draining a host (idempotent while it drains).
@@ -135,7 +141,33 @@ pub async fn tick(app: &App) -> Result<()> {
                 Some(InstanceState::Stopped | InstanceState::Crashed | InstanceState::Failed)
             );
             let movable = crate::ha::movable(i, &volumes, &pools);
-            if i.desired_state == DesiredState::Running {
+            let live = movable
+                && i.gpu_devices.is_empty()
+                && st == Some(InstanceState::Running)
+                && !rec.live.contains(&i.id);
+            if i.migration.is_some() {
+                busy = true; // moving
+            } else if i.desired_state == DesiredState::Running && live {
+                rec.live.push(i.id.clone());
+                if let Err(e) = super::migration::begin(
+                    app,
+                    &i.id,
+                    Some(MigrationKind::Live),
+                    None,
+                    super::migration::Reason::Drain,
+                )
+                .await
+                {
+                    super::event::record(
+                        app,
+                        &i.id,
+                        "instance.migration_failed",
+                        &format!("cannot live-migrate off draining host: {e}; moving it cold"),
+                    )
+                    .await?;
+                }
+                busy = true;
+            } else if i.desired_state == DesiredState::Running {
                 let list = if movable {
                     &mut rec.moving
                 } else {

@@ -28,6 +28,9 @@ pub fn spawn(app: App, cfg: HaConfig) {
             if let Err(e) = super::drain::tick(&app).await {
                 tracing::warn!(error = %e, "drain reconciler");
             }
+            if let Err(e) = super::migration::tick(&app).await {
+                tracing::warn!(error = %e, "migration reconciler");
+            }
         }
     });
 }
@@ -184,6 +187,13 @@ pub enum Move {
 
 pub async fn relocate(app: &App, id: &str, from: &str, why: Move) -> Result<()> {
     let ikey = keys::instance(id);
+    // A migration in flight ends here: the instance is placed afresh.
+    super::migration::abort(
+        app,
+        id,
+        &format!("the instance is being moved off host {from}"),
+    )
+    .await?;
     let Some((inst, irev)) = get_json::<Instance>(app.kv(), &ikey).await? else {
         return Ok(());
     };

@@ -75,15 +75,6 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     }
     let boot_volume = match &req.root_volume {
         Some(rv) => {
-            if image.kind != kumo_types::ImageKind::Disk {
-                return Err(Error::invalid(
-                    "root_volume",
-                    format!(
-                        "image `{}` is not a disk image; only disk images boot from volumes",
-                        image.name
-                    ),
-                ));
-            }
             let p = super::boot_volume::plan(app, rv, &req.name, &image, root_disk_gib).await?;
             p.check_name(app).await?;
             Some(p)
@@ -214,6 +205,8 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             reboot_seq: 0,
             deleting: false,
             force_stop: false,
+            migration: None,
+            last_migration: None,
             created_at: now_rfc3339(),
         };
         let status = InstanceStatus {
@@ -690,7 +683,14 @@ pub fn vxlan_peers(
         let mut ips: Vec<String> = insts
             .iter()
             .filter(|i| i.nics.iter().any(|n| n.network_id == net.id))
-            .filter_map(|i| tunnel.get(i.host.as_deref()?).map(|ip| ip.to_string()))
+            // A migration's target needs the overlay before the guest arrives.
+            .flat_map(|i| {
+                [
+                    i.host.as_deref(),
+                    i.migration.as_ref().map(|m| m.target_host.as_str()),
+                ]
+            })
+            .filter_map(|h| tunnel.get(h?).map(|ip| ip.to_string()))
             .collect();
         ips.sort();
         ips.dedup();
@@ -707,10 +707,13 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
     let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
     let all_pools = super::pool::all(app).await?;
     let mut out = Vec::new();
-    for inst in insts
-        .into_iter()
-        .filter(|i| i.host.as_deref() == Some(host_id))
-    {
+    // Its own instances, and those migrating to it (the worker receives them).
+    for inst in insts.into_iter().filter(|i| {
+        i.host.as_deref() == Some(host_id)
+            || i.migration
+                .as_ref()
+                .is_some_and(|m| m.target_host == host_id)
+    }) {
         let image = image::get(app, &inst.image_id).await?;
         let mut networks = Vec::new();
         for n in &inst.nics {
@@ -739,6 +742,7 @@ pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot>
     let running: HashSet<String> = out
         .iter()
         .filter(|x| !x.instance.deleting && x.instance.desired_state == DesiredState::Running)
+        .filter(|x| x.instance.host.as_deref() == Some(host_id))
         .map(|x| x.instance.id.clone())
         .collect();
     let volumes = super::volume::assignments(app, host_id, &running).await?;

@@ -14,6 +14,7 @@ pub mod instance;
 pub mod instance_type;
 pub mod join_token;
 pub mod key_pair;
+pub mod migration;
 pub mod network;
 pub mod placement;
 pub mod placement_group;

@@ -37,6 +37,8 @@ pub struct Want {
     /// Placement group name.
     pub group: Option<String>,
     pub required_host: Option<RequiredHost>,
+    /// A host it must not go to (the one a migration moves it from).
+    pub avoid_host: Option<String>,
 }
 
 impl Want {
@@ -107,6 +109,7 @@ pub async fn want_for(app: &App, inst: &Instance) -> Result<Want> {
             .unwrap_or_default(),
         group: record.and_then(|r| r.placement_group),
         required_host: None,
+        avoid_host: None,
     })
 }
 
@@ -118,8 +121,11 @@ pub async fn decide(app: &App, want: &Want) -> Result<Plan> {
 /// Like [`decide`], for instance `moving` that is already a member of `want`'s group (it is not
 /// counted where it runs now). [`Plan::ops`] keeps its membership as it is.
 pub async fn decide_for(app: &App, want: &Want, moving: Option<&str>) -> Result<Plan> {
-    let (hosts, revs): (Vec<Candidate>, Vec<i64>) =
-        host::candidates(app).await?.into_iter().unzip();
+    let (hosts, revs): (Vec<Candidate>, Vec<i64>) = host::candidates(app)
+        .await?
+        .into_iter()
+        .filter(|(h, _)| want.avoid_host.as_deref() != Some(h.id.as_str()))
+        .unzip();
     let group = match &want.group {
         Some(name) => Some(
             placement_group::get_rev(app, name)
