@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod ha;
+pub mod identity;
 pub mod ipam;
 pub mod leader;
 pub mod scheduler;

@@ -1,0 +1,5 @@
+//! Identity and tenancy (issue 6): callers, projects, users, roles, credentials.
+
+pub mod caller;
+
+pub use caller::{Caller, Role};
