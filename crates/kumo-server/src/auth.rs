@@ -1,47 +1,41 @@
 //! Authentication. API tokens are 32 random bytes (hex); the store keeps only their SHA-256. On first
-//! start the server mints a bootstrap admin token and writes it to `<data-dir>/admin.token` (mode
-//! 0600) — the only place the clear token ever exists.
+//! start the server mints a bootstrap admin token (user `admin`, cloud-admin) and writes it to
+//! `<data-dir>/admin.token` (mode 0600) — the only place the clear token ever exists.
 //!
 //! Who may call what:
-//! - `/v1` (the public API): a bearer token, on every listener.
+//! - `/v1` (the public API): a bearer token, on every listener. [`require_token`] resolves it to a
+//!   [`Caller`] (user, project, role; see [`crate::identity::resolve`]), authorizes the request with
+//!   [`crate::identity::authorize`], and hands the caller to handlers as `Extension<Caller>` (and to
+//!   the audit layer as a response extension). `POST /v1/login` needs no token.
 //! - `/internal/v1` (the agents' API), decided by [`decide_internal`]: on the plain listener
-//!   (loopback, or an isolated network with `--insecure-plaintext`) a bearer token, as single-host and
-//!   split mode always did; on the TLS listener only a host certificate signed by the cluster CA
-//!   (mTLS), and the caller then acts only for its own host ([`may_act_for`]). `POST
+//!   (loopback, or an isolated network with `--insecure-plaintext`) a cloud-admin bearer token, as
+//!   single-host and split mode always did; on the TLS listener only a host certificate signed by the
+//!   cluster CA (mTLS), and the caller then acts only for its own host ([`may_act_for`]). `POST
 //!   /internal/v1/join` and `GET /internal/v1/ca` need neither: the join token is the credential.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
-use kumo_store::{Compare, Op, Txn};
-use kumo_types::{Error, now_rfc3339};
-use serde::{Deserialize, Serialize};
+use axum::response::{IntoResponse, Response};
+use kumo_store::{Compare, Op};
+use kumo_types::{Error, TOKEN_ID_PREFIX, ids};
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::storeutil::{encode, keys, store_err};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub name: String,
-    pub role: String,
-    pub created_at: String,
-}
+use crate::identity::cache::TtlCache;
+use crate::identity::resolve::{PROJECT_HEADER, ResolvedToken, caller_for_token};
+use crate::identity::server_key::ServerKey;
+use crate::identity::token::{NewToken, TokenRecord, mint};
+use crate::identity::{Caller, Role, authorize};
+use crate::storeutil::{commit, encode, get_json, keys};
 
 pub fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn new_token() -> String {
-    random_hex(32)
 }
 
 /// `n` random bytes, hex-encoded.
@@ -51,104 +45,199 @@ pub fn random_hex(n: usize) -> String {
         .collect()
 }
 
-/// Ensure an admin token exists whose clear text is in `<data>/admin.token`. If the file is there and
-/// its hash is in the store, nothing changes; otherwise a new token is minted and stored.
+/// Start-up: identity records ([`crate::identity::bootstrap`]), then ensure an admin token exists
+/// whose clear text is in `<data>/admin.token`. If the file is there and its hash is in the store,
+/// it is kept (a record from before users existed is upgraded to belong to `admin`); otherwise a
+/// new token is minted and stored.
 pub async fn bootstrap(app: &App, data_dir: &Path) -> kumo_types::Result<()> {
+    crate::identity::bootstrap(app, data_dir).await?;
     let path = data_dir.join("admin.token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let key = keys::token(&hash_token(existing.trim()));
-        if app.kv().get(&key).await.map_err(store_err)?.is_some() {
+        if let Some((mut rec, rev)) = get_json::<TokenRecord>(app.kv(), &key).await? {
+            if rec.user.is_none() && rec.role == "admin" {
+                rec.user = Some(crate::identity::user::ADMIN.into());
+                rec.id = ids::new_id(TOKEN_ID_PREFIX);
+                rec.description = Some("bootstrap admin token".into());
+                commit(
+                    app.kv(),
+                    vec![Compare::mod_revision(&key, rev)],
+                    vec![Op::put(&key, encode(&rec)?)],
+                )
+                .await?;
+            }
             return Ok(());
         }
     }
-    let token = new_token();
-    let rec = TokenRecord {
-        name: "admin".into(),
-        role: "admin".into(),
-        created_at: now_rfc3339(),
-    };
-    let key = keys::token(&hash_token(&token));
-    app.kv()
-        .txn(Txn {
-            compare: vec![Compare::absent(&key)],
-            success: vec![Op::put(&key, encode(&rec)?)],
-            failure: vec![],
-        })
-        .await
-        .map_err(store_err)?;
+    let created = mint(
+        app,
+        NewToken {
+            user: crate::identity::user::ADMIN.into(),
+            project: Some(kumo_types::DEFAULT_PROJECT.into()),
+            pinned: false,
+            description: Some("bootstrap admin token".into()),
+            ttl_secs: None,
+            created_by: None,
+        },
+    )
+    .await?;
     let tmp = data_dir.join("admin.token.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
+    write_secret(&tmp, &created.token)?;
     std::fs::rename(&tmp, &path)?;
     tracing::info!(path = %path.display(), "bootstrap admin token written");
     Ok(())
 }
 
-/// Recently verified token hashes, so a busy client does not cost a store read per request. An entry
-/// lives [`AuthCache::TTL`]: a revoked token stops working within that time.
-#[derive(Default)]
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// Recently resolved credentials, so a busy client does not cost store reads (or a decryption) per
+/// request. An entry lives [`AuthCache::TTL`]: a revoked credential or a changed role takes effect
+/// within that time on other servers, at once on the server that made the change.
 pub struct AuthCache {
-    seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Token hash → token and user.
+    pub tokens: TtlCache<ResolvedToken>,
+    /// Project name → exists.
+    pub projects: TtlCache<bool>,
+    /// Access key ID → (secret, caller).
+    pub access_keys: TtlCache<(String, Caller)>,
+    server_key: std::sync::OnceLock<(ServerKey, bool)>,
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        AuthCache {
+            tokens: TtlCache::new(Self::TTL, Self::MAX),
+            projects: TtlCache::new(Self::TTL, Self::MAX),
+            access_keys: TtlCache::new(Self::TTL, Self::MAX),
+            server_key: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl AuthCache {
     pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
     const MAX: usize = 10_000;
 
-    fn fresh(&self, hash: &str) -> bool {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(hash).is_some_and(|t| t.elapsed() < Self::TTL)
+    /// Users or roles changed: forget what was resolved from them.
+    pub fn clear_identities(&self) {
+        self.tokens.clear();
+        self.access_keys.clear();
     }
 
-    fn remember(&self, hash: String) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= Self::MAX {
-            seen.retain(|_, t| t.elapsed() < Self::TTL);
+    /// Set at start-up: the server key and whether it is the cluster's.
+    pub fn set_server_key(&self, key: ServerKey, matches_cluster: bool) {
+        let _ = self.server_key.set((key, matches_cluster));
+    }
+
+    /// The server key (loaded from, or made in, `data_dir` when start-up did not set it).
+    pub fn server_key(&self, data_dir: &Path) -> kumo_types::Result<ServerKey> {
+        if self.server_key.get().is_none() {
+            let key = crate::identity::server_key::load_or_create(data_dir)?;
+            let _ = self.server_key.set((key, true));
         }
-        seen.insert(hash, std::time::Instant::now());
+        match self.server_key.get() {
+            Some((k, true)) => Ok(k.clone()),
+            Some((_, false)) => Err(crate::identity::server_key::mismatch(data_dir)),
+            None => Err(Error::internal("the server key is not loaded")),
+        }
     }
 }
 
-/// Check `Authorization: Bearer <token>` against the stored token hashes.
-async fn check_bearer(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Error> {
-    let header = headers
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return Err(Error::Unauthenticated { message: "send `Authorization: Bearer <token>` (the bootstrap token is in <data-dir>/admin.token)".into() });
-    };
-    let hash = hash_token(token.trim());
-    if !app.auth_cache.fresh(&hash) {
-        if app
-            .kv()
-            .get(&keys::token(&hash))
-            .await
-            .map_err(store_err)?
-            .is_none()
-        {
-            return Err(Error::Unauthenticated {
-                message: "unknown token".into(),
-            });
-        }
-        app.auth_cache.remember(hash);
-    }
-    Ok(())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
-/// Middleware: require `Authorization: Bearer <token>` whose hash is stored.
-pub async fn require_token(
-    State(app): State<App>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    check_bearer(&app, req.headers()).await?;
-    Ok(next.run(req).await)
+fn no_token() -> Error {
+    Error::Unauthenticated {
+        message: "send `Authorization: Bearer <token>` (the bootstrap token is in <data-dir>/admin.token)".into(),
+    }
+}
+
+/// Who a failed authentication tried to be, for the audit log: `sha256:` + 12 hex digits of the
+/// presented token's hash (correlates attempts without storing the secret).
+#[derive(Debug, Clone)]
+pub struct FailedCredential(pub String);
+
+/// The client address of a request, when the listener recorded it.
+pub fn source_of(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// What a request presents to authenticate: its bearer token, `X-Kumo-Project` and address.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    pub token: Option<String>,
+    pub project: Option<String>,
+    pub source: Option<std::net::IpAddr>,
+}
+
+impl Presented {
+    pub fn of(req: &Request) -> Presented {
+        Presented {
+            token: bearer(req.headers()).map(str::to_string),
+            project: req
+                .headers()
+                .get(PROJECT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            source: source_of(req),
+        }
+    }
+}
+
+/// Resolve the caller from what a request presented.
+pub async fn caller_of(app: &App, p: &Presented) -> Result<Caller, Error> {
+    let token = p.token.as_deref().ok_or_else(no_token)?;
+    caller_for_token(app, token, p.project.as_deref(), p.source).await
+}
+
+/// Middleware on `/v1`: authenticate ([`caller_of`]), authorize ([`authorize`]), attach the
+/// [`Caller`] to the request (for handlers) and to the response (for the audit layer). A failure's
+/// response carries what is known of the caller for the audit log.
+pub async fn require_token(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let presented = Presented::of(&req);
+    let caller = match caller_of(&app, &presented).await {
+        Ok(c) => c,
+        Err(e) => {
+            let mut resp = ApiError(e).into_response();
+            if let Some(t) = &presented.token {
+                let h = hash_token(t);
+                resp.extensions_mut()
+                    .insert(FailedCredential(format!("sha256:{}", &h[..12])));
+            }
+            return resp;
+        }
+    };
+    let path = req.uri().path().to_string();
+    if let Err(e) = authorize(&caller, req.method(), &path) {
+        let mut resp = ApiError(e).into_response();
+        resp.extensions_mut().insert(caller);
+        return resp;
+    }
+    req.extensions_mut().insert(caller.clone());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(caller);
+    resp
 }
 
 /// Request extension: the request came over the TLS listener, with the identity its client
@@ -214,7 +303,17 @@ pub async fn require_agent(
 ) -> Result<Response, ApiError> {
     let caller = match decide_internal(req.extensions().get::<TlsPeer>()) {
         InternalAuth::Bearer => {
-            check_bearer(&app, req.headers()).await?;
+            let caller = caller_of(&app, &Presented::of(&req)).await?;
+            if caller.role != Role::CloudAdmin {
+                return Err(Error::Forbidden {
+                    message: format!(
+                        "the agents' API needs a cloud-admin token; user `{}` is `{}`",
+                        caller.user,
+                        caller.role.as_str()
+                    ),
+                }
+                .into());
+            }
             AgentCaller::Admin
         }
         InternalAuth::Host(name) => AgentCaller::Host(name),

@@ -132,9 +132,12 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     for (l, tls) in tls_listeners {
         tokio::spawn(crate::tls::listener::serve(l, tls, router.clone()));
     }
-    axum::serve(listener, router)
-        .await
-        .context("serving the API")?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    .context("serving the API")?;
     Ok(())
 }
 

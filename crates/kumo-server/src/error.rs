@@ -21,6 +21,10 @@ pub fn status_of(e: &Error) -> StatusCode {
     }
 }
 
+/// Response extension on every error answer: its stable code (the audit log records it).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 /// Newtype so handlers can `?` app-layer errors straight into responses.
 pub struct ApiError(pub Error);
 
@@ -36,7 +40,9 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = ?self.0, "request failed");
         }
-        (status, Json(self.0.body())).into_response()
+        let mut resp = (status, Json(self.0.body())).into_response();
+        resp.extensions_mut().insert(ErrorCode(self.0.code()));
+        resp
     }
 }
 

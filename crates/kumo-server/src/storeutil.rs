@@ -188,6 +188,29 @@ pub mod keys {
         format!("/instance-placement/{id}")
     }
     pub const INSTANCE_PLACEMENT: &str = "/instance-placement/";
+    // Identity and audit (issue 6).
+    pub fn project(name: &str) -> String {
+        format!("/projects/{name}")
+    }
+    pub const PROJECTS: &str = "/projects/";
+    pub fn user(name: &str) -> String {
+        format!("/users/{name}")
+    }
+    pub const USERS: &str = "/users/";
+    pub const TOKENS: &str = "/tokens/";
+    pub fn access_key(id: &str) -> String {
+        format!("/access-keys/{id}")
+    }
+    pub const ACCESS_KEYS: &str = "/access-keys/";
+    /// One audit record; the sequence number is zero-padded so keys sort in chain order.
+    pub fn audit(seq: u64) -> String {
+        format!("/audit/{seq:020}")
+    }
+    pub const AUDIT: &str = "/audit/";
+    /// The audit chain's head (last seq and hash): every append compares and swaps it.
+    pub const AUDIT_HEAD: &str = "/audit-head";
+    /// A check value of the servers' `server.key` (never the key itself).
+    pub const SERVER_KEY_CHECK: &str = "/cluster/server-key-check";
 }
 
 /// Apply `ops` if every `compare` holds: `Ok(false)` when one did not (lost a race; decide again).

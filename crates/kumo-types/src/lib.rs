@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod identity;
 pub mod ids;
 pub mod join;
 pub mod migration;
@@ -21,6 +22,7 @@ pub mod validate;
 
 pub use cluster::*;
 pub use error::{Error, ErrorBody, Result};
+pub use identity::*;
 pub use join::*;
 pub use migration::*;
 pub use net::*;

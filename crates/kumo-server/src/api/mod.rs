@@ -1,9 +1,11 @@
 //! REST `/v1`: thin handlers. Each one extracts and calls the app layer; no logic lives here.
 
+pub mod audit;
 pub mod cluster;
 pub mod console;
 pub mod extract;
 pub mod ha;
+pub mod identity;
 pub mod instance;
 pub mod internal;
 pub mod network;
@@ -25,7 +27,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 #[openapi(
     info(
         title = "kumo",
-        description = "kumo's native REST API. Every call needs `Authorization: Bearer <token>`."
+        description = "kumo's native REST API. Every call but `POST /v1/login` needs `Authorization: Bearer <token>`; `X-Kumo-Project: <name>` picks the project a call acts in."
     ),
     paths(
         resources::list_hosts,
@@ -119,6 +121,28 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         cluster::create_join_token,
         cluster::get_join_token,
         cluster::delete_join_token,
+        identity::whoami,
+        identity::login,
+        identity::list_projects,
+        identity::create_project,
+        identity::get_project,
+        identity::delete_project,
+        identity::list_users,
+        identity::create_user,
+        identity::get_user,
+        identity::delete_user,
+        identity::set_role,
+        identity::remove_role,
+        identity::set_password,
+        identity::list_tokens,
+        identity::create_token,
+        identity::revoke_token,
+        identity::list_access_keys,
+        identity::create_access_key,
+        identity::delete_access_key,
+        audit::list_audit,
+        audit::export_audit,
+        audit::verify_audit,
     ),
     components(schemas(kumo_types::ErrorBody))
 )]
@@ -309,9 +333,60 @@ pub fn router(app: App) -> Router {
             "/cluster/join-tokens/{id}",
             get(cluster::get_join_token).delete(cluster::delete_join_token),
         )
+        .route("/whoami", get(identity::whoami))
+        .route(
+            "/projects",
+            get(identity::list_projects).post(identity::create_project),
+        )
+        .route(
+            "/projects/{name}",
+            get(identity::get_project).delete(identity::delete_project),
+        )
+        .route(
+            "/users",
+            get(identity::list_users).post(identity::create_user),
+        )
+        .route(
+            "/users/{name}",
+            get(identity::get_user).delete(identity::delete_user),
+        )
+        .route(
+            "/users/{name}/roles/{project}",
+            axum::routing::put(identity::set_role).delete(identity::remove_role),
+        )
+        .route(
+            "/users/{name}/password",
+            axum::routing::put(identity::set_password),
+        )
+        .route(
+            "/tokens",
+            get(identity::list_tokens).post(identity::create_token),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(identity::revoke_token),
+        )
+        .route(
+            "/access-keys",
+            get(identity::list_access_keys).post(identity::create_access_key),
+        )
+        .route(
+            "/access-keys/{id}",
+            axum::routing::delete(identity::delete_access_key),
+        )
+        .route("/audit", get(audit::list_audit))
+        .route("/audit/export", get(audit::export_audit))
+        .route("/audit/verify", get(audit::verify_audit))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             crate::auth::require_token,
+        ))
+        // Needs no token (and so is added after the authentication layer).
+        .route("/login", post(identity::login))
+        // Outermost: sees the result of authentication, authorization and the handler.
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::audit::layer,
         ));
     Router::new()
         .nest("/v1", v1)

@@ -55,3 +55,25 @@ impl Caller {
         self.role == Role::CloudAdmin
     }
 }
+
+impl Role {
+    /// The wire name: `reader`, `member`, `admin`, `cloud-admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::CloudAdmin => "cloud-admin",
+        }
+    }
+}
+
+impl From<kumo_types::ProjectRole> for Role {
+    fn from(r: kumo_types::ProjectRole) -> Role {
+        match r {
+            kumo_types::ProjectRole::Reader => Role::Reader,
+            kumo_types::ProjectRole::Member => Role::Member,
+            kumo_types::ProjectRole::Admin => Role::Admin,
+        }
+    }
+}

@@ -107,6 +107,8 @@ async fn serve_one(
     let ext = TlsPeer(identity);
     let svc = router.map_request(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ext.clone());
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         req
     });
     let conn = hyper::server::conn::http1::Builder::new()
