@@ -1,0 +1,279 @@
+//! Identity and audit through the app layer on a real (SQLite) store: access keys are looked up
+//! with their secret and caller (what the EC2 front end verifies SigV4 with), deleted keys and
+//! removed members stop working, and the audit chain stays one chain when two servers append at
+//! once — and a record changed behind the API's back is found.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kumo_server::app::{App, AppConfig};
+use kumo_server::audit::{self, AuditEntry};
+use kumo_server::identity::{Caller, Role, access_key, project, resolve, token, user};
+use kumo_server::scheduler::Overcommit;
+use kumo_server::storeutil::keys;
+use kumo_types::{
+    CreateAccessKeyRequest, CreateProjectRequest, CreateTokenRequest, CreateUserRequest,
+    PlacementPolicy, ProjectRole,
+};
+
+fn app_on(kv: Arc<dyn kumo_store::Kv>, dir: &std::path::Path) -> App {
+    App::new(
+        kv,
+        AppConfig {
+            data_dir: dir.to_path_buf(),
+            overcommit: Overcommit::default(),
+            placement_policy: PlacementPolicy::Spread,
+            host_memory_reserve_mib: 0,
+            default_network_cidr: "198.18.0.0/22".into(),
+            default_bridge: "kumobr0".into(),
+            default_nat: false,
+        },
+    )
+}
+
+fn store(dir: &std::path::Path) -> Arc<dyn kumo_store::Kv> {
+    Arc::new(kumo_store::sqlite::SqliteKv::open(&dir.join("store.db")).unwrap())
+}
+
+async fn booted(dir: &std::path::Path) -> App {
+    let app = app_on(store(dir), dir);
+    kumo_server::auth::bootstrap(&app, dir).await.unwrap();
+    app
+}
+
+fn as_user(name: &str, project: &str, role: Role) -> Caller {
+    Caller {
+        user: name.into(),
+        project: project.into(),
+        role,
+        credential: None,
+        source: None,
+    }
+}
+
+#[tokio::test]
+async fn access_keys_are_looked_up_with_secret_and_caller_until_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = booted(dir.path()).await;
+    let admin = Caller::system();
+    project::create(
+        &app,
+        &admin,
+        CreateProjectRequest {
+            name: "team".into(),
+            description: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    user::create(
+        &app,
+        &admin,
+        CreateUserRequest {
+            name: "alice".into(),
+            memberships: BTreeMap::from([("team".to_string(), ProjectRole::Member)]),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let alice = as_user("alice", "team", Role::Member);
+    let k = access_key::create(&app, &alice, CreateAccessKeyRequest::default())
+        .await
+        .unwrap();
+    assert!(access_key::is_id(&k.access_key_id));
+    assert_eq!(k.secret_access_key.len(), 40);
+    assert_eq!((k.user.as_str(), k.project.as_str()), ("alice", "team"));
+
+    // The store holds no clear secret.
+    let raw = app
+        .kv()
+        .get(&keys::access_key(&k.access_key_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw.value).contains(&k.secret_access_key));
+
+    let (secret, caller) = access_key::lookup(&app, &k.access_key_id)
+        .await
+        .unwrap()
+        .expect("known key");
+    assert_eq!(secret, k.secret_access_key);
+    assert_eq!(caller.user, "alice");
+    assert_eq!(caller.project, "team");
+    assert_eq!(caller.role, Role::Member);
+    assert_eq!(caller.credential.as_deref(), Some(k.access_key_id.as_str()));
+    assert!(
+        access_key::lookup(&app, "AKIAAAAAAAAAAAAAAAAA")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Listed without the secret; another member does not see it.
+    let listed = access_key::list(&app, &alice, None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let bob = as_user("bob", "team", Role::Member);
+    assert!(access_key::list(&app, &bob, None).await.unwrap().is_empty());
+
+    // A second server with another server.key cannot decrypt it, and says which file to copy.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = app_on(app.kv.clone(), other_dir.path());
+    let e = access_key::lookup(&other, &k.access_key_id)
+        .await
+        .expect_err("another server key");
+    assert!(e.to_string().contains("server.key"), "{e}");
+
+    access_key::delete(&app, &alice, &k.access_key_id)
+        .await
+        .unwrap();
+    assert!(
+        access_key::lookup(&app, &k.access_key_id)
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted keys stop at once on this server"
+    );
+}
+
+#[tokio::test]
+async fn tokens_act_in_their_project_and_stop_with_the_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = booted(dir.path()).await;
+    let admin = Caller::system();
+    for p in ["a", "b"] {
+        project::create(
+            &app,
+            &admin,
+            CreateProjectRequest {
+                name: p.into(),
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    user::create(
+        &app,
+        &admin,
+        CreateUserRequest {
+            name: "carol".into(),
+            memberships: BTreeMap::from([
+                ("a".to_string(), ProjectRole::Reader),
+                ("b".to_string(), ProjectRole::Admin),
+            ]),
+            password: Some("a long password".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let t = token::create(
+        &app,
+        &admin,
+        CreateTokenRequest {
+            user: Some("carol".into()),
+            project: Some("a".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(t.api_token.pinned, "made for another user: pinned");
+    let c = resolve::caller_for_token(&app, &t.token, None, None)
+        .await
+        .unwrap();
+    assert_eq!((c.project.as_str(), c.role), ("a", Role::Reader));
+    let e = resolve::caller_for_token(&app, &t.token, Some("b"), None)
+        .await
+        .expect_err("pinned");
+    assert_eq!(e.code(), "forbidden");
+
+    // Passwords: right and wrong.
+    assert!(
+        user::check_password(&app, "carol", "a long password".into())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        user::check_password(&app, "carol", "wrong password".into())
+            .await
+            .expect_err("wrong")
+            .code(),
+        "unauthenticated"
+    );
+
+    // Removing the membership ends the token's use in that project.
+    user::remove_role(&app, &admin, "carol", "a").await.unwrap();
+    let e = resolve::caller_for_token(&app, &t.token, None, None)
+        .await
+        .expect_err("no longer a member");
+    assert_eq!(e.code(), "forbidden");
+
+    // A project with members cannot be deleted; without, it can.
+    assert_eq!(
+        project::delete(&app, &admin, "b")
+            .await
+            .expect_err("members")
+            .code(),
+        "conflict"
+    );
+    project::delete(&app, &admin, "a").await.unwrap();
+}
+
+fn entry(i: usize) -> AuditEntry {
+    AuditEntry {
+        user: Some(format!("u{i}")),
+        project: Some("default".into()),
+        api: "ec2".into(),
+        method: "POST".into(),
+        path: "/".into(),
+        action: "RunInstances".into(),
+        status: 200,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn two_servers_appending_at_once_make_one_chain_and_tampering_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = store(dir.path());
+    let (a, b) = (
+        app_on(kv.clone(), &dir.path().join("a")),
+        app_on(kv, &dir.path().join("b")),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            audit::record(&app, &entry(i)).await.unwrap().seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>(), "no fork, no gap");
+    let v = audit::verify(&a).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!((v.checked, v.head_seq), (40, 40));
+
+    // Rewrite record 17 directly in the store.
+    let key = keys::audit(17);
+    let item = a.kv().get(&key).await.unwrap().unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&item.value).unwrap();
+    rec["user"] = "mallory".into();
+    kumo_server::storeutil::commit(
+        a.kv(),
+        vec![],
+        vec![kumo_store::Op::put(&key, serde_json::to_vec(&rec).unwrap())],
+    )
+    .await
+    .unwrap();
+    let v = audit::verify(&b).await.unwrap();
+    assert!(!v.ok);
+    assert_eq!(v.first_broken_seq, Some(17), "{v:?}");
+}
