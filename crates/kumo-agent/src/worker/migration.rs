@@ -159,13 +159,6 @@ impl Worker {
                 MigrationPhase::Ready => match vm.qmp().query_status().await {
                     Ok(s) if s.running => {
                         let pid = vm.pid();
-                        self.set_attached(
-                            a.instance
-                                .nics
-                                .iter()
-                                .map(|n| (n.slot, n.mac.clone()))
-                                .collect(),
-                        );
                         self.tell(MigrationReport::Completed {
                             migration_id: m.id.clone(),
                             downtime_ms: None,
@@ -196,6 +189,14 @@ impl Worker {
         match self.launch_incoming(a).await {
             Ok((vm, address)) => {
                 self.vm = Some(vm);
+                // Launched with every NIC the source has: none to hot-plug once it is ours.
+                self.set_attached(
+                    a.instance
+                        .nics
+                        .iter()
+                        .map(|n| (n.slot, n.mac.clone()))
+                        .collect(),
+                );
                 self.mig.incoming_addr = Some(address.clone());
                 self.tell(MigrationReport::Ready {
                     migration_id: m.id.clone(),

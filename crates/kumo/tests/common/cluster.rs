@@ -375,6 +375,41 @@ impl Cluster {
         );
     }
 
+    /// The hosts where a QEMU of instance `id` is alive (whatever its state).
+    pub fn qemu_hosts(&self, id: &str) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|h| h.running_instances().iter().any(|i| i == id))
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// How many hosts run instance `id` now outside a live migration; panics if more than one. The
+    /// target of a live migration is a QEMU started with `-incoming`: it cannot run the guest until
+    /// the source has stopped it and sent its last state (QEMU's guarantee; e2e_migration checks
+    /// from the guest's own console that it never ran twice).
+    pub fn hosts_running(&self, id: &str) -> usize {
+        let n = self
+            .hosts
+            .iter()
+            .filter(|h| {
+                let pidfile = h.data_dir().join("run").join(id).join("qemu.pid");
+                std::fs::read_to_string(pidfile)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .filter(|p| kumo_testutil::pid_alive(*p))
+                    .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+                    .is_some_and(|cmd| !cmd.split(|b| *b == 0).any(|a| a == b"-incoming"))
+            })
+            .count();
+        assert!(
+            n <= 1,
+            "instance {id} runs on {n} hosts at once\n{}",
+            self.logs()
+        );
+        n
+    }
+
     /// Instance JSON from the API.
     pub fn instance(&self, name: &str) -> Value {
         self.cloud.json(&["instance", "show", name])
