@@ -334,6 +334,7 @@ mod tests {
             source_url: None,
             progress: None,
             pool: "local".into(),
+            visibility: Default::default(),
             created_at: String::new(),
         }
     }

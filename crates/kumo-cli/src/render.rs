@@ -141,6 +141,7 @@ pub fn image_detail(i: &Image) -> Table {
         ("name", i.name.clone()),
         ("id", i.id.clone()),
         ("project", i.project.clone()),
+        ("visibility", wire(&i.visibility)),
         ("kind", wire(&i.kind)),
         ("state", wire(&i.state)),
     ];

@@ -16,7 +16,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         }
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-        Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+        Error::Forbidden { .. } | Error::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
         Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -180,6 +180,16 @@ pub mod keys {
     pub const FLOATING_IPS: &str = "/floating-ips/";
     pub const HOSTS: &str = "/hosts/";
     pub const EVENTS: &str = "/events/";
+    /// A project's quota limits (absent: the defaults apply).
+    pub fn quota(project: &str) -> String {
+        format!("/quotas/{project}")
+    }
+    pub const QUOTAS: &str = "/quotas/";
+    /// A project's usage counters, changed in the transaction of every create and final delete.
+    pub fn usage(project: &str) -> String {
+        format!("/usage/{project}")
+    }
+    pub const USAGE: &str = "/usage/";
     pub fn placement_group(name: &str) -> String {
         format!("/placement-groups/{name}")
     }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use kumo_server::app::scope::Scope;
 use kumo_server::app::{App, AppConfig, event, host, instance, placement, placement_group};
 use kumo_server::scheduler::Overcommit;
 use kumo_server::storeutil::{encode, get_json, keys};
@@ -133,6 +134,7 @@ async fn a_hard_spread_group_of_three_lands_on_three_hosts_and_a_fourth_is_refus
             tokio::spawn(async move {
                 instance::run(
                     &app,
+                    &Scope::system(),
                     run_req(
                         &format!("web-{i}"),
                         "micro",
@@ -174,7 +176,9 @@ async fn a_hard_spread_group_of_three_lands_on_three_hosts_and_a_fourth_is_refus
         p.reason
     );
     assert_eq!(p.considered, 3);
-    let evs = event::list(&app, Some(&v.id), None, None).await.unwrap();
+    let evs = event::list(&app, &Scope::system(), Some(&v.id), None, None)
+        .await
+        .unwrap();
     assert!(
         evs.items
             .iter()
@@ -188,7 +192,9 @@ async fn a_hard_spread_group_of_three_lands_on_three_hosts_and_a_fourth_is_refus
         "{e:?}"
     );
     for v in &placed {
-        instance::delete(&app, &v.name).await.unwrap();
+        instance::delete(&app, &Scope::system(), &v.name)
+            .await
+            .unwrap();
         instance::finalize_delete(&app, &v.id).await.unwrap();
         assert!(placement::get(&app, &v.id).await.unwrap().is_none());
     }
@@ -221,6 +227,7 @@ async fn hard_affinity_members_share_a_host_even_when_racing() {
             tokio::spawn(async move {
                 instance::run(
                     &app,
+                    &Scope::system(),
                     run_req(
                         &format!("db-{i}"),
                         "micro",
@@ -256,7 +263,12 @@ async fn gpus_are_given_once_and_freed_with_their_instance() {
         .map(|i| {
             let app = app.clone();
             tokio::spawn(async move {
-                instance::run(&app, run_req(&format!("ml-{i}"), "gpu1", json!({}))).await
+                instance::run(
+                    &app,
+                    &Scope::system(),
+                    run_req(&format!("ml-{i}"), "gpu1", json!({})),
+                )
+                .await
             })
         })
         .collect();
@@ -290,9 +302,11 @@ async fn gpus_are_given_once_and_freed_with_their_instance() {
     assert_eq!(alloc.gpu_devices, ["0000:65:00.0", "0000:66:00.0"]);
     // Deleting one frees its GPU for the next.
     let gone = &placed[0];
-    instance::delete(&app, &gone.name).await.unwrap();
+    instance::delete(&app, &Scope::system(), &gone.name)
+        .await
+        .unwrap();
     instance::finalize_delete(&app, &gone.id).await.unwrap();
-    let v = instance::run(&app, run_req("ml-4", "gpu1", json!({})))
+    let v = instance::run(&app, &Scope::system(), run_req("ml-4", "gpu1", json!({})))
         .await
         .unwrap();
     assert_eq!(v.gpu_devices, gone.gpu_devices);
@@ -304,9 +318,13 @@ async fn host_labels_steer_placement_and_are_validated() {
     add_host(&app, "h1", 16384, &[]).await;
     add_host(&app, "h2", 4096, &[]).await;
     let sel = |k: &str, v: &str| json!({"host_selector": {k: v}});
-    let e = instance::run(&app, run_req("a", "micro", sel("rack", "a")))
-        .await
-        .unwrap_err();
+    let e = instance::run(
+        &app,
+        &Scope::system(),
+        run_req("a", "micro", sel("rack", "a")),
+    )
+    .await
+    .unwrap_err();
     let (resource, message) = capacity(e);
     assert_eq!(resource, "host_selector");
     assert_eq!(
@@ -329,9 +347,13 @@ async fn host_labels_steer_placement_and_are_validated() {
     .await
     .unwrap();
     assert_eq!(h.labels.len(), 2);
-    let v = instance::run(&app, run_req("a", "micro", sel("rack", "a")))
-        .await
-        .unwrap();
+    let v = instance::run(
+        &app,
+        &Scope::system(),
+        run_req("a", "micro", sel("rack", "a")),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         v.host.as_deref(),
         Some(h.id.as_str()),
@@ -351,12 +373,17 @@ async fn host_labels_steer_placement_and_are_validated() {
             .unwrap_err();
         assert_eq!(e.field(), Some(field), "{e:?}");
     }
-    let e = instance::run(&app, run_req("b", "micro", sel("rack", "-a")))
-        .await
-        .unwrap_err();
+    let e = instance::run(
+        &app,
+        &Scope::system(),
+        run_req("b", "micro", sel("rack", "-a")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.field(), Some("host_selector.rack"), "{e:?}");
     let e = instance::run(
         &app,
+        &Scope::system(),
         run_req("b", "micro", json!({"placement_group": "nope"})),
     )
     .await
@@ -379,9 +406,13 @@ async fn a_moving_member_keeps_its_group_rules_and_its_membership() {
     .await;
     let mut hosts = vec![];
     for n in ["web-1", "web-2"] {
-        let v = instance::run(&app, run_req(n, "micro", json!({"placement_group": "web"})))
-            .await
-            .unwrap();
+        let v = instance::run(
+            &app,
+            &Scope::system(),
+            run_req(n, "micro", json!({"placement_group": "web"})),
+        )
+        .await
+        .unwrap();
         hosts.push(v.host.unwrap());
     }
     // web-1 must move (its host failed, or is drained): not onto web-2's host.

@@ -36,6 +36,18 @@ pub enum Error {
     /// Authenticated but not allowed.
     #[error("not allowed: {message}")]
     Forbidden { message: String },
+    /// The request would take `project` over its quota of `resource`: `used` of `limit` are in use and
+    /// the request needs `requested` more.
+    #[error(
+        "quota exceeded: project `{project}` may hold {limit} {resource}; {used} in use, {requested} more requested"
+    )]
+    QuotaExceeded {
+        project: String,
+        resource: String,
+        limit: u64,
+        used: u64,
+        requested: u64,
+    },
     /// A dependency (store, agent, QEMU) is unavailable; retrying later may succeed.
     #[error("service unavailable: {message}")]
     Unavailable { message: String },
@@ -108,6 +120,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::Unauthenticated { .. } => "unauthenticated",
             Error::Forbidden { .. } => "forbidden",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
             Error::Unavailable { .. } => "unavailable",
             Error::CasFailed { .. } => "conflict",
             Error::Internal { .. } => "internal",

@@ -527,7 +527,31 @@ pub struct Image {
     pub progress: Option<ImportProgress>,
     /// Pool the files live in (`local` for the built-in dir pool).
     pub pool: String,
+    /// `private`: seen by its project only; `public`: seen (and booted) by every project, changed and
+    /// deleted by its project or a cloud admin. Only a cloud admin makes an image public.
+    #[serde(default)]
+    pub visibility: Visibility,
     pub created_at: String,
+}
+
+/// Who sees an image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Its own project only.
+    #[default]
+    Private,
+    /// Every project.
+    Public,
+}
+
+/// Body of `PATCH /v1/images/{id}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateImageRequest {
+    /// `public` needs a cloud admin.
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
 }
 
 /// Body of `POST /v1/images`. Give exactly one source: `url`, `kernel_url`+`initrd_url`,
@@ -576,6 +600,9 @@ pub struct ImportImageRequest {
     /// Make the image from a completed snapshot (ID or name): the AMI workflow.
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// `private` (the default) or `public` (every project sees it; cloud admins only).
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
 }
 
 // ---------------------------------------------------------------- instance types
@@ -726,6 +753,10 @@ pub struct Event {
     pub time: String,
     /// ID of the resource the event is about.
     pub resource: String,
+    /// The project of that resource; absent for cluster-wide resources (hosts, pools), whose events
+    /// only cloud admins see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// e.g. `instance.created`, `instance.started`, `instance.crashed`.
     pub kind: String,
     pub message: String,

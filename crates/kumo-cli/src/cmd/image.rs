@@ -33,6 +33,12 @@ pub enum ImageCmd {
     Show { name: String },
     /// Delete an image.
     Delete { name: String },
+    /// Change an image: `--visibility public` shows it to every project (cloud admins only).
+    Update {
+        name: String,
+        #[arg(long, value_enum)]
+        visibility: VisibilityArg,
+    },
     /// Import an image: from an http(s) URL, from files on the server host, or from a volume or
     /// snapshot.
     Import(ImportArgs),
@@ -87,10 +93,28 @@ pub struct ImportArgs {
     /// Make the image from a completed snapshot (ID or name).
     #[arg(long)]
     pub snapshot: Option<String>,
+    /// Make the image public: every project sees it and may boot it (cloud admins only).
+    #[arg(long)]
+    pub public: bool,
     /// With --disk-url or --kernel-url: return once the server accepted the import (state `importing`)
     /// instead of waiting for it to finish.
     #[arg(long, requires = "downloaded")]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VisibilityArg {
+    Private,
+    Public,
+}
+
+impl From<VisibilityArg> for kumo_types::Visibility {
+    fn from(v: VisibilityArg) -> kumo_types::Visibility {
+        match v {
+            VisibilityArg::Private => kumo_types::Visibility::Private,
+            VisibilityArg::Public => kumo_types::Visibility::Public,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +178,15 @@ pub async fn run(client: &Client, out: &Output, cmd: ImageCmd) -> Result<i32, Cl
                 .await?;
             out.note(format!("image `{name}` deleted"));
         }
+        ImageCmd::Update { name, visibility } => {
+            let body = kumo_types::UpdateImageRequest {
+                visibility: Some(visibility.into()),
+            };
+            let img: Json<Image> = client
+                .patch(&format!("images/{}", seg(&name)), &body)
+                .await?;
+            out.one(&img, render::image_detail);
+        }
         ImageCmd::Import(a) => {
             let req = import_request(&a)?;
             let img: Json<Image> = client
@@ -189,6 +222,7 @@ pub fn import_request(a: &ImportArgs) -> Result<ImportImageRequest, CliError> {
         cmdline: a.cmdline.clone(),
         volume: a.volume.clone(),
         snapshot: a.snapshot.clone(),
+        visibility: a.public.then_some(kumo_types::Visibility::Public),
     })
 }
 
@@ -407,6 +441,8 @@ async fn build_tiny(client: &Client, out: &Output, a: BuildTinyArgs) -> Result<i
         kernel_path: Some(absolute(&guest.kernel)?),
         initrd_path: Some(absolute(&guest.initrd)?),
         cmdline: Some(guest.cmdline.clone()),
+        // The smoke-test guest serves every project.
+        visibility: Some(kumo_types::Visibility::Public),
         ..Default::default()
     };
     let img: Json<Image> = client

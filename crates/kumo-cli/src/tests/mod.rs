@@ -76,6 +76,7 @@ pub(super) fn image_value(sha: &str) -> Image {
         source_url: None,
         progress: None,
         pool: "local".into(),
+        visibility: Default::default(),
         created_at: "2026-11-21T00:00:00.000Z".into(),
     }
 }

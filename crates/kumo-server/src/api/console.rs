@@ -9,6 +9,7 @@ use kumo_types::{Error, ErrorBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use super::caller::Who;
 use crate::app::{App, instance};
 use crate::error::ApiResult;
 
@@ -16,10 +17,11 @@ use crate::error::ApiResult;
     responses((status = 101, description = "WebSocket upgrade; binary frames are raw serial bytes"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn console(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let (inst, _) = instance::find(&app, &id).await?;
+    let (inst, _) = instance::find_in(&app, &who.scope(), &id).await?;
     let sock = kumo_agent::paths::serial_sock(&app.cfg.data_dir, &inst.id);
     let stream = UnixStream::connect(&sock).await.map_err(|e| {
         Error::conflict(format!(

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use kumo_types::{Error, ErrorBody, InstanceView, Page, RunInstanceRequest, StopInstanceRequest};
 use serde::Deserialize;
 
+use super::caller::Who;
 use super::extract::{ApiJson, ApiQuery, parse_json};
 use crate::app::{App, instance};
 use crate::error::{ApiError, ApiResult};
@@ -19,6 +20,8 @@ use crate::error::{ApiError, ApiResult};
 pub struct ListQuery {
     pub limit: Option<usize>,
     pub next_token: Option<String>,
+    /// Every project's, not only the caller's project's (cloud admins only).
+    pub all_projects: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -35,10 +38,17 @@ const LOG_CHUNK: u64 = 1 << 20;
 #[utoipa::path(get, path = "/v1/instances", params(ListQuery), responses((status = 200, body = Page<InstanceView>)))]
 pub async fn list_instances(
     State(app): State<App>,
+    who: Who,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<InstanceView>>> {
     Ok(Json(
-        instance::list(&app, q.limit, q.next_token.as_deref()).await?,
+        instance::list(
+            &app,
+            &who.listing(q.all_projects)?,
+            q.limit,
+            q.next_token.as_deref(),
+        )
+        .await?,
     ))
 }
 
@@ -47,29 +57,35 @@ pub async fn list_instances(
     (status = 422, body = ErrorBody), (status = 503, description = "insufficient capacity", body = ErrorBody)))]
 pub async fn run_instance(
     State(app): State<App>,
+    who: Who,
     ApiJson(req): ApiJson<RunInstanceRequest>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    Ok((StatusCode::ACCEPTED, Json(instance::run(&app, req).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(instance::run(&app, &who.scope(), req).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/instances/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
 pub async fn get_instance(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InstanceView>> {
-    Ok(Json(instance::get(&app, &id).await?))
+    Ok(Json(instance::get_in(&app, &who.scope(), &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/instances/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody)))]
 pub async fn delete_instance(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(instance::delete(&app, &id).await?),
+        Json(instance::delete(&app, &who.scope(), &id).await?),
     ))
 }
 
@@ -77,11 +93,12 @@ pub async fn delete_instance(
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn start_instance(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(instance::start(&app, &id).await?),
+        Json(instance::start_in(&app, &who.scope(), &id).await?),
     ))
 }
 
@@ -92,6 +109,7 @@ pub async fn start_instance(
         (status = 422, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn migrate_instance(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
@@ -100,9 +118,10 @@ pub async fn migrate_instance(
     } else {
         parse_json(&body)?
     };
+    let (inst, _) = instance::find_in(&app, &who.scope(), &id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(crate::app::migration::migrate(&app, &id, req).await?),
+        Json(crate::app::migration::migrate(&app, &inst.id, req).await?),
     ))
 }
 
@@ -111,6 +130,7 @@ pub async fn migrate_instance(
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop_instance(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
@@ -121,7 +141,7 @@ pub async fn stop_instance(
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(instance::stop(&app, &id, req).await?),
+        Json(instance::stop_in(&app, &who.scope(), &id, req).await?),
     ))
 }
 
@@ -129,11 +149,12 @@ pub async fn stop_instance(
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reboot_instance(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(instance::reboot(&app, &id).await?),
+        Json(instance::reboot(&app, &who.scope(), &id).await?),
     ))
 }
 
@@ -142,12 +163,13 @@ pub async fn reboot_instance(
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn attach_nic(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<kumo_types::NicRequest>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(instance::attach_nic(&app, &id, req).await?),
+        Json(instance::attach_nic(&app, &who.scope(), &id, req).await?),
     ))
 }
 
@@ -155,11 +177,12 @@ pub async fn attach_nic(
     responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn detach_nic(
     State(app): State<App>,
+    who: Who,
     Path((id, nic)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<InstanceView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(instance::detach_nic(&app, &id, &nic).await?),
+        Json(instance::detach_nic(&app, &who.scope(), &id, &nic).await?),
     ))
 }
 
@@ -169,10 +192,11 @@ pub async fn detach_nic(
     responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
 pub async fn serial_log(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Response> {
-    let (inst, _) = instance::find(&app, &id).await?;
+    let (inst, _) = instance::find_in(&app, &who.scope(), &id).await?;
     let path = kumo_agent::paths::serial_log(&app.cfg.data_dir, &inst.id);
     let offset = q.offset.unwrap_or(0);
     let (data, size) = tokio::task::spawn_blocking(move || read_from(&path, offset))

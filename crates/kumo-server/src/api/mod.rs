@@ -1,6 +1,7 @@
 //! REST `/v1`: thin handlers. Each one extracts and calls the app layer; no logic lives here.
 
 pub mod audit;
+pub mod caller;
 pub mod cluster;
 pub mod console;
 pub mod extract;
@@ -10,6 +11,7 @@ pub mod instance;
 pub mod internal;
 pub mod network;
 pub mod placement;
+pub mod quota;
 pub mod resources;
 pub mod volume;
 

@@ -8,6 +8,7 @@ use kumo_types::{
     SnapshotView, UpdateVolumeRequest, VolumeView,
 };
 
+use super::caller::Who;
 use super::extract::{ApiJson, ApiQuery};
 use super::instance::ListQuery;
 use crate::app::{App, pool, snapshot, volume, volume_type};
@@ -16,10 +17,17 @@ use crate::error::ApiResult;
 #[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = Page<VolumeView>)))]
 pub async fn list_volumes(
     State(app): State<App>,
+    who: Who,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<VolumeView>>> {
     Ok(Json(
-        volume::list(&app, q.limit, q.next_token.as_deref()).await?,
+        volume::list(
+            &app,
+            &who.listing(q.all_projects)?,
+            q.limit,
+            q.next_token.as_deref(),
+        )
+        .await?,
     ))
 }
 
@@ -28,18 +36,23 @@ pub async fn list_volumes(
     (status = 503, description = "no host", body = ErrorBody)))]
 pub async fn create_volume(
     State(app): State<App>,
+    who: Who,
     ApiJson(req): ApiJson<CreateVolumeRequest>,
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
-    Ok((StatusCode::ACCEPTED, Json(volume::create(&app, req).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(volume::create(&app, &who.scope(), req).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = VolumeView), (status = 404, body = ErrorBody)))]
 pub async fn get_volume(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VolumeView>> {
-    Ok(Json(volume::get(&app, &id).await?))
+    Ok(Json(volume::get(&app, &who.scope(), &id).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/volumes/{id}", params(("id" = String, Path, description = "ID or name")),
@@ -47,12 +60,13 @@ pub async fn get_volume(
     responses((status = 202, body = VolumeView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_volume(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateVolumeRequest>,
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(volume::resize(&app, &id, req).await?),
+        Json(volume::resize(&app, &who.scope(), &id, req).await?),
     ))
 }
 
@@ -60,9 +74,13 @@ pub async fn update_volume(
     responses((status = 202, body = VolumeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_volume(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
-    Ok((StatusCode::ACCEPTED, Json(volume::delete(&app, &id).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(volume::delete(&app, &who.scope(), &id).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{id}/attach", params(("id" = String, Path, description = "ID or name")),
@@ -71,12 +89,13 @@ pub async fn delete_volume(
         (status = 422, body = ErrorBody)))]
 pub async fn attach_volume(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AttachVolumeRequest>,
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(volume::attach(&app, &id, req).await?),
+        Json(volume::attach(&app, &who.scope(), &id, req).await?),
     ))
 }
 
@@ -84,18 +103,29 @@ pub async fn attach_volume(
     responses((status = 202, body = VolumeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn detach_volume(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
-    Ok((StatusCode::ACCEPTED, Json(volume::detach(&app, &id).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(volume::detach(&app, &who.scope(), &id).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/snapshots", params(ListQuery), responses((status = 200, body = Page<SnapshotView>)))]
 pub async fn list_snapshots(
     State(app): State<App>,
+    who: Who,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<SnapshotView>>> {
     Ok(Json(
-        snapshot::list(&app, q.limit, q.next_token.as_deref()).await?,
+        snapshot::list(
+            &app,
+            &who.listing(q.all_projects)?,
+            q.limit,
+            q.next_token.as_deref(),
+        )
+        .await?,
     ))
 }
 
@@ -103,11 +133,12 @@ pub async fn list_snapshots(
     (status = 202, body = SnapshotView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_snapshot(
     State(app): State<App>,
+    who: Who,
     ApiJson(req): ApiJson<CreateSnapshotRequest>,
 ) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(snapshot::create(&app, req).await?),
+        Json(snapshot::create(&app, &who.scope(), req).await?),
     ))
 }
 
@@ -115,20 +146,22 @@ pub async fn create_snapshot(
     responses((status = 200, body = SnapshotView), (status = 404, body = ErrorBody)))]
 pub async fn get_snapshot(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SnapshotView>> {
-    Ok(Json(snapshot::get(&app, &id).await?))
+    Ok(Json(snapshot::get(&app, &who.scope(), &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/snapshots/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 202, body = SnapshotView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_snapshot(
     State(app): State<App>,
+    who: Who,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(snapshot::delete(&app, &id).await?),
+        Json(snapshot::delete(&app, &who.scope(), &id).await?),
     ))
 }
 

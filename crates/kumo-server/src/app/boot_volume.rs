@@ -5,8 +5,8 @@
 
 use kumo_store::{Compare, Op};
 use kumo_types::{
-    DEFAULT_PROJECT, Error, Image, Result, RootVolumeRequest, Volume, VolumeAttachment,
-    VolumeStatus, ids, now_rfc3339,
+    Error, Image, Result, RootVolumeRequest, Volume, VolumeAttachment, VolumeStatus, ids,
+    now_rfc3339,
 };
 
 use super::App;
@@ -17,9 +17,11 @@ pub struct Planned {
     volume: Volume,
 }
 
-/// Check `req` for instance `instance_name` booting `image` (errors name `root_volume.*`).
+/// Check `req` for instance `instance_name` of `project` booting `image` (errors name
+/// `root_volume.*`).
 pub async fn plan(
     app: &App,
+    project: &str,
     req: &RootVolumeRequest,
     instance_name: &str,
     image: &Image,
@@ -46,7 +48,7 @@ pub async fn plan(
         volume: Volume {
             id: ids::new_id(ids::VOLUME),
             name: format!("{instance_name}-root"),
-            project: DEFAULT_PROJECT.into(),
+            project: project.to_string(),
             size_gib,
             pool,
             volume_type,
@@ -73,6 +75,11 @@ impl Planned {
         &self.volume.id
     }
 
+    /// Its size, charged to the project's `volume_gib` quota with the instance.
+    pub fn size_gib(&self) -> u64 {
+        self.volume.size_gib
+    }
+
     /// Its compares and ops in the transaction that creates instance `instance_id` on `host_id`.
     pub fn ops(&self, instance_id: &str, host_id: &str) -> Result<(Vec<Compare>, Vec<Op>)> {
         let mut v = self.volume.clone();
@@ -96,7 +103,7 @@ impl Planned {
 
     /// The name its volume would take, if that is free (checked again in the transaction).
     pub async fn check_name(&self, app: &App) -> Result<()> {
-        let key = keys::name("volumes", DEFAULT_PROJECT, &self.volume.name);
+        let key = keys::name("volumes", &self.volume.project, &self.volume.name);
         if app
             .kv()
             .get(&key)

@@ -4,53 +4,63 @@ use std::collections::HashSet;
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    AllocateFloatingIpRequest, AssociateFloatingIpRequest, DEFAULT_PROJECT, Error, FloatingIp,
-    Page, Result, ids, now_rfc3339,
+    AllocateFloatingIpRequest, AssociateFloatingIpRequest, Error, FloatingIp, Page, QuotaResource,
+    Result, ids, now_rfc3339,
 };
 
+use super::quota::{self, Delta};
+use super::scope::{self, Scope};
 use super::{App, instance, network, port};
-use crate::storeutil::{encode, get_json, keys, list_json, store_err};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, store_err};
 
-pub async fn list(app: &App) -> Result<Page<FloatingIp>> {
-    let items: Vec<FloatingIp> = list_json(app.kv(), keys::FLOATING_IPS).await?;
+pub async fn list(app: &App, scope: &Scope) -> Result<Page<FloatingIp>> {
+    let items: Vec<FloatingIp> = scope::list(app, scope, keys::FLOATING_IPS).await?;
     Ok(Page {
         items,
         next_token: None,
     })
 }
 
-/// By ID or by address.
-pub async fn get(app: &App, id_or_addr: &str) -> Result<(FloatingIp, i64)> {
-    if ids::is_id(ids::FLOATING_IP, id_or_addr) {
-        return get_json(app.kv(), &keys::floating_ip(id_or_addr))
-            .await?
-            .ok_or_else(|| Error::not_found("floating IP", id_or_addr));
-    }
-    let all: Vec<FloatingIp> = list_json(app.kv(), keys::FLOATING_IPS).await?;
-    let f = all
-        .into_iter()
-        .find(|f| f.address == id_or_addr)
-        .ok_or_else(|| Error::not_found("floating IP", id_or_addr))?;
-    get_json(app.kv(), &keys::floating_ip(&f.id))
-        .await?
-        .ok_or_else(|| Error::not_found("floating IP", id_or_addr))
+/// By ID or by address, as `scope` sees it.
+pub async fn get(app: &App, scope: &Scope, id_or_addr: &str) -> Result<(FloatingIp, i64)> {
+    let nf = || Error::not_found("floating IP", id_or_addr);
+    let id = if ids::is_id(ids::FLOATING_IP, id_or_addr) {
+        id_or_addr.to_string()
+    } else {
+        let all: Vec<FloatingIp> = list_json(app.kv(), keys::FLOATING_IPS).await?;
+        all.into_iter()
+            .find(|f| f.address == id_or_addr && scope.sees(&f.project))
+            .ok_or_else(nf)?
+            .id
+    };
+    let found = get_json::<FloatingIp>(app.kv(), &keys::floating_ip(&id)).await?;
+    scope.visible(
+        found,
+        |(f, _)| f.project.as_str(),
+        "floating IP",
+        id_or_addr,
+    )
 }
 
-pub async fn allocate(app: &App, req: AllocateFloatingIpRequest) -> Result<FloatingIp> {
-    let net = network::get(app, &req.network)
+pub async fn allocate(
+    app: &App,
+    scope: &Scope,
+    req: AllocateFloatingIpRequest,
+) -> Result<FloatingIp> {
+    let project = scope.project.clone();
+    let net = network::get_external(app, &project, "network", &req.network)
         .await
-        .map_err(|_| Error::invalid("network", format!("no network `{}`", req.network)))?;
-    if !net.external {
-        return Err(Error::invalid(
-            "network",
-            format!(
-                "network `{}` is not external; floating IPs come from external networks",
-                net.name
-            ),
-        ));
-    }
+        .map_err(|e| match e {
+            Error::Invalid { message, .. } if message.contains("is not external") => {
+                Error::invalid(
+                    "network",
+                    format!("{message}; floating IPs come from external networks"),
+                )
+            }
+            e => e,
+        })?;
     let subnet = network::default_subnet(app, &net).await?;
-    for _ in 0..20 {
+    for attempt in 0..quota::ATTEMPTS {
         let p = port::plan(
             app,
             "network",
@@ -66,7 +76,7 @@ pub async fn allocate(app: &App, req: AllocateFloatingIpRequest) -> Result<Float
         let id = ids::new_id(ids::FLOATING_IP);
         let fip = FloatingIp {
             id: id.clone(),
-            project: DEFAULT_PROJECT.into(),
+            project: project.clone(),
             network_id: net.id.clone(),
             subnet_id: subnet.id.clone(),
             address: p.port.ipv4.clone(),
@@ -75,18 +85,31 @@ pub async fn allocate(app: &App, req: AllocateFloatingIpRequest) -> Result<Float
             created_at: now_rfc3339(),
         };
         let ip_key = keys::ipam(&subnet.id, &fip.address);
+        let (mut compare, mut success) =
+            quota::charge(app, &project, &Delta::of(QuotaResource::FloatingIps, 1)).await?;
+        compare.push(Compare::absent(&ip_key));
+        success.extend([
+            Op::put(&ip_key, id.clone()),
+            Op::put(keys::floating_ip(&id), encode(&fip)?),
+        ]);
         let txn = Txn {
-            compare: vec![Compare::absent(&ip_key)],
-            success: vec![
-                Op::put(&ip_key, id.clone()),
-                Op::put(keys::floating_ip(&id), encode(&fip)?),
-            ],
+            compare,
+            success,
             failure: vec![],
         };
         if app.kv().txn(txn).await.map_err(store_err)?.succeeded {
-            super::event::record(app, &id, "floating_ip.allocated", &fip.address).await?;
+            super::event::record_in(
+                app,
+                Some(&project),
+                &id,
+                "floating_ip.allocated",
+                &fip.address,
+            )
+            .await?;
             return Ok(fip);
         }
+        // The address was taken or the project's usage changed: decide again.
+        quota::backoff(attempt).await;
     }
     Err(Error::unavailable(
         "too much contention allocating a floating IP; retry",
@@ -95,18 +118,22 @@ pub async fn allocate(app: &App, req: AllocateFloatingIpRequest) -> Result<Float
 
 pub async fn associate(
     app: &App,
+    scope: &Scope,
     id_or_addr: &str,
     req: AssociateFloatingIpRequest,
 ) -> Result<FloatingIp> {
+    let (fip0, _) = get(app, scope, id_or_addr).await?;
+    // The port or instance is the floating IP's project's.
+    let within = Scope::within(&fip0.project);
     let port_id = match (&req.port, &req.instance) {
         (Some(p), None) => {
-            port::get(app, p)
+            port::get(app, &within, p)
                 .await
                 .map_err(|_| Error::invalid("port", format!("no port `{p}`")))?
                 .id
         }
         (None, Some(i)) => {
-            let (inst, _) = instance::find(app, i)
+            let (inst, _) = instance::find_in(app, &within, i)
                 .await
                 .map_err(|_| Error::invalid("instance", format!("no instance `{i}`")))?;
             inst.nics
@@ -121,8 +148,8 @@ pub async fn associate(
             ));
         }
     };
-    let port = port::get(app, &port_id).await?;
-    let net = network::get(app, &port.network_id).await?;
+    let port = port::get(app, &within, &port_id).await?;
+    let net = network::get_any(app, &port.network_id).await?;
     if net.external {
         return Err(Error::invalid(
             "port",
@@ -130,7 +157,7 @@ pub async fn associate(
         ));
     }
     let all: Vec<FloatingIp> = list_json(app.kv(), keys::FLOATING_IPS).await?;
-    let (mut fip, rev) = get(app, id_or_addr).await?;
+    let (mut fip, rev) = get(app, scope, &fip0.id).await?;
     if let Some(other) = all
         .iter()
         .find(|f| f.port_id.as_deref() == Some(port.id.as_str()) && f.id != fip.id)
@@ -149,8 +176,9 @@ pub async fn associate(
     fip.port_id = Some(port.id.clone());
     fip.fixed_ip = Some(port.ipv4.clone());
     save(app, &fip, rev).await?;
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&fip.project),
         &fip.id,
         "floating_ip.associated",
         &format!("{} → {}", fip.address, port.ipv4),
@@ -174,36 +202,52 @@ async fn save(app: &App, fip: &FloatingIp, rev: i64) -> Result<()> {
     Ok(())
 }
 
-pub async fn disassociate(app: &App, id_or_addr: &str) -> Result<FloatingIp> {
-    let (mut fip, rev) = get(app, id_or_addr).await?;
+pub async fn disassociate(app: &App, scope: &Scope, id_or_addr: &str) -> Result<FloatingIp> {
+    let (mut fip, rev) = get(app, scope, id_or_addr).await?;
     fip.port_id = None;
     fip.fixed_ip = None;
     save(app, &fip, rev).await?;
-    super::event::record(app, &fip.id, "floating_ip.disassociated", &fip.address).await?;
+    super::event::record_in(
+        app,
+        Some(&fip.project),
+        &fip.id,
+        "floating_ip.disassociated",
+        &fip.address,
+    )
+    .await?;
     Ok(fip)
 }
 
-pub async fn release(app: &App, id_or_addr: &str) -> Result<()> {
-    let (fip, rev) = get(app, id_or_addr).await?;
-    if fip.port_id.is_some() {
-        return Err(Error::conflict(format!(
-            "floating IP {} is associated; disassociate it first",
-            fip.address
-        )));
-    }
-    let key = keys::floating_ip(&fip.id);
-    let txn = Txn {
-        compare: vec![Compare::mod_revision(&key, rev)],
-        success: vec![
+pub async fn release(app: &App, scope: &Scope, id_or_addr: &str) -> Result<()> {
+    for attempt in 0..quota::ATTEMPTS {
+        let (fip, rev) = get(app, scope, id_or_addr).await?;
+        if fip.port_id.is_some() {
+            return Err(Error::conflict(format!(
+                "floating IP {} is associated; disassociate it first",
+                fip.address
+            )));
+        }
+        let key = keys::floating_ip(&fip.id);
+        let (mut compare, mut success) =
+            quota::credit(app, &fip.project, &Delta::of(QuotaResource::FloatingIps, 1)).await?;
+        compare.push(Compare::mod_revision(&key, rev));
+        success.extend([
             Op::delete(&key),
             Op::delete(keys::ipam(&fip.subnet_id, &fip.address)),
-        ],
-        failure: vec![],
-    };
-    if !app.kv().txn(txn).await.map_err(store_err)?.succeeded {
-        return Err(Error::conflict(
-            "the floating IP changed concurrently; retry",
-        ));
+        ]);
+        if commit(app.kv(), compare, success).await? {
+            return super::event::record_in(
+                app,
+                Some(&fip.project),
+                &fip.id,
+                "floating_ip.released",
+                &fip.address,
+            )
+            .await;
+        }
+        quota::backoff(attempt).await;
     }
-    super::event::record(app, &fip.id, "floating_ip.released", &fip.address).await
+    Err(Error::unavailable(
+        "too much contention releasing the floating IP; retry",
+    ))
 }

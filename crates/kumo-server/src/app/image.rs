@@ -13,11 +13,12 @@ use std::path::PathBuf;
 
 use kumo_store::{Compare, Op, Revision, Txn};
 use kumo_types::{
-    DEFAULT_PROJECT, DiskFormat, Error, Image, ImageKind, ImageState, ImportImageRequest, Instance,
-    Page, Result, ids, now_rfc3339, validate,
+    DiskFormat, Error, Image, ImageKind, ImageState, ImportImageRequest, Instance, Page, Result,
+    UpdateImageRequest, Visibility, ids, now_rfc3339, validate,
 };
 
 use super::App;
+use super::scope::Scope;
 use crate::storeutil::{encode, get_json, keys, list_json, store_err};
 
 const KIND: &str = "images";
@@ -230,22 +231,29 @@ pub fn require_usable(img: &Image, what: Use) -> Result<()> {
     Ok(())
 }
 
-/// Who holds an image name: nobody, or a failed import that a new import replaces.
+/// Who holds an image name in a project: nobody, or a failed import that a new import replaces.
 struct NameClaim {
+    project: String,
     key: String,
     held: Option<(Revision, Image, Revision)>,
 }
 
 impl NameClaim {
-    async fn take(app: &App, name: &str) -> Result<NameClaim> {
-        let key = keys::name(KIND, DEFAULT_PROJECT, name);
+    async fn take(app: &App, project: &str, name: &str) -> Result<NameClaim> {
+        let key = keys::name(KIND, project, name);
+        let project = project.to_string();
         let Some(kv) = app.kv().get(&key).await.map_err(store_err)? else {
-            return Ok(NameClaim { key, held: None });
+            return Ok(NameClaim {
+                project,
+                key,
+                held: None,
+            });
         };
         let id = String::from_utf8_lossy(&kv.value).into_owned();
         let taken = || Error::conflict_field("name", format!("image `{name}` already exists"));
         match get_json::<Image>(app.kv(), &keys::image(&id)).await? {
             Some((img, rev)) if img.state == ImageState::Error => Ok(NameClaim {
+                project,
                 key,
                 held: Some((kv.mod_revision, img, rev)),
             }),
@@ -282,8 +290,9 @@ impl NameClaim {
             let pool = app.pool.clone();
             let id = old.id.clone();
             let _ = tokio::task::spawn_blocking(move || pool.delete_image(&id)).await;
-            super::event::record(
+            super::event::record_in(
                 app,
+                Some(&old.project),
                 &old.id,
                 "image.deleted",
                 &format!("failed image `{}` replaced by a new import", old.name),
@@ -294,12 +303,18 @@ impl NameClaim {
     }
 }
 
-/// A new image record for `req` (sizes and hash filled in once stored).
-fn new_image(id: &str, kind: ImageKind, req: &ImportImageRequest, state: ImageState) -> Image {
+/// A new image record of `project` for `req` (sizes and hash filled in once stored).
+fn new_image(
+    project: &str,
+    id: &str,
+    kind: ImageKind,
+    req: &ImportImageRequest,
+    state: ImageState,
+) -> Image {
     Image {
         id: id.to_string(),
         name: req.name.clone(),
-        project: DEFAULT_PROJECT.into(),
+        project: project.to_string(),
         kind,
         state,
         status_message: None,
@@ -312,18 +327,30 @@ fn new_image(id: &str, kind: ImageKind, req: &ImportImageRequest, state: ImageSt
         source_url: None,
         progress: None,
         pool: "local".into(),
+        visibility: req.visibility.unwrap_or_default(),
         created_at: now_rfc3339(),
     }
+}
+
+/// Only a cloud admin makes an image public.
+fn may_set(scope: &Scope, v: Option<Visibility>) -> Result<()> {
+    if v == Some(Visibility::Public) && !scope.admin {
+        return Err(Error::Forbidden {
+            message: "only a cloud admin may make an image public".into(),
+        });
+    }
+    Ok(())
 }
 
 /// `POST /v1/images`. File, volume and snapshot sources are imported before this returns (the image is
 /// `available`); URL sources are checked (the web server must answer the GET), recorded `importing`
 /// and imported in the background.
-pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
+pub async fn import(app: &App, scope: &Scope, req: ImportImageRequest) -> Result<Image> {
     validate::name("name", &req.name)?;
+    may_set(scope, req.visibility)?;
     let source = source_of(&req)?;
     let sha256 = req.sha256.as_deref().map(normalize_sha256).transpose()?;
-    let claim = NameClaim::take(app, &req.name).await?;
+    let claim = NameClaim::take(app, &scope.project, &req.name).await?;
     let id = ids::new_id(ids::IMAGE);
     let kind = source.kind();
     let pool = app.pool.clone();
@@ -362,7 +389,10 @@ pub async fn import(app: &App, req: ImportImageRequest) -> Result<Image> {
         }
     }
     .map_err(|e| Error::internal_with("import task", e))??;
-    let image = stored(new_image(&id, kind, &req, ImageState::Available), imported);
+    let image = stored(
+        new_image(&claim.project, &id, kind, &req, ImageState::Available),
+        imported,
+    );
     record(app, image, &claim).await
 }
 
@@ -395,8 +425,9 @@ async fn record(app: &App, image: Image, claim: &NameClaim) -> Result<Image> {
         .source_format
         .map(|f| format!(", converted from {}", f.as_str()))
         .unwrap_or_default();
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&image.project),
         &image.id,
         "image.imported",
         &format!(
@@ -415,16 +446,20 @@ async fn from_volume(
     req: &ImportImageRequest,
     claim: NameClaim,
 ) -> Result<Image> {
+    let within = Scope::within(&claim.project);
     let (volume, snapshot) = match (&req.volume, &req.snapshot) {
         (Some(v), _) => {
-            let (v, _) = super::volume::find(app, v)
+            let (v, _) = super::volume::find(app, &within, v)
                 .await
                 .map_err(|_| Error::invalid("volume", format!("no volume `{v}`")))?;
             (v, None)
         }
         (None, Some(s)) => {
-            let (s, _) = super::snapshot::usable(app, s).await?;
-            (super::volume::find(app, &s.volume_id).await?.0, Some(s.id))
+            let (s, _) = super::snapshot::usable(app, &within, s).await?;
+            (
+                super::volume::find_any(app, &s.volume_id).await?.0,
+                Some(s.id),
+            )
         }
         (None, None) => return Err(Error::internal("from_volume without a source")),
     };
@@ -442,7 +477,13 @@ async fn from_volume(
     .await
     .map_err(|e| Error::internal_with("import task", e))??;
     let image = stored(
-        new_image(id, ImageKind::Disk, req, ImageState::Available),
+        new_image(
+            &claim.project,
+            id,
+            ImageKind::Disk,
+            req,
+            ImageState::Available,
+        ),
         imported,
     );
     record(app, image, &claim).await
@@ -474,8 +515,9 @@ pub async fn recover_interrupted(app: &App) -> Result<()> {
         app.pool.delete_image(&img.id)?;
         if written {
             tracing::warn!(image = %img.id, name = %img.name, "image import interrupted by a restart");
-            super::event::record(
+            super::event::record_in(
                 app,
+                Some(&img.project),
                 &img.id,
                 "image.import_failed",
                 &format!(
@@ -490,8 +532,18 @@ pub async fn recover_interrupted(app: &App) -> Result<()> {
     Ok(())
 }
 
-pub async fn list(app: &App) -> Result<Page<Image>> {
-    let mut items: Vec<Image> = list_json(app.kv(), keys::IMAGES).await?;
+/// Whether `scope` sees `img`: its project's, or public.
+fn sees(scope: &Scope, img: &Image) -> bool {
+    img.visibility == Visibility::Public || scope.sees(&img.project)
+}
+
+/// The images `scope` lists: its project's and the public ones (every image for `all`).
+pub async fn list(app: &App, scope: &Scope) -> Result<Page<Image>> {
+    let mut items: Vec<Image> = list_json::<Image>(app.kv(), keys::IMAGES)
+        .await?
+        .into_iter()
+        .filter(|i| i.visibility == Visibility::Public || scope.lists(&i.project))
+        .collect();
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Page {
         items,
@@ -499,44 +551,135 @@ pub async fn list(app: &App) -> Result<Page<Image>> {
     })
 }
 
-pub async fn get(app: &App, id_or_name: &str) -> Result<Image> {
-    let id = crate::storeutil::resolve_id(app.kv(), ids::IMAGE, KIND, DEFAULT_PROJECT, id_or_name)
-        .await?
-        .ok_or_else(|| Error::not_found("image", id_or_name))?;
-    get_json(app.kv(), &keys::image(&id))
-        .await?
-        .map(|(i, _)| i)
-        .ok_or_else(|| Error::not_found("image", id_or_name))
+/// An image by ID or name: `scope`'s project's own, or public (a name names the project's own image
+/// first, then a public one).
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<Image> {
+    Ok(find(app, scope, id_or_name).await?.0)
 }
 
-/// Delete an image: refused (409, naming them) while instances boot from it or volumes are overlays
-/// on it. Deleting an `importing` image cancels the import.
-pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
-    let image = get(app, id_or_name).await?;
-    let users: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
-    let users: Vec<&str> = users
+async fn find(app: &App, scope: &Scope, id_or_name: &str) -> Result<(Image, Revision)> {
+    let nf = || Error::not_found("image", id_or_name);
+    let id =
+        match crate::storeutil::resolve_id(app.kv(), ids::IMAGE, KIND, &scope.project, id_or_name)
+            .await?
+        {
+            Some(id) => id,
+            None => {
+                let all: Vec<Image> = list_json(app.kv(), keys::IMAGES).await?;
+                let mut public = all
+                    .into_iter()
+                    .filter(|i| i.visibility == Visibility::Public && i.name == id_or_name);
+                match (public.next(), public.next()) {
+                    (Some(i), None) => i.id,
+                    (Some(_), Some(_)) => {
+                        return Err(Error::conflict(format!(
+                            "several public images are named `{id_or_name}`; use the image ID"
+                        )));
+                    }
+                    _ => return Err(nf()),
+                }
+            }
+        };
+    match get_json::<Image>(app.kv(), &keys::image(&id)).await? {
+        Some((img, rev)) if sees(scope, &img) => Ok((img, rev)),
+        _ => Err(nf()),
+    }
+}
+
+/// An image by ID, whatever its project (agents' assignments, volumes made from it).
+pub async fn get_any(app: &App, id: &str) -> Result<Image> {
+    get_json(app.kv(), &keys::image(id))
+        .await?
+        .map(|(i, _)| i)
+        .ok_or_else(|| Error::not_found("image", id))
+}
+
+/// An image `scope` may change or delete: its project's own (a public image of another project is
+/// only seen), or any for a cloud admin.
+async fn owned(app: &App, scope: &Scope, id_or_name: &str) -> Result<(Image, Revision)> {
+    let (img, rev) = find(app, scope, id_or_name).await?;
+    if !scope.sees(&img.project) {
+        return Err(Error::Forbidden {
+            message: format!(
+                "image `{}` is a public image of another project; only that project or a cloud \
+                 admin may change or delete it",
+                img.name
+            ),
+        });
+    }
+    Ok((img, rev))
+}
+
+/// Change an image's visibility (`public` needs a cloud admin).
+pub async fn update(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    req: UpdateImageRequest,
+) -> Result<Image> {
+    may_set(scope, req.visibility)?;
+    for _ in 0..20 {
+        let (mut img, rev) = owned(app, scope, id_or_name).await?;
+        let Some(v) = req.visibility else {
+            return Ok(img);
+        };
+        img.visibility = v;
+        let key = keys::image(&img.id);
+        if crate::storeutil::commit(
+            app.kv(),
+            vec![Compare::mod_revision(&key, rev)],
+            vec![Op::put(&key, encode(&img)?)],
+        )
+        .await?
+        {
+            let what = match v {
+                Visibility::Public => "public",
+                Visibility::Private => "private",
+            };
+            super::event::record_in(
+                app,
+                Some(&img.project),
+                &img.id,
+                "image.updated",
+                &format!("image `{}` is {what}", img.name),
+            )
+            .await?;
+            return Ok(img);
+        }
+    }
+    Err(Error::unavailable(
+        "too much contention updating the image; retry",
+    ))
+}
+
+/// Delete an image: refused (409) while instances boot from it or volumes are overlays on it (only
+/// the caller's project's are named). Deleting an `importing` image cancels the import.
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
+    let (image, _) = owned(app, scope, id_or_name).await?;
+    let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
+    let users: Vec<(&str, &str)> = insts
         .iter()
         .filter(|i| i.image_id == image.id)
-        .map(|i| i.name.as_str())
+        .map(|i| (i.name.as_str(), i.project.as_str()))
         .collect();
     if !users.is_empty() {
         return Err(Error::conflict(format!(
-            "image `{}` is in use by instance(s) {}",
+            "image `{}` is in use by {}",
             image.name,
-            users.join(", ")
+            in_use("instance", scope, &users)
         )));
     }
-    let volumes: Vec<String> = super::volume::images_in_use(app)
-        .await?
-        .into_iter()
-        .filter(|(i, _)| *i == image.id)
-        .map(|(_, name)| name)
+    let vols: Vec<kumo_types::Volume> = list_json(app.kv(), keys::VOLUMES).await?;
+    let volumes: Vec<(&str, &str)> = vols
+        .iter()
+        .filter(|v| v.image_id.as_deref() == Some(image.id.as_str()))
+        .map(|v| (v.name.as_str(), v.project.as_str()))
         .collect();
     if !volumes.is_empty() {
         return Err(Error::conflict(format!(
-            "image `{}` is in use by volume(s) {}",
+            "image `{}` is in use by {}",
             image.name,
-            volumes.join(", ")
+            in_use("volume", scope, &volumes)
         )));
     }
     let txn = Txn {
@@ -559,13 +702,25 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
     } else {
         ""
     };
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&image.project),
         &image.id,
         "image.deleted",
         &format!("image `{}` deleted{cancelled}", image.name),
     )
     .await
+}
+
+/// `instance(s) a, b and 2 of other projects` (pure): names only of what `scope` sees.
+fn in_use(what: &str, scope: &Scope, users: &[(&str, &str)]) -> String {
+    let (mine, others): (Vec<_>, Vec<_>) = users.iter().partition(|(_, p)| scope.sees(p));
+    let names: Vec<&str> = mine.iter().map(|(n, _)| *n).collect();
+    match (names.is_empty(), others.len()) {
+        (false, 0) => format!("{what}(s) {}", names.join(", ")),
+        (true, n) => format!("{n} {what}(s) of other projects"),
+        (false, n) => format!("{what}(s) {} and {n} of other projects", names.join(", ")),
+    }
 }
 
 /// The path of file `file` of stored image `id` in the control plane's pool: one of the files an
@@ -688,6 +843,7 @@ mod tests {
 
     fn image(state: ImageState, format: Option<DiskFormat>) -> Image {
         let mut i = new_image(
+            "default",
             "ami-1",
             ImageKind::Disk,
             &ImportImageRequest {

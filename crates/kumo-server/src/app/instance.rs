@@ -1,17 +1,23 @@
 //! Instances: run, list, show, start, stop, reboot, delete — desired state only. The agent on the
 //! instance's host makes it real and reports status back ([`report_status`], [`finalize_delete`]).
+//!
+//! Fronts call the scoped functions (`run`, `list`, `find_in`, `get_in`, `start_in`, `stop_in`,
+//! `reboot`, `delete`, `attach_nic`, `detach_nic`) with the caller's [`Scope`]. `find`, `get`,
+//! `start` and `stop` without a scope are the cluster's own (drain, migration): they see every
+//! project, as [`Scope::system`] does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    Assignment, AssignmentSnapshot, DEFAULT_PROJECT, DesiredState, Error, Instance, InstanceState,
-    InstanceStatus, InstanceView, NetworkTopology, NicRequest, Page, Result, RunInstanceRequest,
-    StopInstanceRequest, ids, now_rfc3339, validate,
+    DesiredState, Error, Instance, InstanceState, InstanceStatus, InstanceView, NicRequest, Page,
+    QuotaResource, Result, RunInstanceRequest, StopInstanceRequest, ids, now_rfc3339, validate,
 };
 
-use super::{App, image, instance_type, key_pair, network, placement, port, security_group};
-use crate::storeutil::{commit, encode, get_json, keys, list_json, store_err};
+use super::quota::{self, Delta};
+use super::scope::{self, Kind, Scope};
+use super::{App, image, instance_type, key_pair, placement, port, security_group};
+use crate::storeutil::{commit, encode, get_json, keys, store_err};
 
 const KIND: &str = "instances";
 /// AWS's limit for user data.
@@ -20,25 +26,30 @@ pub const MAX_USER_DATA: usize = 16 * 1024;
 const MAX_NICS: usize = 8;
 const MAX_ATTEMPTS: usize = 20;
 
-pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
+pub async fn run(app: &App, scope: &Scope, req: RunInstanceRequest) -> Result<InstanceView> {
     validate::name("name", &req.name)?;
-    let name_key = keys::name(KIND, DEFAULT_PROJECT, &req.name);
+    let project = scope.project.clone();
+    // Everything the instance refers to is its project's own (images: or public).
+    let within = Scope::within(&project);
+    let name_key = keys::name(KIND, &project, &req.name);
     if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
         return Err(Error::conflict_field(
             "name",
             format!("an instance named `{}` already exists", req.name),
         ));
     }
-    let image = image::get(app, &req.image).await.map_err(|e| match e {
-        Error::NotFound { .. } => Error::invalid(
-            "image",
-            format!(
-                "no image with ID or name `{}` (see `kumo image list`)",
-                req.image
+    let image = image::get(app, &within, &req.image)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound { .. } => Error::invalid(
+                "image",
+                format!(
+                    "no image with ID or name `{}` (see `kumo image list`)",
+                    req.image
+                ),
             ),
-        ),
-        e => e,
-    })?;
+            e => e,
+        })?;
     image::require_usable(&image, image::Use::Instance)?;
     let itype = instance_type::get(app, &req.instance_type)
         .await
@@ -75,14 +86,15 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     }
     let boot_volume = match &req.root_volume {
         Some(rv) => {
-            let p = super::boot_volume::plan(app, rv, &req.name, &image, root_disk_gib).await?;
+            let p = super::boot_volume::plan(app, &project, rv, &req.name, &image, root_disk_gib)
+                .await?;
             p.check_name(app).await?;
             Some(p)
         }
         None => None,
     };
     if let Some(k) = &req.key_name {
-        key_pair::get(app, k)
+        key_pair::get(app, &within, k)
             .await
             .map_err(|_| Error::invalid("key_name", format!("no key pair named `{k}`")))?;
     }
@@ -110,8 +122,13 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
             ..Default::default()
         }],
     };
-    let default_sgs =
-        port::groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+    let default_sgs = port::groups_or_default(
+        app,
+        &project,
+        "security_groups",
+        req.security_groups.as_deref(),
+    )
+    .await?;
     let mut targets = Vec::new();
     for (i, n) in nic_reqs.iter().enumerate() {
         let field = format!("nics[{i}]");
@@ -121,6 +138,7 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         }
         let (net, subnet) = port::resolve_target_for(
             app,
+            &project,
             &field,
             n.network.as_deref(),
             n.subnet.as_deref(),
@@ -129,7 +147,8 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         .await?;
         let sgs = match &n.security_groups {
             Some(r) => {
-                security_group::resolve_all(app, &format!("{field}.security_groups"), r).await?
+                security_group::resolve_all(app, &project, &format!("{field}.security_groups"), r)
+                    .await?
             }
             None => default_sgs.clone(),
         };
@@ -154,16 +173,27 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
     )
     .await?;
     let id = ids::new_id(ids::INSTANCE);
+    let delta = Delta::of(QuotaResource::Instances, 1)
+        .and(QuotaResource::Vcpus, u64::from(itype.vcpus))
+        .and(QuotaResource::MemoryMib, itype.memory_mib)
+        .and(
+            QuotaResource::VolumeGib,
+            boot_volume.as_ref().map_or(0, |b| b.size_gib()),
+        );
 
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..quota::ATTEMPTS {
+        // Over quota: refused before placement is even decided.
+        let (quota_cmp, quota_ops) = quota::charge(app, &project, &delta).await?;
         let plan = placement::decide(app, &want).await?;
         let host_id = plan.decision.host.clone();
         let mut compare = vec![Compare::absent(&name_key)];
         let mut ops = vec![Op::put(&name_key, id.clone())];
+        compare.extend(quota_cmp);
+        ops.extend(quota_ops);
         let mut nics = Vec::new();
         let mut pending = HashSet::new();
         for t in &targets {
-            let (p, keep_port) = t.realize(app, &id, &pending).await?;
+            let (p, keep_port) = t.realize(app, &project, &id, &pending).await?;
             if let Ok(ip) = p.port.ipv4.parse() {
                 pending.insert(ip);
             }
@@ -182,7 +212,7 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
         let inst = Instance {
             id: id.clone(),
             name: req.name.clone(),
-            project: DEFAULT_PROJECT.into(),
+            project: project.clone(),
             image_id: image.id.clone(),
             instance_type: itype.name.clone(),
             vcpus: itype.vcpus,
@@ -238,9 +268,10 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
                 inst.name,
                 ips.join(", ")
             );
-            super::event::record(app, &id, "instance.created", &msg).await?;
+            let p = Some(project.as_str());
+            super::event::record_in(app, p, &id, "instance.created", &msg).await?;
             let why = format!("placed on {host_name}: {}", plan.decision.reason);
-            super::event::record(app, &id, "instance.placed", &why).await?;
+            super::event::record_in(app, p, &id, "instance.placed", &why).await?;
             return Ok(InstanceView::new(&inst, Some(&status)).with_placement(Some(&record)));
         }
         if matches!(
@@ -252,8 +283,9 @@ pub async fn run(app: &App, req: RunInstanceRequest) -> Result<InstanceView> {
                 format!("an instance named `{}` already exists", req.name),
             ));
         }
-        // Lost a race for an address or the host's capacity: decide again (a fixed address that was
-        // taken meanwhile is then reported precisely by `port::plan`).
+        // Lost a race for an address, the host's capacity or the project's usage: decide again (a
+        // fixed address that was taken meanwhile is then reported precisely by `port::plan`).
+        quota::backoff(attempt).await;
     }
     Err(Error::unavailable(
         "too much contention placing the instance; retry",
@@ -273,11 +305,12 @@ enum NicTarget {
 }
 
 impl NicTarget {
-    /// The port this NIC gets for `instance_id` (a new one avoiding `pending` addresses, or the
-    /// claimed existing one), and whether the port outlives the NIC.
+    /// The port this NIC gets for `instance_id` of `project` (a new one avoiding `pending`
+    /// addresses, or the claimed existing one), and whether the port outlives the NIC.
     async fn realize(
         &self,
         app: &App,
+        project: &str,
         instance_id: &str,
         pending: &HashSet<std::net::Ipv4Addr>,
     ) -> Result<(port::PortPlan, bool)> {
@@ -298,33 +331,47 @@ impl NicTarget {
                 .await?;
                 Ok((p, false))
             }
-            NicTarget::Existing(field, req) => {
-                Ok((port::claim(app, field, req, instance_id).await?, true))
-            }
+            NicTarget::Existing(field, req) => Ok((
+                port::claim(app, project, field, req, instance_id).await?,
+                true,
+            )),
         }
     }
 }
 
 /// Hot-plug a NIC into an instance (a new port, or an existing unattached one); the agent plugs it
 /// into the running VM.
-pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<InstanceView> {
+pub async fn attach_nic(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    req: NicRequest,
+) -> Result<InstanceView> {
+    let (found, _) = find_in(app, scope, id_or_name).await?;
+    let project = found.project.clone();
     let target = if req.port.is_some() {
         NicTarget::Existing("nic".into(), req.clone())
     } else {
         let (net, subnet) = port::resolve_target_for(
             app,
+            &project,
             "nic",
             req.network.as_deref(),
             req.subnet.as_deref(),
             req.ipv4.as_deref(),
         )
         .await?;
-        let sgs =
-            port::groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+        let sgs = port::groups_or_default(
+            app,
+            &project,
+            "security_groups",
+            req.security_groups.as_deref(),
+        )
+        .await?;
         NicTarget::New("nic".into(), Box::new((net, subnet)), req.ipv4.clone(), sgs)
     };
     for _ in 0..MAX_ATTEMPTS {
-        let (mut inst, rev) = find(app, id_or_name).await?;
+        let (mut inst, rev) = find_in(app, scope, &found.id).await?;
         not_deleting(&inst)?;
         if inst.nics.len() >= MAX_NICS {
             return Err(Error::conflict(format!(
@@ -335,7 +382,9 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
         let slot = (0..MAX_NICS as u8)
             .find(|s| !inst.nics.iter().any(|n| n.slot == *s))
             .unwrap_or(0);
-        let (p, keep_port) = target.realize(app, &inst.id, &HashSet::new()).await?;
+        let (p, keep_port) = target
+            .realize(app, &project, &inst.id, &HashSet::new())
+            .await?;
         let mut nic = p.nic();
         nic.keep_port = keep_port;
         nic.slot = slot;
@@ -346,8 +395,9 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
         let mut ops = p.ops;
         ops.push(Op::put(&key, encode(&inst)?));
         if commit(app.kv(), compare, ops).await? {
-            super::event::record(
+            super::event::record_in(
                 app,
+                Some(&inst.project),
                 &inst.id,
                 "instance.nic_attached",
                 &format!("{} (port {})", nic.ipv4, nic.port_id),
@@ -363,9 +413,14 @@ pub async fn attach_nic(app: &App, id_or_name: &str, req: NicRequest) -> Result<
 }
 
 /// Unplug a NIC (by port ID or its IPv4); its port goes with it unless it was attached with `port`.
-pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<InstanceView> {
+pub async fn detach_nic(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    nic_ref: &str,
+) -> Result<InstanceView> {
     for _ in 0..MAX_ATTEMPTS {
-        let (mut inst, rev) = find(app, id_or_name).await?;
+        let (mut inst, rev) = find_in(app, scope, id_or_name).await?;
         not_deleting(&inst)?;
         let Some(pos) = inst
             .nics
@@ -383,7 +438,14 @@ pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<In
         ops.push(Op::put(&key, encode(&inst)?));
         compare.push(Compare::mod_revision(&key, rev));
         if commit(app.kv(), compare, ops).await? {
-            super::event::record(app, &inst.id, "instance.nic_detached", &nic.ipv4).await?;
+            super::event::record_in(
+                app,
+                Some(&inst.project),
+                &inst.id,
+                "instance.nic_detached",
+                &nic.ipv4,
+            )
+            .await?;
             let st = status(app, &inst.id).await?;
             return placement::view(app, &inst, st.as_ref()).await;
         }
@@ -393,15 +455,21 @@ pub async fn detach_nic(app: &App, id_or_name: &str, nic_ref: &str) -> Result<In
     ))
 }
 
-/// Find an instance by ID or name, with the mod revision of its record.
+const INSTANCES: Kind = Kind {
+    prefix: ids::INSTANCE,
+    names: KIND,
+    key: keys::instance,
+    what: "instance",
+};
+
+/// An instance by ID or name as `scope` sees it, with the mod revision of its record.
+pub async fn find_in(app: &App, scope: &Scope, id_or_name: &str) -> Result<(Instance, i64)> {
+    scope::find(app, scope, &INSTANCES, id_or_name).await
+}
+
+/// An instance by ID (any project) or name (default project), for the cluster's own work.
 pub async fn find(app: &App, id_or_name: &str) -> Result<(Instance, i64)> {
-    let id =
-        crate::storeutil::resolve_id(app.kv(), ids::INSTANCE, KIND, DEFAULT_PROJECT, id_or_name)
-            .await?
-            .ok_or_else(|| Error::not_found("instance", id_or_name))?;
-    get_json(app.kv(), &keys::instance(&id))
-        .await?
-        .ok_or_else(|| Error::not_found("instance", id_or_name))
+    find_in(app, &Scope::system(), id_or_name).await
 }
 
 pub async fn status(app: &App, id: &str) -> Result<Option<InstanceStatus>> {
@@ -410,18 +478,24 @@ pub async fn status(app: &App, id: &str) -> Result<Option<InstanceStatus>> {
         .map(|(s, _)| s))
 }
 
-pub async fn get(app: &App, id_or_name: &str) -> Result<InstanceView> {
-    let (inst, _) = find(app, id_or_name).await?;
+pub async fn get_in(app: &App, scope: &Scope, id_or_name: &str) -> Result<InstanceView> {
+    let (inst, _) = find_in(app, scope, id_or_name).await?;
     let st = status(app, &inst.id).await?;
     placement::view(app, &inst, st.as_ref()).await
 }
 
+/// [`get_in`] for the cluster's own work (any project).
+pub async fn get(app: &App, id_or_name: &str) -> Result<InstanceView> {
+    get_in(app, &Scope::system(), id_or_name).await
+}
+
 pub async fn list(
     app: &App,
+    scope: &Scope,
     limit: Option<usize>,
     next_token: Option<&str>,
 ) -> Result<Page<InstanceView>> {
-    let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
+    let insts: Vec<Instance> = scope::list(app, scope, keys::INSTANCES).await?;
     let statuses: std::collections::HashMap<String, InstanceStatus> =
         crate::storeutil::statuses(app.kv(), keys::INSTANCE_STATUS).await?;
     let placements = placement::all(app).await?;
@@ -437,11 +511,12 @@ pub async fn list(
 /// extra ops for the same transaction.
 async fn update(
     app: &App,
+    scope: &Scope,
     id_or_name: &str,
     f: impl Fn(&mut Instance) -> Result<Vec<Op>>,
 ) -> Result<InstanceView> {
     for _ in 0..MAX_ATTEMPTS {
-        let (mut inst, rev) = find(app, id_or_name).await?;
+        let (mut inst, rev) = find_in(app, scope, id_or_name).await?;
         let mut ops = f(&mut inst)?;
         let key = keys::instance(&inst.id);
         ops.push(Op::put(&key, encode(&inst)?));
@@ -474,10 +549,15 @@ fn not_deleting(i: &Instance) -> Result<()> {
     Ok(())
 }
 
+/// [`start_in`] for the cluster's own work (any project).
 pub async fn start(app: &App, id_or_name: &str) -> Result<InstanceView> {
-    let (inst, _) = find(app, id_or_name).await?;
+    start_in(app, &Scope::system(), id_or_name).await
+}
+
+pub async fn start_in(app: &App, scope: &Scope, id_or_name: &str) -> Result<InstanceView> {
+    let (inst, _) = find_in(app, scope, id_or_name).await?;
     let prev = status(app, &inst.id).await?.unwrap_or_default();
-    let v = update(app, &inst.id, |i| {
+    let v = update(app, scope, &inst.id, |i| {
         not_deleting(i)?;
         i.desired_state = DesiredState::Running;
         i.force_stop = false;
@@ -495,20 +575,38 @@ pub async fn start(app: &App, id_or_name: &str) -> Result<InstanceView> {
         Ok(vec![Op::put(keys::instance_status(&i.id), encode(&st)?)])
     })
     .await?;
-    super::event::record(app, &v.id, "instance.start_requested", "start requested").await?;
+    super::event::record_in(
+        app,
+        Some(&v.project),
+        &v.id,
+        "instance.start_requested",
+        "start requested",
+    )
+    .await?;
     Ok(v)
 }
 
+/// [`stop_in`] for the cluster's own work (any project).
 pub async fn stop(app: &App, id_or_name: &str, req: StopInstanceRequest) -> Result<InstanceView> {
-    let v = update(app, id_or_name, |i| {
+    stop_in(app, &Scope::system(), id_or_name, req).await
+}
+
+pub async fn stop_in(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    req: StopInstanceRequest,
+) -> Result<InstanceView> {
+    let v = update(app, scope, id_or_name, |i| {
         not_deleting(i)?;
         i.desired_state = DesiredState::Stopped;
         i.force_stop = req.force;
         Ok(vec![])
     })
     .await?;
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&v.project),
         &v.id,
         "instance.stop_requested",
         if req.force {
@@ -521,8 +619,8 @@ pub async fn stop(app: &App, id_or_name: &str, req: StopInstanceRequest) -> Resu
     Ok(v)
 }
 
-pub async fn reboot(app: &App, id_or_name: &str) -> Result<InstanceView> {
-    let (inst, _) = find(app, id_or_name).await?;
+pub async fn reboot(app: &App, scope: &Scope, id_or_name: &str) -> Result<InstanceView> {
+    let (inst, _) = find_in(app, scope, id_or_name).await?;
     let st = status(app, &inst.id).await?.unwrap_or_default();
     if inst.desired_state != DesiredState::Running || st.state != InstanceState::Running {
         return Err(Error::conflict(
@@ -533,27 +631,35 @@ pub async fn reboot(app: &App, id_or_name: &str) -> Result<InstanceView> {
             .to_lowercase(),
         ));
     }
-    let v = update(app, &inst.id, |i| {
+    let v = update(app, scope, &inst.id, |i| {
         not_deleting(i)?;
         i.reboot_seq += 1;
         Ok(vec![])
     })
     .await?;
-    super::event::record(app, &v.id, "instance.reboot_requested", "reboot requested").await?;
+    super::event::record_in(
+        app,
+        Some(&v.project),
+        &v.id,
+        "instance.reboot_requested",
+        "reboot requested",
+    )
+    .await?;
     Ok(v)
 }
 
-pub async fn delete(app: &App, id_or_name: &str) -> Result<InstanceView> {
-    let (inst, _) = find(app, id_or_name).await?;
-    let mut v = update(app, &inst.id, |i| {
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<InstanceView> {
+    let (inst, _) = find_in(app, scope, id_or_name).await?;
+    let mut v = update(app, scope, &inst.id, |i| {
         i.deleting = true;
         i.desired_state = DesiredState::Stopped;
         i.force_stop = true;
         Ok(vec![])
     })
     .await?;
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&inst.project),
         &inst.id,
         "instance.delete_requested",
         "delete requested",
@@ -566,20 +672,22 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<InstanceView> {
     Ok(v)
 }
 
-/// Remove every trace of a deleted instance from the store: record, status, name, addresses, and its
-/// share of the host's allocation — in one transaction.
+/// Remove every trace of a deleted instance from the store: record, status, name, addresses, its
+/// share of the host's allocation and of its project's quota — in one transaction.
 pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..quota::ATTEMPTS {
         let Some((inst, rev)) = get_json::<Instance>(app.kv(), &keys::instance(id)).await? else {
             return Ok(());
         };
         let key = keys::instance(id);
-        let mut compare = vec![Compare::mod_revision(&key, rev)];
-        let mut ops = vec![
+        let (mut compare, mut ops) =
+            quota::credit(app, &inst.project, &Delta::instance(&inst)).await?;
+        compare.push(Compare::mod_revision(&key, rev));
+        ops.extend([
             Op::delete(&key),
             Op::delete(keys::instance_status(id)),
             Op::delete(keys::name(KIND, &inst.project, &inst.name)),
-        ];
+        ]);
         // Ports made with the instance go (their floating IPs stay allocated, unassociated); ports
         // attached with `port` stay, detached. Volumes are detached, or deleted with
         // `delete_on_termination`.
@@ -604,14 +712,16 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             .await
             .map_err(store_err)?;
         if r.succeeded {
-            return super::event::record(
+            return super::event::record_in(
                 app,
+                Some(&inst.project),
                 id,
                 "instance.deleted",
                 &format!("instance `{}` deleted", inst.name),
             )
             .await;
         }
+        quota::backoff(attempt).await;
     }
     Err(Error::unavailable(
         "too much contention deleting the instance; retry",
@@ -649,176 +759,6 @@ pub async fn report_status(app: &App, id: &str, mut st: InstanceStatus) -> Resul
     Ok(())
 }
 
-/// The whole network topology (every agent gets all of it; see `kumo_types::NetworkTopology`).
-pub async fn topology(app: &App) -> Result<NetworkTopology> {
-    let networks: Vec<kumo_types::Network> = list_json(app.kv(), keys::NETWORKS).await?;
-    let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
-    let hosts: Vec<kumo_types::Host> = list_json(app.kv(), keys::HOSTS).await?;
-    Ok(NetworkTopology {
-        vxlan_peers: vxlan_peers(&networks, &insts, &hosts),
-        networks,
-        subnets: list_json(app.kv(), keys::SUBNETS).await?,
-        ports: list_json(app.kv(), keys::PORTS).await?,
-        routers: list_json(app.kv(), keys::ROUTERS).await?,
-        security_groups: list_json(app.kv(), keys::SECURITY_GROUPS).await?,
-        floating_ips: list_json(app.kv(), keys::FLOATING_IPS).await?,
-    })
-}
+mod assign;
 
-/// Per VXLAN network, the tunnel endpoints of the hosts running instances with a NIC on it (pure).
-pub fn vxlan_peers(
-    networks: &[kumo_types::Network],
-    insts: &[Instance],
-    hosts: &[kumo_types::Host],
-) -> BTreeMap<String, Vec<String>> {
-    let tunnel: HashMap<&str, &str> = hosts
-        .iter()
-        .filter_map(|h| Some((h.id.as_str(), h.inventory.tunnel_ip.as_deref()?)))
-        .collect();
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for net in networks
-        .iter()
-        .filter(|n| n.kind == kumo_types::NetworkKind::Vxlan)
-    {
-        let mut ips: Vec<String> = insts
-            .iter()
-            .filter(|i| i.nics.iter().any(|n| n.network_id == net.id))
-            // A migration's target needs the overlay before the guest arrives.
-            .flat_map(|i| {
-                [
-                    i.host.as_deref(),
-                    i.migration.as_ref().map(|m| m.target_host.as_str()),
-                ]
-            })
-            .filter_map(|h| tunnel.get(h?).map(|ip| ip.to_string()))
-            .collect();
-        ips.sort();
-        ips.dedup();
-        if !ips.is_empty() {
-            out.insert(net.id.clone(), ips);
-        }
-    }
-    out
-}
-
-/// Everything assigned to `host_id`, resolved for the agent.
-pub async fn assignments(app: &App, host_id: &str) -> Result<AssignmentSnapshot> {
-    let revision = app.kv().revision().await.map_err(store_err)?;
-    let insts: Vec<Instance> = list_json(app.kv(), keys::INSTANCES).await?;
-    let all_pools = super::pool::all(app).await?;
-    let mut out = Vec::new();
-    // Its own instances, and those migrating to it (the worker receives them).
-    for inst in insts.into_iter().filter(|i| {
-        i.host.as_deref() == Some(host_id)
-            || i.migration
-                .as_ref()
-                .is_some_and(|m| m.target_host == host_id)
-    }) {
-        let image = image::get(app, &inst.image_id).await?;
-        let mut networks = Vec::new();
-        for n in &inst.nics {
-            networks.push(network::get(app, &n.network_id).await?);
-        }
-        let key_pair = match &inst.key_name {
-            Some(k) => key_pair::get(app, k).await.ok(),
-            None => None,
-        };
-        let st = status(app, &inst.id).await?;
-        let volumes = super::volume::attached_to(app, &inst.id).await?;
-        let snapshots = super::volume::snapshots_of(app, &volumes).await?;
-        out.push(Assignment {
-            instance: inst,
-            image,
-            networks,
-            key_pair,
-            status: st,
-            pools: super::pool::used_by(&all_pools, &volumes),
-            volumes,
-            snapshots,
-        });
-    }
-    // Volumes whose files live here; the worker of a running instance owns its attached ones' online
-    // changes.
-    let running: HashSet<String> = out
-        .iter()
-        .filter(|x| !x.instance.deleting && x.instance.desired_state == DesiredState::Running)
-        .filter(|x| x.instance.host.as_deref() == Some(host_id))
-        .map(|x| x.instance.id.clone())
-        .collect();
-    let volumes = super::volume::assignments(app, host_id, &running).await?;
-    Ok(AssignmentSnapshot {
-        revision,
-        assignments: out,
-        topology: topology(app).await?,
-        volumes,
-        pools: super::pool::custom(app).await?,
-    })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod vxlan_peer_tests {
-    use super::*;
-
-    fn json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn peers_are_the_tunnel_endpoints_of_hosts_with_ports_on_the_network() {
-        let net = |id: &str, kind: &str| -> kumo_types::Network {
-            json(serde_json::json!({
-                "id": id, "name": id, "project": "default", "kind": kind, "bridge": "kb",
-                "mtu": 1450, "vni": 7, "created_at": "t"
-            }))
-        };
-        let host = |id: &str, tunnel: Option<&str>| -> kumo_types::Host {
-            json(serde_json::json!({
-                "id": id, "name": id, "state": "ready", "accel": "tcg", "registered_at": "t",
-                "last_heartbeat": "t",
-                "inventory": {"hostname": id, "cpus": 2, "memory_mib": 1024, "disk_free_bytes": 0,
-                    "disk_total_bytes": 0, "qemu_version": "7.2", "kernel": "6.1",
-                    "kvm_usable": false, "kvm_probe": "", "tunnel_ip": tunnel}
-            }))
-        };
-        let inst = |id: &str, host: &str, nets: &[&str]| -> Instance {
-            let mut i: Instance = json(serde_json::json!({
-                "id": id, "name": id, "project": "default", "image_id": "img", "instance_type": "nano",
-                "vcpus": 1, "memory_mib": 128, "root_disk_gib": 1, "desired_state": "running",
-                "host": host, "created_at": "t", "nics": []
-            }));
-            for n in nets {
-                i.nics.push(json(serde_json::json!({
-                    "port_id": "p", "network_id": n, "mac": "52:54:00:00:00:01", "ipv4": "198.18.0.2"
-                })));
-            }
-            i
-        };
-        let networks = vec![
-            net("net-x", "vxlan"),
-            net("net-b", "bridge"),
-            net("net-y", "vxlan"),
-        ];
-        let hosts = vec![
-            host("h1", Some("198.19.0.1")),
-            host("h2", Some("198.19.0.2")),
-            host("h3", None),
-        ];
-        let insts = vec![
-            inst("i-1", "h1", &["net-x", "net-b"]),
-            inst("i-2", "h2", &["net-x"]),
-            inst("i-3", "h2", &["net-x"]),
-            inst("i-4", "h3", &["net-x", "net-y"]),
-        ];
-        let peers = vxlan_peers(&networks, &insts, &hosts);
-        assert_eq!(
-            peers.get("net-x").unwrap(),
-            &vec!["198.19.0.1".to_string(), "198.19.0.2".to_string()]
-        );
-        assert!(!peers.contains_key("net-b"), "not VXLAN");
-        assert!(
-            !peers.contains_key("net-y"),
-            "only a host without an endpoint"
-        );
-    }
-}
+pub use assign::{assignments, topology, vxlan_peers};

@@ -1,13 +1,12 @@
 //! Key pairs: imported OpenSSH public keys, served to guests by the metadata service.
 
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{
-    DEFAULT_PROJECT, Error, ImportKeyPairRequest, KeyPair, Page, Result, ids, now_rfc3339, validate,
-};
+use kumo_types::{Error, ImportKeyPairRequest, KeyPair, Page, Result, ids, now_rfc3339, validate};
 use sha2::{Digest, Sha256};
 
 use super::App;
-use crate::storeutil::{encode, get_json, keys, list_json, store_err};
+use super::scope::{self, Kind, Scope};
+use crate::storeutil::{encode, keys, store_err};
 
 const KIND: &str = "key-pairs";
 
@@ -78,7 +77,14 @@ fn base64_encode_nopad(b: &[u8]) -> String {
     out
 }
 
-pub async fn import(app: &App, req: ImportKeyPairRequest) -> Result<KeyPair> {
+const KEY_PAIRS: Kind = Kind {
+    prefix: ids::KEY_PAIR,
+    names: KIND,
+    key: keys::key_pair,
+    what: "key pair",
+};
+
+pub async fn import(app: &App, scope: &Scope, req: ImportKeyPairRequest) -> Result<KeyPair> {
     validate::name("name", &req.name)?;
     let line = req.public_key.trim().to_string();
     if line.len() > 16 * 1024 {
@@ -88,7 +94,7 @@ pub async fn import(app: &App, req: ImportKeyPairRequest) -> Result<KeyPair> {
     let kp = KeyPair {
         id: ids::new_id(ids::KEY_PAIR),
         name: req.name,
-        project: DEFAULT_PROJECT.into(),
+        project: scope.project.clone(),
         public_key: line,
         fingerprint: fp,
         created_at: now_rfc3339(),
@@ -111,8 +117,8 @@ pub async fn import(app: &App, req: ImportKeyPairRequest) -> Result<KeyPair> {
     Ok(kp)
 }
 
-pub async fn list(app: &App) -> Result<Page<KeyPair>> {
-    let mut all: Vec<KeyPair> = list_json(app.kv(), keys::KEY_PAIRS).await?;
+pub async fn list(app: &App, scope: &Scope) -> Result<Page<KeyPair>> {
+    let mut all: Vec<KeyPair> = scope::list(app, scope, keys::KEY_PAIRS).await?;
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Page {
         items: all,
@@ -120,24 +126,18 @@ pub async fn list(app: &App) -> Result<Page<KeyPair>> {
     })
 }
 
-/// Find by ID or name.
-pub async fn get(app: &App, id_or_name: &str) -> Result<KeyPair> {
-    let id =
-        crate::storeutil::resolve_id(app.kv(), ids::KEY_PAIR, KIND, DEFAULT_PROJECT, id_or_name)
-            .await?
-            .ok_or_else(|| Error::not_found("key pair", id_or_name))?;
-    get_json(app.kv(), &keys::key_pair(&id))
-        .await?
-        .map(|(k, _)| k)
-        .ok_or_else(|| Error::not_found("key pair", id_or_name))
+/// Find by ID or name (an instance's `key_name` resolves with `Scope::within` its project).
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<KeyPair> {
+    Ok(scope::find(app, scope, &KEY_PAIRS, id_or_name).await?.0)
 }
 
-pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
-    let kp = get(app, id_or_name).await?;
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
+    let (kp, rev): (KeyPair, _) = scope::find(app, scope, &KEY_PAIRS, id_or_name).await?;
+    let key = keys::key_pair(&kp.id);
     let txn = Txn {
-        compare: vec![],
+        compare: vec![Compare::mod_revision(&key, rev)],
         success: vec![
-            Op::delete(keys::key_pair(&kp.id)),
+            Op::delete(&key),
             Op::delete(keys::name(KIND, &kp.project, &kp.name)),
         ],
         failure: vec![],

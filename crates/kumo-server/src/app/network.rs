@@ -7,12 +7,14 @@ use std::net::Ipv4Addr;
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
     CreateNetworkRequest, CreateSubnetRequest, DEFAULT_PROJECT, Error, IpRange, Network,
-    NetworkKind, Page, Result, Subnet, ids, now_rfc3339, validate,
+    NetworkKind, Page, QuotaResource, Result, Subnet, ids, now_rfc3339, validate,
 };
 
 use super::App;
+use super::quota::{self, Delta};
+use super::scope::{self, Kind, Scope};
 use crate::ipam::Cidr;
-use crate::storeutil::{encode, get_json, keys, list_json, store_err};
+use crate::storeutil::{commit, encode, keys, list_json, store_err};
 
 const KIND: &str = "networks";
 const SUBNET_KIND: &str = "subnets";
@@ -30,8 +32,24 @@ pub fn default_pool(c: &Cidr) -> IpRange {
     }
 }
 
+const NETWORKS: Kind = Kind {
+    prefix: ids::NETWORK,
+    names: KIND,
+    key: keys::network,
+    what: "network",
+};
+
+const SUBNETS: Kind = Kind {
+    prefix: ids::SUBNET,
+    names: SUBNET_KIND,
+    key: keys::subnet,
+    what: "subnet",
+};
+
+/// The default project's `default` network and subnet (at start-up; idempotent).
 pub async fn ensure_default(app: &App) -> Result<Network> {
-    if let Ok(n) = get(app, DEFAULT_NAME).await {
+    let system = Scope::system();
+    if let Ok(n) = get(app, &system, DEFAULT_NAME).await {
         return Ok(n);
     }
     let cidr = Cidr::parse("default_network_cidr", &app.cfg.default_network_cidr)?;
@@ -65,9 +83,12 @@ pub async fn ensure_default(app: &App) -> Result<Network> {
         created_at: now,
     };
     let name_key = keys::name(KIND, DEFAULT_PROJECT, DEFAULT_NAME);
-    let txn = Txn {
-        compare: vec![Compare::absent(&name_key)],
-        success: vec![
+    for attempt in 0..quota::ATTEMPTS {
+        let (mut compare, mut success) =
+            quota::charge_unchecked(app, DEFAULT_PROJECT, &Delta::of(QuotaResource::Networks, 1))
+                .await?;
+        compare.push(Compare::absent(&name_key));
+        success.extend([
             Op::put(&name_key, net.id.clone()),
             Op::put(keys::network(&net.id), encode(&net)?),
             Op::put(
@@ -75,45 +96,81 @@ pub async fn ensure_default(app: &App) -> Result<Network> {
                 subnet.id.clone(),
             ),
             Op::put(keys::subnet(&subnet.id), encode(&subnet)?),
-        ],
-        failure: vec![],
-    };
-    app.kv().txn(txn).await.map_err(store_err)?;
-    get(app, DEFAULT_NAME).await
+        ]);
+        let txn = Txn {
+            compare,
+            success,
+            failure: vec![Op::get(&name_key)],
+        };
+        let r = app.kv().txn(txn).await.map_err(store_err)?;
+        if r.succeeded
+            || matches!(
+                r.results.first(),
+                Some(kumo_store::OpResult::Get { kv: Some(_) })
+            )
+        {
+            // Made by this server, or by another one starting at the same time.
+            return get(app, &system, DEFAULT_NAME).await;
+        }
+        quota::backoff(attempt).await;
+    }
+    Err(Error::unavailable(
+        "too much contention creating the default network",
+    ))
 }
 
-pub async fn list(app: &App) -> Result<Page<Network>> {
-    let items: Vec<Network> = list_json(app.kv(), keys::NETWORKS).await?;
+pub async fn list(app: &App, scope: &Scope) -> Result<Page<Network>> {
+    let items: Vec<Network> = scope::list(app, scope, keys::NETWORKS).await?;
     Ok(Page {
         items,
         next_token: None,
     })
 }
 
-async fn resolve(app: &App, kind: &str, prefix: &str, id_or_name: &str) -> Result<Option<String>> {
-    if ids::is_id(prefix, id_or_name) {
-        return Ok(Some(id_or_name.to_string()));
-    }
-    Ok(app
-        .kv()
-        .get(&keys::name(kind, DEFAULT_PROJECT, id_or_name))
-        .await
-        .map_err(store_err)?
-        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+/// A network by ID or name, as `scope` sees it.
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<Network> {
+    Ok(scope::find(app, scope, &NETWORKS, id_or_name).await?.0)
 }
 
-pub async fn get(app: &App, id_or_name: &str) -> Result<Network> {
-    let Some(id) = resolve(app, KIND, ids::NETWORK, id_or_name).await? else {
-        return Err(Error::not_found("network", id_or_name));
+/// A network by ID, whatever its project (agents' assignments, topology).
+pub async fn get_any(app: &App, id: &str) -> Result<Network> {
+    Ok(scope::find_any(app, &NETWORKS, id).await?.0)
+}
+
+/// An external network for a resource of `project`: its own, or any project's external network
+/// (external networks are the cloud's shared uplinks: floating IPs and router gateways come from
+/// them). `field` names the request field on error.
+pub async fn get_external(app: &App, project: &str, field: &str, r: &str) -> Result<Network> {
+    let refuse = |m: String| Error::invalid(field, m);
+    let net = match get(app, &Scope::within(project), r).await {
+        Ok(n) => n,
+        Err(Error::NotFound { .. }) => {
+            let all: Vec<Network> = list_json(app.kv(), keys::NETWORKS).await?;
+            let mut shared = all
+                .into_iter()
+                .filter(|n| n.external && (n.id == r || n.name == r));
+            match (shared.next(), shared.next()) {
+                (Some(n), None) => n,
+                (Some(_), Some(_)) => {
+                    return Err(Error::conflict_field(
+                        field,
+                        format!("several external networks are named `{r}`; use the network ID"),
+                    ));
+                }
+                _ => return Err(refuse(format!("no network `{r}`"))),
+            }
+        }
+        Err(e) => return Err(e),
     };
-    get_json(app.kv(), &keys::network(&id))
-        .await?
-        .map(|(n, _)| n)
-        .ok_or_else(|| Error::not_found("network", id_or_name))
+    if !net.external {
+        return Err(refuse(format!("network `{}` is not external", net.name)));
+    }
+    Ok(net)
 }
 
-pub async fn list_subnets(app: &App, network: Option<&str>) -> Result<Page<Subnet>> {
-    let all: Vec<Subnet> = list_json(app.kv(), keys::SUBNETS).await?;
+/// The subnets `scope` lists, of one network (an ID) or all.
+pub async fn list_subnets(app: &App, scope: &Scope, network: Option<&str>) -> Result<Page<Subnet>> {
+    let all: Vec<Subnet> = scope::list(app, scope, keys::SUBNETS).await?;
     let items = all
         .into_iter()
         .filter(|s| network.is_none_or(|n| s.network_id == n))
@@ -124,19 +181,22 @@ pub async fn list_subnets(app: &App, network: Option<&str>) -> Result<Page<Subne
     })
 }
 
-pub async fn get_subnet(app: &App, id_or_name: &str) -> Result<Subnet> {
-    let Some(id) = resolve(app, SUBNET_KIND, ids::SUBNET, id_or_name).await? else {
-        return Err(Error::not_found("subnet", id_or_name));
-    };
-    get_json(app.kv(), &keys::subnet(&id))
+/// The subnets of network `network_id` (internal: the network was resolved already).
+pub async fn subnets_of(app: &App, network_id: &str) -> Result<Vec<Subnet>> {
+    Ok(list_json::<Subnet>(app.kv(), keys::SUBNETS)
         .await?
-        .map(|(n, _)| n)
-        .ok_or_else(|| Error::not_found("subnet", id_or_name))
+        .into_iter()
+        .filter(|s| s.network_id == network_id)
+        .collect())
+}
+
+pub async fn get_subnet(app: &App, scope: &Scope, id_or_name: &str) -> Result<Subnet> {
+    Ok(scope::find(app, scope, &SUBNETS, id_or_name).await?.0)
 }
 
 /// The subnet an instance NIC lands on when only a network is named: its first subnet with a pool.
 pub async fn default_subnet(app: &App, net: &Network) -> Result<Subnet> {
-    let mut subnets = list_subnets(app, Some(&net.id)).await?.items;
+    let mut subnets = subnets_of(app, &net.id).await?;
     // The oldest subnet is the network's first.
     subnets.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     subnets
@@ -159,15 +219,104 @@ pub fn bridge_name(id: &str) -> String {
 /// VNIs are allocated from this range.
 const VNI_RANGE: std::ops::RangeInclusive<u32> = 1000..=16_000_000;
 
-pub async fn create(app: &App, req: CreateNetworkRequest) -> Result<Network> {
+pub async fn create(app: &App, scope: &Scope, req: CreateNetworkRequest) -> Result<Network> {
     validate::name("name", &req.name)?;
-    let name_key = keys::name(KIND, DEFAULT_PROJECT, &req.name);
+    let project = scope.project.clone();
+    let name_key = keys::name(KIND, &project, &req.name);
     if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
         return Err(Error::conflict_field(
             "name",
             format!("network `{}` already exists", req.name),
         ));
     }
+    check_kind(&req)?;
+    let default_mtu = if req.kind == NetworkKind::Vxlan {
+        1450
+    } else {
+        1500
+    };
+    let mtu = req.mtu.unwrap_or(default_mtu);
+    if !(576..=9000).contains(&mtu) {
+        return Err(Error::invalid("mtu", format!("{mtu} is outside 576-9000")));
+    }
+    let id = ids::new_id(ids::NETWORK);
+    for attempt in 0..quota::ATTEMPTS {
+        let (mut compare, mut ops) =
+            quota::charge(app, &project, &Delta::of(QuotaResource::Networks, 1)).await?;
+        compare.push(Compare::absent(&name_key));
+        ops.push(Op::put(&name_key, id.clone()));
+        let mut vni = None;
+        if req.kind == NetworkKind::Vxlan {
+            let used: HashSet<u32> = crate::storeutil::list_raw(app.kv(), "/vni/")
+                .await?
+                .iter()
+                .filter_map(|kv| kv.key.rsplit('/').next().and_then(|s| s.parse().ok()))
+                .collect();
+            let v = VNI_RANGE
+                .clone()
+                .find(|v| !used.contains(v))
+                .ok_or_else(|| Error::InsufficientCapacity {
+                    resource: "vni".into(),
+                    message: "no VXLAN network identifier left".into(),
+                })?;
+            compare.push(Compare::absent(format!("/vni/{v}")));
+            ops.push(Op::put(format!("/vni/{v}"), id.clone()));
+            vni = Some(v);
+        }
+        let net = Network {
+            bridge: bridge_name(&id),
+            id: id.clone(),
+            name: req.name.clone(),
+            project: project.clone(),
+            kind: req.kind,
+            vlan_id: req.vlan_id,
+            physical_network: req.physical_network.clone(),
+            vni,
+            mtu,
+            external: req.external,
+            nat: req.nat,
+            created_at: now_rfc3339(),
+        };
+        ops.push(Op::put(keys::network(&id), encode(&net)?));
+        let r = app
+            .kv()
+            .txn(Txn {
+                compare,
+                success: ops,
+                failure: vec![Op::get(&name_key)],
+            })
+            .await
+            .map_err(store_err)?;
+        if r.succeeded {
+            super::event::record_in(
+                app,
+                Some(&project),
+                &id,
+                "network.created",
+                &format!("network `{}` ({:?})", net.name, net.kind),
+            )
+            .await?;
+            return Ok(net);
+        }
+        if matches!(
+            r.results.first(),
+            Some(kumo_store::OpResult::Get { kv: Some(_) })
+        ) {
+            return Err(Error::conflict_field(
+                "name",
+                format!("network `{}` already exists", req.name),
+            ));
+        }
+        // The project's usage or the VNI changed meanwhile: decide again.
+        quota::backoff(attempt).await;
+    }
+    Err(Error::unavailable(
+        "too much contention creating the network; retry",
+    ))
+}
+
+/// The kind-specific fields of a network request (pure).
+fn check_kind(req: &CreateNetworkRequest) -> Result<()> {
     match req.kind {
         NetworkKind::Vlan => {
             match req.vlan_id {
@@ -205,111 +354,48 @@ pub async fn create(app: &App, req: CreateNetworkRequest) -> Result<Network> {
             }
         }
     }
-    let default_mtu = if req.kind == NetworkKind::Vxlan {
-        1450
-    } else {
-        1500
-    };
-    let mtu = req.mtu.unwrap_or(default_mtu);
-    if !(576..=9000).contains(&mtu) {
-        return Err(Error::invalid("mtu", format!("{mtu} is outside 576-9000")));
-    }
-    let id = ids::new_id(ids::NETWORK);
-    let mut compare = vec![Compare::absent(&name_key)];
-    let mut ops = vec![Op::put(&name_key, id.clone())];
-    let mut vni = None;
-    if req.kind == NetworkKind::Vxlan {
-        let used: HashSet<u32> = crate::storeutil::list_raw(app.kv(), "/vni/")
-            .await?
-            .iter()
-            .filter_map(|kv| kv.key.rsplit('/').next().and_then(|s| s.parse().ok()))
-            .collect();
-        let v = VNI_RANGE
-            .clone()
-            .find(|v| !used.contains(v))
-            .ok_or_else(|| Error::InsufficientCapacity {
-                resource: "vni".into(),
-                message: "no VXLAN network identifier left".into(),
-            })?;
-        compare.push(Compare::absent(format!("/vni/{v}")));
-        ops.push(Op::put(format!("/vni/{v}"), id.clone()));
-        vni = Some(v);
-    }
-    let net = Network {
-        bridge: bridge_name(&id),
-        id: id.clone(),
-        name: req.name.clone(),
-        project: DEFAULT_PROJECT.into(),
-        kind: req.kind,
-        vlan_id: req.vlan_id,
-        physical_network: req.physical_network,
-        vni,
-        mtu,
-        external: req.external,
-        nat: req.nat,
-        created_at: now_rfc3339(),
-    };
-    ops.push(Op::put(keys::network(&id), encode(&net)?));
-    let r = app
-        .kv()
-        .txn(Txn {
-            compare,
-            success: ops,
-            failure: vec![],
-        })
-        .await
-        .map_err(store_err)?;
-    if !r.succeeded {
-        return Err(Error::conflict(
-            "the network name or its VNI was taken concurrently; retry",
-        ));
-    }
-    super::event::record(
-        app,
-        &id,
-        "network.created",
-        &format!("network `{}` ({:?})", net.name, net.kind),
-    )
-    .await?;
-    Ok(net)
+    Ok(())
 }
 
-pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
-    let net = get(app, id_or_name).await?;
-    if net.name == DEFAULT_NAME {
-        return Err(Error::conflict("the default network cannot be deleted"));
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
+    for attempt in 0..quota::ATTEMPTS {
+        let (net, rev): (Network, _) = scope::find(app, scope, &NETWORKS, id_or_name).await?;
+        if net.name == DEFAULT_NAME && net.project == DEFAULT_PROJECT {
+            return Err(Error::conflict("the default network cannot be deleted"));
+        }
+        let subnets = subnets_of(app, &net.id).await?;
+        if !subnets.is_empty() {
+            let names: Vec<&str> = subnets.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::conflict(format!(
+                "network `{}` still has subnet(s) {}; delete them first",
+                net.name,
+                names.join(", ")
+            )));
+        }
+        let key = keys::network(&net.id);
+        let (mut compare, mut ops) =
+            quota::credit(app, &net.project, &Delta::of(QuotaResource::Networks, 1)).await?;
+        compare.push(Compare::mod_revision(&key, rev));
+        ops.push(Op::delete(&key));
+        ops.push(Op::delete(keys::name(KIND, &net.project, &net.name)));
+        if let Some(v) = net.vni {
+            ops.push(Op::delete(format!("/vni/{v}")));
+        }
+        if commit(app.kv(), compare, ops).await? {
+            return super::event::record_in(
+                app,
+                Some(&net.project),
+                &net.id,
+                "network.deleted",
+                &format!("network `{}` deleted", net.name),
+            )
+            .await;
+        }
+        quota::backoff(attempt).await;
     }
-    let subnets = list_subnets(app, Some(&net.id)).await?.items;
-    if !subnets.is_empty() {
-        let names: Vec<&str> = subnets.iter().map(|s| s.name.as_str()).collect();
-        return Err(Error::conflict(format!(
-            "network `{}` still has subnet(s) {}; delete them first",
-            net.name,
-            names.join(", ")
-        )));
-    }
-    let mut ops = vec![
-        Op::delete(keys::network(&net.id)),
-        Op::delete(keys::name(KIND, &net.project, &net.name)),
-    ];
-    if let Some(v) = net.vni {
-        ops.push(Op::delete(format!("/vni/{v}")));
-    }
-    app.kv()
-        .txn(Txn {
-            compare: vec![],
-            success: ops,
-            failure: vec![],
-        })
-        .await
-        .map_err(store_err)?;
-    super::event::record(
-        app,
-        &net.id,
-        "network.deleted",
-        &format!("network `{}` deleted", net.name),
-    )
-    .await
+    Err(Error::unavailable(
+        "too much contention deleting the network; retry",
+    ))
 }
 
 /// Validate a subnet request into a subnet (pure; `existing` are all subnets, for overlap checks).
@@ -325,9 +411,17 @@ pub fn build_subnet(
         if let Ok(o) = Cidr::parse("cidr", &s.cidr)
             && (o.contains(cidr.network()) || cidr.contains(o.network()))
         {
+            let whose = if s.project == net.project {
+                format!("subnet `{}` ({})", s.name, s.cidr)
+            } else {
+                format!(
+                    "{}, a subnet of another project (subnets may not overlap anywhere in the cloud)",
+                    s.cidr
+                )
+            };
             return Err(Error::conflict_field(
                 "cidr",
-                format!("{} overlaps subnet `{}` ({})", req.cidr, s.name, s.cidr),
+                format!("{} overlaps {whose}", req.cidr),
             ));
         }
     }
@@ -403,7 +497,7 @@ pub fn build_subnet(
     Ok(Subnet {
         id: ids::new_id(ids::SUBNET),
         name: req.name.clone(),
-        project: DEFAULT_PROJECT.into(),
+        project: net.project.clone(),
         network_id: net.id.clone(),
         cidr: format!("{}/{}", cidr.network(), cidr.prefix),
         gateway,
@@ -416,13 +510,14 @@ pub fn build_subnet(
     })
 }
 
-pub async fn create_subnet(app: &App, req: CreateSubnetRequest) -> Result<Subnet> {
-    let net = get(app, &req.network)
+pub async fn create_subnet(app: &App, scope: &Scope, req: CreateSubnetRequest) -> Result<Subnet> {
+    let net = get(app, scope, &req.network)
         .await
         .map_err(|_| Error::invalid("network", format!("no network `{}`", req.network)))?;
-    let existing = list_subnets(app, None).await?.items;
+    // Subnets may not overlap in any project: the hosts route them all.
+    let existing: Vec<Subnet> = list_json(app.kv(), keys::SUBNETS).await?;
     let subnet = build_subnet(&req, &net, &existing)?;
-    let name_key = keys::name(SUBNET_KIND, DEFAULT_PROJECT, &subnet.name);
+    let name_key = keys::name(SUBNET_KIND, &subnet.project, &subnet.name);
     // Guard against a concurrent overlapping subnet: every subnet creation bumps one key.
     let guard = "/subnet-guard";
     let rev = app
@@ -459,8 +554,9 @@ pub async fn create_subnet(app: &App, req: CreateSubnetRequest) -> Result<Subnet
             "another subnet was created concurrently; retry",
         ));
     }
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&subnet.project),
         &subnet.id,
         "subnet.created",
         &format!("subnet `{}` {} in `{}`", subnet.name, subnet.cidr, net.name),
@@ -469,8 +565,8 @@ pub async fn create_subnet(app: &App, req: CreateSubnetRequest) -> Result<Subnet
     Ok(subnet)
 }
 
-pub async fn delete_subnet(app: &App, id_or_name: &str) -> Result<()> {
-    let s = get_subnet(app, id_or_name).await?;
+pub async fn delete_subnet(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
+    let s = get_subnet(app, scope, id_or_name).await?;
     let used = crate::storeutil::list_raw(app.kv(), &keys::ipam_prefix(&s.id)).await?;
     if !used.is_empty() {
         return Err(Error::conflict(format!(
@@ -495,8 +591,9 @@ pub async fn delete_subnet(app: &App, id_or_name: &str) -> Result<()> {
         failure: vec![],
     };
     app.kv().txn(txn).await.map_err(store_err)?;
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&s.project),
         &s.id,
         "subnet.deleted",
         &format!("subnet `{}` deleted", s.name),

@@ -10,9 +10,10 @@ use kumo_types::{
     CreatePortRequest, DEFAULT_PROJECT, Error, Nic, Page, Port, Result, Subnet, ids, now_rfc3339,
 };
 
+use super::scope::{self, Scope};
 use super::{App, network, security_group};
 use crate::ipam::{self, Cidr};
-use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
+use crate::storeutil::{commit, encode, get_json, keys, list_raw, store_err};
 
 const MAX_ATTEMPTS: usize = 30;
 
@@ -37,10 +38,12 @@ impl PortPlan {
     }
 }
 
-/// An existing, unattached port claimed for `instance_id` (a NIC request naming `port`). The NIC
-/// takes the port as it is, so `network`, `subnet`, `ipv4` and `security_groups` must be absent.
+/// An existing, unattached port of `project` claimed for `instance_id` (a NIC request naming
+/// `port`). The NIC takes the port as it is, so `network`, `subnet`, `ipv4` and `security_groups`
+/// must be absent.
 pub async fn claim(
     app: &App,
+    project: &str,
     field: &str,
     req: &kumo_types::NicRequest,
     instance_id: &str,
@@ -62,9 +65,11 @@ pub async fn claim(
             ));
         }
     }
-    let (mut p, rev) = find(app, port_ref).await?.ok_or_else(|| {
-        Error::invalid(field_name(field, "port"), format!("no port `{port_ref}`"))
-    })?;
+    let (mut p, rev) = find(app, &Scope::within(project), port_ref)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(field_name(field, "port"), format!("no port `{port_ref}`"))
+        })?;
     if let Some(other) = &p.instance_id {
         return Err(Error::conflict_field(
             field_name(field, "port"),
@@ -80,17 +85,18 @@ pub async fn claim(
     })
 }
 
-/// A port by ID, or by name when no port has that ID; with its mod revision.
-async fn find(app: &App, id_or_name: &str) -> Result<Option<(Port, i64)>> {
+/// A port `scope` sees by ID, or by name (in `scope.project`) when no port has that ID; with its
+/// mod revision.
+async fn find(app: &App, scope: &Scope, id_or_name: &str) -> Result<Option<(Port, i64)>> {
     if let Some(found) = get_json::<Port>(app.kv(), &keys::port(id_or_name)).await? {
-        return Ok(Some(found));
+        return Ok(scope.sees(&found.0.project).then_some(found));
     }
     let named: Vec<kumo_store::KeyValue> = list_raw(app.kv(), keys::PORTS)
         .await?
         .into_iter()
         .filter(|kv| {
             crate::storeutil::decode::<Port>(kv)
-                .is_ok_and(|p| p.name.as_deref() == Some(id_or_name))
+                .is_ok_and(|p| p.name.as_deref() == Some(id_or_name) && p.project == scope.project)
         })
         .collect();
     match named.as_slice() {
@@ -147,18 +153,24 @@ async fn disassociate_fips(
 /// Replace a port's security groups (and so its firewall chains, atomically, on its host).
 pub async fn update(
     app: &App,
+    scope: &Scope,
     id_or_name: &str,
     req: kumo_types::UpdatePortRequest,
 ) -> Result<Port> {
-    let groups = match &req.security_groups {
-        Some(g) => Some(security_group::resolve_all(app, "security_groups", g).await?),
-        None => None,
-    };
     if let Some(n) = &req.name {
         kumo_types::validate::name("name", n)?;
     }
+    let (found, _) = find(app, scope, id_or_name)
+        .await?
+        .ok_or_else(|| Error::not_found("port", id_or_name))?;
+    let groups = match &req.security_groups {
+        Some(g) => {
+            Some(security_group::resolve_all(app, &found.project, "security_groups", g).await?)
+        }
+        None => None,
+    };
     for _ in 0..MAX_ATTEMPTS {
-        let (mut p, rev) = find(app, id_or_name)
+        let (mut p, rev) = find(app, scope, &found.id)
             .await?
             .ok_or_else(|| Error::not_found("port", id_or_name))?;
         if let Some(g) = &groups {
@@ -202,31 +214,34 @@ fn infrastructure(cidr: &Cidr, s: &Subnet) -> HashSet<Ipv4Addr> {
     set
 }
 
-/// Resolve where a NIC goes: (network, subnet).
+/// Resolve where a NIC of a resource of `project` goes: (network, subnet), both of `project`.
 pub async fn resolve_target(
     app: &App,
+    project: &str,
     field: &str,
     net: Option<&str>,
     subnet: Option<&str>,
 ) -> Result<(kumo_types::Network, Subnet)> {
-    resolve_target_for(app, field, net, subnet, None).await
+    resolve_target_for(app, project, field, net, subnet, None).await
 }
 
 /// Like [`resolve_target`]; with only a network and a requested address, the subnet containing the
 /// address is chosen.
 pub async fn resolve_target_for(
     app: &App,
+    project: &str,
     field: &str,
     net: Option<&str>,
     subnet: Option<&str>,
     ipv4: Option<&str>,
 ) -> Result<(kumo_types::Network, Subnet)> {
+    let within = Scope::within(project);
     match subnet {
         Some(s) => {
-            let sub = network::get_subnet(app, s).await.map_err(|_| {
+            let sub = network::get_subnet(app, &within, s).await.map_err(|_| {
                 Error::invalid(field_name(field, "subnet"), format!("no subnet `{s}`"))
             })?;
-            let n = network::get(app, &sub.network_id).await?;
+            let n = network::get_any(app, &sub.network_id).await?;
             if let Some(want) = net
                 && want != n.id
                 && want != n.name
@@ -240,12 +255,23 @@ pub async fn resolve_target_for(
         }
         None => {
             let r = net.unwrap_or(network::DEFAULT_NAME);
-            let n = network::get(app, r).await.map_err(|_| {
-                Error::invalid(field_name(field, "network"), format!("no network `{r}`"))
+            let n = network::get(app, &within, r).await.map_err(|_| {
+                let hint = if r == network::DEFAULT_NAME && project != DEFAULT_PROJECT {
+                    format!(
+                        " in project `{project}` (only the `default` project has a default \
+                         network; name one of the project's networks)"
+                    )
+                } else {
+                    String::new()
+                };
+                Error::invalid(
+                    field_name(field, "network"),
+                    format!("no network `{r}`{hint}"),
+                )
             })?;
             let wanted: Option<Ipv4Addr> = ipv4.and_then(|i| i.parse().ok());
             if let Some(ip) = wanted {
-                let subs = network::list_subnets(app, Some(&n.id)).await?.items;
+                let subs = network::subnets_of(app, &n.id).await?;
                 if let Some(s) = subs
                     .into_iter()
                     .find(|s| Cidr::parse("cidr", &s.cidr).is_ok_and(|c| c.contains(ip)))
@@ -317,7 +343,7 @@ pub async fn plan(
     let port = Port {
         id: ids::new_id(ids::PORT),
         name,
-        project: DEFAULT_PROJECT.into(),
+        project: net.project.clone(),
         network_id: net.id.clone(),
         subnet_id: subnet.id.clone(),
         mac: ipam::random_mac(),
@@ -337,27 +363,43 @@ pub async fn plan(
     })
 }
 
-/// The security groups a new port gets: the named ones, or the project's default group.
+/// The security groups a new port of `project` gets: the named ones, or the project's default group.
 pub async fn groups_or_default(
     app: &App,
+    project: &str,
     field: &str,
     refs: Option<&[String]>,
 ) -> Result<Vec<String>> {
     match refs {
-        Some(r) => security_group::resolve_all(app, field, r).await,
-        None => Ok(vec![security_group::ensure_default(app).await?.id]),
+        Some(r) => security_group::resolve_all(app, project, field, r).await,
+        None => Ok(vec![
+            security_group::ensure_default_in(app, project).await?.id,
+        ]),
     }
 }
 
 /// Create a free-standing port (attach it to an instance later). Race-free: a lost race for the
 /// address is decided again.
-pub async fn create(app: &App, req: CreatePortRequest) -> Result<Port> {
+pub async fn create(app: &App, scope: &Scope, req: CreatePortRequest) -> Result<Port> {
     if let Some(n) = &req.name {
         kumo_types::validate::name("name", n)?;
     }
-    let (net, subnet) =
-        resolve_target(app, "", req.network.as_deref(), req.subnet.as_deref()).await?;
-    let sgs = groups_or_default(app, "security_groups", req.security_groups.as_deref()).await?;
+    let project = &scope.project;
+    let (net, subnet) = resolve_target(
+        app,
+        project,
+        "",
+        req.network.as_deref(),
+        req.subnet.as_deref(),
+    )
+    .await?;
+    let sgs = groups_or_default(
+        app,
+        project,
+        "security_groups",
+        req.security_groups.as_deref(),
+    )
+    .await?;
     for _ in 0..MAX_ATTEMPTS {
         let p = plan(
             app,
@@ -391,8 +433,8 @@ pub async fn create(app: &App, req: CreatePortRequest) -> Result<Port> {
     ))
 }
 
-pub async fn list(app: &App, network: Option<&str>) -> Result<Page<Port>> {
-    let all: Vec<Port> = list_json(app.kv(), keys::PORTS).await?;
+pub async fn list(app: &App, scope: &Scope, network: Option<&str>) -> Result<Page<Port>> {
+    let all: Vec<Port> = scope::list(app, scope, keys::PORTS).await?;
     let items = all
         .into_iter()
         .filter(|p| network.is_none_or(|n| p.network_id == n))
@@ -403,11 +445,12 @@ pub async fn list(app: &App, network: Option<&str>) -> Result<Page<Port>> {
     })
 }
 
-pub async fn get(app: &App, id: &str) -> Result<Port> {
-    get_json(app.kv(), &keys::port(id))
+/// A port by ID (or name, in `scope.project`).
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<Port> {
+    find(app, scope, id_or_name)
         .await?
         .map(|(p, _)| p)
-        .ok_or_else(|| Error::not_found("port", id))
+        .ok_or_else(|| Error::not_found("port", id_or_name))
 }
 
 /// Ops that remove a port and free its address.
@@ -418,10 +461,11 @@ pub fn delete_ops(p: &Port) -> Vec<Op> {
     ]
 }
 
-pub async fn delete(app: &App, id: &str) -> Result<()> {
-    let (p, rev) = get_json::<Port>(app.kv(), &keys::port(id))
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
+    let (p, rev) = find(app, scope, id_or_name)
         .await?
-        .ok_or_else(|| Error::not_found("port", id))?;
+        .ok_or_else(|| Error::not_found("port", id_or_name))?;
+    let id = p.id.as_str();
     if let Some(i) = &p.instance_id {
         return Err(Error::conflict(format!(
             "port `{id}` is attached to instance {i}; detach it first"

@@ -4,17 +4,23 @@
 use std::collections::HashSet;
 
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{
-    CreateRouterRequest, DEFAULT_PROJECT, Error, Page, Result, Router, ids, now_rfc3339, validate,
-};
+use kumo_types::{CreateRouterRequest, Error, Page, Result, Router, ids, now_rfc3339, validate};
 
+use super::scope::{self, Kind, Scope};
 use super::{App, network, port};
-use crate::storeutil::{encode, get_json, keys, list_json, store_err};
+use crate::storeutil::{encode, keys, list_json, store_err};
 
 const KIND: &str = "routers";
 
-pub async fn list(app: &App) -> Result<Page<Router>> {
-    let mut items: Vec<Router> = list_json(app.kv(), keys::ROUTERS).await?;
+const ROUTERS: Kind = Kind {
+    prefix: ids::ROUTER,
+    names: KIND,
+    key: keys::router,
+    what: "router",
+};
+
+pub async fn list(app: &App, scope: &Scope) -> Result<Page<Router>> {
+    let mut items: Vec<Router> = scope::list(app, scope, keys::ROUTERS).await?;
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Page {
         items,
@@ -22,25 +28,20 @@ pub async fn list(app: &App) -> Result<Page<Router>> {
     })
 }
 
-pub async fn get(app: &App, id_or_name: &str) -> Result<Router> {
-    let id = crate::storeutil::resolve_id(app.kv(), ids::ROUTER, KIND, DEFAULT_PROJECT, id_or_name)
-        .await?
-        .ok_or_else(|| Error::not_found("router", id_or_name))?;
-    get_json(app.kv(), &keys::router(&id))
-        .await?
-        .map(|(r, _)| r)
-        .ok_or_else(|| Error::not_found("router", id_or_name))
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<Router> {
+    Ok(scope::find(app, scope, &ROUTERS, id_or_name).await?.0)
 }
 
-/// Resolve and check a subnet for attachment: it needs a gateway and no other router.
+/// Resolve and check a subnet of `project` for attachment: it needs a gateway and no other router.
 async fn attachable(
     app: &App,
+    project: &str,
     field: &str,
     subnet: &str,
     routers: &[Router],
     me: Option<&str>,
 ) -> Result<String> {
-    let s = network::get_subnet(app, subnet)
+    let s = network::get_subnet(app, &Scope::within(project), subnet)
         .await
         .map_err(|_| Error::invalid(field, format!("no subnet `{subnet}`")))?;
     if s.gateway.is_none() {
@@ -61,7 +62,7 @@ async fn attachable(
             ),
         ));
     }
-    let net = network::get(app, &s.network_id).await?;
+    let net = network::get_any(app, &s.network_id).await?;
     if net.external {
         return Err(Error::invalid(
             field,
@@ -74,9 +75,10 @@ async fn attachable(
     Ok(s.id)
 }
 
-pub async fn create(app: &App, req: CreateRouterRequest) -> Result<Router> {
+pub async fn create(app: &App, scope: &Scope, req: CreateRouterRequest) -> Result<Router> {
     validate::name("name", &req.name)?;
-    let name_key = keys::name(KIND, DEFAULT_PROJECT, &req.name);
+    let project = scope.project.clone();
+    let name_key = keys::name(KIND, &project, &req.name);
     if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
         return Err(Error::conflict_field(
             "name",
@@ -86,7 +88,7 @@ pub async fn create(app: &App, req: CreateRouterRequest) -> Result<Router> {
     let routers: Vec<Router> = list_json(app.kv(), keys::ROUTERS).await?;
     let mut subnets = Vec::new();
     for (i, s) in req.subnets.iter().enumerate() {
-        let id = attachable(app, &format!("subnets[{i}]"), s, &routers, None).await?;
+        let id = attachable(app, &project, &format!("subnets[{i}]"), s, &routers, None).await?;
         if !subnets.contains(&id) {
             subnets.push(id);
         }
@@ -97,7 +99,7 @@ pub async fn create(app: &App, req: CreateRouterRequest) -> Result<Router> {
     let mut router = Router {
         id: id.clone(),
         name: req.name.clone(),
-        project: DEFAULT_PROJECT.into(),
+        project: project.clone(),
         subnets,
         external_network: None,
         external_ip: None,
@@ -105,15 +107,7 @@ pub async fn create(app: &App, req: CreateRouterRequest) -> Result<Router> {
         created_at: now_rfc3339(),
     };
     if let Some(ext) = &req.external_network {
-        let net = network::get(app, ext)
-            .await
-            .map_err(|_| Error::invalid("external_network", format!("no network `{ext}`")))?;
-        if !net.external {
-            return Err(Error::invalid(
-                "external_network",
-                format!("network `{}` is not external", net.name),
-            ));
-        }
+        let net = network::get_external(app, &project, "external_network", ext).await?;
         let subnet = network::default_subnet(app, &net).await?;
         // The router's external address is allocated like a port's; the IPAM key names the router.
         let p = port::plan(
@@ -160,8 +154,9 @@ pub async fn create(app: &App, req: CreateRouterRequest) -> Result<Router> {
     {
         return Err(Error::conflict("routers changed concurrently; retry"));
     }
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&project),
         &id,
         "router.created",
         &format!("router `{}`", router.name),
@@ -172,14 +167,12 @@ pub async fn create(app: &App, req: CreateRouterRequest) -> Result<Router> {
 
 async fn update(
     app: &App,
+    scope: &Scope,
     id_or_name: &str,
     f: impl AsyncFnOnce(&mut Router, &[Router]) -> Result<()>,
 ) -> Result<Router> {
-    let r = get(app, id_or_name).await?;
-    let key = keys::router(&r.id);
-    let Some((mut cur, rev)) = get_json::<Router>(app.kv(), &key).await? else {
-        return Err(Error::not_found("router", id_or_name));
-    };
+    let (mut cur, rev): (Router, _) = scope::find(app, scope, &ROUTERS, id_or_name).await?;
+    let key = keys::router(&cur.id);
     let all: Vec<Router> = list_json(app.kv(), keys::ROUTERS).await?;
     f(&mut cur, &all).await?;
     let guard = "/router-guard";
@@ -204,21 +197,32 @@ async fn update(
     Ok(cur)
 }
 
-pub async fn add_interface(app: &App, id_or_name: &str, subnet: &str) -> Result<Router> {
-    let r = update(app, id_or_name, async |r: &mut Router, all: &[Router]| {
-        let s = attachable(app, "subnet", subnet, all, Some(&r.id)).await?;
-        if r.subnets.contains(&s) {
-            return Err(Error::conflict_field(
-                "subnet",
-                format!("subnet `{subnet}` is already attached to this router"),
-            ));
-        }
-        r.subnets.push(s);
-        Ok(())
-    })
-    .await?;
-    super::event::record(
+pub async fn add_interface(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    subnet: &str,
+) -> Result<Router> {
+    let r = update(
         app,
+        scope,
+        id_or_name,
+        async |r: &mut Router, all: &[Router]| {
+            let s = attachable(app, &r.project, "subnet", subnet, all, Some(&r.id)).await?;
+            if r.subnets.contains(&s) {
+                return Err(Error::conflict_field(
+                    "subnet",
+                    format!("subnet `{subnet}` is already attached to this router"),
+                ));
+            }
+            r.subnets.push(s);
+            Ok(())
+        },
+    )
+    .await?;
+    super::event::record_in(
+        app,
+        Some(&r.project),
         &r.id,
         "router.interface_added",
         &format!("subnet `{subnet}` joined"),
@@ -227,19 +231,31 @@ pub async fn add_interface(app: &App, id_or_name: &str, subnet: &str) -> Result<
     Ok(r)
 }
 
-pub async fn remove_interface(app: &App, id_or_name: &str, subnet: &str) -> Result<Router> {
-    let s = network::get_subnet(app, subnet).await?;
-    let r = update(app, id_or_name, async |r: &mut Router, _: &[Router]| {
-        let before = r.subnets.len();
-        r.subnets.retain(|x| *x != s.id);
-        if r.subnets.len() == before {
-            return Err(Error::not_found("router interface", subnet));
-        }
-        Ok(())
-    })
-    .await?;
-    super::event::record(
+pub async fn remove_interface(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    subnet: &str,
+) -> Result<Router> {
+    let router = get(app, scope, id_or_name).await?;
+    let s = network::get_subnet(app, &Scope::within(&router.project), subnet).await?;
+    let r = update(
         app,
+        scope,
+        &router.id,
+        async |r: &mut Router, _: &[Router]| {
+            let before = r.subnets.len();
+            r.subnets.retain(|x| *x != s.id);
+            if r.subnets.len() == before {
+                return Err(Error::not_found("router interface", subnet));
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    super::event::record_in(
+        app,
+        Some(&r.project),
         &r.id,
         "router.interface_removed",
         &format!("subnet `{subnet}` left"),
@@ -248,8 +264,8 @@ pub async fn remove_interface(app: &App, id_or_name: &str, subnet: &str) -> Resu
     Ok(r)
 }
 
-pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
-    let r = get(app, id_or_name).await?;
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
+    let r = get(app, scope, id_or_name).await?;
     if !r.subnets.is_empty() {
         return Err(Error::conflict(format!(
             "router `{}` still joins {} subnet(s); remove its interfaces first",
@@ -272,8 +288,9 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
         })
         .await
         .map_err(store_err)?;
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&r.project),
         &r.id,
         "router.deleted",
         &format!("router `{}` deleted", r.name),

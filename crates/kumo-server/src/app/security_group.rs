@@ -3,13 +3,15 @@
 
 use kumo_store::{Compare, Op, Txn};
 use kumo_types::{
-    CreateSecurityGroupRequest, DEFAULT_PROJECT, Direction, Error, Page, Protocol, Result,
-    RuleRequest, SecurityGroup, SecurityGroupRule, ids, now_rfc3339, validate,
+    CreateSecurityGroupRequest, DEFAULT_PROJECT, Direction, Error, Page, Protocol, QuotaResource,
+    Result, RuleRequest, SecurityGroup, SecurityGroupRule, ids, now_rfc3339, validate,
 };
 
 use super::App;
+use super::quota::{self, Delta};
+use super::scope::{self, Kind, Scope};
 use crate::ipam::Cidr;
-use crate::storeutil::{encode, get_json, keys, list_json, store_err};
+use crate::storeutil::{commit, encode, keys, list_json, store_err};
 
 const KIND: &str = "security-groups";
 pub const DEFAULT_NAME: &str = "default";
@@ -28,15 +30,30 @@ fn egress_all() -> SecurityGroupRule {
     }
 }
 
+const GROUPS: Kind = Kind {
+    prefix: ids::SECURITY_GROUP,
+    names: KIND,
+    key: keys::security_group,
+    what: "security group",
+};
+
+/// The default project's `default` group (at start-up).
 pub async fn ensure_default(app: &App) -> Result<SecurityGroup> {
-    if let Ok(g) = get(app, DEFAULT_NAME).await {
+    ensure_default_in(app, DEFAULT_PROJECT).await
+}
+
+/// `project`'s `default` group, made on first use. It counts against the project's security group
+/// quota but is never refused by it.
+pub async fn ensure_default_in(app: &App, project: &str) -> Result<SecurityGroup> {
+    let within = Scope::within(project);
+    if let Ok(g) = get(app, &within, DEFAULT_NAME).await {
         return Ok(g);
     }
     let id = ids::new_id(ids::SECURITY_GROUP);
     let g = SecurityGroup {
         id: id.clone(),
         name: DEFAULT_NAME.into(),
-        project: DEFAULT_PROJECT.into(),
+        project: project.into(),
         description: "default group: egress allowed, members talk to each other".into(),
         rules: vec![
             egress_all(),
@@ -53,30 +70,61 @@ pub async fn ensure_default(app: &App) -> Result<SecurityGroup> {
         ],
         created_at: now_rfc3339(),
     };
-    insert(app, &g).await?;
-    get(app, DEFAULT_NAME).await
+    match insert(app, &g, false).await {
+        // Made concurrently by another request: theirs is as good.
+        Ok(()) | Err(Error::Conflict { .. }) => get(app, &within, DEFAULT_NAME).await,
+        Err(e) => Err(e),
+    }
 }
 
-async fn insert(app: &App, g: &SecurityGroup) -> Result<()> {
+/// Write a new group with its name and its share of the quota (`enforce`: refused over the limit).
+async fn insert(app: &App, g: &SecurityGroup, enforce: bool) -> Result<()> {
     let name_key = keys::name(KIND, &g.project, &g.name);
-    let txn = Txn {
-        compare: vec![Compare::absent(&name_key)],
-        success: vec![
+    let delta = Delta::of(QuotaResource::SecurityGroups, 1);
+    for attempt in 0..quota::ATTEMPTS {
+        let (qc, qo) = if enforce {
+            quota::charge(app, &g.project, &delta).await?
+        } else {
+            quota::charge_unchecked(app, &g.project, &delta).await?
+        };
+        let mut compare = vec![Compare::absent(&name_key)];
+        compare.extend(qc);
+        let mut success = vec![
             Op::put(&name_key, g.id.clone()),
             Op::put(keys::security_group(&g.id), encode(g)?),
-        ],
-        failure: vec![],
-    };
-    if !app.kv().txn(txn).await.map_err(store_err)?.succeeded {
-        return Err(Error::conflict_field(
-            "name",
-            format!("security group `{}` already exists", g.name),
-        ));
+        ];
+        success.extend(qo);
+        let txn = Txn {
+            compare,
+            success,
+            failure: vec![Op::get(&name_key)],
+        };
+        let r = app.kv().txn(txn).await.map_err(store_err)?;
+        if r.succeeded {
+            return Ok(());
+        }
+        if matches!(
+            r.results.first(),
+            Some(kumo_store::OpResult::Get { kv: Some(_) })
+        ) {
+            return Err(Error::conflict_field(
+                "name",
+                format!("security group `{}` already exists", g.name),
+            ));
+        }
+        // Another create or delete in the project changed its usage: decide again.
+        quota::backoff(attempt).await;
     }
-    Ok(())
+    Err(Error::unavailable(
+        "too much contention creating the security group; retry",
+    ))
 }
 
-pub async fn create(app: &App, req: CreateSecurityGroupRequest) -> Result<SecurityGroup> {
+pub async fn create(
+    app: &App,
+    scope: &Scope,
+    req: CreateSecurityGroupRequest,
+) -> Result<SecurityGroup> {
     validate::name("name", &req.name)?;
     if req.description.len() > 255 {
         return Err(Error::invalid("description", "at most 255 characters"));
@@ -84,7 +132,7 @@ pub async fn create(app: &App, req: CreateSecurityGroupRequest) -> Result<Securi
     let g = SecurityGroup {
         id: ids::new_id(ids::SECURITY_GROUP),
         name: req.name,
-        project: DEFAULT_PROJECT.into(),
+        project: scope.project.clone(),
         description: req.description,
         rules: if req.allow_all_egress.unwrap_or(true) {
             vec![egress_all()]
@@ -93,12 +141,12 @@ pub async fn create(app: &App, req: CreateSecurityGroupRequest) -> Result<Securi
         },
         created_at: now_rfc3339(),
     };
-    insert(app, &g).await?;
+    insert(app, &g, true).await?;
     Ok(g)
 }
 
-pub async fn list(app: &App) -> Result<Page<SecurityGroup>> {
-    let mut items: Vec<SecurityGroup> = list_json(app.kv(), keys::SECURITY_GROUPS).await?;
+pub async fn list(app: &App, scope: &Scope) -> Result<Page<SecurityGroup>> {
+    let mut items: Vec<SecurityGroup> = scope::list(app, scope, keys::SECURITY_GROUPS).await?;
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Page {
         items,
@@ -106,27 +154,21 @@ pub async fn list(app: &App) -> Result<Page<SecurityGroup>> {
     })
 }
 
-pub async fn get(app: &App, id_or_name: &str) -> Result<SecurityGroup> {
-    let id = crate::storeutil::resolve_id(
-        app.kv(),
-        ids::SECURITY_GROUP,
-        KIND,
-        DEFAULT_PROJECT,
-        id_or_name,
-    )
-    .await?
-    .ok_or_else(|| Error::not_found("security group", id_or_name))?;
-    get_json(app.kv(), &keys::security_group(&id))
-        .await?
-        .map(|(g, _)| g)
-        .ok_or_else(|| Error::not_found("security group", id_or_name))
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<SecurityGroup> {
+    Ok(scope::find(app, scope, &GROUPS, id_or_name).await?.0)
 }
 
-/// Resolve a list of group references (IDs or names); `field` names the request field on error.
-pub async fn resolve_all(app: &App, field: &str, refs: &[String]) -> Result<Vec<String>> {
+/// Resolve group references (IDs or names) of `project`; `field` names the request field on error.
+pub async fn resolve_all(
+    app: &App,
+    project: &str,
+    field: &str,
+    refs: &[String],
+) -> Result<Vec<String>> {
+    let within = Scope::within(project);
     let mut out = Vec::new();
     for (i, r) in refs.iter().enumerate() {
-        let g = get(app, r).await.map_err(|_| {
+        let g = get(app, &within, r).await.map_err(|_| {
             Error::invalid(format!("{field}[{i}]"), format!("no security group `{r}`"))
         })?;
         if !out.contains(&g.id) {
@@ -136,8 +178,9 @@ pub async fn resolve_all(app: &App, field: &str, refs: &[String]) -> Result<Vec<
     Ok(out)
 }
 
-/// Validate a rule request into a rule (pure apart from resolving `remote_group`).
-pub async fn build_rule(app: &App, req: RuleRequest) -> Result<SecurityGroupRule> {
+/// Validate a rule request for a group of `project` into a rule (pure apart from resolving
+/// `remote_group` in that project).
+pub async fn build_rule(app: &App, project: &str, req: RuleRequest) -> Result<SecurityGroupRule> {
     let ports = matches!(req.protocol, Protocol::Tcp | Protocol::Udp);
     match (req.port_min, req.port_max) {
         (Some(_), _) | (_, Some(_)) if !ports => {
@@ -167,7 +210,7 @@ pub async fn build_rule(app: &App, req: RuleRequest) -> Result<SecurityGroupRule
     }
     let remote_group = match &req.remote_group {
         Some(r) => Some(
-            get(app, r)
+            get(app, &Scope::within(project), r)
                 .await
                 .map_err(|_| Error::invalid("remote_group", format!("no security group `{r}`")))?
                 .id,
@@ -188,15 +231,14 @@ pub async fn build_rule(app: &App, req: RuleRequest) -> Result<SecurityGroupRule
 
 async fn update(
     app: &App,
+    scope: &Scope,
     id_or_name: &str,
     f: impl Fn(&mut SecurityGroup) -> Result<()>,
 ) -> Result<SecurityGroup> {
     for _ in 0..20 {
-        let g = get(app, id_or_name).await?;
-        let key = keys::security_group(&g.id);
-        let Some((mut cur, rev)) = get_json::<SecurityGroup>(app.kv(), &key).await? else {
-            return Err(Error::not_found("security group", id_or_name));
-        };
+        let (mut cur, rev): (SecurityGroup, _) =
+            scope::find(app, scope, &GROUPS, id_or_name).await?;
+        let key = keys::security_group(&cur.id);
         f(&mut cur)?;
         let txn = Txn {
             compare: vec![Compare::mod_revision(&key, rev)],
@@ -212,9 +254,15 @@ async fn update(
     ))
 }
 
-pub async fn add_rule(app: &App, id_or_name: &str, req: RuleRequest) -> Result<SecurityGroup> {
-    let rule = build_rule(app, req).await?;
-    update(app, id_or_name, |g| {
+pub async fn add_rule(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    req: RuleRequest,
+) -> Result<SecurityGroup> {
+    let g = get(app, scope, id_or_name).await?;
+    let rule = build_rule(app, &g.project, req).await?;
+    update(app, scope, &g.id, |g| {
         let same = |r: &SecurityGroupRule| {
             (
                 r.direction,
@@ -249,8 +297,13 @@ pub async fn add_rule(app: &App, id_or_name: &str, req: RuleRequest) -> Result<S
     .await
 }
 
-pub async fn remove_rule(app: &App, id_or_name: &str, rule_id: &str) -> Result<SecurityGroup> {
-    update(app, id_or_name, |g| {
+pub async fn remove_rule(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    rule_id: &str,
+) -> Result<SecurityGroup> {
+    update(app, scope, id_or_name, |g| {
         let before = g.rules.len();
         g.rules.retain(|r| r.id != rule_id);
         if g.rules.len() == before {
@@ -261,47 +314,56 @@ pub async fn remove_rule(app: &App, id_or_name: &str, rule_id: &str) -> Result<S
     .await
 }
 
-pub async fn delete(app: &App, id_or_name: &str) -> Result<()> {
-    let g = get(app, id_or_name).await?;
-    if g.name == DEFAULT_NAME {
-        return Err(Error::conflict(
-            "the default security group cannot be deleted",
-        ));
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
+    for attempt in 0..quota::ATTEMPTS {
+        let (g, rev): (SecurityGroup, _) = scope::find(app, scope, &GROUPS, id_or_name).await?;
+        if g.name == DEFAULT_NAME {
+            return Err(Error::conflict(
+                "the default security group cannot be deleted",
+            ));
+        }
+        let ports: Vec<kumo_types::Port> = list_json(app.kv(), keys::PORTS).await?;
+        let users: Vec<&str> = ports
+            .iter()
+            .filter(|p| p.security_groups.contains(&g.id))
+            .map(|p| p.id.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "security group `{}` is in use by port(s) {}",
+                g.name,
+                users.join(", ")
+            )));
+        }
+        let groups: Vec<SecurityGroup> = list_json(app.kv(), keys::SECURITY_GROUPS).await?;
+        let referenced = groups.iter().find(|o| {
+            o.id != g.id
+                && o.rules
+                    .iter()
+                    .any(|r| r.remote_group.as_deref() == Some(g.id.as_str()))
+        });
+        if let Some(other) = referenced {
+            return Err(Error::conflict(format!(
+                "security group `{}` is referenced by rules of group `{}`",
+                g.name, other.name
+            )));
+        }
+        let key = keys::security_group(&g.id);
+        let (mut compare, mut ops) = quota::credit(
+            app,
+            &g.project,
+            &Delta::of(QuotaResource::SecurityGroups, 1),
+        )
+        .await?;
+        compare.push(Compare::mod_revision(&key, rev));
+        ops.push(Op::delete(&key));
+        ops.push(Op::delete(keys::name(KIND, &g.project, &g.name)));
+        if commit(app.kv(), compare, ops).await? {
+            return Ok(());
+        }
+        quota::backoff(attempt).await;
     }
-    let ports: Vec<kumo_types::Port> = list_json(app.kv(), keys::PORTS).await?;
-    let users: Vec<&str> = ports
-        .iter()
-        .filter(|p| p.security_groups.contains(&g.id))
-        .map(|p| p.id.as_str())
-        .collect();
-    if !users.is_empty() {
-        return Err(Error::conflict(format!(
-            "security group `{}` is in use by port(s) {}",
-            g.name,
-            users.join(", ")
-        )));
-    }
-    let groups: Vec<SecurityGroup> = list_json(app.kv(), keys::SECURITY_GROUPS).await?;
-    let referenced = groups.iter().find(|o| {
-        o.id != g.id
-            && o.rules
-                .iter()
-                .any(|r| r.remote_group.as_deref() == Some(g.id.as_str()))
-    });
-    if let Some(other) = referenced {
-        return Err(Error::conflict(format!(
-            "security group `{}` is referenced by rules of group `{}`",
-            g.name, other.name
-        )));
-    }
-    let txn = Txn {
-        compare: vec![],
-        success: vec![
-            Op::delete(keys::security_group(&g.id)),
-            Op::delete(keys::name(KIND, &g.project, &g.name)),
-        ],
-        failure: vec![],
-    };
-    app.kv().txn(txn).await.map_err(store_err)?;
-    Ok(())
+    Err(Error::unavailable(
+        "too much contention deleting the security group; retry",
+    ))
 }

@@ -5,80 +5,91 @@
 
 use kumo_store::{Compare, Op};
 use kumo_types::{
-    CreateSnapshotRequest, DEFAULT_PROJECT, Error, Page, Result, Snapshot, SnapshotState,
+    CreateSnapshotRequest, Error, Page, QuotaResource, Result, Snapshot, SnapshotState,
     SnapshotStatus, SnapshotView, Volume, ids, now_rfc3339,
 };
 
+use super::quota::{self, Delta};
+use super::scope::{self, Kind, Scope};
 use super::{App, volume};
 use crate::storeutil::{commit, encode, get_json, keys, list_json, store_err};
 
 const KIND: &str = "snapshots";
 
-pub async fn create(app: &App, req: CreateSnapshotRequest) -> Result<SnapshotView> {
+const SNAPSHOTS: Kind = Kind {
+    prefix: ids::SNAPSHOT,
+    names: KIND,
+    key: keys::snapshot,
+    what: "snapshot",
+};
+
+pub async fn create(app: &App, scope: &Scope, req: CreateSnapshotRequest) -> Result<SnapshotView> {
     kumo_types::validate::name("name", &req.name)?;
-    let (v, vrev) = volume::find(app, &req.volume)
-        .await
-        .map_err(|_| Error::invalid("volume", format!("no volume `{}`", req.volume)))?;
-    if v.deleting {
-        return Err(Error::conflict(format!(
-            "volume `{}` is being deleted",
-            v.name
-        )));
-    }
-    let s = Snapshot {
-        id: ids::new_id(ids::SNAPSHOT),
-        name: req.name.clone(),
-        project: DEFAULT_PROJECT.into(),
-        volume_id: v.id.clone(),
-        size_gib: v.size_gib,
-        deleting: false,
-        created_at: now_rfc3339(),
-    };
-    let name_key = keys::name(KIND, &s.project, &s.name);
-    let compare = vec![
-        Compare::absent(&name_key),
-        // The volume did not change meanwhile (not deleted, same size).
-        Compare::mod_revision(keys::volume(&v.id), vrev),
-    ];
-    let ops = vec![
-        Op::put(keys::snapshot(&s.id), encode(&s)?),
-        Op::put(
-            keys::snapshot_status(&s.id),
-            encode(&SnapshotStatus::default())?,
-        ),
-        Op::put(&name_key, s.id.clone()),
-    ];
-    if !commit(app.kv(), compare, ops).await? {
+    let within = Scope::within(&scope.project);
+    let id = ids::new_id(ids::SNAPSHOT);
+    for attempt in 0..quota::ATTEMPTS {
+        let (v, vrev) = volume::find(app, &within, &req.volume)
+            .await
+            .map_err(|_| Error::invalid("volume", format!("no volume `{}`", req.volume)))?;
+        if v.deleting {
+            return Err(Error::conflict(format!(
+                "volume `{}` is being deleted",
+                v.name
+            )));
+        }
+        let s = Snapshot {
+            id: id.clone(),
+            name: req.name.clone(),
+            project: scope.project.clone(),
+            volume_id: v.id.clone(),
+            size_gib: v.size_gib,
+            deleting: false,
+            created_at: now_rfc3339(),
+        };
+        let name_key = keys::name(KIND, &s.project, &s.name);
+        let (mut compare, mut ops) =
+            quota::charge(app, &s.project, &Delta::of(QuotaResource::Snapshots, 1)).await?;
+        compare.extend([
+            Compare::absent(&name_key),
+            // The volume did not change meanwhile (not deleted, same size).
+            Compare::mod_revision(keys::volume(&v.id), vrev),
+        ]);
+        ops.extend([
+            Op::put(keys::snapshot(&s.id), encode(&s)?),
+            Op::put(
+                keys::snapshot_status(&s.id),
+                encode(&SnapshotStatus::default())?,
+            ),
+            Op::put(&name_key, s.id.clone()),
+        ]);
+        if commit(app.kv(), compare, ops).await? {
+            super::event::record_in(
+                app,
+                Some(&s.project),
+                &s.id,
+                "snapshot.requested",
+                &format!("of volume `{}`", v.name),
+            )
+            .await?;
+            return Ok(SnapshotView::new(&s, None));
+        }
         if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
             return Err(Error::conflict_field(
                 "name",
                 format!("a snapshot named `{}` already exists", s.name),
             ));
         }
-        return Err(Error::conflict(format!(
-            "volume `{}` changed concurrently; retry",
-            v.name
-        )));
+        // The volume or the project's usage changed meanwhile: decide again.
+        quota::backoff(attempt).await;
     }
-    super::event::record(
-        app,
-        &s.id,
-        "snapshot.requested",
-        &format!("of volume `{}`", v.name),
-    )
-    .await?;
-    Ok(SnapshotView::new(&s, None))
+    Err(Error::unavailable(
+        "too much contention creating the snapshot; retry",
+    ))
 }
 
-/// A snapshot by ID or name, with its mod revision.
-pub async fn find(app: &App, id_or_name: &str) -> Result<(Snapshot, i64)> {
-    let id =
-        crate::storeutil::resolve_id(app.kv(), ids::SNAPSHOT, KIND, DEFAULT_PROJECT, id_or_name)
-            .await?
-            .ok_or_else(|| Error::not_found("snapshot", id_or_name))?;
-    get_json(app.kv(), &keys::snapshot(&id))
-        .await?
-        .ok_or_else(|| Error::not_found("snapshot", id_or_name))
+/// A snapshot by ID or name as `scope` sees it, with its mod revision.
+pub async fn find(app: &App, scope: &Scope, id_or_name: &str) -> Result<(Snapshot, i64)> {
+    scope::find(app, scope, &SNAPSHOTS, id_or_name).await
 }
 
 async fn status(app: &App, id: &str) -> Result<Option<SnapshotStatus>> {
@@ -87,15 +98,15 @@ async fn status(app: &App, id: &str) -> Result<Option<SnapshotStatus>> {
         .map(|(s, _)| s))
 }
 
-pub async fn get(app: &App, id_or_name: &str) -> Result<SnapshotView> {
-    let (s, _) = find(app, id_or_name).await?;
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<SnapshotView> {
+    let (s, _) = find(app, scope, id_or_name).await?;
     let st = status(app, &s.id).await?;
     Ok(SnapshotView::new(&s, st.as_ref()))
 }
 
 /// A completed snapshot to clone from, with the host of its volume (field `snapshot` on errors).
-pub async fn usable(app: &App, id_or_name: &str) -> Result<(Snapshot, String)> {
-    let (s, _) = find(app, id_or_name)
+pub async fn usable(app: &App, scope: &Scope, id_or_name: &str) -> Result<(Snapshot, String)> {
+    let (s, _) = find(app, scope, id_or_name)
         .await
         .map_err(|_| Error::invalid("snapshot", format!("no snapshot `{id_or_name}`")))?;
     let st = status(app, &s.id).await?.unwrap_or_default();
@@ -113,10 +124,11 @@ pub async fn usable(app: &App, id_or_name: &str) -> Result<(Snapshot, String)> {
 
 pub async fn list(
     app: &App,
+    scope: &Scope,
     limit: Option<usize>,
     next_token: Option<&str>,
 ) -> Result<Page<SnapshotView>> {
-    let snaps: Vec<Snapshot> = list_json(app.kv(), keys::SNAPSHOTS).await?;
+    let snaps: Vec<Snapshot> = scope::list(app, scope, keys::SNAPSHOTS).await?;
     let statuses: std::collections::HashMap<String, SnapshotStatus> =
         crate::storeutil::statuses(app.kv(), keys::SNAPSHOT_STATUS).await?;
     let mut views: Vec<SnapshotView> = snaps
@@ -128,8 +140,8 @@ pub async fn list(
 }
 
 /// Mark a snapshot for deletion; the agent removes it from the volume's file, then the record goes.
-pub async fn delete(app: &App, id_or_name: &str) -> Result<SnapshotView> {
-    let (mut s, rev) = find(app, id_or_name).await?;
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<SnapshotView> {
+    let (mut s, rev) = find(app, scope, id_or_name).await?;
     let cloning: Vec<String> = list_json::<Volume>(app.kv(), keys::VOLUMES)
         .await?
         .into_iter()
@@ -159,7 +171,14 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<SnapshotView> {
             s.name
         )));
     }
-    super::event::record(app, &s.id, "snapshot.delete_requested", "").await?;
+    super::event::record_in(
+        app,
+        Some(&s.project),
+        &s.id,
+        "snapshot.delete_requested",
+        "",
+    )
+    .await?;
     let st = status(app, &s.id).await?;
     Ok(SnapshotView::new(&s, st.as_ref()))
 }
@@ -178,24 +197,34 @@ pub async fn report_status(app: &App, id: &str, st: SnapshotStatus) -> Result<()
     Ok(())
 }
 
-/// The agent removed a deleting snapshot from its volume's file: drop the record.
+/// The agent removed a deleting snapshot from its volume's file: drop the record and give it back
+/// to the project's quota.
 pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
-    let Some((s, rev)) = get_json::<Snapshot>(app.kv(), &keys::snapshot(id)).await? else {
-        return Ok(());
-    };
-    if !s.deleting {
-        return Err(Error::conflict(format!(
-            "snapshot {id} is not being deleted"
-        )));
+    for attempt in 0..quota::ATTEMPTS {
+        let Some((s, rev)) = get_json::<Snapshot>(app.kv(), &keys::snapshot(id)).await? else {
+            return Ok(());
+        };
+        if !s.deleting {
+            return Err(Error::conflict(format!(
+                "snapshot {id} is not being deleted"
+            )));
+        }
+        let key = keys::snapshot(id);
+        let (mut compare, mut ops) =
+            quota::credit(app, &s.project, &Delta::of(QuotaResource::Snapshots, 1)).await?;
+        compare.push(Compare::mod_revision(&key, rev));
+        ops.extend([
+            Op::delete(&key),
+            Op::delete(keys::snapshot_status(id)),
+            Op::delete(keys::name(KIND, &s.project, &s.name)),
+        ]);
+        if commit(app.kv(), compare, ops).await? {
+            return super::event::record_in(app, Some(&s.project), id, "snapshot.deleted", &s.name)
+                .await;
+        }
+        quota::backoff(attempt).await;
     }
-    let key = keys::snapshot(id);
-    let ops = vec![
-        Op::delete(&key),
-        Op::delete(keys::snapshot_status(id)),
-        Op::delete(keys::name(KIND, &s.project, &s.name)),
-    ];
-    if commit(app.kv(), vec![Compare::mod_revision(&key, rev)], ops).await? {
-        super::event::record(app, id, "snapshot.deleted", &s.name).await?;
-    }
-    Ok(())
+    Err(Error::unavailable(
+        "too much contention deleting the snapshot; retry",
+    ))
 }

@@ -4,11 +4,13 @@
 
 use kumo_store::{Compare, Op};
 use kumo_types::{
-    AttachVolumeRequest, CreateVolumeRequest, DEFAULT_PROJECT, Error, ImageKind, Instance,
-    MAX_VOLUMES_PER_INSTANCE, Page, Result, UpdateVolumeRequest, Volume, VolumeAttachment,
-    VolumeStatus, VolumeView, ids, now_rfc3339,
+    AttachVolumeRequest, CreateVolumeRequest, Error, ImageKind, Instance, MAX_VOLUMES_PER_INSTANCE,
+    Page, QuotaResource, Result, UpdateVolumeRequest, Volume, VolumeAttachment, VolumeStatus,
+    VolumeView, ids, now_rfc3339,
 };
 
+use super::quota::{self, Delta};
+use super::scope::{self, Kind, Scope};
 use super::{App, host, image, instance};
 use crate::storeutil::{commit, encode, get_json, keys, list_json, list_raw, store_err};
 
@@ -18,13 +20,22 @@ const GIB: u64 = 1 << 30;
 /// Largest volume: 64 TiB.
 const MAX_SIZE_GIB: u64 = 64 * 1024;
 
-pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
+const VOLUMES: Kind = Kind {
+    prefix: ids::VOLUME,
+    names: KIND,
+    key: keys::volume,
+    what: "volume",
+};
+
+pub async fn create(app: &App, scope: &Scope, req: CreateVolumeRequest) -> Result<VolumeView> {
     kumo_types::validate::name("name", &req.name)?;
+    // Images, snapshots and source volumes are the project's own (or public images).
+    let within = Scope::within(&scope.project);
     let (mut volume_type, mut pool) =
         super::volume_type::resolve(app, req.volume_type.as_deref(), req.pool.as_deref()).await?;
     let image = match &req.image {
         Some(r) => {
-            let img = image::get(app, r)
+            let img = image::get(app, &within, r)
                 .await
                 .map_err(|_| Error::invalid("image", format!("no image `{r}`")))?;
             if img.kind != ImageKind::Disk {
@@ -45,12 +56,12 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
         ));
     }
     let snapshot = match &req.snapshot {
-        Some(r) => Some(super::snapshot::usable(app, r).await?),
+        Some(r) => Some(super::snapshot::usable(app, &within, r).await?),
         None => None,
     };
     if let Some((s, _)) = &snapshot {
         // A clone is made by the pool's own tools, next to its source.
-        let (src, _) = find(app, &s.volume_id).await?;
+        let (src, _) = find_any(app, &s.volume_id).await?;
         if req.volume_type.is_none() && req.pool.is_none() {
             (volume_type, pool) = (src.volume_type, src.pool);
         } else if src.pool != pool {
@@ -118,7 +129,7 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
     let v = Volume {
         id: ids::new_id(ids::VOLUME),
         name: req.name.clone(),
-        project: DEFAULT_PROJECT.into(),
+        project: scope.project.clone(),
         size_gib,
         pool,
         volume_type,
@@ -130,38 +141,54 @@ pub async fn create(app: &App, req: CreateVolumeRequest) -> Result<VolumeView> {
         created_at: now_rfc3339(),
     };
     let name_key = keys::name(KIND, &v.project, &v.name);
-    let ops = vec![
-        Op::put(keys::volume(&v.id), encode(&v)?),
-        Op::put(
-            keys::volume_status(&v.id),
-            encode(&VolumeStatus::default())?,
-        ),
-        Op::put(&name_key, v.id.clone()),
-    ];
-    if !commit(app.kv(), vec![Compare::absent(&name_key)], ops).await? {
-        return Err(Error::conflict_field(
-            "name",
-            format!("a volume named `{}` already exists", v.name),
-        ));
+    for attempt in 0..quota::ATTEMPTS {
+        let (mut compare, mut ops) = quota::charge(
+            app,
+            &v.project,
+            &Delta::of(QuotaResource::VolumeGib, size_gib),
+        )
+        .await?;
+        compare.push(Compare::absent(&name_key));
+        ops.extend([
+            Op::put(keys::volume(&v.id), encode(&v)?),
+            Op::put(
+                keys::volume_status(&v.id),
+                encode(&VolumeStatus::default())?,
+            ),
+            Op::put(&name_key, v.id.clone()),
+        ]);
+        if commit(app.kv(), compare, ops).await? {
+            super::event::record_in(
+                app,
+                Some(&v.project),
+                &v.id,
+                "volume.created",
+                &format!("volume `{}` ({size_gib} GiB)", v.name),
+            )
+            .await?;
+            return Ok(VolumeView::new(&v, None));
+        }
+        if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
+            return Err(Error::conflict_field(
+                "name",
+                format!("a volume named `{}` already exists", v.name),
+            ));
+        }
+        quota::backoff(attempt).await;
     }
-    super::event::record(
-        app,
-        &v.id,
-        "volume.created",
-        &format!("volume `{}` ({size_gib} GiB)", v.name),
-    )
-    .await?;
-    Ok(VolumeView::new(&v, None))
+    Err(Error::unavailable(
+        "too much contention creating the volume; retry",
+    ))
 }
 
-/// A volume by ID or name, with its mod revision.
-pub async fn find(app: &App, id_or_name: &str) -> Result<(Volume, i64)> {
-    let id = crate::storeutil::resolve_id(app.kv(), ids::VOLUME, KIND, DEFAULT_PROJECT, id_or_name)
-        .await?
-        .ok_or_else(|| Error::not_found("volume", id_or_name))?;
-    get_json(app.kv(), &keys::volume(&id))
-        .await?
-        .ok_or_else(|| Error::not_found("volume", id_or_name))
+/// A volume by ID or name as `scope` sees it, with its mod revision.
+pub async fn find(app: &App, scope: &Scope, id_or_name: &str) -> Result<(Volume, i64)> {
+    scope::find(app, scope, &VOLUMES, id_or_name).await
+}
+
+/// A volume by ID, whatever its project (internal).
+pub async fn find_any(app: &App, id: &str) -> Result<(Volume, i64)> {
+    scope::find_any(app, &VOLUMES, id).await
 }
 
 pub async fn status(app: &App, id: &str) -> Result<Option<VolumeStatus>> {
@@ -170,18 +197,19 @@ pub async fn status(app: &App, id: &str) -> Result<Option<VolumeStatus>> {
         .map(|(s, _)| s))
 }
 
-pub async fn get(app: &App, id_or_name: &str) -> Result<VolumeView> {
-    let (v, _) = find(app, id_or_name).await?;
+pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<VolumeView> {
+    let (v, _) = find(app, scope, id_or_name).await?;
     let st = status(app, &v.id).await?;
     Ok(VolumeView::new(&v, st.as_ref()))
 }
 
 pub async fn list(
     app: &App,
+    scope: &Scope,
     limit: Option<usize>,
     next_token: Option<&str>,
 ) -> Result<Page<VolumeView>> {
-    let vols: Vec<Volume> = list_json(app.kv(), keys::VOLUMES).await?;
+    let vols: Vec<Volume> = scope::list(app, scope, keys::VOLUMES).await?;
     let statuses: std::collections::HashMap<String, VolumeStatus> =
         crate::storeutil::statuses(app.kv(), keys::VOLUME_STATUS).await?;
     let mut views: Vec<VolumeView> = vols
@@ -195,13 +223,15 @@ pub async fn list(
 /// Change a volume with `f` under compare-and-swap (retrying lost races); returns the new view.
 async fn update(
     app: &App,
+    scope: &Scope,
     id_or_name: &str,
     f: impl Fn(&mut Volume) -> Result<()>,
 ) -> Result<VolumeView> {
-    for _ in 0..MAX_ATTEMPTS {
-        if let Some(v) = update_once(app, id_or_name, &f).await? {
+    for attempt in 0..MAX_ATTEMPTS {
+        if let Some(v) = update_once(app, scope, id_or_name, &f).await? {
             return Ok(v);
         }
+        quota::backoff(attempt).await;
     }
     Err(Error::unavailable(
         "too much contention updating the volume; retry",
@@ -210,13 +240,15 @@ async fn update(
 
 /// One compare-and-swap attempt at changing a volume (`None`: something changed meanwhile). A
 /// new attachment claims its slot key (`/volume-slots/<instance>/<slot>`, compared absent), so two
-/// concurrent attaches to one instance cannot take the same slot; a detach frees it.
+/// concurrent attaches to one instance cannot take the same slot; a detach frees it. Growth is
+/// charged to the project's `volume_gib` quota in the same transaction.
 async fn update_once(
     app: &App,
+    scope: &Scope,
     id_or_name: &str,
     f: &impl Fn(&mut Volume) -> Result<()>,
 ) -> Result<Option<VolumeView>> {
-    let (mut v, rev) = find(app, id_or_name).await?;
+    let (mut v, rev) = find(app, scope, id_or_name).await?;
     if v.deleting {
         return Err(Error::conflict(format!(
             "volume `{}` is being deleted",
@@ -224,10 +256,15 @@ async fn update_once(
         )));
     }
     let before = v.attachment.clone();
+    let size_before = v.size_gib;
     f(&mut v)?;
     let key = keys::volume(&v.id);
-    let mut compare = vec![Compare::mod_revision(&key, rev)];
-    let mut ops = vec![Op::put(&key, encode(&v)?)];
+    let (mut compare, mut ops) = match v.size_gib.saturating_sub(size_before) {
+        0 => (vec![], vec![]),
+        grow => quota::charge(app, &v.project, &Delta::of(QuotaResource::VolumeGib, grow)).await?,
+    };
+    compare.push(Compare::mod_revision(&key, rev));
+    ops.push(Op::put(&key, encode(&v)?));
     match (&before, &v.attachment) {
         (None, Some(a)) if !a.boot => {
             let slot = keys::volume_slot(&a.instance_id, a.slot);
@@ -247,11 +284,16 @@ async fn update_once(
 }
 
 /// Grow a volume (online if its instance runs).
-pub async fn resize(app: &App, id_or_name: &str, req: UpdateVolumeRequest) -> Result<VolumeView> {
+pub async fn resize(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    req: UpdateVolumeRequest,
+) -> Result<VolumeView> {
     let Some(size) = req.size_gib else {
-        return get(app, id_or_name).await;
+        return get(app, scope, id_or_name).await;
     };
-    let v = update(app, id_or_name, |v| {
+    let v = update(app, scope, id_or_name, |v| {
         if size < v.size_gib {
             return Err(Error::invalid(
                 "size_gib",
@@ -271,12 +313,26 @@ pub async fn resize(app: &App, id_or_name: &str, req: UpdateVolumeRequest) -> Re
         Ok(())
     })
     .await?;
-    super::event::record(app, &v.volume.id, "volume.resized", &format!("{size} GiB")).await?;
+    super::event::record_in(
+        app,
+        Some(&v.volume.project),
+        &v.volume.id,
+        "volume.resized",
+        &format!("{size} GiB"),
+    )
+    .await?;
     Ok(v)
 }
 
-pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Result<VolumeView> {
-    let (inst, _) = instance::find(app, &req.instance)
+pub async fn attach(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    req: AttachVolumeRequest,
+) -> Result<VolumeView> {
+    let (current, _) = find(app, scope, id_or_name).await?;
+    // The instance is the volume's project's.
+    let (inst, _) = instance::find_in(app, &Scope::within(&current.project), &req.instance)
         .await
         .map_err(|_| Error::invalid("instance", format!("no instance `{}`", req.instance)))?;
     if inst.deleting {
@@ -285,7 +341,6 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
             inst.name
         )));
     }
-    let (current, _) = find(app, id_or_name).await?;
     let shared = super::pool::find(app, &current.pool).await?.driver.shared();
     let mut attached = None;
     for _ in 0..MAX_ATTEMPTS {
@@ -301,7 +356,7 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
                 taken.push(s);
             }
         }
-        attached = update_once(app, id_or_name, &|v: &mut Volume| {
+        attached = update_once(app, scope, &current.id, &|v: &mut Volume| {
             if let Some(a) = &v.attachment {
                 return Err(Error::conflict(format!(
                     "volume `{}` is attached to instance {}; detach it first",
@@ -353,8 +408,9 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
             "too much contention attaching the volume; retry",
         ));
     };
-    super::event::record(
+    super::event::record_in(
         app,
+        Some(&v.volume.project),
         &v.volume.id,
         "volume.attach_requested",
         &format!("to instance `{}`", inst.name),
@@ -363,8 +419,8 @@ pub async fn attach(app: &App, id_or_name: &str, req: AttachVolumeRequest) -> Re
     Ok(v)
 }
 
-pub async fn detach(app: &App, id_or_name: &str) -> Result<VolumeView> {
-    let v = update(app, id_or_name, |v| {
+pub async fn detach(app: &App, scope: &Scope, id_or_name: &str) -> Result<VolumeView> {
+    let v = update(app, scope, id_or_name, |v| {
         match &v.attachment {
             None => {
                 return Err(Error::conflict(format!(
@@ -385,13 +441,20 @@ pub async fn detach(app: &App, id_or_name: &str) -> Result<VolumeView> {
         Ok(())
     })
     .await?;
-    super::event::record(app, &v.volume.id, "volume.detach_requested", "").await?;
+    super::event::record_in(
+        app,
+        Some(&v.volume.project),
+        &v.volume.id,
+        "volume.detach_requested",
+        "",
+    )
+    .await?;
     Ok(v)
 }
 
 /// Mark a volume for deletion (its host's agent removes the file, then the record goes).
-pub async fn delete(app: &App, id_or_name: &str) -> Result<VolumeView> {
-    let (found, _) = find(app, id_or_name).await?;
+pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<VolumeView> {
+    let (found, _) = find(app, scope, id_or_name).await?;
     let snaps: Vec<String> = list_json::<kumo_types::Snapshot>(app.kv(), keys::SNAPSHOTS)
         .await?
         .into_iter()
@@ -405,7 +468,7 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<VolumeView> {
             snaps.join(", ")
         )));
     }
-    let v = update(app, id_or_name, |v| {
+    let v = update(app, scope, &found.id, |v| {
         if let Some(a) = &v.attachment {
             return Err(Error::conflict(format!(
                 "volume `{}` is attached to instance {}; detach it first",
@@ -416,28 +479,49 @@ pub async fn delete(app: &App, id_or_name: &str) -> Result<VolumeView> {
         Ok(())
     })
     .await?;
-    super::event::record(app, &v.volume.id, "volume.delete_requested", "").await?;
+    super::event::record_in(
+        app,
+        Some(&v.volume.project),
+        &v.volume.id,
+        "volume.delete_requested",
+        "",
+    )
+    .await?;
     Ok(v)
 }
 
-/// The agent removed the file: drop the record, its status and its name.
+/// The agent removed the file: drop the record, its status and its name, and give its size back to
+/// the project's quota.
 pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
-    let Some((v, rev)) = get_json::<Volume>(app.kv(), &keys::volume(id)).await? else {
-        return Ok(());
-    };
-    if !v.deleting {
-        return Err(Error::conflict(format!("volume {id} is not being deleted")));
+    for attempt in 0..quota::ATTEMPTS {
+        let Some((v, rev)) = get_json::<Volume>(app.kv(), &keys::volume(id)).await? else {
+            return Ok(());
+        };
+        if !v.deleting {
+            return Err(Error::conflict(format!("volume {id} is not being deleted")));
+        }
+        let key = keys::volume(id);
+        let (mut compare, mut ops) = quota::credit(
+            app,
+            &v.project,
+            &Delta::of(QuotaResource::VolumeGib, v.size_gib),
+        )
+        .await?;
+        compare.push(Compare::mod_revision(&key, rev));
+        ops.extend([
+            Op::delete(&key),
+            Op::delete(keys::volume_status(id)),
+            Op::delete(keys::name(KIND, &v.project, &v.name)),
+        ]);
+        if commit(app.kv(), compare, ops).await? {
+            return super::event::record_in(app, Some(&v.project), id, "volume.deleted", &v.name)
+                .await;
+        }
+        quota::backoff(attempt).await;
     }
-    let key = keys::volume(id);
-    let ops = vec![
-        Op::delete(&key),
-        Op::delete(keys::volume_status(id)),
-        Op::delete(keys::name(KIND, &v.project, &v.name)),
-    ];
-    if commit(app.kv(), vec![Compare::mod_revision(&key, rev)], ops).await? {
-        super::event::record(app, id, "volume.deleted", &v.name).await?;
-    }
-    Ok(())
+    Err(Error::unavailable(
+        "too much contention deleting the volume; retry",
+    ))
 }
 
 /// Agent-reported observed state.
@@ -520,7 +604,7 @@ pub async fn assignments(
         .filter(|v| v.host == host_id)
     {
         let image = match &v.image_id {
-            Some(i) => image::get(app, i).await.ok(),
+            Some(i) => image::get_any(app, i).await.ok(),
             None => None,
         };
         let snapshot_source = v
@@ -550,13 +634,4 @@ pub async fn assignments(
         });
     }
     Ok(out)
-}
-
-/// Image IDs that volumes are overlays on (an image in use by a volume cannot be deleted).
-pub async fn images_in_use(app: &App) -> Result<Vec<(String, String)>> {
-    Ok(list_json::<Volume>(app.kv(), keys::VOLUMES)
-        .await?
-        .into_iter()
-        .filter_map(|v| Some((v.image_id?, v.name)))
-        .collect())
 }

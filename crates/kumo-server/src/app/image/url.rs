@@ -142,7 +142,7 @@ pub(super) async fn start(
     } else {
         kumo_types::ImageKind::KernelInitrd
     };
-    let mut image = new_image(id, kind, req, ImageState::Importing);
+    let mut image = new_image(&claim.project, id, kind, req, ImageState::Importing);
     image.source_url = answers.first().map(|a| a.shown.clone());
     image.status_message = Some("downloading".into());
     image.progress = Some(ImportProgress {
