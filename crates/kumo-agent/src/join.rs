@@ -181,7 +181,12 @@ pub async fn prepare(a: &AuthArgs<'_>) -> anyhow::Result<(Credentials, Option<St
     } else if a.join_token.is_some() {
         tracing::info!(dir = %files.dir.display(), "this host has already joined; --join-token is ignored");
     }
-    let creds = Credentials::Certificate {
+    Ok((credentials(&files)?, Some(name)))
+}
+
+/// The credentials in `files` (after a join or a renewal).
+pub fn credentials(files: &TlsFiles) -> anyhow::Result<Credentials> {
+    Ok(Credentials::Certificate {
         identity_pem: [
             std::fs::read(files.cert())
                 .with_context(|| format!("reading {}", files.cert().display()))?,
@@ -191,8 +196,91 @@ pub async fn prepare(a: &AuthArgs<'_>) -> anyhow::Result<(Credentials, Option<St
         .concat(),
         ca_pem: std::fs::read(files.ca())
             .with_context(|| format!("reading {}", files.ca().display()))?,
-    };
-    Ok((creds, Some(name)))
+    })
+}
+
+/// Seconds since the epoch at which the first certificate of `pem` expires.
+pub fn not_after(pem: &[u8]) -> anyhow::Result<i64> {
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(pem)
+        .next()
+        .context("no certificate in the file")?
+        .map_err(|e| anyhow::anyhow!("reading the certificate: {e:?}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("parsing the certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Renew the host certificate if it expires within `within`: a new key and CSR, signed by the
+/// control plane (over mTLS with the current certificate); the files are replaced and the client
+/// switches to the new certificate. Returns the new serial when it renewed.
+pub async fn renew_if_due(
+    cp: &crate::control::http::HttpControlPlane,
+    files: &TlsFiles,
+    host_name: &str,
+    within: Duration,
+) -> anyhow::Result<Option<String>> {
+    let cert = std::fs::read(files.cert())
+        .with_context(|| format!("reading {}", files.cert().display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let left = not_after(&cert)? - now;
+    if left > within.as_secs() as i64 {
+        return Ok(None);
+    }
+    let (key, csr) = key_and_csr(host_name)?;
+    let ans = cp
+        .renew_certificate(host_name, &csr)
+        .await
+        .map_err(|e| anyhow::anyhow!("renewing the host certificate: {e}"))?;
+    // Key first, then the certificate: a crash in between leaves a key that does not match the
+    // certificate, which the next start reports; the old pair stays valid until it expires, so keep
+    // copies until the new pair is in place.
+    let old_key = files.dir.join("host.key.old");
+    let old_cert = files.dir.join("host.pem.old");
+    std::fs::copy(files.key(), &old_key).context("keeping the old key")?;
+    std::fs::copy(files.cert(), &old_cert).context("keeping the old certificate")?;
+    write_file(&files.key(), key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&files.cert(), ans.certificate.as_bytes(), 0o644)?;
+    let _ = std::fs::remove_file(&old_key);
+    let _ = std::fs::remove_file(&old_cert);
+    cp.set_credentials(credentials(files)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(host = host_name, serial = %ans.serial, not_after = %ans.not_after, "host certificate renewed");
+    Ok(Some(ans.serial))
+}
+
+/// Check every `every` whether the certificate needs renewing (see [`renew_if_due`]).
+pub async fn renewal_loop(
+    cp: crate::control::http::HttpControlPlane,
+    files: TlsFiles,
+    host_name: String,
+    within: Duration,
+    every: Duration,
+) {
+    loop {
+        if let Err(e) = renew_if_due(&cp, &files, &host_name, within).await {
+            tracing::warn!(error = %format!("{e:#}"), "host certificate renewal failed; retrying later");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A new host key and a CSR for it.
+fn key_and_csr(host_name: &str) -> anyhow::Result<(rcgen::KeyPair, String)> {
+    let key = rcgen::KeyPair::generate().context("generating the host key")?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host_name);
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .context("making the certificate signing request")?;
+    Ok((key, csr))
 }
 
 /// Trusts a server only if its chain contains the CA with the pinned fingerprint, and the server's
@@ -326,16 +414,7 @@ pub async fn join(
     files: &TlsFiles,
 ) -> anyhow::Result<()> {
     kumo_types::validate_host_name("host_name", host_name)?;
-    let key = rcgen::KeyPair::generate().context("generating the host key")?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, host_name);
-    let csr = params
-        .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .context("making the certificate signing request")?;
+    let (key, csr) = key_and_csr(host_name)?;
     let verifier = Arc::new(PinnedCa::new(pin));
     let failure = verifier.failure.clone();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -185,6 +185,9 @@ struct AgentArgs {
     /// The cluster CA fingerprint (`sha256:…`) the server must present when joining.
     #[arg(long, env = "KUMO_CA_FINGERPRINT")]
     ca_fingerprint: Option<String>,
+    /// Renew the host certificate when it expires within this many days (certificates last 365).
+    #[arg(long, default_value_t = 120)]
+    cert_renew_within_days: u64,
     #[command(flatten)]
     net: HostNetArgs,
 }
@@ -208,7 +211,21 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
         host_name: a.host_name.as_deref(),
     })
     .await?;
+    let certified = matches!(
+        creds,
+        kumo_agent::control::http::Credentials::Certificate { .. }
+    );
     let cp = kumo_agent::control::http::HttpControlPlane::with_credentials(&a.server, creds)?;
+    if let (true, Some(name)) = (certified, host_name.clone()) {
+        // Renew the host certificate well before it expires (checked at start, then twice a day).
+        tokio::spawn(kumo_agent::join::renewal_loop(
+            cp.clone(),
+            kumo_agent::join::TlsFiles::new(&a.data_dir),
+            name,
+            std::time::Duration::from_secs(a.cert_renew_within_days * 86_400),
+            std::time::Duration::from_secs(12 * 3600),
+        ));
+    }
     let stop = std::time::Duration::from_secs(a.stop_timeout);
     let mut cfg = AgentConfig::new(a.data_dir, accel_choice(a.accel), stop);
     a.net.apply(&mut cfg)?;

@@ -433,3 +433,99 @@ fn hosts_join_with_one_time_tokens_and_speak_mutual_tls() {
         .unwrap_or_default();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+/// A host renews its certificate over mTLS (here at once: `--cert-renew-within-days 400` is more than
+/// a certificate's life) and keeps working; its old certificate stays valid until it expires.
+/// Removing the (drained) host revokes both: its agent's calls are refused from then on.
+#[test]
+fn hosts_renew_their_certificates_and_removal_revokes_them() {
+    kumo_testutil::enter_private_netns();
+    let run = kumo_testutil::run;
+    run("ip", &["link", "add", "kumo-sw", "type", "bridge"]);
+    run(
+        "ip",
+        &["addr", "add", &format!("{SWITCH_IP}/24"), "dev", "kumo-sw"],
+    );
+    run("ip", &["link", "set", "kumo-sw", "up"]);
+    let tls_listen = format!("{SWITCH_IP}:{}", free_port_on(SWITCH_IP));
+    let cloud = Cloud::start_server_only("127.0.0.1", &["--tls-listen", &tls_listen]);
+    let server = format!("https://{tls_listen}");
+    let ca = std::fs::read(cloud.data_dir().join("tls/ca.pem")).expect("ca.pem");
+    let internal = |path: &str| format!("{server}/internal/v1{path}");
+
+    let (token, fp, _) = create_token(&cloud, "10m");
+    let mut h = Agent::new("renew");
+    h.spawn(
+        &server,
+        &[
+            "--join-token",
+            &token,
+            "--ca-fingerprint",
+            &fp,
+            "--host-name",
+            "r1",
+        ],
+    );
+    let id = wait_host(&cloud, "r1", &h);
+    let first = h.identity();
+    h.kill();
+
+    // Restarted with a renewal window longer than the certificate's life: it renews at once.
+    h.spawn(&server, &["--cert-renew-within-days", "400"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !h.log().contains("host certificate renewed") {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal:\n{}",
+            tail(&h.log(), 40)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let second = h.identity();
+    assert_ne!(first, second, "a new key and certificate");
+    let (_, ev) = cloud.http("GET", "/v1/events?resource=r1", None);
+    assert!(ev.to_string().contains("host.certificate_renewed"), "{ev}");
+    // Both certificates work; the agent carries on with the new one.
+    let hb = internal(&format!("/hosts/{id}/heartbeat"));
+    assert_eq!(tls_call(&ca, Some(&first), None, "POST", &hb, None).0, 204);
+    assert_eq!(tls_call(&ca, Some(&second), None, "POST", &hb, None).0, 204);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        !h.log().contains("heartbeat failed"),
+        "{}",
+        tail(&h.log(), 30)
+    );
+    assert_eq!(cloud.json(&["host", "show", "r1"])["state"], "ready");
+
+    // Only a drained or down host with nothing on it can be removed.
+    let (s, e) = cloud.http("DELETE", "/v1/hosts/r1", None);
+    assert_eq!(s, 409, "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("drain"),
+        "{e}"
+    );
+    let (s, _) = cloud.http("POST", "/v1/hosts/r1/drain", None);
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloud.json(&["host", "show", "r1"])["state"] != "maintenance" {
+        assert!(Instant::now() < deadline, "r1 never reached maintenance");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = cloud.json(&["host", "remove", "r1"]);
+    assert!(out.is_null() || out.is_object(), "{out}");
+    let (s, _) = cloud.http("GET", "/v1/hosts/r1", None);
+    assert_eq!(s, 404, "the host is gone");
+    for (which, ident) in [("old", &first), ("current", &second)] {
+        let (s, v) = tls_call(&ca, Some(ident), None, "POST", &hb, None);
+        assert_eq!(s, 401, "the {which} certificate after removal: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("revoked"),
+            "{v}"
+        );
+    }
+    let (_, ev) = cloud.http("GET", &format!("/v1/events?resource={id}"), None);
+    assert!(ev.to_string().contains("host.removed"), "{ev}");
+}

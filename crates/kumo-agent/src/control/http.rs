@@ -44,7 +44,37 @@ pub struct HttpControlPlane {
     current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Sent as a bearer token when set.
     token: Option<String>,
-    client: reqwest::Client,
+    /// Replaced when the host's certificate is renewed ([`HttpControlPlane::set_credentials`]).
+    client: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
+}
+
+/// The HTTP client for `creds`, and the bearer token to send (if any).
+fn build_client(creds: Credentials) -> Result<(reqwest::Client, Option<String>)> {
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    let (builder, token) = match creds {
+        Credentials::Bearer(t) => (builder, Some(t)),
+        Credentials::Certificate {
+            identity_pem,
+            ca_pem,
+        } => {
+            let tls = |what: &str, e: reqwest::Error| Error::internal_with(what.to_string(), e);
+            let identity = reqwest::Identity::from_pem(&identity_pem)
+                .map_err(|e| tls("reading the host certificate and key", e))?;
+            let ca = reqwest::Certificate::from_pem(&ca_pem)
+                .map_err(|e| tls("reading the cluster CA", e))?;
+            let b = builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca)
+                .identity(identity)
+                .https_only(true);
+            (b, None)
+        }
+    };
+    let client = builder
+        .build()
+        .map_err(|e| Error::internal_with("building the HTTP client", e))?;
+    Ok((client, token))
 }
 
 impl HttpControlPlane {
@@ -53,30 +83,7 @@ impl HttpControlPlane {
     }
 
     pub fn with_credentials(server_url: &str, creds: Credentials) -> Result<Self> {
-        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        let (builder, token) = match creds {
-            Credentials::Bearer(t) => (builder, Some(t)),
-            Credentials::Certificate {
-                identity_pem,
-                ca_pem,
-            } => {
-                let tls = |what: &str, e: reqwest::Error| Error::internal_with(what.to_string(), e);
-                let identity = reqwest::Identity::from_pem(&identity_pem)
-                    .map_err(|e| tls("reading the host certificate and key", e))?;
-                let ca = reqwest::Certificate::from_pem(&ca_pem)
-                    .map_err(|e| tls("reading the cluster CA", e))?;
-                let b = builder
-                    .use_rustls_tls()
-                    .tls_built_in_root_certs(false)
-                    .add_root_certificate(ca)
-                    .identity(identity)
-                    .https_only(true);
-                (b, None)
-            }
-        };
-        let client = builder
-            .build()
-            .map_err(|e| Error::internal_with("building the HTTP client", e))?;
+        let (client, token) = build_client(creds)?;
         let bases: Vec<String> = server_url
             .split(',')
             .map(str::trim)
@@ -90,8 +97,41 @@ impl HttpControlPlane {
             bases: std::sync::Arc::new(bases),
             current: std::sync::Arc::default(),
             token,
-            client,
+            client: std::sync::Arc::new(std::sync::RwLock::new(client)),
         })
+    }
+
+    fn client(&self) -> reqwest::Client {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Use new credentials from now on (a renewed host certificate). Requests in flight finish with
+    /// the old ones.
+    pub fn set_credentials(&self, creds: Credentials) -> Result<()> {
+        let (client, _) = build_client(creds)?;
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
+        Ok(())
+    }
+
+    /// Trade a CSR for a new certificate of this host (`POST /hosts/{name}/certificate`, over mTLS
+    /// with the current one).
+    pub async fn renew_certificate(
+        &self,
+        host_name: &str,
+        csr: &str,
+    ) -> Result<kumo_types::JoinResponse> {
+        required(
+            self.call(
+                reqwest::Method::POST,
+                &format!("/hosts/{host_name}/certificate"),
+                Some(&serde_json::json!({ "csr": csr })),
+                Duration::from_secs(30),
+            )
+            .await?,
+        )
     }
 
     /// The current server's internal API base URL.
@@ -132,7 +172,10 @@ impl HttpControlPlane {
         let resp = loop {
             let base = self.base();
             let mut req = self
-                .authed(self.client.request(method.clone(), format!("{base}{path}")))
+                .authed(
+                    self.client()
+                        .request(method.clone(), format!("{base}{path}")),
+                )
                 .timeout(timeout);
             if let Some(b) = body {
                 req = req.json(b);
@@ -314,7 +357,7 @@ impl ControlPlane for HttpControlPlane {
         use tokio::io::AsyncWriteExt;
         let resp = self
             .authed(
-                self.client
+                self.client()
                     .get(format!("{}/images/{image_id}/files/{file}", self.base())),
             )
             .send()

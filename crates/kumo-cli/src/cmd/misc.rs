@@ -68,10 +68,12 @@ pub enum HostCmd {
         #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = super::placement_group::parse_label_change)]
         labels: Vec<(String, Option<String>)>,
     },
-    /// Drain a host: cold-migrate instances with shared storage, stop the others, then maintenance.
+    /// Drain a host: live-migrate instances with shared storage, stop the others, then maintenance.
     Drain { name: String },
     /// Bring a drained host back to `ready` and start the instances the drain stopped.
     Undrain { name: String },
+    /// Remove a drained (or down) host with nothing on it; its certificates are revoked.
+    Remove { name: String },
     /// Power the host off through its Redfish BMC when it fails (HA fencing).
     SetFencing {
         name: String,
@@ -204,6 +206,13 @@ pub async fn run_host(client: &Client, out: &Output, cmd: HostCmd) -> Result<i32
                 .post::<(), _>(&format!("hosts/{}/undrain", seg(&name)), None, None)
                 .await?;
             out.one(&h, render::host_detail);
+        }
+        HostCmd::Remove { name } => {
+            let h: Json<Host> = client.delete(&format!("hosts/{}", seg(&name))).await?;
+            out.note(format!(
+                "host `{}` removed; its certificates are revoked",
+                h.value.name
+            ));
         }
         HostCmd::SetFencing {
             name,

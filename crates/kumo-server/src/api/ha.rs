@@ -52,8 +52,15 @@ pub async fn cluster_status(State(app): State<App>) -> ApiResult<Json<ClusterSta
     }))
 }
 
-/// Drain a host: instances whose disks every host reaches are cold-migrated (stopped, started on
-/// another host), the others are stopped; then the host is in `maintenance`.
+/// Remove a drained (or down) host with nothing on it; its certificates are revoked.
+#[utoipa::path(delete, path = "/v1/hosts/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = Host), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove_host(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Host>> {
+    Ok(Json(crate::app::host::remove(&app, &id).await?))
+}
+
+/// Drain a host: running instances whose disks every host reaches are live-migrated (cold if that
+/// fails), the others are stopped; then the host is in `maintenance`.
 #[utoipa::path(post, path = "/v1/hosts/{id}/drain", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = Host), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn drain(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Host>> {

@@ -50,6 +50,11 @@ pub fn router(app: App) -> Router<App> {
         .route("/pools/{pool}/hosts/{host}", post(pool_status))
         .route("/images/{id}/files/{file}", get(image_file))
         .route("/events", post(event))
+        .route("/hosts/{name}/certificate", post(renew_certificate))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            current_certificate,
+        ))
         .route_layer(middleware::from_fn_with_state(
             app,
             crate::auth::require_agent,
@@ -66,6 +71,46 @@ async fn check_host(app: &App, caller: &AgentCaller, id: &str) -> ApiResult<()> 
         may_act_for(caller, &host.name)?;
     }
     Ok(())
+}
+
+/// Over mTLS, only a host's current certificate (or the one a renewal just replaced) is accepted; a
+/// removed host's are revoked. Runs after `require_agent` has authenticated the caller.
+async fn current_certificate(
+    State(app): State<App>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Result<axum::response::Response, crate::error::ApiError> {
+    use crate::auth::TlsPeer;
+    use crate::tls::identity::{PeerIdentity, PeerSerial};
+    if let Some(TlsPeer(Some(PeerIdentity::Host(name)))) = req.extensions().get::<TlsPeer>() {
+        let serial = req
+            .extensions()
+            .get::<PeerSerial>()
+            .map(|s| s.0.clone())
+            .unwrap_or_default();
+        crate::app::host_cert::check(&app, name, &serial).await?;
+    }
+    Ok(next.run(req).await)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    /// PEM PKCS#10 request for the host's new key.
+    csr: String,
+}
+
+/// A host trades a CSR for a new certificate (it authenticated with its current one).
+async fn renew_certificate(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> ApiResult<Json<JoinResponse>> {
+    may_act_for(&caller, &name)?;
+    Ok(Json(
+        crate::app::host_cert::renew(&app, &name, &req.csr).await?,
+    ))
 }
 
 async fn join(

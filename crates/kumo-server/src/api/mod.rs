@@ -70,6 +70,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         ha::clear_fencing,
         ha::cluster_status,
         ha::drain,
+        ha::remove_host,
         ha::undrain,
         network::create_network,
         network::delete_network,
@@ -162,7 +163,9 @@ pub fn router(app: App) -> Router {
         .route("/hosts", get(resources::list_hosts))
         .route(
             "/hosts/{id}",
-            get(resources::get_host).patch(placement::update_host),
+            get(resources::get_host)
+                .patch(placement::update_host)
+                .delete(ha::remove_host),
         )
         .route(
             "/placement-groups",

@@ -249,3 +249,71 @@ pub fn alloc_update(
     let key = keys::host_alloc(host_id);
     Ok((Compare::mod_revision(&key, rev), Op::put(&key, encode(&a)?)))
 }
+
+/// Remove a host from the cluster (decommissioning): it must be in `maintenance` (drained) or `down`,
+/// with no instance and no volume on it. Its record, lease, allocation and HA/drain state go, and its
+/// certificates are revoked in the same transaction: its agent can no longer talk to the cluster. A
+/// new join (with a new token) brings it back as a new host.
+pub async fn remove(app: &App, id_or_name: &str) -> Result<Host> {
+    let h = get(app, id_or_name).await?;
+    if !matches!(h.state, HostState::Maintenance | HostState::Down) {
+        return Err(Error::conflict(format!(
+            "host `{}` is {:?}; drain it first (`kumo host drain {}`), or it must be down",
+            h.name, h.state, h.name
+        )));
+    }
+    let on_it: Vec<String> = list_json::<Instance>(app.kv(), keys::INSTANCES)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.host.as_deref() == Some(h.id.as_str())
+                || i.migration.as_ref().is_some_and(|m| m.target_host == h.id)
+        })
+        .map(|i| i.name)
+        .collect();
+    if !on_it.is_empty() {
+        return Err(Error::conflict(format!(
+            "host `{}` still has instances: {} (move or delete them first)",
+            h.name,
+            on_it.join(", ")
+        )));
+    }
+    let vols: Vec<String> = list_json::<kumo_types::Volume>(app.kv(), keys::VOLUMES)
+        .await?
+        .into_iter()
+        .filter(|v| v.host == h.id)
+        .map(|v| v.id)
+        .collect();
+    if !vols.is_empty() {
+        return Err(Error::conflict(format!(
+            "host `{}` is the home of volumes {}: delete them or move their instances first",
+            h.name,
+            vols.join(", ")
+        )));
+    }
+    let hkey = keys::host(&h.id);
+    let (_, hrev) = get_json::<Host>(app.kv(), &hkey)
+        .await?
+        .ok_or_else(|| Error::not_found("host", id_or_name))?;
+    let (mut compare, mut ops) = super::host_cert::revoke_ops(app, &h.name).await?;
+    compare.push(Compare::mod_revision(&hkey, hrev));
+    ops.extend([
+        Op::delete(hkey),
+        Op::delete(keys::name(KIND, CLUSTER, &h.name)),
+        Op::delete(keys::host_alloc(&h.id)),
+        Op::delete(keys::host_lease(&h.id)),
+        Op::delete(keys::host_fence(&h.id)),
+        Op::delete(keys::host_drain(&h.id)),
+    ]);
+    if !crate::storeutil::commit(app.kv(), compare, ops).await? {
+        return Err(Error::conflict("the host changed meanwhile; retry"));
+    }
+    super::event::record(
+        app,
+        &h.id,
+        "host.removed",
+        &format!("host `{}` removed; its certificates are revoked", h.name),
+    )
+    .await?;
+    Ok(h)
+}

@@ -65,6 +65,16 @@ pub struct HostCertRecord {
     pub issued_at: String,
     pub not_after: String,
     pub join_token: String,
+    /// The certificate a renewal replaced: still accepted until it expires, so a host that renewed
+    /// keeps working on every server while it switches over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_not_after: Option<String>,
+    /// Set when the host was removed: no certificate of this host is accepted any more (a new join
+    /// replaces the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
 }
 
 /// The lifetime a create request asks for, checked (pure).
@@ -146,13 +156,13 @@ fn view(rec: &TokenRecord, now: i64) -> JoinToken {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(unix, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
@@ -260,6 +270,9 @@ pub async fn join(app: &App, req: JoinRequest) -> Result<JoinResponse> {
         issued_at: at,
         not_after: rfc3339(cert.not_after),
         join_token: rec.id.clone(),
+        previous_serial: None,
+        previous_not_after: None,
+        revoked_at: None,
     };
     let won = commit(
         app.kv(),

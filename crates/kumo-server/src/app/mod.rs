@@ -9,6 +9,7 @@ pub mod event;
 pub mod floating_ip;
 pub mod ha;
 pub mod host;
+pub mod host_cert;
 pub mod image;
 pub mod instance;
 pub mod instance_type;

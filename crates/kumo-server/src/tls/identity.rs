@@ -13,6 +13,22 @@ pub enum PeerIdentity {
     Other(String),
 }
 
+/// The serial number of a verified client certificate (hex), as a request extension: the agents'
+/// API accepts only a host's current certificates (see `app::host_cert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSerial(pub String);
+
+/// The serial number of a DER certificate, lowercase hex.
+pub fn serial_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(
+        cert.raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
 /// The identity of a DER certificate; `None` if it cannot be parsed.
 pub fn identity_of(der: &[u8]) -> Option<PeerIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

@@ -98,15 +98,20 @@ async fn serve_one(
             return;
         }
     };
-    let identity = stream
+    let leaf = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| identity_of(leaf));
+        .and_then(|chain| chain.first());
+    let identity = leaf.and_then(|l| identity_of(l));
+    let serial = leaf.and_then(|l| crate::tls::identity::serial_of(l));
     let ext = TlsPeer(identity);
     let svc = router.map_request(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ext.clone());
+        if let Some(s) = &serial {
+            req.extensions_mut()
+                .insert(crate::tls::identity::PeerSerial(s.clone()));
+        }
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
         req
