@@ -23,6 +23,7 @@ PKGS=(
   protobuf-compiler
   ceph-mon ceph-osd ceph-mgr ceph-common # a real single-node Ceph for the rbd pool tests (scripts/ceph-cluster.sh)
   debootstrap e2fsprogs fdisk grub-pc-bin # the real Debian cloud image of the tests (scripts/build-debian-image.sh)
+  python3-boto3 python3-venv # AWS clients of the EC2 tests: Debian's older boto3, and a venv for PyPI's current one
 )
 
 stamp=/var/lib/kumo-setup.stamp
@@ -35,6 +36,21 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! command -v qemu-system-x86_
   apt-get install -y -qq --no-install-recommends --allow-downgrades \
     "${PKGS[@]/qemu-utils/qemu-utils/bookworm}" qemu-block-extra/bookworm >/dev/null
   mkdir -p "$(dirname "$stamp")" && echo "$want" > "$stamp"
+fi
+
+# Current boto3 and aws CLI from PyPI (pinned in scripts/aws-requirements.txt) in a venv on Debian's
+# python3, for the EC2 compatibility tests (crates/kumo/tests/e2e_aws_clients.rs). Reinstalled only
+# when the pins change.
+aws_venv=/opt/kumo-aws-venv
+aws_req="$(dirname "$0")/aws-requirements.txt"
+aws_want="$(sha256sum < "$aws_req" | cut -c1-16)"
+if [ "$(cat "$aws_venv/.kumo-requirements" 2>/dev/null)" != "$aws_want" ] \
+  || ! "$aws_venv/bin/aws" --version >/dev/null 2>&1; then
+  echo "setup.sh: installing boto3 and awscli into $aws_venv" >&2
+  rm -rf "$aws_venv"
+  /usr/bin/python3 -m venv "$aws_venv"
+  "$aws_venv/bin/pip" install -q --no-cache-dir --disable-pip-version-check -r "$aws_req"
+  echo "$aws_want" > "$aws_venv/.kumo-requirements"
 fi
 
 # Rust toolchain (rust-version 1.95) and cargo-nextest.
