@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub tls_listen: Vec<SocketAddr>,
     /// Extra names and addresses for the server certificate (`--tls-san`).
     pub tls_sans: Vec<String>,
+    /// The EC2 API's region (`--region`).
+    pub region: String,
 }
 
 /// Refuse plain HTTP on anything but loopback (tokens would cross the network in clear), unless the
@@ -99,6 +101,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             default_network_cidr: cfg.network_cidr.clone(),
             default_bridge: cfg.bridge.clone(),
             default_nat: cfg.nat,
+            region: cfg.region.clone(),
         },
     );
     let server_id = format!(

@@ -22,6 +22,7 @@ fn app_on(kv: Arc<dyn kumo_store::Kv>, dir: &std::path::Path) -> App {
             default_network_cidr: "198.18.0.0/22".into(),
             default_bridge: "kumobr0".into(),
             default_nat: false,
+            region: "kumo-1".into(),
         },
     )
 }

@@ -112,6 +112,9 @@ struct ServerArgs {
     /// Seconds an ACPI shutdown may take before QEMU is stopped hard.
     #[arg(long, default_value_t = 30)]
     stop_timeout: u64,
+    /// The region the EC2-compatible API serves (clients sign for it: `AWS_DEFAULT_REGION`).
+    #[arg(long, env = "KUMO_REGION", default_value = kumo_server::app::DEFAULT_REGION)]
+    region: String,
     #[command(flatten)]
     net: HostNetArgs,
 }
@@ -264,6 +267,7 @@ fn server_config(a: ServerArgs) -> anyhow::Result<ServerConfig> {
         insecure_plaintext: a.insecure_plaintext,
         tls_listen: a.tls_listen,
         tls_sans: a.tls_sans,
+        region: a.region,
         ha: kumo_server::ha::HaConfig {
             fence_wait: std::time::Duration::from_secs(a.ha_fence_wait),
         },

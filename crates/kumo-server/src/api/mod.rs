@@ -4,6 +4,7 @@ pub mod audit;
 pub mod caller;
 pub mod cluster;
 pub mod console;
+pub mod ec2;
 pub mod extract;
 pub mod ha;
 pub mod identity;
@@ -396,6 +397,8 @@ pub fn router(app: App) -> Router {
     Router::new()
         .nest("/v1", v1)
         .nest("/internal/v1", internal::router(app.clone()))
+        // The EC2/STS query API: SigV4 is its authentication (no bearer token, no `/v1` layers).
+        .route("/", get(ec2::serve).post(ec2::serve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .fallback(|| async {

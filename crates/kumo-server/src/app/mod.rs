@@ -50,7 +50,13 @@ pub struct AppConfig {
     pub default_network_cidr: String,
     pub default_bridge: String,
     pub default_nat: bool,
+    /// The region the EC2 API serves (`--region`, default [`DEFAULT_REGION`]): requests must be
+    /// signed for it.
+    pub region: String,
 }
+
+/// The EC2 region a server serves unless `--region` says otherwise.
+pub const DEFAULT_REGION: &str = "kumo-1";
 
 #[derive(Clone)]
 pub struct App {
