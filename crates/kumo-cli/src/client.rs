@@ -54,6 +54,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Sent as `X-Kumo-Project`.
+    project: Option<String>,
 }
 
 impl Client {
@@ -91,7 +93,14 @@ impl Client {
             http,
             base: cfg.url.trim_end_matches('/').to_string(),
             token: cfg.token.clone(),
+            project: None,
         })
+    }
+
+    /// Act in `project` (`X-Kumo-Project` on every request).
+    pub fn with_project(mut self, project: Option<String>) -> Client {
+        self.project = project;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -130,6 +139,10 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+        let req = match &self.project {
+            Some(p) => req.header("X-Kumo-Project", p),
+            None => req,
+        };
         let resp = req
             .bearer_auth(&self.token)
             .send()

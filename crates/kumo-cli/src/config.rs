@@ -10,6 +10,9 @@
 //! server's copy of the cluster CA, `$KUMO_DATA_DIR/tls/ca.pem` (default `/var/lib/kumo/tls/ca.pem`),
 //! when readable; without any, the build's built-in roots.
 //!
+//! The project a command acts in (`X-Kumo-Project`) is `--project`/`KUMO_PROJECT` > the config file's
+//! `project` > none ([`project`]).
+//!
 //! [`resolve`] is pure: [`Sources::from_env`] does all the reading.
 
 use std::path::PathBuf;
@@ -44,6 +47,9 @@ pub struct ConfigFile {
     pub token: Option<String>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The project to act in (`X-Kumo-Project`) unless `--project`/`KUMO_PROJECT` says otherwise.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// Everything [`resolve`] looks at, already read from flags, environment and disk.
@@ -65,6 +71,8 @@ pub struct Sources {
     pub ca_file: Option<PathBuf>,
     /// The data directory's copy of the cluster CA, if it exists.
     pub data_dir_ca: Option<PathBuf>,
+    /// `--project` or `KUMO_PROJECT`.
+    pub project: Option<String>,
 }
 
 impl Sources {
@@ -98,8 +106,22 @@ impl Sources {
             config_explicit,
             config_text,
             admin_token,
+            project: global.project.clone().filter(|s| !s.is_empty()),
         }
     }
+}
+
+/// The project to send as `X-Kumo-Project` (pure): `--project`/`KUMO_PROJECT`, else the config
+/// file's `project`, else none (the server then uses the token's project or the user's only/first
+/// membership).
+pub fn project(src: &Sources) -> Option<String> {
+    src.project.clone().or_else(|| {
+        src.config_text
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<ConfigFile>(t).ok())
+            .and_then(|f| f.project)
+            .filter(|p| !p.is_empty())
+    })
 }
 
 /// `$XDG_CONFIG_HOME/kumo/config.json`, else `$HOME/.config/kumo/config.json`.

@@ -49,6 +49,10 @@ pub struct GlobalArgs {
     /// `ca_file`, then <data-dir>/tls/ca.pem when readable).
     #[arg(long, env = "KUMO_CA_FILE", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// The project to act in, sent as `X-Kumo-Project` (falls back to the config file's `project`,
+    /// then to the token's project or your only/first membership).
+    #[arg(long, env = "KUMO_PROJECT", global = true)]
+    pub project: Option<String>,
 }
 
 /// The client commands.
@@ -107,6 +111,25 @@ pub enum Command {
     /// The cluster: join tokens for new hosts.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
+    /// Projects (tenants).
+    #[command(subcommand)]
+    Project(cmd::identity::ProjectCmd),
+    /// Users and their roles in projects.
+    #[command(subcommand)]
+    User(cmd::identity::UserCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(cmd::identity::TokenCmd),
+    /// Access keys for the EC2 API (SigV4).
+    #[command(subcommand, name = "access-key")]
+    AccessKey(cmd::identity::AccessKeyCmd),
+    /// The audit log: list, export (JSON lines), verify the hash chain.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
+    /// Trade a user name and password for a token.
+    Login(cmd::identity::LoginArgs),
+    /// Who the token is, in which project, with which role.
+    Whoami,
 }
 
 /// Run one client command and return the process exit code (0 ok, 1 API/usage error, 2 unreachable).
@@ -127,10 +150,18 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
     {
         return cmd::image::build_tiny_only(&render::Output::new(global.json), a).await;
     }
-    // Resolved before anything else so that a missing token fails fast, even before a long image build.
-    let cfg = config::resolve(&config::Sources::from_env(global))?;
-    let client = client::Client::new(&cfg)?;
+    let mut src = config::Sources::from_env(global);
+    let project = config::project(&src);
     let out = render::Output::new(global.json);
+    if let Command::Login(a) = cmd {
+        // Logging in needs no token.
+        src.token.get_or_insert_with(String::new);
+        let client = client::Client::new(&config::resolve(&src)?)?;
+        return cmd::identity::run_login(&client, &out, a, project).await;
+    }
+    // Resolved before anything else so that a missing token fails fast, even before a long image build.
+    let cfg = config::resolve(&src)?;
+    let client = client::Client::new(&cfg)?.with_project(project.clone());
     match cmd {
         Command::Image(c) => cmd::image::run(&client, &out, c).await,
         Command::Instance(c) => cmd::instance::run(&client, &out, c).await,
@@ -150,6 +181,13 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::PlacementGroup(c) => cmd::placement_group::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
         Command::Cluster(c) => cmd::cluster::run(&client, &out, c).await,
+        Command::Project(c) => cmd::identity::run_project(&client, &out, c).await,
+        Command::User(c) => cmd::identity::run_user(&client, &out, c, project).await,
+        Command::Token(c) => cmd::identity::run_token(&client, &out, c, project).await,
+        Command::AccessKey(c) => cmd::identity::run_access_key(&client, &out, c).await,
+        Command::Audit(c) => cmd::audit::run(&client, &out, c, project).await,
+        Command::Whoami => cmd::identity::run_whoami(&client, &out).await,
+        Command::Login(_) => Ok(0),
     }
 }
 

@@ -1,8 +1,10 @@
 //! One module per resource family. Each `run*` function performs one command and returns the exit code
 //! (errors bubble up as [`crate::CliError`] and are printed by [`crate::run`]).
 
+pub mod audit;
 pub mod cluster;
 pub mod floating_ip;
+pub mod identity;
 pub mod image;
 pub mod instance;
 pub mod misc;

@@ -149,15 +149,16 @@ pub async fn remove_role(
 
 #[utoipa::path(put, path = "/v1/users/{name}/password", request_body = SetPasswordRequest,
     params(("name" = String, Path)),
-    responses((status = 204), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = User), (status = 422, body = ErrorBody)))]
 pub async fn set_password(
     State(app): State<App>,
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<SetPasswordRequest>,
-) -> ApiResult<StatusCode> {
-    user::set_password(&app, &c, &name, req.password).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> ApiResult<Json<User>> {
+    Ok(Json(
+        user::set_password(&app, &c, &name, req.password).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

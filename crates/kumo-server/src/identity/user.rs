@@ -313,19 +313,24 @@ async fn check_role_change(
 }
 
 /// Set a user's password (oneself, or a cloud admin for anyone).
-pub async fn set_password(app: &App, caller: &Caller, name: &str, password: String) -> Result<()> {
+pub async fn set_password(
+    app: &App,
+    caller: &Caller,
+    name: &str,
+    password: String,
+) -> Result<User> {
     if caller.user != name && !caller.is_cloud_admin() {
         return Err(Error::Forbidden {
             message: "only the user itself or a cloud admin can set a password".into(),
         });
     }
     let hash = password::hash_blocking(password).await?;
-    update(app, name, Vec::new, |u| {
+    let rec = update(app, name, Vec::new, |u| {
         u.password_hash = Some(hash.clone());
         Ok(())
     })
     .await?;
-    Ok(())
+    Ok(rec.view())
 }
 
 /// Check a user name and password (argon2id); the same `Unauthenticated` error for an unknown
