@@ -67,6 +67,17 @@ impl ControlPlane for InProcess {
     ) -> Result<()> {
         crate::app::migration::report(&self.app, instance_id, host_id, report).await
     }
+    async fn relay_requests(&self, host_id: &str) -> Result<Vec<kumo_types::RelayRequest>> {
+        crate::app::relay::pending(&self.app, host_id).await
+    }
+    async fn relay_respond(
+        &self,
+        host_id: &str,
+        request_id: &str,
+        response: kumo_types::RelayResponse,
+    ) -> Result<()> {
+        crate::app::relay::respond(&self.app, host_id, request_id, response).await
+    }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
         instance::finalize_delete(&self.app, instance_id).await
     }

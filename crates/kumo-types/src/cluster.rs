@@ -79,3 +79,28 @@ pub struct HaPolicy {
     #[serde(default)]
     pub priority: u32,
 }
+
+/// A request the control plane relays to a host's agent (`GET /internal/v1/hosts/{id}/relay`): for
+/// what only that host has, such as the serial log of an instance running there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayRequest {
+    /// Names the request (and its answer).
+    pub id: String,
+    pub instance_id: String,
+    /// Byte offset in the serial log.
+    pub offset: u64,
+    /// At most this many bytes.
+    pub max: u64,
+}
+
+/// An agent's answer to a [`RelayRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayResponse {
+    /// The bytes read, base64.
+    #[serde(default)]
+    pub data_b64: String,
+    /// The log's size now.
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -61,6 +61,17 @@ fn vxlan_network_spans_hosts() {
             "{h} has the image"
         );
     }
+    // The API serves both guests' serial logs, read on their hosts by the hosts' agents.
+    for name in ["a", "b"] {
+        let out = c.cloud.kumo(&["instance", "logs", name]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("KUMO-READY"),
+            "kumo instance logs {name}: {}\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.logs()
+        );
+    }
     let ip_b = b["ipv4"].as_str().expect("ipv4 b");
     let ip_a = a["ipv4"].as_str().expect("ipv4 a");
     c.console_until("a", &format!("ping -c 2 -W 2 {ip_b}"), "a pings b", |o| {

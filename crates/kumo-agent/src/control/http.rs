@@ -311,6 +311,29 @@ impl ControlPlane for HttpControlPlane {
         )
         .await
     }
+    async fn relay_requests(&self, host_id: &str) -> Result<Vec<kumo_types::RelayRequest>> {
+        Ok(self
+            .call::<(), Vec<kumo_types::RelayRequest>>(
+                reqwest::Method::GET,
+                &format!("/hosts/{host_id}/relay"),
+                None,
+                Duration::from_secs(40),
+            )
+            .await?
+            .unwrap_or_default())
+    }
+    async fn relay_respond(
+        &self,
+        host_id: &str,
+        request_id: &str,
+        response: kumo_types::RelayResponse,
+    ) -> Result<()> {
+        self.post_unit(
+            &format!("/hosts/{host_id}/relay/{request_id}"),
+            Some(&response),
+        )
+        .await
+    }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
         self.post_unit::<()>(&format!("/instances/{instance_id}/removed"), None)
             .await

@@ -60,6 +60,16 @@ pub trait ControlPlane: Send + Sync + 'static {
         file: &str,
         dest: &std::path::Path,
     ) -> Result<()>;
+    /// Requests for what only this host has (serial logs); waits a while for one when there are
+    /// none (long-poll).
+    async fn relay_requests(&self, host_id: &str) -> Result<Vec<kumo_types::RelayRequest>>;
+    /// Answer a relayed request.
+    async fn relay_respond(
+        &self,
+        host_id: &str,
+        request_id: &str,
+        response: kumo_types::RelayResponse,
+    ) -> Result<()>;
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
 }

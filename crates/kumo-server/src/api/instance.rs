@@ -199,9 +199,14 @@ pub async fn serial_log(
     let (inst, _) = instance::find_in(&app, &who.scope(), &id).await?;
     let path = kumo_agent::paths::serial_log(&app.cfg.data_dir, &inst.id);
     let offset = q.offset.unwrap_or(0);
-    let (data, size) = tokio::task::spawn_blocking(move || read_from(&path, offset))
-        .await
-        .map_err(|e| Error::internal_with("log task", e))??;
+    // On this server's own host the file is here; otherwise its host's agent reads it for us.
+    let (data, size) = if path.exists() {
+        tokio::task::spawn_blocking(move || read_from(&path, offset))
+            .await
+            .map_err(|e| Error::internal_with("log task", e))??
+    } else {
+        crate::app::relay::serial_log(&app, &inst, offset, LOG_CHUNK).await?
+    };
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header("x-kumo-log-size", size.to_string())

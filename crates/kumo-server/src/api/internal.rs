@@ -51,6 +51,8 @@ pub fn router(app: App) -> Router<App> {
         .route("/images/{id}/files/{file}", get(image_file))
         .route("/events", post(event))
         .route("/hosts/{name}/certificate", post(renew_certificate))
+        .route("/hosts/{id}/relay", get(relay_requests))
+        .route("/hosts/{id}/relay/{request}", post(relay_respond))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             current_certificate,
@@ -71,6 +73,27 @@ async fn check_host(app: &App, caller: &AgentCaller, id: &str) -> ApiResult<()> 
         may_act_for(caller, &host.name)?;
     }
     Ok(())
+}
+
+/// Long-poll: requests for what only this host has (serial logs).
+async fn relay_requests(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<kumo_types::RelayRequest>>> {
+    check_host(&app, &caller, &id).await?;
+    Ok(Json(cp(app).relay_requests(&id).await?))
+}
+
+async fn relay_respond(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path((id, request)): Path<(String, String)>,
+    ApiJson(resp): ApiJson<kumo_types::RelayResponse>,
+) -> ApiResult<StatusCode> {
+    check_host(&app, &caller, &id).await?;
+    cp(app).relay_respond(&id, &request, resp).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Over mTLS, only a host's current certificate (or the one a renewal just replaced) is accepted; a

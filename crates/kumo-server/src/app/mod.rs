@@ -22,6 +22,7 @@ pub mod placement_group;
 pub mod pool;
 pub mod port;
 pub mod quota;
+pub mod relay;
 pub mod router;
 pub mod scope;
 pub mod security_group;
