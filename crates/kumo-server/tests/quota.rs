@@ -59,6 +59,7 @@ async fn env() -> Env {
             default_network_cidr: "198.18.0.0/22".into(),
             default_bridge: "kumobr0".into(),
             default_nat: false,
+            region: "kumo-1".into(),
         },
     );
     app.bootstrap().await.unwrap();
