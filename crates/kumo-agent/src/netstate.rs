@@ -394,6 +394,7 @@ mod uplink_tests {
             external: false,
             nat: false,
             bridge: "kbr1".into(),
+            cidr: None,
             created_at: String::new(),
         }
     }

@@ -233,6 +233,7 @@ fn model_net() -> kumo_types::Network {
         external: false,
         nat: false,
         bridge: "kbrdns".into(),
+        cidr: None,
         created_at: String::new(),
     }
 }

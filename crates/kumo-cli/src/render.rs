@@ -449,6 +449,7 @@ pub fn network_detail(n: &Network) -> Table {
         ("bridge", n.bridge.clone()),
         ("nat", if n.nat { "yes".into() } else { "no".into() }),
         ("mtu", n.mtu.to_string()),
+        ("cidr", n.cidr.clone().unwrap_or_else(|| "any".into())),
         ("created", n.created_at.clone()),
     ])
 }

@@ -52,6 +52,10 @@ pub struct Network {
     pub nat: bool,
     /// Linux bridge name on every host.
     pub bridge: String,
+    /// The network's IPv4 address range (a VPC's CIDR block): every subnet lies inside it. `None`:
+    /// subnets may use any range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
     pub created_at: String,
 }
 

@@ -27,6 +27,9 @@ pub struct CreateNetworkRequest {
     /// Masquerade outbound traffic through the host's own uplinks.
     #[serde(default)]
     pub nat: bool,
+    /// The network's IPv4 address range (e.g. `10.0.0.0/16`): its subnets must lie inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
 }
 
 /// Body of `POST /v1/subnets`.

@@ -804,6 +804,7 @@ mod tests {
             external: false,
             nat: false,
             bridge: "kbr1".into(),
+            cidr: None,
             created_at: String::new(),
         }
     }

@@ -33,6 +33,7 @@ pub fn network(id: &str, bridge: &str, external: bool) -> Network {
         external,
         nat: false,
         bridge: bridge.into(),
+        cidr: None,
         created_at: T.into(),
     }
 }

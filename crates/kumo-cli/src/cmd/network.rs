@@ -67,6 +67,9 @@ pub struct NetworkCreateArgs {
     /// Masquerade outbound traffic through the host's own uplinks.
     #[arg(long)]
     pub nat: bool,
+    /// The network's address range, e.g. 10.0.0.0/16: its subnets must lie inside it.
+    #[arg(long)]
+    pub cidr: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -200,6 +203,7 @@ pub fn network_request(a: &NetworkCreateArgs) -> CreateNetworkRequest {
         mtu: a.mtu,
         external: a.external,
         nat: a.nat,
+        cidr: a.cidr.clone(),
     }
 }
 

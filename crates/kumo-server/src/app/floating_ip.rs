@@ -8,6 +8,7 @@ use kumo_types::{
     Result, ids, now_rfc3339,
 };
 
+use super::attrs::Extra;
 use super::quota::{self, Delta};
 use super::scope::{self, Scope};
 use super::{App, instance, network, port};
@@ -47,6 +48,16 @@ pub async fn allocate(
     scope: &Scope,
     req: AllocateFloatingIpRequest,
 ) -> Result<FloatingIp> {
+    allocate_with(app, scope, req, Extra::none(ids::FLOATING_IP)).await
+}
+
+/// [`allocate`] with the ID and the front end's own writes of `extra`, in the same transaction.
+pub async fn allocate_with(
+    app: &App,
+    scope: &Scope,
+    req: AllocateFloatingIpRequest,
+    extra: Extra,
+) -> Result<FloatingIp> {
     let project = scope.project.clone();
     let net = network::get_external(app, &project, "network", &req.network)
         .await
@@ -73,7 +84,7 @@ pub async fn allocate(
             &HashSet::new(),
         )
         .await?;
-        let id = ids::new_id(ids::FLOATING_IP);
+        let id = extra.id.clone();
         let fip = FloatingIp {
             id: id.clone(),
             project: project.clone(),
@@ -88,10 +99,12 @@ pub async fn allocate(
         let (mut compare, mut success) =
             quota::charge(app, &project, &Delta::of(QuotaResource::FloatingIps, 1)).await?;
         compare.push(Compare::absent(&ip_key));
+        compare.extend(extra.compare.iter().cloned());
         success.extend([
             Op::put(&ip_key, id.clone()),
             Op::put(keys::floating_ip(&id), encode(&fip)?),
         ]);
+        success.extend(extra.ops.iter().cloned());
         let txn = Txn {
             compare,
             success,

@@ -3,6 +3,7 @@
 //! write desired state to the store in one compare-and-swap transaction per request. They never touch
 //! QEMU, bridges or files of running instances: the agent does that.
 
+pub mod attrs;
 pub mod boot_volume;
 pub mod drain;
 pub mod event;

@@ -11,6 +11,7 @@ use kumo_types::{
 };
 
 use super::App;
+use super::attrs::{self, Extra};
 use super::quota::{self, Delta};
 use super::scope::{self, Kind, Scope};
 use crate::ipam::Cidr;
@@ -66,6 +67,7 @@ pub async fn ensure_default(app: &App) -> Result<Network> {
         external: false,
         nat: app.cfg.default_nat,
         bridge: app.cfg.default_bridge.clone(),
+        cidr: None,
         created_at: now.clone(),
     };
     let subnet = Subnet {
@@ -168,6 +170,25 @@ pub async fn get_external(app: &App, project: &str, field: &str, r: &str) -> Res
     Ok(net)
 }
 
+/// The external network a resource of `project` gets its address from when none is named: the
+/// oldest of the project's own external networks, else the oldest shared one (any project's);
+/// `None` when the cloud has none.
+pub async fn default_external(app: &App, project: &str) -> Result<Option<Network>> {
+    let mut all: Vec<Network> = list_json::<Network>(app.kv(), keys::NETWORKS)
+        .await?
+        .into_iter()
+        .filter(|n| n.external)
+        .collect();
+    all.sort_by(|a, b| {
+        (a.project != project, &a.created_at, &a.id).cmp(&(
+            b.project != project,
+            &b.created_at,
+            &b.id,
+        ))
+    });
+    Ok(all.into_iter().next())
+}
+
 /// The subnets `scope` lists, of one network (an ID) or all.
 pub async fn list_subnets(app: &App, scope: &Scope, network: Option<&str>) -> Result<Page<Subnet>> {
     let all: Vec<Subnet> = scope::list(app, scope, keys::SUBNETS).await?;
@@ -220,7 +241,24 @@ pub fn bridge_name(id: &str) -> String {
 const VNI_RANGE: std::ops::RangeInclusive<u32> = 1000..=16_000_000;
 
 pub async fn create(app: &App, scope: &Scope, req: CreateNetworkRequest) -> Result<Network> {
+    create_with(app, scope, req, Extra::none(ids::NETWORK)).await
+}
+
+/// [`create`] with the ID and the front end's own writes of `extra`, in the same transaction.
+pub async fn create_with(
+    app: &App,
+    scope: &Scope,
+    req: CreateNetworkRequest,
+    extra: Extra,
+) -> Result<Network> {
     validate::name("name", &req.name)?;
+    let range = match &req.cidr {
+        Some(c) => {
+            let c = Cidr::parse("cidr", c)?;
+            Some(format!("{}/{}", c.network(), c.prefix))
+        }
+        None => None,
+    };
     let project = scope.project.clone();
     let name_key = keys::name(KIND, &project, &req.name);
     if app.kv().get(&name_key).await.map_err(store_err)?.is_some() {
@@ -239,12 +277,14 @@ pub async fn create(app: &App, scope: &Scope, req: CreateNetworkRequest) -> Resu
     if !(576..=9000).contains(&mtu) {
         return Err(Error::invalid("mtu", format!("{mtu} is outside 576-9000")));
     }
-    let id = ids::new_id(ids::NETWORK);
+    let id = extra.id.clone();
     for attempt in 0..quota::ATTEMPTS {
         let (mut compare, mut ops) =
             quota::charge(app, &project, &Delta::of(QuotaResource::Networks, 1)).await?;
         compare.push(Compare::absent(&name_key));
+        compare.extend(extra.compare.iter().cloned());
         ops.push(Op::put(&name_key, id.clone()));
+        ops.extend(extra.ops.iter().cloned());
         let mut vni = None;
         if req.kind == NetworkKind::Vxlan {
             let used: HashSet<u32> = crate::storeutil::list_raw(app.kv(), "/vni/")
@@ -275,6 +315,7 @@ pub async fn create(app: &App, scope: &Scope, req: CreateNetworkRequest) -> Resu
             mtu,
             external: req.external,
             nat: req.nat,
+            cidr: range.clone(),
             created_at: now_rfc3339(),
         };
         ops.push(Op::put(keys::network(&id), encode(&net)?));
@@ -378,6 +419,7 @@ pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
         compare.push(Compare::mod_revision(&key, rev));
         ops.push(Op::delete(&key));
         ops.push(Op::delete(keys::name(KIND, &net.project, &net.name)));
+        ops.extend(attrs::cleanup_ops(app, &net.id).await?);
         if let Some(v) = net.vni {
             ops.push(Op::delete(format!("/vni/{v}")));
         }
@@ -406,6 +448,17 @@ pub fn build_subnet(
 ) -> Result<Subnet> {
     validate::name("name", &req.name)?;
     let cidr = Cidr::parse("cidr", &req.cidr)?;
+    if let Some(range) = &net.cidr
+        && !within(&cidr, range)
+    {
+        return Err(Error::invalid(
+            "cidr",
+            format!(
+                "{} is not inside network `{}`'s range {range}",
+                req.cidr, net.name
+            ),
+        ));
+    }
     // Every kumo subnet is routed by the hosts themselves, so subnets may not overlap anywhere.
     for s in existing {
         if let Ok(o) = Cidr::parse("cidr", &s.cidr)
@@ -510,13 +563,31 @@ pub fn build_subnet(
     })
 }
 
+/// Whether `inner` lies entirely inside the range `outer` (a CIDR; unparsable: no).
+pub fn within(inner: &Cidr, outer: &str) -> bool {
+    Cidr::parse_any("cidr", outer)
+        .is_ok_and(|o| inner.prefix >= o.prefix && o.contains(inner.network()))
+}
+
 pub async fn create_subnet(app: &App, scope: &Scope, req: CreateSubnetRequest) -> Result<Subnet> {
+    create_subnet_with(app, scope, req, Extra::none(ids::SUBNET)).await
+}
+
+/// [`create_subnet`] with the ID and the front end's own writes of `extra`, in the same
+/// transaction.
+pub async fn create_subnet_with(
+    app: &App,
+    scope: &Scope,
+    req: CreateSubnetRequest,
+    extra: Extra,
+) -> Result<Subnet> {
     let net = get(app, scope, &req.network)
         .await
         .map_err(|_| Error::invalid("network", format!("no network `{}`", req.network)))?;
     // Subnets may not overlap in any project: the hosts route them all.
     let existing: Vec<Subnet> = list_json(app.kv(), keys::SUBNETS).await?;
-    let subnet = build_subnet(&req, &net, &existing)?;
+    let mut subnet = build_subnet(&req, &net, &existing)?;
+    subnet.id = extra.id.clone();
     let name_key = keys::name(SUBNET_KIND, &subnet.project, &subnet.name);
     // Guard against a concurrent overlapping subnet: every subnet creation bumps one key.
     let guard = "/subnet-guard";
@@ -527,16 +598,20 @@ pub async fn create_subnet(app: &App, scope: &Scope, req: CreateSubnetRequest) -
         .map_err(store_err)?
         .map(|kv| kv.mod_revision)
         .unwrap_or(0);
+    let mut compare = vec![
+        Compare::absent(&name_key),
+        Compare::mod_revision(guard, rev),
+    ];
+    compare.extend(extra.compare);
+    let mut success = vec![
+        Op::put(&name_key, subnet.id.clone()),
+        Op::put(keys::subnet(&subnet.id), encode(&subnet)?),
+        Op::put(guard, subnet.id.clone()),
+    ];
+    success.extend(extra.ops);
     let txn = Txn {
-        compare: vec![
-            Compare::absent(&name_key),
-            Compare::mod_revision(guard, rev),
-        ],
-        success: vec![
-            Op::put(&name_key, subnet.id.clone()),
-            Op::put(keys::subnet(&subnet.id), encode(&subnet)?),
-            Op::put(guard, subnet.id.clone()),
-        ],
+        compare,
+        success,
         failure: vec![Op::get(&name_key)],
     };
     let r = app.kv().txn(txn).await.map_err(store_err)?;
@@ -582,12 +657,14 @@ pub async fn delete_subnet(app: &App, scope: &Scope, id_or_name: &str) -> Result
             s.name, r.name
         )));
     }
+    let mut success = vec![
+        Op::delete(keys::subnet(&s.id)),
+        Op::delete(keys::name(SUBNET_KIND, &s.project, &s.name)),
+    ];
+    success.extend(attrs::cleanup_ops(app, &s.id).await?);
     let txn = Txn {
         compare: vec![],
-        success: vec![
-            Op::delete(keys::subnet(&s.id)),
-            Op::delete(keys::name(SUBNET_KIND, &s.project, &s.name)),
-        ],
+        success,
         failure: vec![],
     };
     app.kv().txn(txn).await.map_err(store_err)?;
@@ -599,4 +676,47 @@ pub async fn delete_subnet(app: &App, scope: &Scope, id_or_name: &str) -> Result
         &format!("subnet `{}` deleted", s.name),
     )
     .await
+}
+
+/// How many addresses of a subnet's allocation pools are still free (not taken, and not the
+/// network, broadcast, gateway or a reserved address).
+pub async fn free_addresses(app: &App, s: &Subnet) -> Result<u64> {
+    let cidr = Cidr::parse("cidr", &s.cidr)?;
+    let pools = crate::ipam::parse_pools("allocation_pools", &cidr, &s.allocation_pools)?;
+    let mut unusable: HashSet<Ipv4Addr> =
+        s.reserved.iter().filter_map(|r| r.parse().ok()).collect();
+    unusable.extend([cidr.network(), cidr.broadcast()]);
+    unusable.extend(
+        s.gateway
+            .as_deref()
+            .and_then(|g| g.parse::<Ipv4Addr>().ok()),
+    );
+    for kv in crate::storeutil::list_raw(app.kv(), &keys::ipam_prefix(&s.id)).await? {
+        unusable.extend(
+            kv.key
+                .rsplit('/')
+                .next()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok()),
+        );
+    }
+    let in_pools = |ip: &Ipv4Addr| pools.iter().any(|(a, b)| a <= ip && ip <= b);
+    // Pools may overlap each other; count each address once.
+    let mut ranges: Vec<(u32, u32)> = pools
+        .iter()
+        .map(|(a, b)| (u32::from(*a), u32::from(*b)))
+        .collect();
+    ranges.sort_unstable();
+    let (mut total, mut end) = (0u64, None::<u32>);
+    for (a, b) in ranges {
+        let start = match end {
+            Some(e) if a <= e => e.saturating_add(1),
+            _ => a,
+        };
+        if start <= b {
+            total += u64::from(b - start) + 1;
+        }
+        end = Some(end.map_or(b, |e| e.max(b)));
+    }
+    let taken = unusable.iter().filter(|ip| in_pools(ip)).count() as u64;
+    Ok(total.saturating_sub(taken))
 }

@@ -8,6 +8,7 @@ use kumo_types::{
 };
 
 use super::App;
+use super::attrs::{self, Extra};
 use super::quota::{self, Delta};
 use super::scope::{self, Kind, Scope};
 use crate::ipam::Cidr;
@@ -49,10 +50,19 @@ pub async fn ensure_default_in(app: &App, project: &str) -> Result<SecurityGroup
     if let Ok(g) = get(app, &within, DEFAULT_NAME).await {
         return Ok(g);
     }
-    let id = ids::new_id(ids::SECURITY_GROUP);
-    let g = SecurityGroup {
+    let g = default_group(ids::new_id(ids::SECURITY_GROUP), DEFAULT_NAME, project);
+    match insert(app, &g, false, &Extra::id(g.id.clone())).await {
+        // Made concurrently by another request: theirs is as good.
+        Ok(()) | Err(Error::Conflict { .. }) => get(app, &within, DEFAULT_NAME).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// A group with the default group's rules: all egress, all ingress from its own members.
+fn default_group(id: String, name: &str, project: &str) -> SecurityGroup {
+    SecurityGroup {
         id: id.clone(),
-        name: DEFAULT_NAME.into(),
+        name: name.into(),
         project: project.into(),
         description: "default group: egress allowed, members talk to each other".into(),
         rules: vec![
@@ -64,21 +74,32 @@ pub async fn ensure_default_in(app: &App, project: &str) -> Result<SecurityGroup
                 port_min: None,
                 port_max: None,
                 remote_cidr: None,
-                remote_group: Some(id.clone()),
+                remote_group: Some(id),
                 description: Some("members of this group".into()),
             },
         ],
         created_at: now_rfc3339(),
-    };
-    match insert(app, &g, false).await {
-        // Made concurrently by another request: theirs is as good.
-        Ok(()) | Err(Error::Conflict { .. }) => get(app, &within, DEFAULT_NAME).await,
-        Err(e) => Err(e),
     }
 }
 
-/// Write a new group with its name and its share of the quota (`enforce`: refused over the limit).
-async fn insert(app: &App, g: &SecurityGroup, enforce: bool) -> Result<()> {
+/// A network's own default group (an EC2 VPC's `default` group), named `name`, with the default
+/// group's rules; `extra` names its ID and adds the front end's writes. Like every project's
+/// `default` group it counts against the security group quota but is never refused by it.
+pub async fn create_network_default(
+    app: &App,
+    scope: &Scope,
+    name: &str,
+    extra: Extra,
+) -> Result<SecurityGroup> {
+    validate::name("name", name)?;
+    let g = default_group(extra.id.clone(), name, &scope.project);
+    insert(app, &g, false, &extra).await?;
+    Ok(g)
+}
+
+/// Write a new group with its name and its share of the quota (`enforce`: refused over the limit),
+/// and `extra`'s writes.
+async fn insert(app: &App, g: &SecurityGroup, enforce: bool, extra: &Extra) -> Result<()> {
     let name_key = keys::name(KIND, &g.project, &g.name);
     let delta = Delta::of(QuotaResource::SecurityGroups, 1);
     for attempt in 0..quota::ATTEMPTS {
@@ -89,11 +110,13 @@ async fn insert(app: &App, g: &SecurityGroup, enforce: bool) -> Result<()> {
         };
         let mut compare = vec![Compare::absent(&name_key)];
         compare.extend(qc);
+        compare.extend(extra.compare.iter().cloned());
         let mut success = vec![
             Op::put(&name_key, g.id.clone()),
             Op::put(keys::security_group(&g.id), encode(g)?),
         ];
         success.extend(qo);
+        success.extend(extra.ops.iter().cloned());
         let txn = Txn {
             compare,
             success,
@@ -125,12 +148,22 @@ pub async fn create(
     scope: &Scope,
     req: CreateSecurityGroupRequest,
 ) -> Result<SecurityGroup> {
+    create_with(app, scope, req, Extra::none(ids::SECURITY_GROUP)).await
+}
+
+/// [`create`] with the ID and the front end's own writes of `extra`, in the same transaction.
+pub async fn create_with(
+    app: &App,
+    scope: &Scope,
+    req: CreateSecurityGroupRequest,
+    extra: Extra,
+) -> Result<SecurityGroup> {
     validate::name("name", &req.name)?;
     if req.description.len() > 255 {
         return Err(Error::invalid("description", "at most 255 characters"));
     }
     let g = SecurityGroup {
-        id: ids::new_id(ids::SECURITY_GROUP),
+        id: extra.id.clone(),
         name: req.name,
         project: scope.project.clone(),
         description: req.description,
@@ -141,7 +174,7 @@ pub async fn create(
         },
         created_at: now_rfc3339(),
     };
-    insert(app, &g, true).await?;
+    insert(app, &g, true, &extra).await?;
     Ok(g)
 }
 
@@ -260,38 +293,86 @@ pub async fn add_rule(
     id_or_name: &str,
     req: RuleRequest,
 ) -> Result<SecurityGroup> {
+    Ok(add_rules(app, scope, id_or_name, vec![req]).await?.0)
+}
+
+/// What makes two rules the same rule (everything but ID and description; a peer of 0.0.0.0/0 is
+/// any peer).
+pub fn rule_key(
+    r: &SecurityGroupRule,
+) -> (
+    Direction,
+    Protocol,
+    Option<u16>,
+    Option<u16>,
+    Option<&str>,
+    Option<&str>,
+) {
+    let cidr = r.remote_cidr.as_deref().filter(|c| *c != "0.0.0.0/0");
+    (
+        r.direction,
+        r.protocol,
+        r.port_min,
+        r.port_max,
+        cidr,
+        r.remote_group.as_deref(),
+    )
+}
+
+/// Add several rules at once (all or none, one transaction). A rule identical to one the group
+/// has, or given twice, is refused with a conflict on field `rules`. Returns the group and the new
+/// rules.
+pub async fn add_rules(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    reqs: Vec<RuleRequest>,
+) -> Result<(SecurityGroup, Vec<SecurityGroupRule>)> {
     let g = get(app, scope, id_or_name).await?;
-    let rule = build_rule(app, &g.project, req).await?;
-    update(app, scope, &g.id, |g| {
-        let same = |r: &SecurityGroupRule| {
-            (
-                r.direction,
-                r.protocol,
-                r.port_min,
-                r.port_max,
-                &r.remote_cidr,
-                &r.remote_group,
-            ) == (
-                rule.direction,
-                rule.protocol,
-                rule.port_min,
-                rule.port_max,
-                &rule.remote_cidr,
-                &rule.remote_group,
-            )
-        };
-        if g.rules.iter().any(same) {
-            return Err(Error::conflict(
-                "an identical rule already exists in this group",
-            ));
+    let mut rules = Vec::new();
+    for req in reqs {
+        rules.push(build_rule(app, &g.project, req).await?);
+    }
+    let g = update(app, scope, &g.id, |g| {
+        for (i, rule) in rules.iter().enumerate() {
+            let key = rule_key(rule);
+            if g.rules.iter().any(|r| rule_key(r) == key)
+                || rules[..i].iter().any(|r| rule_key(r) == key)
+            {
+                return Err(Error::conflict_field(
+                    "rules",
+                    "an identical rule already exists in this group",
+                ));
+            }
         }
-        if g.rules.len() >= MAX_RULES {
+        if g.rules.len() + rules.len() > MAX_RULES {
             return Err(Error::invalid(
                 "rules",
                 format!("a group holds at most {MAX_RULES} rules"),
             ));
         }
-        g.rules.push(rule.clone());
+        g.rules.extend(rules.iter().cloned());
+        Ok(())
+    })
+    .await?;
+    Ok((g, rules))
+}
+
+/// Remove several rules at once by ID (all or none): `NotFound` if the group lacks one of them.
+pub async fn remove_rules(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    rule_ids: &[String],
+) -> Result<SecurityGroup> {
+    update(app, scope, id_or_name, |g| {
+        if let Some(missing) = rule_ids
+            .iter()
+            .find(|id| !g.rules.iter().any(|r| &r.id == *id))
+        {
+            return Err(Error::not_found("security group rule", missing.clone()));
+        }
+        g.rules.retain(|r| !rule_ids.contains(&r.id));
         Ok(())
     })
     .await
@@ -321,6 +402,16 @@ pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
             return Err(Error::conflict(
                 "the default security group cannot be deleted",
             ));
+        }
+        let extra = attrs::get(app, &g.id).await?;
+        if extra.network_default
+            && let Some(net) = &extra.network
+            && super::network::get_any(app, net).await.is_ok()
+        {
+            return Err(Error::conflict(format!(
+                "security group `{}` is the default group of network {net}; it goes with the network",
+                g.name
+            )));
         }
         let ports: Vec<kumo_types::Port> = list_json(app.kv(), keys::PORTS).await?;
         let users: Vec<&str> = ports
@@ -358,6 +449,7 @@ pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
         compare.push(Compare::mod_revision(&key, rev));
         ops.push(Op::delete(&key));
         ops.push(Op::delete(keys::name(KIND, &g.project, &g.name)));
+        ops.extend(attrs::cleanup_ops(app, &g.id).await?);
         if commit(app.kv(), compare, ops).await? {
             return Ok(());
         }

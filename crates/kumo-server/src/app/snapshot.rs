@@ -9,6 +9,7 @@ use kumo_types::{
     SnapshotStatus, SnapshotView, Volume, ids, now_rfc3339,
 };
 
+use super::attrs::{self, Extra};
 use super::quota::{self, Delta};
 use super::scope::{self, Kind, Scope};
 use super::{App, volume};
@@ -24,9 +25,19 @@ const SNAPSHOTS: Kind = Kind {
 };
 
 pub async fn create(app: &App, scope: &Scope, req: CreateSnapshotRequest) -> Result<SnapshotView> {
+    create_with(app, scope, req, Extra::none(ids::SNAPSHOT)).await
+}
+
+/// [`create`] with the ID and the front end's own writes of `extra`, in the same transaction.
+pub async fn create_with(
+    app: &App,
+    scope: &Scope,
+    req: CreateSnapshotRequest,
+    extra: Extra,
+) -> Result<SnapshotView> {
     kumo_types::validate::name("name", &req.name)?;
     let within = Scope::within(&scope.project);
-    let id = ids::new_id(ids::SNAPSHOT);
+    let id = extra.id.clone();
     for attempt in 0..quota::ATTEMPTS {
         let (v, vrev) = volume::find(app, &within, &req.volume)
             .await
@@ -54,6 +65,8 @@ pub async fn create(app: &App, scope: &Scope, req: CreateSnapshotRequest) -> Res
             // The volume did not change meanwhile (not deleted, same size).
             Compare::mod_revision(keys::volume(&v.id), vrev),
         ]);
+        compare.extend(extra.compare.iter().cloned());
+        ops.extend(extra.ops.iter().cloned());
         ops.extend([
             Op::put(keys::snapshot(&s.id), encode(&s)?),
             Op::put(
@@ -218,6 +231,7 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             Op::delete(keys::snapshot_status(id)),
             Op::delete(keys::name(KIND, &s.project, &s.name)),
         ]);
+        ops.extend(attrs::cleanup_ops(app, id).await?);
         if commit(app.kv(), compare, ops).await? {
             return super::event::record_in(app, Some(&s.project), id, "snapshot.deleted", &s.name)
                 .await;

@@ -9,6 +9,7 @@ use kumo_types::{
     VolumeView, ids, now_rfc3339,
 };
 
+use super::attrs::{self, Extra};
 use super::quota::{self, Delta};
 use super::scope::{self, Kind, Scope};
 use super::{App, host, image, instance};
@@ -28,6 +29,16 @@ const VOLUMES: Kind = Kind {
 };
 
 pub async fn create(app: &App, scope: &Scope, req: CreateVolumeRequest) -> Result<VolumeView> {
+    create_with(app, scope, req, Extra::none(ids::VOLUME)).await
+}
+
+/// [`create`] with the ID and the front end's own writes of `extra`, in the same transaction.
+pub async fn create_with(
+    app: &App,
+    scope: &Scope,
+    req: CreateVolumeRequest,
+    extra: Extra,
+) -> Result<VolumeView> {
     kumo_types::validate::name("name", &req.name)?;
     // Images, snapshots and source volumes are the project's own (or public images).
     let within = Scope::within(&scope.project);
@@ -127,7 +138,7 @@ pub async fn create(app: &App, scope: &Scope, req: CreateVolumeRequest) -> Resul
             })?,
     };
     let v = Volume {
-        id: ids::new_id(ids::VOLUME),
+        id: extra.id.clone(),
         name: req.name.clone(),
         project: scope.project.clone(),
         size_gib,
@@ -149,6 +160,8 @@ pub async fn create(app: &App, scope: &Scope, req: CreateVolumeRequest) -> Resul
         )
         .await?;
         compare.push(Compare::absent(&name_key));
+        compare.extend(extra.compare.iter().cloned());
+        ops.extend(extra.ops.iter().cloned());
         ops.extend([
             Op::put(keys::volume(&v.id), encode(&v)?),
             Op::put(
@@ -330,6 +343,29 @@ pub async fn attach(
     id_or_name: &str,
     req: AttachVolumeRequest,
 ) -> Result<VolumeView> {
+    attach_at(app, scope, id_or_name, req, None).await
+}
+
+/// [`attach`] in slot `slot` (0–7) when given, else the lowest free one. A taken slot is refused
+/// with a conflict on field `slot`.
+pub async fn attach_at(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    req: AttachVolumeRequest,
+    slot: Option<u8>,
+) -> Result<VolumeView> {
+    if let Some(s) = slot
+        && s >= MAX_VOLUMES_PER_INSTANCE
+    {
+        return Err(Error::invalid(
+            "slot",
+            format!(
+                "{s}: an instance has volume slots 0 to {}",
+                MAX_VOLUMES_PER_INSTANCE - 1
+            ),
+        ));
+    }
     let (current, _) = find(app, scope, id_or_name).await?;
     // The instance is the volume's project's.
     let (inst, _) = instance::find_in(app, &Scope::within(&current.project), &req.instance)
@@ -382,14 +418,23 @@ pub async fn attach(
                     ),
                 ));
             }
-            let slot = (0..MAX_VOLUMES_PER_INSTANCE)
-                .find(|s| !taken.contains(s))
-                .ok_or_else(|| {
-                    Error::conflict(format!(
-                        "instance `{}` already has {MAX_VOLUMES_PER_INSTANCE} volumes",
-                        inst.name
-                    ))
-                })?;
+            let slot = match slot {
+                Some(s) if taken.contains(&s) => {
+                    return Err(Error::conflict_field(
+                        "slot",
+                        format!("slot {s} of instance `{}` is taken", inst.name),
+                    ));
+                }
+                Some(s) => s,
+                None => (0..MAX_VOLUMES_PER_INSTANCE)
+                    .find(|s| !taken.contains(s))
+                    .ok_or_else(|| {
+                        Error::conflict(format!(
+                            "instance `{}` already has {MAX_VOLUMES_PER_INSTANCE} volumes",
+                            inst.name
+                        ))
+                    })?,
+            };
             v.attachment = Some(VolumeAttachment {
                 instance_id: inst.id.clone(),
                 delete_on_termination: req.delete_on_termination,
@@ -513,6 +558,7 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
             Op::delete(keys::volume_status(id)),
             Op::delete(keys::name(KIND, &v.project, &v.name)),
         ]);
+        ops.extend(attrs::cleanup_ops(app, id).await?);
         if commit(app.kv(), compare, ops).await? {
             return super::event::record_in(app, Some(&v.project), id, "volume.deleted", &v.name)
                 .await;
