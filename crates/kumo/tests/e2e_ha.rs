@@ -27,20 +27,7 @@ fn post(c: &Cluster, path: &str, body: Value) -> Value {
 
 /// A shared-dir pool, a volume type on it, and the boot-sector image.
 fn setup(c: &Cluster) -> tempfile::TempDir {
-    let share = tempfile::Builder::new()
-        .prefix("kumo-share-")
-        .tempdir()
-        .expect("share");
-    post(
-        c,
-        "/v1/pools",
-        json!({"name": "shared", "driver": "shared-dir", "path": share.path().to_string_lossy()}),
-    );
-    post(
-        c,
-        "/v1/volume-types",
-        json!({"name": "shared", "pool": "shared"}),
-    );
+    let share = c.shared_pool();
     let disk = c.cloud.data_dir().join("bootsector.raw");
     let mut d = common::boot_sector(b"KUMO-DISK-BOOT");
     d.resize(1 << 20, 0);

@@ -23,20 +23,7 @@ fn post(c: &Cluster, path: &str, body: Value) -> Value {
 /// The tiny guest, a VXLAN network across the hosts, a shared-dir pool and its volume type.
 fn setup(c: &Cluster, cidr: &str) -> tempfile::TempDir {
     c.cloud.import_tiny();
-    let share = tempfile::Builder::new()
-        .prefix("kumo-share-")
-        .tempdir()
-        .expect("share");
-    post(
-        c,
-        "/v1/pools",
-        json!({"name": "shared", "driver": "shared-dir", "path": share.path().to_string_lossy()}),
-    );
-    post(
-        c,
-        "/v1/volume-types",
-        json!({"name": "shared", "pool": "shared"}),
-    );
+    let share = c.shared_pool();
     post(
         c,
         "/v1/networks",

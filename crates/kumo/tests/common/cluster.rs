@@ -375,6 +375,31 @@ impl Cluster {
         );
     }
 
+    /// A `shared-dir` pool named `shared` on a fresh directory (every test host sees the same
+    /// filesystem, as hosts see an NFS mount) and a volume type `shared` on it. Keep the directory
+    /// for the test's lifetime.
+    pub fn shared_pool(&self) -> tempfile::TempDir {
+        let share = tempfile::Builder::new()
+            .prefix("kumo-share-")
+            .tempdir()
+            .expect("share");
+        for (path, body) in [
+            (
+                "/v1/pools",
+                serde_json::json!({"name": "shared", "driver": "shared-dir",
+                    "path": share.path().to_string_lossy()}),
+            ),
+            (
+                "/v1/volume-types",
+                serde_json::json!({"name": "shared", "pool": "shared"}),
+            ),
+        ] {
+            let (s, v) = self.cloud.http("POST", path, Some(&body.to_string()));
+            assert!((200..300).contains(&s), "POST {path}: {s} {v}");
+        }
+        share
+    }
+
     /// The hosts where a QEMU of instance `id` is alive (whatever its state).
     pub fn qemu_hosts(&self, id: &str) -> Vec<String> {
         self.hosts
