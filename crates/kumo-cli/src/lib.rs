@@ -106,6 +106,9 @@ pub enum Command {
     /// Placement groups: instances placed apart (spread) or together (affinity).
     #[command(subcommand, name = "placement-group")]
     PlacementGroup(cmd::placement_group::PlacementGroupCmd),
+    /// Quotas: a project's limits and usage.
+    #[command(subcommand)]
+    Quota(cmd::quota::QuotaCmd),
     /// Recent events.
     Events(cmd::misc::EventsArgs),
     /// The cluster: join tokens for new hosts.
@@ -179,6 +182,7 @@ async fn run_inner(global: &GlobalArgs, cmd: Command) -> Result<i32, CliError> {
         Command::Pool(c) => cmd::pool::run(&client, &out, c).await,
         Command::VolumeType(c) => cmd::volume_type::run(&client, &out, c).await,
         Command::PlacementGroup(c) => cmd::placement_group::run(&client, &out, c).await,
+        Command::Quota(c) => cmd::quota::run(&client, &out, c).await,
         Command::Events(a) => cmd::misc::run_events(&client, &out, a).await,
         Command::Cluster(c) => cmd::cluster::run(&client, &out, c).await,
         Command::Project(c) => cmd::identity::run_project(&client, &out, c).await,

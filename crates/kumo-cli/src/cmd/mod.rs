@@ -11,6 +11,7 @@ pub mod misc;
 pub mod network;
 pub mod placement_group;
 pub mod pool;
+pub mod quota;
 pub mod router;
 pub mod security_group;
 pub mod snapshot;
