@@ -296,3 +296,79 @@ fn quota_exceeded_through_ec2() {
         "usage after the teardown: {after}"
     );
 }
+
+/// Terraform itself, where it is installed (not on CI machines: this test is ignored there): the
+/// shipped example applies, plans clean (no drift: every field reads back as written), and destroys.
+/// Needs `terraform` on PATH and the `hashicorp/aws` provider in a filesystem mirror
+/// (`KUMO_TF_PLUGIN_MIRROR`, default `/opt/tf-plugins`). Run with `--run-ignored only`; on failure it
+/// prints every EC2 call that failed, from the provider's debug log.
+#[test]
+#[ignore = "needs terraform and the hashicorp/aws provider in a local mirror (not installable on CI)"]
+fn terraform_applies_the_example() {
+    let mirror =
+        std::env::var("KUMO_TF_PLUGIN_MIRROR").unwrap_or_else(|_| "/opt/tf-plugins".to_string());
+    kumo_testutil::require("terraform", "terraform (HashiCorp; not in Debian)");
+    assert!(
+        Path::new(&mirror)
+            .join("registry.terraform.io/hashicorp/aws")
+            .is_dir(),
+        "no hashicorp/aws provider under {mirror} (set KUMO_TF_PLUGIN_MIRROR)"
+    );
+    let (cloud, t) = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/terraform/main.tf");
+    std::fs::copy(&example, dir.path().join("main.tf")).expect("copy the example");
+    let rc = dir.path().join("terraformrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "provider_installation {{\n  filesystem_mirror {{\n    path = \"{mirror}\"\n  }}\n}}\n"
+        ),
+    )
+    .expect("write terraformrc");
+    let log = dir.path().join("terraform.log");
+    let tf = |args: &[&str]| -> Output {
+        let mut cmd = command(&cloud, &t, Path::new("terraform"));
+        cmd.current_dir(dir.path())
+            .args(args)
+            .env("TF_CLI_CONFIG_FILE", &rc)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_LOG", "DEBUG")
+            .env("TF_LOG_PATH", &log)
+            .env("TF_VAR_kumo_endpoint", cloud.url())
+            .env("CHECKPOINT_DISABLE", "1");
+        cmd.output().expect("run terraform")
+    };
+    let failed_calls = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let mut calls = Vec::new();
+        let mut last_request = String::new();
+        for line in text.lines() {
+            if let Some(body) = line.trim_start().strip_prefix("| Action=") {
+                last_request = format!("Action={body}");
+            } else if let Some(code) = line.split("<Code>").nth(1) {
+                calls.push(format!(
+                    "{last_request}\n    -> {}",
+                    code.split("</Code>").next().unwrap_or_default()
+                ));
+            }
+        }
+        calls.join("\n")
+    };
+    for step in [
+        &["init", "-no-color", "-input=false"][..],
+        &["apply", "-no-color", "-input=false", "-auto-approve"],
+        &["plan", "-no-color", "-input=false", "-detailed-exitcode"],
+        &["destroy", "-no-color", "-input=false", "-auto-approve"],
+    ] {
+        let out = tf(step);
+        assert!(
+            out.status.success(),
+            "terraform {step:?} failed ({}):\n{}\n--- EC2 calls that failed ---\n{}\n--- server log tail ---\n{}",
+            out.status,
+            output_text(&out),
+            failed_calls(),
+            tail(&cloud.server_log(), 40)
+        );
+    }
+}
