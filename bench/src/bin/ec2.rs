@@ -277,13 +277,21 @@ async fn populate(cloud: &Cloud, n: usize) -> Result<(Key, String, Vec<String>)>
             .await?,
     )?;
     let token = t["token"].as_str().context("token")?.to_string();
-    admin(
-        cloud,
-        "PUT",
-        &format!("/v1/projects/{PROJECT}/quotas"),
-        Some(json!({"instances": -1, "vcpus": -1, "memory_mib": -1, "volume_gib": -1})),
-    )
-    .await?;
+    cloud
+        .cli(&[
+            "quota",
+            "set",
+            PROJECT,
+            "--instances",
+            "unlimited",
+            "--vcpus",
+            "unlimited",
+            "--memory-mib",
+            "unlimited",
+            "--volume-gib",
+            "unlimited",
+        ])
+        .await?;
     cloud
         .cli(&[
             "--project",
