@@ -33,7 +33,7 @@ pub async fn get_quotas(
 
 /// Change a project's limits (cloud admins only): a number sets a limit, `-1` makes it unlimited,
 /// absent fields keep theirs.
-#[utoipa::path(put, path = "/v1/projects/{project}/quotas", params(("project" = String, Path)),
+#[utoipa::path(put, path = "/v1/projects/{name}/quotas", params(("name" = String, Path, description = "the project")),
     request_body = UpdateQuotasRequest,
     responses((status = 200, body = ProjectQuotas), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_quotas(
