@@ -296,18 +296,19 @@ pub async fn add_rule(
     Ok(add_rules(app, scope, id_or_name, vec![req]).await?.0)
 }
 
-/// What makes two rules the same rule (everything but ID and description; a peer of 0.0.0.0/0 is
-/// any peer).
-pub fn rule_key(
-    r: &SecurityGroupRule,
-) -> (
+/// What makes two rules the same rule: direction, protocol, ports, peer CIDR, peer group.
+pub type RuleKey<'a> = (
     Direction,
     Protocol,
     Option<u16>,
     Option<u16>,
-    Option<&str>,
-    Option<&str>,
-) {
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// The [`RuleKey`] of a rule (everything but ID and description; a peer of 0.0.0.0/0 is any
+/// peer).
+pub fn rule_key(r: &SecurityGroupRule) -> RuleKey<'_> {
     let cidr = r.remote_cidr.as_deref().filter(|c| *c != "0.0.0.0/0");
     (
         r.direction,
