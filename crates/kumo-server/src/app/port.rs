@@ -400,7 +400,9 @@ pub async fn create(app: &App, scope: &Scope, req: CreatePortRequest) -> Result<
         req.security_groups.as_deref(),
     )
     .await?;
-    for _ in 0..MAX_ATTEMPTS {
+    // Racing creates all pick the lowest free address: spread the retries out, and retry as long
+    // as other creates are making progress.
+    for attempt in 0..super::quota::ATTEMPTS {
         let p = plan(
             app,
             "",
@@ -427,6 +429,7 @@ pub async fn create(app: &App, scope: &Scope, req: CreatePortRequest) -> Result<
                 "the requested address was taken concurrently",
             ));
         }
+        super::quota::backoff(attempt).await;
     }
     Err(Error::unavailable(
         "too much contention allocating an address; retry",
