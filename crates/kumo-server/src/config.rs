@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub tls_listen: Vec<SocketAddr>,
     /// Extra names and addresses for the server certificate (`--tls-san`).
     pub tls_sans: Vec<String>,
+    /// The operator's certificate chain and key (`--tls-cert`, `--tls-key`), served to the names it
+    /// covers (see [`crate::tls::operator`]).
+    pub tls_operator: Option<(PathBuf, PathBuf)>,
     /// The EC2 API's region (`--region`).
     pub region: String,
 }
@@ -157,8 +160,23 @@ async fn start_tls(
     if cfg.tls_listen.is_empty() {
         return Ok(Vec::new());
     }
-    let tls = crate::tls::server_tls(&cfg.data_dir, &ca, &cfg.tls_listen, &cfg.tls_sans)
-        .context("issuing the server certificate")?;
+    let operator = match &cfg.tls_operator {
+        Some((cert, key)) => {
+            Some(crate::tls::operator::load(cert, key).context("loading --tls-cert/--tls-key")?)
+        }
+        None => None,
+    };
+    if let Some(op) = &operator {
+        tracing::info!(names = ?op.names, "serving the operator's certificate to these names");
+    }
+    let tls = crate::tls::server_tls(
+        &cfg.data_dir,
+        &ca,
+        &cfg.tls_listen,
+        &cfg.tls_sans,
+        operator.as_ref(),
+    )
+    .context("issuing the server certificate")?;
     let mut out = Vec::new();
     for addr in &cfg.tls_listen {
         let l = tokio::net::TcpListener::bind(addr)

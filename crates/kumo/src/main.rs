@@ -76,6 +76,13 @@ struct ServerArgs {
     /// An extra DNS name or IP address for the server certificate (repeatable).
     #[arg(long = "tls-san", value_name = "NAME|IP")]
     tls_sans: Vec<String>,
+    /// Your own certificate (PEM chain, leaf first) for the TLS listeners, served to clients that
+    /// ask for a DNS name it covers (SNI); others (agents, IP addresses) get the cluster CA's.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "sqlite")]
     store: StoreKind,
     /// etcd client URLs (with --store etcd), comma-separated.
@@ -267,6 +274,7 @@ fn server_config(a: ServerArgs) -> anyhow::Result<ServerConfig> {
         insecure_plaintext: a.insecure_plaintext,
         tls_listen: a.tls_listen,
         tls_sans: a.tls_sans,
+        tls_operator: a.tls_cert.zip(a.tls_key),
         region: a.region,
         ha: kumo_server::ha::HaConfig {
             fence_wait: std::time::Duration::from_secs(a.ha_fence_wait),

@@ -147,7 +147,10 @@ fn roles_projects_tokens_access_keys_and_a_verifiable_audit_chain() {
     // X-Kumo-Project naming a project the user is not in: 403 (and a pinned token cannot move).
     let (s, e) = call(&cloud, &mia, Some("other"), "GET", "/v1/instances", None);
     assert_eq!(s, 403, "{e}");
-    assert!(e["message"].as_str().unwrap_or("").contains("pinned"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("pinned"),
+        "{e}"
+    );
     let (s, who) = call(&cloud, &mia, Some("team"), "GET", "/v1/whoami", None);
     assert_eq!(s, 200);
     assert_eq!(
@@ -373,4 +376,109 @@ fn roles_projects_tokens_access_keys_and_a_verifiable_audit_chain() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["first_broken_seq"].as_u64(), Some(victim), "{v}");
+}
+
+/// A free TCP port on loopback.
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// GET `url` trusting only `ca_pem`, with `name` resolving to 127.0.0.1: the status.
+fn https_get(url: &str, ca_pem: &[u8], name: &str, port: u16) -> Result<u16, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let ca = reqwest::Certificate::from_pem(ca_pem).map_err(|e| e.to_string())?;
+        let c = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .resolve(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .build()
+            .map_err(|e| e.to_string())?;
+        c.get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("{e:?}"))
+    })
+}
+
+#[test]
+fn https_with_the_cluster_ca_and_an_operator_certificate() {
+    // The operator's certificate for kumo.test, from its own (here: self-signed) CA.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["kumo.test".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let (cert_file, key_file) = (dir.path().join("op.pem"), dir.path().join("op.key"));
+    std::fs::write(&cert_file, cert.pem()).expect("write");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    let tls_port = port();
+    let listen = format!("127.0.0.1:{tls_port}");
+    let cloud = Cloud::start_with(&[
+        "--tls-listen",
+        &listen,
+        "--tls-cert",
+        &cert_file.to_string_lossy(),
+        "--tls-key",
+        &key_file.to_string_lossy(),
+    ]);
+    let cluster_ca = std::fs::read(cloud.data_dir().join("tls/ca.pem")).expect("the cluster CA");
+
+    // By its DNS name: the operator's certificate (and not the cluster CA's).
+    let by_name = format!("https://kumo.test:{tls_port}/healthz");
+    assert_eq!(
+        https_get(&by_name, cert.pem().as_bytes(), "kumo.test", tls_port),
+        Ok(200)
+    );
+    assert!(https_get(&by_name, &cluster_ca, "kumo.test", tls_port).is_err());
+    // By address (no SNI, what agents do): the cluster CA's certificate.
+    let by_ip = format!("https://127.0.0.1:{tls_port}/healthz");
+    assert_eq!(
+        https_get(&by_ip, &cluster_ca, "unused.test", tls_port),
+        Ok(200)
+    );
+
+    // The CLI trusts the cluster CA through its config file.
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::to_string(&json!({
+            "url": format!("https://127.0.0.1:{tls_port}"),
+            "token": cloud.token,
+            "ca_file": cloud.data_dir().join("tls/ca.pem"),
+            "project": "default",
+        }))
+        .expect("json"),
+    )
+    .expect("write config");
+    let out = Command::new(KUMO)
+        .args(["--json", "whoami"])
+        .env("KUMO_CONFIG", &cfg)
+        .env_remove("KUMO_URL")
+        .env_remove("KUMO_TOKEN")
+        .env_remove("KUMO_PROJECT")
+        .env_remove("KUMO_CA_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("kumo whoami");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (me["user"].as_str(), me["project"].as_str()),
+        (Some("admin"), Some("default"))
+    );
 }

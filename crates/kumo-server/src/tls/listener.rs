@@ -34,6 +34,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// rustls settings: our certificate chain `[server, CA]`, and client certificates optional but,
 /// when presented, verified against the cluster CA.
 pub fn server_config(ca: &ClusterCa, server: &KeyedCert) -> Result<Arc<rustls::ServerConfig>> {
+    server_config_with(ca, server, None)
+}
+
+/// [`server_config`], serving the operator's certificate to the SNI names it covers
+/// ([`super::operator`]).
+pub fn server_config_with(
+    ca: &ClusterCa,
+    server: &KeyedCert,
+    operator: Option<&super::operator::OperatorCert>,
+) -> Result<Arc<rustls::ServerConfig>> {
     let tls = |what: &str, e: rustls::Error| Error::internal_with(what.to_string(), e);
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -43,15 +53,25 @@ pub fn server_config(ca: &ClusterCa, server: &KeyedCert) -> Result<Arc<rustls::S
         .allow_unauthenticated()
         .build()
         .map_err(|e| Error::internal_with("client certificate verifier", e))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls("TLS versions", e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![server.cert_der.clone(), ca.cert_der.clone()],
-            server.key_der(),
-        )
-        .map_err(|e| tls("server certificate", e))?;
+        .with_client_cert_verifier(verifier);
+    let chain = vec![server.cert_der.clone(), ca.cert_der.clone()];
+    let mut cfg = match operator {
+        None => builder
+            .with_single_cert(chain, server.key_der())
+            .map_err(|e| tls("server certificate", e))?,
+        Some(op) => {
+            let cluster =
+                rustls::sign::CertifiedKey::from_der(chain, server.key_der(), &provider())
+                    .map_err(|e| tls("server certificate", e))?;
+            builder.with_cert_resolver(Arc::new(super::operator::Resolver {
+                operator: op.clone(),
+                cluster: Arc::new(cluster),
+            }))
+        }
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

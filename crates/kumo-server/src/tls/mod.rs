@@ -17,6 +17,7 @@
 pub mod ca;
 pub mod identity;
 pub mod listener;
+pub mod operator;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -129,12 +130,14 @@ pub struct ServerTls {
 }
 
 /// Issue this server's certificate for its TLS listen addresses and `extra_sans`, keep it in
-/// `<data-dir>/tls/server.{pem,key}`, and build the rustls configuration.
+/// `<data-dir>/tls/server.{pem,key}`, and build the rustls configuration (with the operator's
+/// certificate, if given, for the names it covers: [`operator`]).
 pub fn server_tls(
     data_dir: &Path,
     ca: &ClusterCa,
     listen: &[SocketAddr],
     extra_sans: &[String],
+    operator: Option<&operator::OperatorCert>,
 ) -> Result<ServerTls> {
     for s in extra_sans {
         ca::validate_san(s)?;
@@ -162,7 +165,7 @@ pub fn server_tls(
     )?;
     tracing::info!(sans = ?sans, "server certificate issued by the cluster CA");
     Ok(ServerTls {
-        config: listener::server_config(ca, &cert)?,
+        config: listener::server_config_with(ca, &cert, operator)?,
         fingerprint: ca.fingerprint(),
     })
 }
