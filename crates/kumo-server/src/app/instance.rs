@@ -14,6 +14,7 @@ use kumo_types::{
     QuotaResource, Result, RunInstanceRequest, StopInstanceRequest, ids, now_rfc3339, validate,
 };
 
+use super::attrs::Extra;
 use super::quota::{self, Delta};
 use super::scope::{self, Kind, Scope};
 use super::{App, image, instance_type, key_pair, placement, port, security_group};
@@ -27,7 +28,24 @@ const MAX_NICS: usize = 8;
 const MAX_ATTEMPTS: usize = 20;
 
 pub async fn run(app: &App, scope: &Scope, req: RunInstanceRequest) -> Result<InstanceView> {
+    run_with(app, scope, req, Extra::none(ids::INSTANCE)).await
+}
+
+/// [`run`] with the ID and the front end's own writes of `extra` (attributes, tags), in the
+/// instance's creation transaction.
+pub async fn run_with(
+    app: &App,
+    scope: &Scope,
+    req: RunInstanceRequest,
+    extra: Extra,
+) -> Result<InstanceView> {
     validate::name("name", &req.name)?;
+    if !ids::is_id(ids::INSTANCE, &extra.id) {
+        return Err(Error::internal(format!(
+            "`{}` is not an instance ID",
+            extra.id
+        )));
+    }
     let project = scope.project.clone();
     // Everything the instance refers to is its project's own (images: or public).
     let within = Scope::within(&project);
@@ -172,7 +190,7 @@ pub async fn run(app: &App, scope: &Scope, req: RunInstanceRequest) -> Result<In
         req.host_selector.as_ref(),
     )
     .await?;
-    let id = ids::new_id(ids::INSTANCE);
+    let id = extra.id.clone();
     let delta = Delta::of(QuotaResource::Instances, 1)
         .and(QuotaResource::Vcpus, u64::from(itype.vcpus))
         .and(QuotaResource::MemoryMib, itype.memory_mib)
@@ -188,6 +206,8 @@ pub async fn run(app: &App, scope: &Scope, req: RunInstanceRequest) -> Result<In
         let host_id = plan.decision.host.clone();
         let mut compare = vec![Compare::absent(&name_key)];
         let mut ops = vec![Op::put(&name_key, id.clone())];
+        compare.extend(extra.compare.iter().cloned());
+        ops.extend(extra.ops.iter().cloned());
         compare.extend(quota_cmp);
         ops.extend(quota_ops);
         let mut nics = Vec::new();
@@ -507,6 +527,21 @@ pub async fn list(
     super::paginate(views, |v| v.name.clone(), limit, next_token)
 }
 
+/// Every instance `scope` lists, with its observed status, unsorted and unpaginated (for front
+/// ends that filter and page themselves, such as EC2's `DescribeInstances`).
+pub async fn list_all(app: &App, scope: &Scope) -> Result<Vec<(Instance, Option<InstanceStatus>)>> {
+    let insts: Vec<Instance> = scope::list(app, scope, keys::INSTANCES).await?;
+    let mut statuses: std::collections::HashMap<String, InstanceStatus> =
+        crate::storeutil::statuses(app.kv(), keys::INSTANCE_STATUS).await?;
+    Ok(insts
+        .into_iter()
+        .map(|i| {
+            let st = statuses.remove(&i.id);
+            (i, st)
+        })
+        .collect())
+}
+
 /// Apply `f` to the instance record with compare-and-swap, retrying on races. `f` may also return
 /// extra ops for the same transaction.
 async fn update(
@@ -648,7 +683,20 @@ pub async fn reboot(app: &App, scope: &Scope, id_or_name: &str) -> Result<Instan
     Ok(v)
 }
 
+/// Delete an instance: refused while it is protected from termination ([`extras`]).
 pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<InstanceView> {
+    let (inst, _) = find_in(app, scope, id_or_name).await?;
+    extras::check_deletable(&inst, &super::attrs::get(app, &inst.id).await?)?;
+    delete_unprotected(app, scope, &inst.id).await
+}
+
+/// [`delete`] whatever the instance's termination protection says (a guest power-off with the
+/// `terminate` shutdown behaviour).
+pub async fn delete_unprotected(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+) -> Result<InstanceView> {
     let (inst, _) = find_in(app, scope, id_or_name).await?;
     let mut v = update(app, scope, &inst.id, |i| {
         i.deleting = true;
@@ -702,6 +750,8 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
         let (c, o) = placement::release(app, &inst).await?;
         compare.extend(c);
         ops.extend(o);
+        // What EC2 shows of it for an hour; its attributes and tags go.
+        ops.extend(extras::tombstone_ops(app, &inst).await?);
         let r = app
             .kv()
             .txn(Txn {
@@ -755,10 +805,50 @@ pub async fn report_status(app: &App, id: &str, mut st: InstanceStatus) -> Resul
         success: vec![Op::put(keys::instance_status(id), encode(&st)?)],
         failure: vec![],
     };
-    app.kv().txn(txn).await.map_err(store_err)?;
+    if app.kv().txn(txn).await.map_err(store_err)?.succeeded {
+        extras::after_status(app, id, &st).await?;
+    }
     Ok(())
 }
 
+/// Replace an instance's user data (only while it is stopped: the guest reads it at boot).
+pub async fn set_user_data(
+    app: &App,
+    scope: &Scope,
+    id_or_name: &str,
+    user_data: Option<String>,
+) -> Result<InstanceView> {
+    if let Some(u) = &user_data
+        && u.len() > MAX_USER_DATA
+    {
+        return Err(Error::invalid(
+            "user_data",
+            format!("{} bytes; the limit is {MAX_USER_DATA}", u.len()),
+        ));
+    }
+    let (inst, _) = find_in(app, scope, id_or_name).await?;
+    let st = status(app, &inst.id).await?.unwrap_or_default();
+    if inst.desired_state != DesiredState::Stopped || st.state != InstanceState::Stopped {
+        return Err(Error::conflict(format!(
+            "instance `{}` must be stopped to change its user data",
+            inst.name
+        )));
+    }
+    update(app, scope, &inst.id, |i| {
+        not_deleting(i)?;
+        if i.desired_state != DesiredState::Stopped {
+            return Err(Error::conflict(format!(
+                "instance `{}` is starting; stop it to change its user data",
+                i.name
+            )));
+        }
+        i.user_data = user_data.clone();
+        Ok(vec![])
+    })
+    .await
+}
+
 mod assign;
+pub mod extras;
 
 pub use assign::{assignments, topology, vxlan_peers};

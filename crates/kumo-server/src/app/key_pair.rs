@@ -5,6 +5,7 @@ use kumo_types::{Error, ImportKeyPairRequest, KeyPair, Page, Result, ids, now_rf
 use sha2::{Digest, Sha256};
 
 use super::App;
+use super::attrs::Extra;
 use super::scope::{self, Kind, Scope};
 use crate::storeutil::{encode, keys, store_err};
 
@@ -85,6 +86,16 @@ const KEY_PAIRS: Kind = Kind {
 };
 
 pub async fn import(app: &App, scope: &Scope, req: ImportKeyPairRequest) -> Result<KeyPair> {
+    import_with(app, scope, req, Extra::none(ids::KEY_PAIR)).await
+}
+
+/// [`import`] with the ID and the front end's own writes of `extra` (tags), in one transaction.
+pub async fn import_with(
+    app: &App,
+    scope: &Scope,
+    req: ImportKeyPairRequest,
+    extra: Extra,
+) -> Result<KeyPair> {
     validate::name("name", &req.name)?;
     let line = req.public_key.trim().to_string();
     if line.len() > 16 * 1024 {
@@ -92,7 +103,7 @@ pub async fn import(app: &App, scope: &Scope, req: ImportKeyPairRequest) -> Resu
     }
     let fp = fingerprint(&line)?;
     let kp = KeyPair {
-        id: ids::new_id(ids::KEY_PAIR),
+        id: extra.id.clone(),
         name: req.name,
         project: scope.project.clone(),
         public_key: line,
@@ -100,12 +111,16 @@ pub async fn import(app: &App, scope: &Scope, req: ImportKeyPairRequest) -> Resu
         created_at: now_rfc3339(),
     };
     let name_key = keys::name(KIND, &kp.project, &kp.name);
+    let mut compare = vec![Compare::absent(&name_key)];
+    compare.extend(extra.compare);
+    let mut success = vec![
+        Op::put(&name_key, kp.id.clone()),
+        Op::put(keys::key_pair(&kp.id), encode(&kp)?),
+    ];
+    success.extend(extra.ops);
     let txn = Txn {
-        compare: vec![Compare::absent(&name_key)],
-        success: vec![
-            Op::put(&name_key, kp.id.clone()),
-            Op::put(keys::key_pair(&kp.id), encode(&kp)?),
-        ],
+        compare,
+        success,
         failure: vec![],
     };
     if !app.kv().txn(txn).await.map_err(store_err)?.succeeded {
@@ -139,6 +154,7 @@ pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
         success: vec![
             Op::delete(&key),
             Op::delete(keys::name(KIND, &kp.project, &kp.name)),
+            super::tags::delete_op(&kp.id),
         ],
         failure: vec![],
     };

@@ -11,6 +11,7 @@ pub mod floating_ip;
 pub mod ha;
 pub mod host;
 pub mod host_cert;
+pub mod idempotency;
 pub mod image;
 pub mod instance;
 pub mod instance_type;
@@ -28,6 +29,7 @@ pub mod router;
 pub mod scope;
 pub mod security_group;
 pub mod snapshot;
+pub mod tags;
 pub mod volume;
 pub mod volume_type;
 

@@ -31,8 +31,16 @@ pub mod compute;
 pub mod error;
 pub mod filter;
 pub mod ids;
+pub mod images;
+pub mod instance_attr;
+pub mod instances;
+pub mod keys;
+pub mod meta;
 pub mod network;
+pub mod render;
+pub mod run;
 pub mod storage;
+pub mod tags;
 
 use std::sync::Mutex;
 
@@ -60,6 +68,8 @@ pub struct Ec2Ctx {
     pub scope: Scope,
     /// The server's region (`--region`), which the request was signed for.
     pub region: String,
+    /// The endpoint the client called (its `Host`), shown by `DescribeRegions`.
+    pub endpoint: String,
     pub request_id: String,
     action: String,
     targets: Mutex<Vec<String>>,
@@ -72,6 +82,7 @@ impl Ec2Ctx {
             scope: Scope::of(&caller),
             caller,
             region,
+            endpoint: String::new(),
             request_id: kumo_ec2::request_id(),
             action: action.to_string(),
             targets: Mutex::new(Vec::new()),
@@ -190,7 +201,8 @@ pub async fn serve(State(app): State<App>, req: Request) -> Response {
             return answer(service, &rid, Err(e));
         }
     };
-    let ctx = Ec2Ctx::new(app, caller, region, &parsed.action);
+    let mut ctx = Ec2Ctx::new(app, caller, region, &parsed.action);
+    ctx.endpoint = wire.header("host").unwrap_or_default().to_string();
     let result = if may_call(ctx.caller.role, &parsed.action) {
         dispatch(&ctx, service, &mut parsed.params).await
     } else {
