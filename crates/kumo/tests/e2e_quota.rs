@@ -93,7 +93,11 @@ fn projects_see_only_their_own_and_quotas_hold_under_racing_creates() {
         ("DELETE", format!("/v1/security-groups/{id}")),
     ] {
         let (s, e) = call(&cloud, &olga, method, &path, None);
-        assert_eq!((s, e["code"].as_str()), (404, Some("not_found")), "{method} {path}: {e}");
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (404, Some("not_found")),
+            "{method} {path}: {e}"
+        );
     }
     let (s, e) = call(
         &cloud,
@@ -131,7 +135,10 @@ fn projects_see_only_their_own_and_quotas_hold_under_racing_creates() {
     ));
     assert!(ids(&all).contains(&id), "{all}");
     let mine = ok(call(&cloud, &admin, "GET", "/v1/security-groups", None));
-    assert!(!ids(&mine).contains(&id), "the admin's own list is its project's: {mine}");
+    assert!(
+        !ids(&mine).contains(&id),
+        "the admin's own list is its project's: {mine}"
+    );
     // The public tiny image is everyone's; changing it is not.
     let images = ok(call(&cloud, &olga, "GET", "/v1/images", None));
     assert!(images.to_string().contains("\"tiny\""), "{images}");
@@ -177,7 +184,11 @@ fn projects_see_only_their_own_and_quotas_hold_under_racing_creates() {
     let made = results.iter().filter(|r| r.0 == 201).count();
     assert_eq!(made, 3, "{results:?}");
     for (s, e) in results.iter().filter(|r| r.0 != 201) {
-        assert_eq!((*s, e["code"].as_str()), (403, Some("quota_exceeded")), "{e}");
+        assert_eq!(
+            (*s, e["code"].as_str()),
+            (403, Some("quota_exceeded")),
+            "{e}"
+        );
         let m = e["message"].as_str().unwrap_or_default();
         assert!(
             m.contains("security_groups") && m.contains(&format!("may hold {limit}")),
@@ -221,14 +232,20 @@ fn projects_see_only_their_own_and_quotas_hold_under_racing_creates() {
             &mia,
             "POST",
             "/v1/instances",
-            Some(json!({"name": name, "image": "tiny", "instance_type": "nano",
-                        "network": "lan", "start": false})),
+            Some(
+                json!({"name": name, "image": "tiny", "instance_type": "nano",
+                        "network": "lan", "start": false}),
+            ),
         )
     };
     let a = ok(run("a"));
     ok(run("b"));
     let (s, e) = run("c");
-    assert_eq!((s, e["code"].as_str()), (403, Some("quota_exceeded")), "{e}");
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{e}"
+    );
     assert!(
         e["message"]
             .as_str()
@@ -259,7 +276,13 @@ fn projects_see_only_their_own_and_quotas_hold_under_racing_creates() {
     ));
     assert!(evs.to_string().contains("instance.created"), "{evs}");
     for n in ["a", "b"] {
-        ok(call(&cloud, &mia, "DELETE", &format!("/v1/instances/{n}"), None));
+        ok(call(
+            &cloud,
+            &mia,
+            "DELETE",
+            &format!("/v1/instances/{n}"),
+            None,
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while usage(&cloud, &mia, "instances") != 0 {
