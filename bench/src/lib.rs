@@ -88,6 +88,11 @@ pub struct Cloud {
 impl Cloud {
     /// Start a server and wait until it answers and its agent registered the host.
     pub async fn start() -> Result<Cloud> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Cloud::start`] with extra `kumo server` arguments (e.g. `--cpu-overcommit`).
+    pub async fn start_with(extra: &[&str]) -> Result<Cloud> {
         let bin = kumo_bin()?;
         let data = tempfile::Builder::new()
             .prefix("kumo-bench-")
@@ -100,6 +105,7 @@ impl Cloud {
             .arg(data.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--accel", "tcg"])
             .args(["--stop-timeout", "10"])
+            .args(extra)
             .env("KUMO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -2,8 +2,8 @@
 //! parsing, filters, tags joined in, EC2 XML) against the native `GET /v1/instances` list (bearer
 //! token, JSON) on the same server, same project, same 1,000 instances, in the same run.
 //!
-//! Set-up: a real `kumo server` (private netns, TCG, in-process agent), the tiny image, a project
-//! `bench` with unlimited quotas, a member `bench-user` with an access key (EC2) and a pinned API
+//! Set-up: a real `kumo server` (private netns, TCG, in-process agent), the tiny image, the project
+//! `default` (unlimited quotas), a member `bench-user` with an access key (EC2) and a pinned API
 //! token (`/v1`), a network with a /20 subnet, and `--instances` (default 1,000) instances created
 //! **stopped** through `POST /v1/instances` (no guest competes for the CPU), every tenth tagged
 //! `group=g<n>` with `CreateTags`.
@@ -29,7 +29,8 @@ use kumo_bench::{Cloud, enter_netns, percentile, runtime, table};
 use serde_json::{Value, json};
 
 const REGION: &str = "kumo-1";
-const PROJECT: &str = "bench";
+/// The default project: unlimited quotas out of the box (other projects default to 50 instances).
+const PROJECT: &str = "default";
 
 struct Args {
     instances: usize,
@@ -227,10 +228,9 @@ async fn admin(cloud: &Cloud, method: &str, path: &str, body: Option<Value>) -> 
     Ok(v)
 }
 
-/// Project, user, access key, API token, quotas, network, and `n` stopped instances; returns
+/// The user, its access key and API token, a network, and `n` stopped instances; returns
 /// (key, token, instance ids).
 async fn populate(cloud: &Cloud, n: usize) -> Result<(Key, String, Vec<String>)> {
-    cloud.cli(&["project", "create", PROJECT]).await?;
     cloud
         .cli(&[
             "user",
@@ -277,21 +277,6 @@ async fn populate(cloud: &Cloud, n: usize) -> Result<(Key, String, Vec<String>)>
             .await?,
     )?;
     let token = t["token"].as_str().context("token")?.to_string();
-    cloud
-        .cli(&[
-            "quota",
-            "set",
-            PROJECT,
-            "--instances",
-            "unlimited",
-            "--vcpus",
-            "unlimited",
-            "--memory-mib",
-            "unlimited",
-            "--volume-gib",
-            "unlimited",
-        ])
-        .await?;
     cloud
         .cli(&[
             "--project",
@@ -354,7 +339,10 @@ fn ec2_body(params: &[(&str, &str)]) -> String {
 }
 
 async fn bench(a: Args) -> Result<()> {
-    let cloud = Cloud::start().await?;
+    // 1,000 nano instances (1 vCPU, 256 MiB each) are placed on this one host even stopped: let it
+    // take them all.
+    let cloud =
+        Cloud::start_with(&["--cpu-overcommit", "1000", "--memory-overcommit", "100"]).await?;
     cloud.import_tiny().await?;
     let (key, token, ids) = populate(&cloud, a.instances).await?;
     let base = cloud.url();
@@ -535,8 +523,69 @@ async fn bench(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// A private mount namespace with a large tmpfs as `TMPDIR`: the server's data dir lands there, so
+/// the host's disk capacity (what the scheduler places root disks against, at 2:1) is the tmpfs's
+/// size, not this machine's free disk. Stopped instances write next to nothing. The mount vanishes
+/// with the process.
+fn private_tmpfs() -> Result<std::path::PathBuf> {
+    use std::ffi::CString;
+    // SAFETY: plain syscalls before any thread exists; every pointer is a live CString or null.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
+        }
+        let root = CString::new("/")?;
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            bail!("making / private: {}", std::io::Error::last_os_error());
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("kumo-ec2-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (src, target, fstype, opts) = (
+        CString::new("tmpfs")?,
+        CString::new(dir.to_string_lossy().as_bytes())?,
+        CString::new("tmpfs")?,
+        CString::new("size=4T,mode=0700")?,
+    );
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "mounting a tmpfs on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: single-threaded still (no runtime yet).
+    unsafe { std::env::set_var("TMPDIR", &dir) };
+    Ok(dir)
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     enter_netns();
-    runtime()?.block_on(kumo_bench::until_signal(bench(args)))
+    let tmp = private_tmpfs()?;
+    let r = runtime()?.block_on(kumo_bench::until_signal(bench(args)));
+    // The tmpfs goes with this mount namespace; the empty mount point on the host's /tmp does not.
+    if let Ok(t) = std::ffi::CString::new(tmp.to_string_lossy().as_bytes()) {
+        // SAFETY: umount2 of the mount this process made.
+        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir(&tmp);
+    r
 }
