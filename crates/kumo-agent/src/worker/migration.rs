@@ -267,6 +267,18 @@ impl Worker {
                 Err(e) => return self.fail(m, format!("query-migrate: {e}")).await,
             };
             if info.completed() {
+                // QEMU can answer `completed` a moment before it has filled in its figures.
+                let mut info = info;
+                for _ in 0..20 {
+                    if info.total_ms.unwrap_or(0) > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    match migrate::query(vm).await {
+                        Ok(i) => info = i,
+                        Err(_) => break,
+                    }
+                }
                 self.tell(MigrationReport::Completed {
                     migration_id: m.id.clone(),
                     downtime_ms: info.downtime_ms,
