@@ -12,6 +12,8 @@
 //! Deciding (percentiles, argv rewriting, `/proc` parsing, table layout) is pure and unit-tested;
 //! the rest are thin executors.
 
+pub mod argv;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -310,6 +312,23 @@ impl Cloud {
         self.wait_instance(id, "deletion", Duration::from_secs(60), |st, _| st == 404)
             .await
             .map(|_| ())
+    }
+
+    /// Stop an instance with `force` and wait until its QEMU is gone. kumo keeps its tap, root disk
+    /// overlay, DHCP host entry and metadata registration, so its argv can be launched again.
+    pub async fn force_stop(&self, id: &str) -> Result<()> {
+        let pid = read_pidfile(&self.data_dir().join("run").join(id).join("qemu.pid"));
+        let body = serde_json::json!({"force": true});
+        self.api_ok("POST", &format!("/v1/instances/{id}/stop"), Some(body))
+            .await?;
+        self.wait_instance(id, "stopped", Duration::from_secs(60), |_, v| {
+            v["state"] == "stopped"
+        })
+        .await?;
+        if let Some(pid) = pid {
+            wait_pid_gone(pid, Duration::from_secs(20)).await?;
+        }
+        Ok(())
     }
 
     /// PIDs of live QEMU processes this server started (from pidfiles in its run dirs).

@@ -6,10 +6,10 @@
 //!    `<data>/run/<id>/serial.log` contains `KUMO-READY` (the file is read directly, every 5 ms).
 //! 2. The instance's argv is read from `/proc/<qemu pid>/cmdline`; the instance is stopped with
 //!    `force` (kumo keeps its tap, disk, DHCP host entry and metadata registration).
-//! 3. raw: the same argv with only the run dir (pidfile, QMP/serial sockets, serial log) moved to a
-//!    fresh temp dir is launched directly (it daemonizes like kumo's); the same tap, disk, MAC and so
-//!    the same DHCP address and metadata answer; timed from spawn to `KUMO-READY` in its own log,
-//!    polled the same way. The raw QEMU is killed by its PID, then the instance is deleted.
+//! 3. raw: the same argv with only the run dir (pidfile, QMP/serial sockets, serial log; the NoCloud
+//!    seed ISO is copied along) moved to a fresh temp dir is launched directly (it daemonizes like
+//!    kumo's); the same tap, disk, MAC and so the same DHCP address and metadata answer; timed from
+//!    spawn to `KUMO-READY` in its own log, polled the same way. The raw QEMU is killed by its PID, then the instance is deleted.
 //!
 //! Usage: `cargo run --release -p kumo-bench --bin vmstart -- [--runs N] [--warmup N]`
 //! (defaults 10 and 1; root needed; `$KUMO_BIN` or `$CARGO_TARGET_DIR/release/kumo`). With
@@ -20,6 +20,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use kumo_bench::argv::{copy_run_inputs, raw_argv};
 use kumo_bench::{
     Cloud, enter_netns, kill9, parse_cmdline, percentile, read_pidfile, runtime, table,
     wait_file_contains, wait_pid_gone,
@@ -55,36 +56,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// The reference argv: `argv` with every mention of `old_run_dir` replaced by `new_run_dir`.
-/// Fails unless the pidfile and serial log moved and nothing still points into the old run dir.
-pub fn raw_argv(argv: &[String], old_run_dir: &str, new_run_dir: &str) -> Result<Vec<String>> {
-    if argv.is_empty() {
-        bail!("empty QEMU argv");
-    }
-    let out: Vec<String> = argv
-        .iter()
-        .map(|a| a.replace(old_run_dir, new_run_dir))
-        .collect();
-    let pidfile = out
-        .iter()
-        .position(|a| a == "-pidfile")
-        .and_then(|i| out.get(i + 1))
-        .context("QEMU argv has no -pidfile")?;
-    if !pidfile.starts_with(new_run_dir) {
-        bail!("pidfile {pidfile} is not in the run dir {old_run_dir}");
-    }
-    if !out
-        .iter()
-        .any(|a| a.contains(&format!("{new_run_dir}/serial.log")))
-    {
-        bail!("QEMU argv has no serial log in the run dir {old_run_dir}");
-    }
-    if out.iter().any(|a| a.contains(old_run_dir)) {
-        bail!("argv still refers to {old_run_dir}");
-    }
-    Ok(out)
-}
-
 /// Milliseconds from the start of one run to its QEMU's pidfile and to the marker.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
@@ -113,27 +84,6 @@ async fn kumo_start(cloud: &Cloud, name: &str) -> Result<(Timing, String, Vec<St
     let pid = read_pidfile(&run_dir.join("qemu.pid")).context("kumo's QEMU pidfile")?;
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).context("reading QEMU cmdline")?;
     Ok((timing, id, parse_cmdline(&raw)))
-}
-
-/// Stop the instance with `force` and wait until its QEMU is gone (tap, disk and leases stay).
-async fn force_stop(cloud: &Cloud, id: &str) -> Result<()> {
-    let pid = read_pidfile(&cloud.data_dir().join("run").join(id).join("qemu.pid"));
-    cloud
-        .api_ok(
-            "POST",
-            &format!("/v1/instances/{id}/stop"),
-            Some(serde_json::json!({"force": true})),
-        )
-        .await?;
-    cloud
-        .wait_instance(id, "stopped", Duration::from_secs(60), |_, v| {
-            v["state"] == "stopped"
-        })
-        .await?;
-    if let Some(pid) = pid {
-        wait_pid_gone(pid, Duration::from_secs(20)).await?;
-    }
-    Ok(())
 }
 
 /// One raw start of `argv` (already pointed at `dir`), timed from spawn.
@@ -220,13 +170,14 @@ async fn bench(args: Args) -> Result<()> {
     let started = Instant::now();
     for i in 0..args.warmup + args.runs {
         let (k, id, argv) = kumo_start(&cloud, &format!("vs-{i}")).await?;
-        force_stop(&cloud, &id).await?;
+        cloud.force_stop(&id).await?;
         let dir = tempfile::Builder::new()
             .prefix("kraw")
             .tempdir_in("/tmp")
             .context("raw run dir")?;
         let old = cloud.data_dir().join("run").join(&id);
         let argv = raw_argv(&argv, &old.to_string_lossy(), &dir.path().to_string_lossy())?;
+        copy_run_inputs(&old, dir.path())?;
         let r = raw_start(&argv, dir.path()).await?;
         if let Some(keep) = std::env::var_os("KUMO_BENCH_KEEP_LOGS") {
             keep_logs(Path::new(&keep), i, &old, dir.path())?;
@@ -271,44 +222,6 @@ fn main() -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn run_dir_moves_and_nothing_else_changes() {
-        let argv = v(&[
-            "qemu-system-x86_64",
-            "-blockdev",
-            r#"{"file":{"filename":"/d/pool/instances/i-1/root.qcow2"}}"#,
-            "-netdev",
-            "tap,id=net0,ifname=kt1,script=no,downscript=no",
-            "-chardev",
-            "socket,id=serial0,path=/d/run/i-1/serial.sock,server=on,wait=off,logfile=/d/run/i-1/serial.log",
-            "-chardev",
-            "socket,id=qmp,path=/d/run/i-1/qmp.sock,server=on,wait=off",
-            "-daemonize",
-            "-pidfile",
-            "/d/run/i-1/qemu.pid",
-        ]);
-        let out = raw_argv(&argv, "/d/run/i-1", "/tmp/kraw1").unwrap();
-        assert_eq!(out.len(), argv.len());
-        assert_eq!(out[2], argv[2], "disk stays");
-        assert_eq!(out[4], argv[4], "tap stays");
-        assert_eq!(
-            out[6],
-            "socket,id=serial0,path=/tmp/kraw1/serial.sock,server=on,wait=off,logfile=/tmp/kraw1/serial.log"
-        );
-        assert_eq!(out[11], "/tmp/kraw1/qemu.pid");
-    }
-
-    #[test]
-    fn argv_without_pidfile_is_refused() {
-        let argv = v(&["qemu", "-chardev", "socket,logfile=/d/run/i-1/serial.log"]);
-        assert!(raw_argv(&argv, "/d/run/i-1", "/tmp/x").is_err());
-        assert!(raw_argv(&[], "/d/run/i-1", "/tmp/x").is_err());
-    }
 
     #[test]
     fn summary_reports_ratio_and_added_ms() {
