@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::{Cloud, KUMO, tail};
-use serde_json::json;
 
 const VENV: &str = "/opt/kumo-aws-venv";
 const DEBIAN_PYTHON: &str = "/usr/bin/python3";
