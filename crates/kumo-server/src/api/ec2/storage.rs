@@ -1,7 +1,10 @@
-//! EC2 storage actions (volumes, attachments, snapshots).
-//!
-//! Placeholder: the ec2-net engineer fills this file in (and replaces it). Until then it answers
-//! `None` for every action, so the dispatcher reports `InvalidAction`.
+//! EC2 storage actions: volumes and attachments ([`volume`], device names mapped by [`device`]) and
+//! snapshots ([`snapshot`]), onto kumo volumes and snapshots through the app layer `/v1` uses.
+//! This file is the table.
+
+pub mod device;
+pub mod snapshot;
+pub mod volume;
 
 use kumo_ec2::{Ec2Error, Params};
 
@@ -9,9 +12,20 @@ use super::Ec2Ctx;
 
 /// Handle `action` if it is a storage action (`None`: not this module's).
 pub async fn handle(
-    _ctx: &Ec2Ctx,
-    _action: &str,
-    _params: &mut Params,
+    ctx: &Ec2Ctx,
+    action: &str,
+    params: &mut Params,
 ) -> Option<Result<String, Ec2Error>> {
-    None
+    let p = &*params;
+    Some(match action {
+        "CreateVolume" => volume::create(ctx, p).await,
+        "DescribeVolumes" => volume::describe(ctx, p).await,
+        "DeleteVolume" => volume::delete(ctx, p).await,
+        "AttachVolume" => volume::attach(ctx, p).await,
+        "DetachVolume" => volume::detach(ctx, p).await,
+        "CreateSnapshot" => snapshot::create(ctx, p).await,
+        "DescribeSnapshots" => snapshot::describe(ctx, p).await,
+        "DeleteSnapshot" => snapshot::delete(ctx, p).await,
+        _ => return None,
+    })
 }
