@@ -395,6 +395,60 @@ async fn attributes_protect_and_tags_filter() {
         &[("InstanceId.1", &id)],
     )
     .await;
+
+    // A guest that powers itself off: stopped by default; terminated with the `terminate`
+    // shutdown behaviour, even under termination protection (as on EC2).
+    let stopped = kumo_types::InstanceStatus {
+        state: kumo_types::InstanceState::Stopped,
+        ..Default::default()
+    };
+    let plain = run_one(app, &e.alice, &e.subnet1, &[]).await;
+    instance::report_status(app, &plain, stopped.clone())
+        .await
+        .unwrap();
+    let body = ok(
+        app,
+        &e.alice,
+        "DescribeInstances",
+        &[("InstanceId.1", &plain)],
+    )
+    .await;
+    assert_eq!(texts(&body, "name"), ["stopped"], "{body}");
+    assert!(body.contains("Client.InstanceInitiatedShutdown"), "{body}");
+    let doomed = run_one(
+        app,
+        &e.alice,
+        &e.subnet1,
+        &[("DisableApiTermination", "true")],
+    )
+    .await;
+    ok(
+        app,
+        &e.alice,
+        "ModifyInstanceAttribute",
+        &[
+            ("InstanceId", &doomed),
+            ("InstanceInitiatedShutdownBehavior.Value", "terminate"),
+        ],
+    )
+    .await;
+    let q = [
+        ("InstanceId", doomed.as_str()),
+        ("Attribute", "instanceInitiatedShutdownBehavior"),
+    ];
+    let body = ok(app, &e.alice, "DescribeInstanceAttribute", &q).await;
+    assert_eq!(texts(&body, "value"), ["terminate"]);
+    instance::report_status(app, &doomed, stopped)
+        .await
+        .unwrap();
+    let body = ok(
+        app,
+        &e.alice,
+        "DescribeInstances",
+        &[("InstanceId.1", &doomed)],
+    )
+    .await;
+    assert_eq!(texts(&body, "name"), ["shutting-down"], "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

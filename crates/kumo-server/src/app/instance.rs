@@ -542,6 +542,26 @@ pub async fn list_all(app: &App, scope: &Scope) -> Result<Vec<(Instance, Option<
         .collect())
 }
 
+/// The volumes attached to `inst` — its boot volume and those in its volume slots — by point
+/// reads (no scan of every volume).
+pub async fn volumes_of(app: &App, inst: &Instance) -> Result<Vec<kumo_types::Volume>> {
+    let mut ids: Vec<String> = inst.boot_volume_id.iter().cloned().collect();
+    for kv in crate::storeutil::list_raw(app.kv(), &keys::volume_slots(&inst.id)).await? {
+        ids.push(String::from_utf8_lossy(&kv.value).into_owned());
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some((v, _)) = get_json::<kumo_types::Volume>(app.kv(), &keys::volume(&id)).await?
+            && v.attachment
+                .as_ref()
+                .is_some_and(|a| a.instance_id == inst.id)
+        {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
 /// Apply `f` to the instance record with compare-and-swap, retrying on races. `f` may also return
 /// extra ops for the same transaction.
 async fn update(

@@ -57,7 +57,7 @@ pub async fn describe(ctx: &Ec2Ctx, params: &Params) -> Ec2Result {
         .await
         .map_err(error::from_app)?;
     ctx.ready(params)?;
-    let world = World::load(ctx).await?;
+    let world = World::for_instances(ctx, &[&inst]).await?;
     let row = Row {
         status: instance::status(&ctx.app, &inst.id)
             .await

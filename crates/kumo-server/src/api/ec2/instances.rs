@@ -45,28 +45,38 @@ pub async fn describe(ctx: &Ec2Ctx, params: &Params) -> Ec2Result {
     let filters = Filters::read(params, render::FILTERS)?;
     let paging = Paging::read(params, 5..=1000)?;
     ctx.ready(params)?;
-    let world = World::load(ctx).await?;
-    let mut rows = render::rows(ctx, &world).await?;
-    if !ids.is_empty() {
-        let missing: Vec<&str> = ids
-            .iter()
-            .filter(|id| !rows.iter().any(|r| r.id() == id.as_str()))
-            .map(String::as_str)
-            .collect();
+    let (world, mut rows) = if ids.is_empty() {
+        let world = World::load(ctx).await?;
+        let rows = render::rows(ctx, &world).await?;
+        (world, rows)
+    } else {
+        // Named instances are read directly (Terraform's every refresh), not found in a listing.
+        let (mut rows, missing) = render::rows_of(ctx, &ids).await?;
         if !missing.is_empty() {
+            let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
             return Err(Ec2Error::not_found_ids(ResourceKind::Instance, &missing));
         }
-        rows.retain(|r| ids.iter().any(|id| id == r.id()));
-    }
+        rows.sort_by(|a, b| a.inst.id.cmp(&b.inst.id));
+        let insts: Vec<&Instance> = rows.iter().map(|r| &r.inst).collect();
+        (World::for_instances(ctx, &insts).await?, rows)
+    };
     rows.retain(|r| filters.matches(|n| render::field(ctx, &world, r, n), &r.tags));
     let page = paging.page(rows, |r| r.inst.id.clone());
     // Group the page into reservations, in the order their first instance appears.
     let mut reservations: Vec<(String, Vec<&Row>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for r in &page.items {
         let rid = r.reservation_id();
-        match reservations.iter_mut().find(|(id, _)| *id == rid) {
-            Some((_, members)) => members.push(r),
-            None => reservations.push((rid, vec![r])),
+        match index.get(&rid) {
+            Some(&at) => {
+                if let Some((_, members)) = reservations.get_mut(at) {
+                    members.push(r);
+                }
+            }
+            None => {
+                index.insert(rid.clone(), reservations.len());
+                reservations.push((rid, vec![r]));
+            }
         }
     }
     let owner = ctx.account_id();

@@ -120,6 +120,7 @@ pub struct World {
 }
 
 impl World {
+    /// Everything the caller lists (for listings: a few range reads).
     pub async fn load(ctx: &Ec2Ctx) -> Ec2Result<World> {
         let (app, s) = (&ctx.app, &ctx.scope);
         let ports = port::list(app, s, None).await.map_err(error::from_app)?;
@@ -143,14 +144,51 @@ impl World {
                 .into_iter()
                 .map(|g| (g.id.clone(), g))
                 .collect(),
-            floating: fips
-                .items
-                .into_iter()
-                .filter_map(|f| Some((f.port_id.clone()?, f)))
-                .collect(),
+            floating: by_port(fips.items),
             volumes,
             attrs: attrs::all(app).await.map_err(error::from_app)?,
         })
+    }
+
+    /// What `insts` refer to, by point reads (for requests naming a few instances).
+    pub async fn for_instances(ctx: &Ec2Ctx, insts: &[&Instance]) -> Ec2Result<World> {
+        let (app, s) = (&ctx.app, &ctx.scope);
+        let e = error::from_app;
+        let mut w = World {
+            ports: HashMap::new(),
+            groups: HashMap::new(),
+            floating: HashMap::new(),
+            volumes: HashMap::new(),
+            attrs: HashMap::new(),
+        };
+        let mut attr_ids: Vec<String> = Vec::new();
+        for i in insts {
+            attr_ids.push(i.id.clone());
+            for n in &i.nics {
+                if let Ok(p) = port::get(app, s, &n.port_id).await {
+                    for g in &p.security_groups {
+                        if !w.groups.contains_key(g)
+                            && let Ok(sg) = security_group::get(app, s, g).await
+                        {
+                            attr_ids.push(sg.id.clone());
+                            w.groups.insert(sg.id.clone(), sg);
+                        }
+                    }
+                    w.ports.insert(p.id.clone(), p);
+                }
+            }
+            let vols = instance::volumes_of(app, i).await.map_err(e)?;
+            attr_ids.extend(vols.iter().map(|v| v.id.clone()));
+            w.volumes.insert(i.id.clone(), vols);
+        }
+        if insts.iter().any(|i| !i.nics.is_empty()) {
+            w.floating = by_port(floating_ip::list(app, s).await.map_err(e)?.items);
+        }
+        for id in attr_ids {
+            let a = attrs::get(app, &id).await.map_err(e)?;
+            w.attrs.insert(id, a);
+        }
+        Ok(w)
     }
 
     /// A group's EC2 name: its EC2 group name if it has one, else its kumo name.
@@ -191,6 +229,50 @@ impl World {
             None => String::new(),
         }
     }
+}
+
+/// Floating IPs by the port they are associated with.
+fn by_port(fips: Vec<FloatingIp>) -> HashMap<String, FloatingIp> {
+    fips.into_iter()
+        .filter_map(|f| Some((f.port_id.clone()?, f)))
+        .collect()
+}
+
+/// The instances of `ids` the caller sees (live, or tombstones), by point reads, in `ids`' order;
+/// and the ids not found.
+pub async fn rows_of(ctx: &Ec2Ctx, ids: &[String]) -> Ec2Result<(Vec<Row>, Vec<String>)> {
+    let (app, s) = (&ctx.app, &ctx.scope);
+    let e = error::from_app;
+    let mut rows = Vec::new();
+    let mut missing = Vec::new();
+    for id in ids {
+        if rows.iter().any(|r: &Row| r.id() == id) {
+            continue;
+        }
+        match instance::find_in(app, s, id).await {
+            Ok((inst, _)) => rows.push(Row {
+                status: instance::status(app, &inst.id).await.map_err(e)?,
+                tags: tags::get(app, s, &inst.id).await.map_err(e)?,
+                attrs: attrs::get(app, &inst.id).await.map_err(e)?,
+                inst,
+                deleted_at: None,
+            }),
+            Err(kumo_types::Error::NotFound { .. }) => {
+                match extras::tombstone(app, s, id).await.map_err(e)? {
+                    Some(t) => rows.push(Row {
+                        inst: t.instance,
+                        status: None,
+                        deleted_at: Some(t.deleted_at),
+                        tags: t.tags,
+                        attrs: t.attrs,
+                    }),
+                    None => missing.push(id.clone()),
+                }
+            }
+            Err(err) => return Err(e(err)),
+        }
+    }
+    Ok((rows, missing))
 }
 
 /// Every instance `ctx` lists, with the tombstones of those deleted in the last hour (live first

@@ -600,9 +600,9 @@ async fn launch(
 
 /// The reservation of instances `ids` (those that still exist or left a tombstone).
 async fn respond(ctx: &Ec2Ctx, ids: &[String]) -> Ec2Result {
-    let world = World::load(ctx).await?;
-    let mut rows = render::rows(ctx, &world).await?;
-    rows.retain(|r| ids.iter().any(|id| id == r.id()));
+    let (rows, _gone) = render::rows_of(ctx, ids).await?;
+    let insts: Vec<&kumo_types::Instance> = rows.iter().map(|r| &r.inst).collect();
+    let world = World::for_instances(ctx, &insts).await?;
     let reservation = rows
         .first()
         .map(|r| r.reservation_id())
