@@ -39,8 +39,10 @@ pub const ATTR_CLIENT_TOKEN: &str = "ec2.clientToken";
 /// Attribute of an instance: the metadata `HttpPutResponseHopLimit` it was launched with (shown,
 /// not enforced).
 pub const ATTR_HOP_LIMIT: &str = "ec2.httpPutResponseHopLimit";
-/// Attribute of a volume: the device name it is attached at (set by the storage actions).
+/// Attributes of a volume: the device name it was attached at, and `<instance>/<slot>` it was
+/// given for (set by the storage actions).
 pub const ATTR_DEVICE: &str = "device";
+pub const ATTR_DEVICE_AT: &str = "device_at";
 
 /// One instance: live, or a tombstone (`deleted_at`).
 #[derive(Debug, Clone)]
@@ -218,16 +220,25 @@ impl World {
             .map(|f| f.address.clone())
     }
 
-    /// The device name of a volume attached to an instance.
+    /// The device name of a volume attached to an instance: the root device for a boot volume,
+    /// the name the client attached it at (the storage actions keep it, with the instance and
+    /// slot it was given for), else the slot's `/dev/sdf` … `/dev/sdm`.
     pub fn device(&self, v: &Volume) -> String {
-        if let Some(d) = self.attrs.get(&v.id).and_then(|a| a.value(ATTR_DEVICE)) {
-            return d.to_string();
+        let Some(att) = &v.attachment else {
+            return String::new();
+        };
+        if att.boot {
+            return ROOT_DEVICE.to_string();
         }
-        match &v.attachment {
-            Some(a) if a.boot => ROOT_DEVICE.to_string(),
-            Some(a) => format!("/dev/sd{}", char::from(b'f' + a.slot.min(20))),
-            None => String::new(),
-        }
+        let given = self.attrs.get(&v.id).and_then(|a| {
+            (a.value(ATTR_DEVICE_AT) == Some(format!("{}/{}", att.instance_id, att.slot).as_str()))
+                .then(|| a.value(ATTR_DEVICE))
+                .flatten()
+        });
+        given.map_or_else(
+            || format!("/dev/sd{}", char::from(b'f' + att.slot.min(20))),
+            str::to_string,
+        )
     }
 }
 

@@ -468,10 +468,13 @@ async fn vpc_default_group(ctx: &Ec2Ctx, network_id: &str) -> Ec2Result<Option<S
 }
 
 /// The attributes an instance is written with.
+/// (An instance launched alone has none it need not have: its reservation is named after it.)
 fn instance_attrs(inp: &Input, reservation: &str, index: usize, token: Option<&str>) -> Attrs {
     let mut a = Attrs::default();
-    a.set(ATTR_RESERVATION, reservation);
-    a.set(ATTR_LAUNCH_INDEX, index.to_string());
+    if inp.max > 1 {
+        a.set(ATTR_RESERVATION, reservation);
+        a.set(ATTR_LAUNCH_INDEX, index.to_string());
+    }
     if crate::api::ec2::meta::alias(&inp.instance_type).is_some() {
         a.set(ATTR_INSTANCE_TYPE, inp.instance_type.clone());
     }
@@ -577,16 +580,15 @@ async fn launch(
                 .await
                 .map_err(error::from_app)?;
         }
-        let ec2_type = inp.root.volume_type.clone();
-        attrs::update(&ctx.app, vol, |a| {
-            a.set(render::ATTR_DEVICE, render::ROOT_DEVICE);
-            if let Some(t) = &ec2_type {
+        // The EC2 volume type asked for, shown back by DescribeVolumes.
+        if let Some(t) = inp.root.volume_type.clone() {
+            attrs::update(&ctx.app, vol, |a| {
                 a.set("volumeType", t.clone());
-            }
-            Ok(())
-        })
-        .await
-        .map_err(error::from_app)?;
+                Ok(())
+            })
+            .await
+            .map_err(error::from_app)?;
+        }
     }
     if let Some(t) = inp.tags.get("network-interface") {
         for n in &view.nics {
