@@ -55,7 +55,7 @@ az=$(aws ec2 describe-availability-zones --filters Name=state,Values=available |
 [[ "$az" == "$REGION"* ]] || fail "zone '$az'"
 
 # Network.
-vpc=$(aws ec2 create-vpc --cidr-block 198.19.0.0/16 \
+vpc=$(aws ec2 create-vpc --cidr-block 198.19.0.0/17 \
   --tag-specifications 'ResourceType=vpc,Tags=[{Key=Name,Value=cli-vpc}]' | jq -r .Vpc.VpcId)
 aws ec2 wait vpc-available --vpc-ids "$vpc" >/dev/null
 aws ec2 modify-vpc-attribute --vpc-id "$vpc" --enable-dns-hostnames '{"Value":true}' >/dev/null

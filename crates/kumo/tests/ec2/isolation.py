@@ -10,7 +10,7 @@ import os
 
 import kumo_tf as tf
 
-VPC, SUBNET = "198.19.0.0/16", "198.19.1.0/24"
+VPC, SUBNET = "198.19.0.0/17", "198.19.1.0/24"
 
 
 def body(a, stack):

@@ -720,7 +720,8 @@ def volume_update_tags(cloud, vid, az, size, tagv, state="available"):
 
 def volume_destroy(cloud, vid):
     cloud.call("DescribeVolumes", VolumeIds=[vid])
-    cloud.call("DeleteVolume", VolumeId=vid)
+    # The provider retries while VolumeInUse (a detach or a snapshot deletion still finishing).
+    retry_on(cloud, ("VolumeInUse",), "DeleteVolume", VolumeId=vid)
     poll(f"volume {vid} deleted", lambda: volume_state_or_gone(cloud, vid), ["deleting", "available"], [])
 
 

@@ -13,7 +13,7 @@ import sys
 
 import kumo_tf as tf
 
-VPC, SUBNET = "198.19.0.0/16", "198.19.1.0/24"
+VPC, SUBNET = "198.19.0.0/17", "198.19.1.0/24"
 
 
 def setup(c, stack):
@@ -45,7 +45,7 @@ def check(c, stack):
         "snapshots": len(c.check_call("DescribeSnapshots", OwnerIds=["self"])["Snapshots"]),
         "reservations": count(c, "DescribeInstances", "Reservations"),
     }
-    c.expect_error("VpcLimitExceeded", "CreateVpc", CidrBlock="198.20.0.0/16")
+    c.expect_error("VpcLimitExceeded", "CreateVpc", CidrBlock="198.19.128.0/18")
     c.expect_error("SecurityGroupLimitExceeded", "CreateSecurityGroup", GroupName="over", Description="over quota", VpcId=vpc)
     c.expect_error("VolumeLimitExceeded", "CreateVolume", AvailabilityZone=az, Size=1)
     c.expect_error("AddressLimitExceeded", "AllocateAddress", Domain="vpc")

@@ -4,7 +4,7 @@ drives them, attached to an aws_instance: create → refresh → update (tags) �
 
 import kumo_tf as tf
 
-VPC, SUBNET = "198.19.0.0/16", "198.19.1.0/24"
+VPC, SUBNET = "198.19.0.0/17", "198.19.1.0/24"
 
 
 def body(c, stack):

@@ -6,7 +6,7 @@ own address on the serial console, and it must be the PrivateIpAddress EC2 repor
 
 import kumo_tf as tf
 
-VPC, SUBNET = "198.19.0.0/16", "198.19.1.0/24"
+VPC, SUBNET = "198.19.0.0/17", "198.19.1.0/24"
 
 
 def body(c, stack):

@@ -5,7 +5,7 @@ revoke and an authorize) → destroy, inside an aws_vpc."""
 
 import kumo_tf as tf
 
-VPC = "198.19.0.0/16"
+VPC = "198.19.0.0/17"
 
 
 def body(c, stack):

@@ -4,7 +4,7 @@
 
 import kumo_tf as tf
 
-CIDR = "198.19.0.0/16"
+CIDR = "198.19.0.0/17"
 
 
 def body(c, stack):
