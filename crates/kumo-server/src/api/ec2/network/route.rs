@@ -296,7 +296,7 @@ pub async fn describe_network_acls(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
         w.set("networkAclSet", &page.items, |w, (id, v, subs)| {
             w.text("networkAclId", id)
                 .text("vpcId", &v.id())
-                .bool("isDefault", true)
+                .bool("default", true)
                 .text("ownerId", &ids::account_id(&v.net.project))
                 .set("entrySet", ENTRIES, |w, (n, action, egress)| {
                     w.int("ruleNumber", n)

@@ -297,7 +297,7 @@ pub async fn create(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
     ctx.target(id.clone());
     let tag_map: Tags = tag_list.into_iter().collect();
     ctx.respond(|w| {
-        w.text("return", "true").text("groupId", &id);
+        w.text("groupId", &id);
         if !tag_map.is_empty() {
             tag_set(w, Some(&tag_map));
         }
@@ -592,7 +592,15 @@ pub async fn revoke(ctx: &Ec2Ctx, p: &Params, direction: Direction) -> Ec2Result
     ctx.respond(|w| {
         w.bool("return", true);
         w.set("revokedSecurityGroupRuleSet", &remove, |w, r| {
-            write_rule(w, &g.g, r);
+            w.text("securityGroupRuleId", &r.id)
+                .text("groupId", &g.g.id)
+                .bool("isEgress", r.direction == Direction::Egress)
+                .text("ipProtocol", rules::protocol_name(r.protocol));
+            let (from, to) = rules::port_range(r).unwrap_or((-1, -1));
+            w.int("fromPort", from).int("toPort", to);
+            w.opt_text("cidrIpv4", rules::shown_cidr(r).as_deref())
+                .opt_text("referencedGroupId", r.remote_group.as_deref())
+                .opt_text("description", r.description.as_deref());
         });
     })
 }

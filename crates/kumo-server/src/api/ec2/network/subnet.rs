@@ -3,7 +3,8 @@
 //! default pool), so `availableIpAddressCount` is that pool's free addresses.
 //!
 //! `ModifySubnetAttribute` stores what changes nothing kumo does (DNS hostname options) and refuses
-//! what kumo cannot do (public addresses at launch, IPv6, customer-owned addresses).
+//! what kumo cannot do (public addresses at launch, IPv6, customer-owned addresses); turning those
+//! off is accepted.
 
 use kumo_ec2::xml::XmlWriter;
 use kumo_ec2::{Ec2Error, Params, ResourceKind};

@@ -180,7 +180,7 @@ pub async fn create(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
     let mut extra = attrs::Extra::id(net_id.clone());
     extra
         .ops
-        .extend(tags::create_op(&ctx.scope.project, &net_id, &tag_list).map_err(app)?);
+        .extend(tags::create_op(&ctx.scope.project, &vpc_id, &tag_list).map_err(app)?);
     let req = CreateNetworkRequest {
         name: vpc_id.clone(),
         kind,
@@ -253,8 +253,9 @@ pub async fn describe(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
         util::all_found(ResourceKind::Vpc, &wanted, &found)?;
         vpcs.retain(|v| wanted.contains(&v.id()));
     }
-    let net_ids: Vec<&str> = vpcs.iter().map(|v| v.net.id.as_str()).collect();
-    let tag_map = tags::for_ids(&ctx.app, &ctx.scope, &net_ids)
+    let vpc_ids: Vec<String> = vpcs.iter().map(Vpc::id).collect();
+    let vpc_refs: Vec<&str> = vpc_ids.iter().map(String::as_str).collect();
+    let tag_map = tags::for_ids(&ctx.app, &ctx.scope, &vpc_refs)
         .await
         .map_err(app)?;
     let empty = Tags::new();
@@ -272,14 +273,14 @@ pub async fn describe(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
                 "dhcp-options-id" => vec!["default".into()],
                 _ => vec![],
             },
-            tag_map.get(&v.net.id).unwrap_or(&empty),
+            tag_map.get(&v.id()).unwrap_or(&empty),
         )
     });
     vpcs.sort_by_key(Vpc::id);
     let page = paging.page(vpcs, Vpc::id);
     ctx.respond(|w| {
         w.set("vpcSet", &page.items, |w, v| {
-            write_vpc(w, v, tag_map.get(&v.net.id));
+            write_vpc(w, v, tag_map.get(&v.id()));
         });
         w.opt_text("nextToken", page.next_token.as_deref());
     })
@@ -314,7 +315,17 @@ pub async fn delete(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
             Err(e) => return Err(app(e)),
         }
     }
-    tags::delete_all(&ctx.app, &net.id).await.map_err(app)?;
+    // Tags are kept by EC2 id: the VPC's, its route table's and its network ACL's.
+    for id in [
+        Some(vpc_id.clone()),
+        ids::route_table_of_network(&net.id),
+        ids::acl_of_network(&net.id),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        tags::delete_all(&ctx.app, &id).await.map_err(app)?;
+    }
     ctx.respond(|w| {
         w.bool("return", true);
     })
