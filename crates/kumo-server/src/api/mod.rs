@@ -147,6 +147,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         audit::list_audit,
         audit::export_audit,
         audit::verify_audit,
+        quota::get_quotas,
+        quota::set_quotas,
     ),
     components(schemas(kumo_types::ErrorBody))
 )]
@@ -340,6 +342,11 @@ pub fn router(app: App) -> Router {
             get(cluster::get_join_token).delete(cluster::delete_join_token),
         )
         .route("/whoami", get(identity::whoami))
+        .route("/quotas", get(quota::get_quotas))
+        .route(
+            "/projects/{name}/quotas",
+            axum::routing::put(quota::set_quotas),
+        )
         .route(
             "/projects",
             get(identity::list_projects).post(identity::create_project),
