@@ -560,6 +560,76 @@ async fn key_pairs_images_and_the_cloud() {
     )
     .await;
 
+    // A project's own image: tagged, found with Owner=self, deregistered with its tags; another
+    // project's public image is not the caller's to deregister.
+    let img: kumo_types::Image = serde_json::from_value(serde_json::json!({
+        "id": "ami-00000000000000002", "name": "golden", "project": "p1", "kind": "kernel_initrd",
+        "size_bytes": 1, "virtual_size_bytes": 0, "sha256": "x", "pool": "local",
+        "created_at": "2026-11-25T18:00:00.000Z"
+    }))
+    .unwrap();
+    app.kv()
+        .put(
+            &kumo_server::storeutil::keys::image(&img.id),
+            kumo_server::storeutil::encode(&img).unwrap(),
+        )
+        .await
+        .unwrap();
+    app.kv()
+        .put(
+            &kumo_server::storeutil::keys::name("images", "p1", "golden"),
+            img.id.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap();
+    ok(
+        app,
+        &e.alice,
+        "CreateTags",
+        &[
+            ("ResourceId.1", &img.id),
+            ("Tag.1.Key", "tier"),
+            ("Tag.1.Value", "gold"),
+        ],
+    )
+    .await;
+    let body = ok(
+        app,
+        &e.alice,
+        "DescribeImages",
+        &[
+            ("Owner.1", "self"),
+            ("Filter.1.Name", "tag:tier"),
+            ("Filter.1.Value.1", "gold"),
+        ],
+    )
+    .await;
+    assert_eq!(texts(&body, "imageId"), std::slice::from_ref(&img.id));
+    fails(
+        app,
+        &e.alice,
+        "DeregisterImage",
+        &[("ImageId", "ami-00000000000000001")],
+        403,
+        "UnauthorizedOperation",
+    )
+    .await;
+    ok(app, &e.alice, "DeregisterImage", &[("ImageId", &img.id)]).await;
+    fails(
+        app,
+        &e.alice,
+        "DescribeImages",
+        &[("ImageId.1", &img.id)],
+        400,
+        "InvalidAMIID.NotFound",
+    )
+    .await;
+    let body = ok(app, &e.alice, "DescribeTags", &[]).await;
+    assert!(
+        !body.contains(&img.id),
+        "the image's tags went with it: {body}"
+    );
+
     // Regions, zones, account attributes, instance types (with the AWS-named aliases).
     let body = ok(app, &e.alice, "DescribeRegions", &[]).await;
     assert_eq!(texts(&body, "regionName"), ["kumo-1"]);

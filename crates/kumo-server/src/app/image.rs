@@ -682,12 +682,16 @@ pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
             in_use("volume", scope, &volumes)
         )));
     }
+    // Its tags and front-end attributes go with it.
+    let mut success = vec![
+        Op::delete(keys::image(&image.id)),
+        Op::delete(keys::name(KIND, &image.project, &image.name)),
+        super::tags::delete_op(&image.id),
+    ];
+    success.extend(super::attrs::cleanup_ops(app, &image.id).await?);
     let txn = Txn {
         compare: vec![],
-        success: vec![
-            Op::delete(keys::image(&image.id)),
-            Op::delete(keys::name(KIND, &image.project, &image.name)),
-        ],
+        success,
         failure: vec![],
     };
     app.kv().txn(txn).await.map_err(store_err)?;

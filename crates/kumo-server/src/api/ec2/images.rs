@@ -283,16 +283,8 @@ pub async fn deregister(ctx: &Ec2Ctx, params: &Params) -> Ec2Result {
     }
     ctx.ready(params)?;
     ctx.target(&img.id);
+    // Its tags and attributes go in the same transaction.
     image::delete(&ctx.app, &ctx.scope, &img.id)
-        .await
-        .map_err(error::from_app)?;
-    tags::delete_all(&ctx.app, &img.id)
-        .await
-        .map_err(error::from_app)?;
-    let ops = attrs::cleanup_ops(&ctx.app, &img.id)
-        .await
-        .map_err(error::from_app)?;
-    crate::storeutil::commit(ctx.app.kv(), vec![], ops)
         .await
         .map_err(error::from_app)?;
     ctx.respond(|w| {
