@@ -27,8 +27,15 @@ def setup(c, stack):
     tf.log(f"IDS {vpc} {sid} {gid} {vol} {ami} {itype} {az}")
 
 
-def count(c, action, key):
-    return len(c.check_call(action)[key])
+ID = {"Vpcs": "VpcId", "SecurityGroups": "GroupId", "Volumes": "VolumeId", "Addresses": "AllocationId", "Snapshots": "SnapshotId"}
+
+
+def count(c, action, key, **kw):
+    """The ids a listing shows (reservations: their instances)."""
+    items = c.check_call(action, **kw)[key]
+    if key == "Reservations":
+        return sorted(i["InstanceId"] for r in items for i in r["Instances"])
+    return sorted(x[ID[key]] for x in items)
 
 
 def check(c, stack):
@@ -42,7 +49,7 @@ def check(c, stack):
         "groups": count(c, "DescribeSecurityGroups", "SecurityGroups"),
         "volumes": count(c, "DescribeVolumes", "Volumes"),
         "addresses": count(c, "DescribeAddresses", "Addresses"),
-        "snapshots": len(c.check_call("DescribeSnapshots", OwnerIds=["self"])["Snapshots"]),
+        "snapshots": count(c, "DescribeSnapshots", "Snapshots", OwnerIds=["self"]),
         "reservations": count(c, "DescribeInstances", "Reservations"),
     }
     c.expect_error("VpcLimitExceeded", "CreateVpc", CidrBlock="198.19.128.0/18")
@@ -59,9 +66,13 @@ def check(c, stack):
         "groups": count(c, "DescribeSecurityGroups", "SecurityGroups"),
         "volumes": count(c, "DescribeVolumes", "Volumes"),
         "addresses": count(c, "DescribeAddresses", "Addresses"),
-        "snapshots": len(c.check_call("DescribeSnapshots", OwnerIds=["self"])["Snapshots"]),
+        "snapshots": count(c, "DescribeSnapshots", "Snapshots", OwnerIds=["self"]),
         "reservations": count(c, "DescribeInstances", "Reservations"),
     }
+    new_groups = sorted(set(after["groups"]) - set(before["groups"]))
+    if new_groups:
+        for g in c.check_call("DescribeSecurityGroups", GroupIds=new_groups)["SecurityGroups"]:
+            tf.log(f"new group after the refused creates: {g}")
     tf.expect_eq(after, before, "resources after the refused creates")
     for _ in range(4):
         stack.pop()

@@ -42,6 +42,9 @@ def body(c, stack):
     c.expect_error("VolumeInUse", "DeleteVolume", VolumeId=vol)
     stack.pop()  # snapshot
     stack.pop()  # attachment
+    # Our check: once the attachment is gone the volume becomes available again (EC2 flips both
+    # together; a short lag is tolerated, the provider's DeleteVolume retries VolumeInUse anyway).
+    tf.poll(f"volume {vol} available after the detach", lambda: tf.volume_state(c, vol), ["in-use"], ["available"])
     tf.volume_read(c, vol, az, 1, {"Name": "data", "v": "two"})
     for _ in range(6):  # instance, volume, security group, subnet, key pair, VPC
         stack.pop()
