@@ -140,13 +140,22 @@ pub async fn run_with(
             ..Default::default()
         }],
     };
-    let default_sgs = port::groups_or_default(
-        app,
-        &project,
-        "security_groups",
-        req.security_groups.as_deref(),
-    )
-    .await?;
+    // The project's default group is made (if missing) only when a new NIC will use it: a launch
+    // whose NICs all name their groups must not create it (nor may a refused one).
+    let needs_default = nic_reqs
+        .iter()
+        .any(|n| n.port.is_none() && n.security_groups.is_none());
+    let default_sgs = if needs_default || req.security_groups.is_some() {
+        port::groups_or_default(
+            app,
+            &project,
+            "security_groups",
+            req.security_groups.as_deref(),
+        )
+        .await?
+    } else {
+        Default::default()
+    };
     let mut targets = Vec::new();
     for (i, n) in nic_reqs.iter().enumerate() {
         let field = format!("nics[{i}]");
