@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod ec2_support;
+mod support;
 
 use chrono::{Duration, Utc};
 use ec2_support::*;

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod ec2_support;
+mod support;
 
 use ec2_support::*;
 use kumo_server::app::instance;

@@ -5,38 +5,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use kumo_server::app::{App, AppConfig};
+use kumo_server::app::App;
 use kumo_server::audit::{self, AuditEntry};
 use kumo_server::identity::{Caller, Role, access_key, project, resolve, token, user};
-use kumo_server::scheduler::Overcommit;
 use kumo_server::storeutil::keys;
 use kumo_types::{
     CreateAccessKeyRequest, CreateProjectRequest, CreateTokenRequest, CreateUserRequest,
-    PlacementPolicy, ProjectRole,
+    ProjectRole,
 };
 
-fn app_on(kv: Arc<dyn kumo_store::Kv>, dir: &std::path::Path) -> App {
-    App::new(
-        kv,
-        AppConfig {
-            data_dir: dir.to_path_buf(),
-            overcommit: Overcommit::default(),
-            placement_policy: PlacementPolicy::Spread,
-            host_memory_reserve_mib: 0,
-            default_network_cidr: "198.18.0.0/22".into(),
-            default_bridge: "kumobr0".into(),
-            default_nat: false,
-            region: "kumo-1".into(),
-        },
-    )
-}
-
-fn store(dir: &std::path::Path) -> Arc<dyn kumo_store::Kv> {
-    Arc::new(kumo_store::sqlite::SqliteKv::open(&dir.join("store.db")).unwrap())
-}
+use support::{app_on, store};
 
 async fn booted(dir: &std::path::Path) -> App {
     let app = app_on(store(dir), dir);

@@ -4,32 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
 
-use kumo_server::app::{App, AppConfig, join_token};
-use kumo_server::scheduler::Overcommit;
+use kumo_server::app::join_token;
 use kumo_server::tls;
-use kumo_types::{CreateJoinTokenRequest, JoinRequest, JoinTokenState, PlacementPolicy};
+use kumo_types::{CreateJoinTokenRequest, JoinRequest, JoinTokenState};
 
-fn app_on(kv: Arc<dyn kumo_store::Kv>, dir: &std::path::Path) -> App {
-    App::new(
-        kv,
-        AppConfig {
-            data_dir: dir.to_path_buf(),
-            overcommit: Overcommit::default(),
-            placement_policy: PlacementPolicy::Spread,
-            host_memory_reserve_mib: 0,
-            default_network_cidr: "198.18.0.0/22".into(),
-            default_bridge: "kumobr0".into(),
-            default_nat: false,
-            region: "kumo-1".into(),
-        },
-    )
-}
-
-fn store(dir: &std::path::Path) -> Arc<dyn kumo_store::Kv> {
-    Arc::new(kumo_store::sqlite::SqliteKv::open(&dir.join("store.db")).unwrap())
-}
+use support::{app_on, store};
 
 fn csr(name: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();

@@ -5,17 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use kumo_server::app::scope::Scope;
-use kumo_server::app::{App, AppConfig, event, host, instance, placement, placement_group};
-use kumo_server::scheduler::Overcommit;
+use kumo_server::app::{App, event, host, instance, placement, placement_group};
 use kumo_server::storeutil::{encode, get_json, keys};
 use kumo_types::{
     CreateInstanceTypeRequest, CreatePlacementGroupRequest, Error, HostAllocation, HostInventory,
-    InstanceView, PciDevice, PlacementEnforcement, PlacementPolicy, PlacementStrategy,
-    RunInstanceRequest, UpdateHostRequest,
+    InstanceView, PciDevice, PlacementEnforcement, PlacementStrategy, RunInstanceRequest,
+    UpdateHostRequest,
 };
 use serde_json::json;
 
@@ -28,20 +27,7 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(kumo_store::sqlite::SqliteKv::open(&dir.path().join("store.db")).unwrap());
-    let app = App::new(
-        kv,
-        AppConfig {
-            data_dir: dir.path().to_path_buf(),
-            overcommit: Overcommit::default(),
-            placement_policy: PlacementPolicy::Spread,
-            host_memory_reserve_mib: 0,
-            default_network_cidr: "198.18.0.0/22".into(),
-            default_bridge: "kumobr0".into(),
-            default_nat: false,
-            region: "kumo-1".into(),
-        },
-    );
+    let app = support::app(dir.path());
     app.bootstrap().await.unwrap();
     // An image record (no files: nothing here boots).
     let img: kumo_types::Image = serde_json::from_value(json!({

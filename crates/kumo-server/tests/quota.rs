@@ -6,21 +6,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
 
 use kumo_server::app::scope::Scope;
 use kumo_server::app::{
-    App, AppConfig, event, floating_ip, host, image, instance, key_pair, network, port, quota,
-    security_group, snapshot, volume,
+    App, event, floating_ip, host, image, instance, key_pair, network, port, quota, security_group,
+    snapshot, volume,
 };
 use kumo_server::identity::{Caller, Role};
-use kumo_server::scheduler::Overcommit;
 use kumo_server::storeutil::{encode, keys};
 use kumo_types::{
     CreateNetworkRequest, CreateProjectRequest, CreateSecurityGroupRequest, CreateSnapshotRequest,
     CreateSubnetRequest, CreateVolumeRequest, Error, HostInventory, ImportKeyPairRequest,
-    PlacementPolicy, QuotaUsage, RunInstanceRequest, UpdateImageRequest, UpdateQuotasRequest,
-    UpdateVolumeRequest, Visibility,
+    QuotaUsage, RunInstanceRequest, UpdateImageRequest, UpdateQuotasRequest, UpdateVolumeRequest,
+    Visibility,
 };
 use serde_json::json;
 
@@ -48,20 +47,7 @@ fn admin() -> Scope {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(kumo_store::sqlite::SqliteKv::open(&dir.path().join("store.db")).unwrap());
-    let app = App::new(
-        kv,
-        AppConfig {
-            data_dir: dir.path().to_path_buf(),
-            overcommit: Overcommit::default(),
-            placement_policy: PlacementPolicy::Spread,
-            host_memory_reserve_mib: 0,
-            default_network_cidr: "198.18.0.0/22".into(),
-            default_bridge: "kumobr0".into(),
-            default_nat: false,
-            region: "kumo-1".into(),
-        },
-    );
+    let app = support::app(dir.path());
     app.bootstrap().await.unwrap();
     kumo_server::identity::project::ensure_default(&app)
         .await

@@ -5,19 +5,17 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::body::Body;
 use chrono::Utc;
 use kumo_ec2::SigningParams;
 use kumo_server::app::scope::Scope;
-use kumo_server::app::{App, AppConfig, host, instance, network};
+use kumo_server::app::{App, host, instance, network};
 use kumo_server::identity::{Caller, access_key, project, user};
-use kumo_server::scheduler::Overcommit;
 use kumo_server::storeutil::{encode, keys};
 use kumo_types::{
     CreateAccessKeyRequest, CreateNetworkRequest, CreateProjectRequest, CreateSubnetRequest,
-    CreateUserRequest, HostInventory, PlacementPolicy, ProjectRole,
+    CreateUserRequest, HostInventory, ProjectRole,
 };
 use serde_json::json;
 use tower::ServiceExt;
@@ -44,20 +42,7 @@ pub struct Env {
 
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let kv = Arc::new(kumo_store::sqlite::SqliteKv::open(&dir.path().join("store.db")).unwrap());
-    let app = App::new(
-        kv,
-        AppConfig {
-            data_dir: dir.path().to_path_buf(),
-            overcommit: Overcommit::default(),
-            placement_policy: PlacementPolicy::Spread,
-            host_memory_reserve_mib: 0,
-            default_network_cidr: "198.18.0.0/22".into(),
-            default_bridge: "kumobr0".into(),
-            default_nat: false,
-            region: "kumo-1".into(),
-        },
-    );
+    let app = crate::support::app(dir.path());
     app.bootstrap().await.unwrap();
     kumo_server::auth::bootstrap(&app, dir.path())
         .await
