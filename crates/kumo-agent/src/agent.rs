@@ -383,23 +383,7 @@ async fn serve_relay(ctx: Arc<Ctx>) {
 /// Up to `max` bytes of a serial log from `offset`, and its size (an absent log is empty).
 fn read_log(path: &std::path::Path, offset: u64, max: u64) -> kumo_types::RelayResponse {
     use base64::Engine;
-    use std::io::{Read, Seek, SeekFrom};
-    let read = || -> std::io::Result<(Vec<u8>, u64)> {
-        let mut f = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], 0)),
-            Err(e) => return Err(e),
-        };
-        let size = f.metadata()?.len();
-        if offset >= size {
-            return Ok((vec![], size));
-        }
-        f.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::new();
-        f.take(max).read_to_end(&mut buf)?;
-        Ok((buf, size))
-    };
-    match read() {
+    match crate::paths::read_log_chunk(path, offset, max) {
         Ok((data, size)) => kumo_types::RelayResponse {
             data_b64: base64::engine::general_purpose::STANDARD.encode(data),
             size,

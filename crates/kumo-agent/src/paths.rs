@@ -28,3 +28,22 @@ pub fn serial_sock(data: &Path, instance_id: &str) -> PathBuf {
 pub fn net_dir(data: &Path, network_id: &str) -> PathBuf {
     data.join("net").join(network_id)
 }
+
+/// Up to `max` bytes of a serial log from `offset`, and the log's size now (an absent log is empty).
+/// What `kumo instance logs` reads, here or through a host's agent.
+pub fn read_log_chunk(path: &Path, offset: u64, max: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let size = f.metadata()?.len();
+    if offset >= size {
+        return Ok((Vec::new(), size));
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    Ok((buf, size))
+}

@@ -201,9 +201,11 @@ pub async fn serial_log(
     let offset = q.offset.unwrap_or(0);
     // On this server's own host the file is here; otherwise its host's agent reads it for us.
     let (data, size) = if path.exists() {
-        tokio::task::spawn_blocking(move || read_from(&path, offset))
-            .await
-            .map_err(|e| Error::internal_with("log task", e))??
+        tokio::task::spawn_blocking(move || {
+            kumo_agent::paths::read_log_chunk(&path, offset, LOG_CHUNK).map_err(Error::from)
+        })
+        .await
+        .map_err(|e| Error::internal_with("log task", e))??
     } else {
         crate::app::relay::serial_log(&app, &inst, offset, LOG_CHUNK).await?
     };
@@ -212,21 +214,4 @@ pub async fn serial_log(
         .header("x-kumo-log-size", size.to_string())
         .body(Body::from(data))
         .map_err(|e| ApiError(Error::internal_with("building response", e)))
-}
-
-fn read_from(path: &std::path::Path, offset: u64) -> kumo_types::Result<(Vec<u8>, u64)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(e.into()),
-    };
-    let size = f.metadata()?.len();
-    if offset >= size {
-        return Ok((Vec::new(), size));
-    }
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    f.take(LOG_CHUNK).read_to_end(&mut buf)?;
-    Ok((buf, size))
 }
