@@ -261,13 +261,7 @@ pub async fn relocate(app: &App, id: &str, from: &str, why: Move) -> Result<()> 
         ..Default::default()
     };
     ops.push(Op::put(keys::instance_status(id), encode(&status)?));
-    for v in list_json::<Volume>(app.kv(), keys::VOLUMES).await? {
-        if v.attachment.as_ref().is_some_and(|a| a.instance_id == id) {
-            let mut v = v.clone();
-            v.host = to.clone();
-            ops.push(Op::put(keys::volume(&v.id), encode(&v)?));
-        }
-    }
+    ops.extend(super::volume::follow_ops(app, id, &to).await?);
     if commit(app.kv(), compare, ops).await? {
         super::event::record(
             app,

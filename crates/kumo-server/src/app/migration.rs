@@ -473,16 +473,7 @@ async fn complete(
         ..Default::default()
     };
     ops.push(Op::put(keys::instance_status(&inst.id), encode(&status)?));
-    for v in list_json::<Volume>(app.kv(), keys::VOLUMES).await? {
-        if v.attachment
-            .as_ref()
-            .is_some_and(|a| a.instance_id == inst.id)
-        {
-            let mut v = v.clone();
-            v.host = m.target_host.clone();
-            ops.push(Op::put(keys::volume(&v.id), encode(&v)?));
-        }
-    }
+    ops.extend(super::volume::follow_ops(app, &inst.id, &m.target_host).await?);
     if commit(app.kv(), compare, ops).await? {
         super::event::record(
             app,

@@ -681,3 +681,19 @@ pub async fn assignments(
     }
     Ok(out)
 }
+
+/// The ops that move instance `instance_id`'s attached volumes' home to `host` (the instance moved
+/// there: HA restart, drain, migration); for the moving transaction.
+pub async fn follow_ops(app: &App, instance_id: &str, host: &str) -> Result<Vec<Op>> {
+    let mut ops = Vec::new();
+    for mut v in list_json::<Volume>(app.kv(), keys::VOLUMES).await? {
+        if v.attachment
+            .as_ref()
+            .is_some_and(|a| a.instance_id == instance_id)
+        {
+            v.host = host.to_string();
+            ops.push(Op::put(keys::volume(&v.id), encode(&v)?));
+        }
+    }
+    Ok(ops)
+}
