@@ -43,6 +43,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         resources::list_images,
         resources::import_image,
         resources::get_image,
+        resources::update_image,
         resources::delete_image,
         resources::list_instance_types,
         resources::create_instance_type,
@@ -191,7 +192,9 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/images/{id}",
-            get(resources::get_image).delete(resources::delete_image),
+            get(resources::get_image)
+                .patch(resources::update_image)
+                .delete(resources::delete_image),
         )
         .route(
             "/instance-types",
