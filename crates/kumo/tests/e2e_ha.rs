@@ -58,8 +58,10 @@ fn wait_moved(c: &Cluster, name: &str, id: &str, from: &str, t0: Instant) -> (St
     let deadline = t0 + Duration::from_secs(180);
     loop {
         c.hosts_running(id);
+        // One read of the record for both the host and the migration (two reads could pair a
+        // record from before a live migration with the host from after it).
         let v = c.instance(name);
-        let now_on = c.host_of(name);
+        let now_on = c.host_name(v["host"].as_str().unwrap_or_default());
         if now_on != from && v["state"] == "running" {
             let elapsed = t0.elapsed();
             // A restarted guest boots again; a live-migrated one carries on (its console on the new

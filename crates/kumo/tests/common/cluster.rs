@@ -218,9 +218,13 @@ impl Cluster {
     /// The host an instance runs on (its name), from the API.
     pub fn host_of(&self, instance: &str) -> String {
         let v = self.cloud.json(&["instance", "show", instance]);
-        let id = v["host"].as_str().unwrap_or_default().to_string();
+        self.host_name(v["host"].as_str().unwrap_or_default())
+    }
+
+    /// The name of the host with this id (the id itself if there is no such host).
+    pub fn host_name(&self, id: &str) -> String {
         let (_, h) = self.cloud.http("GET", &format!("/v1/hosts/{id}"), None);
-        h["name"].as_str().unwrap_or(&id).to_string()
+        h["name"].as_str().unwrap_or(id).to_string()
     }
 
     pub fn host(&self, name: &str) -> &TestHost {
