@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/kumo/target}"
+# One cache per checkout path: test binaries embed their sources' directory (CARGO_MANIFEST_DIR),
+# so two clones sharing one target dir would run each other's stale binaries against missing paths.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/kumo/target-$(pwd -P | sha256sum | cut -c1-12)}"
 DATA="${KUMO_DATA_DIR:-/var/lib/kumo}"
 LOG="${KUMO_LOG_FILE:-/var/log/kumo-server.log}"
 

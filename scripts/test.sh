@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 # Keep build artefacts outside the clone so repeated runs (and CI) reuse them.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/kumo/target}"
+# One cache per checkout path: test binaries embed their sources' directory (CARGO_MANIFEST_DIR),
+# so two clones sharing one target dir would run each other's stale binaries against missing paths.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/kumo/target-$(pwd -P | sha256sum | cut -c1-12)}"
 export KUMO_TEST_CACHE="${KUMO_TEST_CACHE:-/var/tmp/kumo-test-cache}"
 mkdir -p "$CARGO_TARGET_DIR" "$KUMO_TEST_CACHE"
 

@@ -718,6 +718,20 @@ def volume_update_tags(cloud, vid, az, size, tagv, state="available"):
     volume_read(cloud, vid, az, size, {"Name": "data", "v": tagv}, state)
 
 
+def volume_update_size(cloud, vid, az, size, tags, state="available"):
+    """resourceEBSVolumeUpdate for a new size: ModifyVolume, then waitVolumeModificationComplete
+    (DescribeVolumesModifications until `completed` or `optimizing`), then the read."""
+    r = cloud.call("ModifyVolume", VolumeId=vid, Size=size)["VolumeModification"]
+    expect_eq((r.get("VolumeId"), r.get("TargetSize")), (vid, size), "ModifyVolume answer")
+
+    def modification():
+        m = cloud.call("DescribeVolumesModifications", VolumeIds=[vid])["VolumesModifications"]
+        return (m[0], m[0].get("ModificationState")) if m else (None, None)
+
+    poll(f"volume {vid} modification", modification, ["modifying"], ["completed", "optimizing"])
+    return volume_read(cloud, vid, az, size, tags, state)
+
+
 def volume_destroy(cloud, vid):
     cloud.call("DescribeVolumes", VolumeIds=[vid])
     # The provider retries while VolumeInUse (a detach or a snapshot deletion still finishing).

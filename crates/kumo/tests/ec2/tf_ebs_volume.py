@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """aws_ebs_volume + aws_volume_attachment (and an aws_ebs_snapshot of the volume) as Terraform
-drives them, attached to an aws_instance: create → refresh → update (tags) → destroy."""
+drives them, attached to an aws_instance: create → refresh → update (tags; then the size, grown
+online while attached to the running instance) → destroy."""
 
 import kumo_tf as tf
 
@@ -39,13 +40,14 @@ def body(c, stack):
     stack.add(tf.snapshot_destroy, c, snap)
     tf.volume_update_tags(c, vol, az, 1, "two", state="in-use")
     tf.snapshot_update_tags(c, snap, vol, "two")
+    tf.volume_update_size(c, vol, az, 2, {"Name": "data", "v": "two"}, state="in-use")
     c.expect_error("VolumeInUse", "DeleteVolume", VolumeId=vol)
     stack.pop()  # snapshot
     stack.pop()  # attachment
     # Our check: once the attachment is gone the volume becomes available again (EC2 flips both
     # together; a short lag is tolerated, the provider's DeleteVolume retries VolumeInUse anyway).
     tf.poll(f"volume {vol} available after the detach", lambda: tf.volume_state(c, vol), ["in-use"], ["available"])
-    tf.volume_read(c, vol, az, 1, {"Name": "data", "v": "two"})
+    tf.volume_read(c, vol, az, 2, {"Name": "data", "v": "two"})
     for _ in range(6):  # instance, volume, security group, subnet, key pair, VPC
         stack.pop()
 

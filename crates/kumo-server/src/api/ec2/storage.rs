@@ -1,8 +1,9 @@
 //! EC2 storage actions: volumes and attachments ([`volume`], device names mapped by [`device`]) and
-//! snapshots ([`snapshot`]), onto kumo volumes and snapshots through the app layer `/v1` uses.
+//! snapshots ([`snapshot`]), volume modifications ([`modify`]), onto kumo volumes and snapshots through the app layer `/v1` uses.
 //! This file is the table.
 
 pub mod device;
+pub mod modify;
 pub mod snapshot;
 pub mod volume;
 
@@ -23,6 +24,8 @@ pub async fn handle(
         "DeleteVolume" => volume::delete(ctx, p).await,
         "AttachVolume" => volume::attach(ctx, p).await,
         "DetachVolume" => volume::detach(ctx, p).await,
+        "ModifyVolume" => modify::modify(ctx, p).await,
+        "DescribeVolumesModifications" => modify::describe(ctx, p).await,
         "CreateSnapshot" => snapshot::create(ctx, p).await,
         "DescribeSnapshots" => snapshot::describe(ctx, p).await,
         "DeleteSnapshot" => snapshot::delete(ctx, p).await,

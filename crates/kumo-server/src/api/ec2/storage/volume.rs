@@ -27,7 +27,7 @@ use crate::app::tags::{self, Tags};
 use crate::app::{instance, volume, volume_type};
 
 /// The attribute holding a volume's EC2 volume type.
-const ATTR_TYPE: &str = "volumeType";
+pub const ATTR_TYPE: &str = "volumeType";
 
 /// The device name of `v`'s attachment (the one the client gave, else the slot's).
 pub fn device_of(v: &Volume, a: Option<&Attrs>) -> Option<String> {
@@ -75,15 +75,20 @@ impl View {
     }
 
     fn volume_type(&self) -> &str {
-        self.attrs
-            .value(ATTR_TYPE)
-            .or_else(|| {
-                device::VOLUME_TYPES
-                    .into_iter()
-                    .find(|t| *t == self.v.volume.volume_type)
-            })
-            .unwrap_or(device::DEFAULT_VOLUME_TYPE)
+        ec2_type(&self.v.volume, &self.attrs)
     }
+}
+
+/// The EC2 volume type of `v`: the label it was made or modified with, else its kumo volume type
+/// if that is an EC2 name, else gp2.
+pub fn ec2_type<'a>(v: &'a Volume, a: &'a Attrs) -> &'a str {
+    a.value(ATTR_TYPE)
+        .or_else(|| {
+            device::VOLUME_TYPES
+                .into_iter()
+                .find(|t| *t == v.volume_type)
+        })
+        .unwrap_or(device::DEFAULT_VOLUME_TYPE)
 }
 
 /// The attachment of a volume: its record's, or (while a detach is under way) the instance whose
@@ -158,7 +163,7 @@ async fn instances(ctx: &Ec2Ctx) -> Ec2Result<HashMap<String, (Instance, Option<
 }
 
 /// A volume by id as the caller sees it, or `InvalidVolume.NotFound`.
-async fn resolve(ctx: &Ec2Ctx, volume_id: &str) -> Ec2Result<VolumeView> {
+pub async fn resolve(ctx: &Ec2Ctx, volume_id: &str) -> Ec2Result<VolumeView> {
     let nf = || Ec2Error::not_found(ResourceKind::Volume, volume_id);
     if !ids::is("vol", volume_id) {
         return Err(nf());
@@ -336,6 +341,26 @@ async fn create_volume(ctx: &Ec2Ctx, id: &str, args: &CreateArgs) -> Ec2Result<V
     }
 }
 
+/// Every volume the caller lists.
+pub async fn list_all(ctx: &Ec2Ctx) -> Ec2Result<Vec<VolumeView>> {
+    let mut vols = volume::list(&ctx.app, &ctx.scope, Some(crate::app::MAX_PAGE), None)
+        .await
+        .map_err(app)?;
+    let mut views: Vec<VolumeView> = std::mem::take(&mut vols.items);
+    while let Some(next) = vols.next_token.take() {
+        vols = volume::list(
+            &ctx.app,
+            &ctx.scope,
+            Some(crate::app::MAX_PAGE),
+            Some(&next),
+        )
+        .await
+        .map_err(app)?;
+        views.append(&mut vols.items);
+    }
+    Ok(views)
+}
+
 pub async fn describe(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
     let wanted = p.id_list("VolumeId")?;
     let filters = Filters::read(
@@ -365,21 +390,7 @@ pub async fn describe(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
         ));
     }
     ctx.ready(p)?;
-    let mut vols = volume::list(&ctx.app, &ctx.scope, Some(crate::app::MAX_PAGE), None)
-        .await
-        .map_err(app)?;
-    let mut views: Vec<VolumeView> = std::mem::take(&mut vols.items);
-    while let Some(next) = vols.next_token.take() {
-        vols = volume::list(
-            &ctx.app,
-            &ctx.scope,
-            Some(crate::app::MAX_PAGE),
-            Some(&next),
-        )
-        .await
-        .map_err(app)?;
-        views.append(&mut vols.items);
-    }
+    let mut views = list_all(ctx).await?;
     for id in &wanted {
         if !views.iter().any(|v| &v.volume.id == id)
             && let Ok(v) = resolve(ctx, id).await
