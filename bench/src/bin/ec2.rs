@@ -19,7 +19,7 @@
 //! - one: `DescribeInstances InstanceId.1=…` (Terraform's read) vs `GET /v1/instances/{id}`.
 //!
 //! Usage: `cargo run --release -p kumo-bench --bin ec2 -- [--instances N] [--secs N] [--rounds N]
-//! [--concurrency N]` (root needed for the private netns the server runs in).
+//! [--concurrency N] [--cases all,tag,one]` (root needed for the private netns the server runs in).
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ struct Args {
     secs: u64,
     rounds: usize,
     concurrency: usize,
+    /// Which cases to run (`all`, `tag`, `one`).
+    cases: Vec<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -45,6 +47,7 @@ fn parse_args() -> Result<Args> {
         secs: 5,
         rounds: 2,
         concurrency: 32,
+        cases: vec!["all".into(), "tag".into(), "one".into()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -54,8 +57,10 @@ fn parse_args() -> Result<Args> {
             "--secs" => a.secs = val()?.parse()?,
             "--rounds" => a.rounds = val()?.parse()?,
             "--concurrency" => a.concurrency = val()?.parse()?,
+            "--cases" => a.cases = val()?.split(',').map(str::to_string).collect(),
             other => bail!(
-                "unknown argument {other} (expected --instances, --secs, --rounds, --concurrency)"
+                "unknown argument {other} (expected --instances, --secs, --rounds, \
+                 --concurrency, --cases)"
             ),
         }
     }
@@ -64,6 +69,13 @@ fn parse_args() -> Result<Args> {
     }
     if !(1..=30).contains(&a.secs) || !(1..=10).contains(&a.rounds) {
         bail!("--secs must be 1..=30 and --rounds 1..=10 (bounded run time)");
+    }
+    if let Some(c) = a
+        .cases
+        .iter()
+        .find(|c| !["all", "tag", "one"].contains(&c.as_str()))
+    {
+        bail!("--cases: unknown case {c} (expected a comma-separated list of all, tag, one)");
     }
     if !(1..=256).contains(&a.concurrency) {
         bail!("--concurrency must be 1..=256");
@@ -380,7 +392,7 @@ async fn bench(a: Args) -> Result<()> {
     }
 
     let n = a.instances.to_string();
-    let cases: Vec<(&str, Target, Target, usize)> = vec![
+    let mut cases: Vec<(&str, Target, Target, usize)> = vec![
         (
             "all",
             Target::Ec2 {
@@ -424,6 +436,7 @@ async fn bench(a: Args) -> Result<()> {
         ),
     ];
 
+    cases.retain(|(name, ..)| a.cases.iter().any(|c| c == name));
     // Check each answer once: the same instances on both sides.
     for (name, ec2, native, want) in &cases {
         let (st, text) = once(&client, &base, &host, ec2).await?;

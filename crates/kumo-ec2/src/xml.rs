@@ -61,6 +61,18 @@ pub fn escape_attr(s: &str) -> String {
 
 fn escape(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s, attr);
+    out
+}
+
+/// Append `s` escaped to `out` (text as it is when it is plain printable ASCII, the common case).
+fn escape_into(out: &mut String, s: &str, attr: bool) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'&' | b'<' | b'>' | b'"'))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -75,7 +87,6 @@ fn escape(s: &str, attr: bool) -> String {
             _ => out.push('\u{FFFD}'),
         }
     }
-    out
 }
 
 /// Whether XML 1.0 allows `c` in a document.
@@ -126,7 +137,7 @@ impl XmlWriter {
     /// `<name>text</name>`.
     pub fn text(&mut self, name: &str, text: &str) -> &mut Self {
         self.open(name);
-        self.buf.push_str(&escape_text(text));
+        escape_into(&mut self.buf, text, false);
         self.close(name);
         self
     }
@@ -147,7 +158,11 @@ impl XmlWriter {
 
     /// An integer.
     pub fn int(&mut self, name: &str, value: i64) -> &mut Self {
-        self.text(name, &value.to_string())
+        use std::fmt::Write as _;
+        self.open(name);
+        let _ = write!(self.buf, "{value}");
+        self.close(name);
+        self
     }
 
     /// A timestamp in EC2's form, see [`format_timestamp`].
@@ -208,6 +223,11 @@ impl XmlWriter {
     pub fn fragment(&mut self, other: &XmlWriter) -> &mut Self {
         self.buf.push_str(&other.buf);
         self
+    }
+
+    /// Make room for `additional` more bytes (a large listing grows its buffer once).
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
     }
 
     /// The text built so far.

@@ -81,6 +81,8 @@ pub async fn describe(ctx: &Ec2Ctx, params: &Params) -> Ec2Result {
     }
     let owner = ctx.account_id();
     ctx.respond(|w| {
+        // An instance item is 3–4 KB.
+        w.reserve(page.items.len() * 4096);
         w.set("reservationSet", &reservations, |w, (rid, members)| {
             w.text("reservationId", rid)
                 .text("ownerId", &owner)

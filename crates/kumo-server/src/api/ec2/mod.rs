@@ -73,6 +73,9 @@ pub struct Ec2Ctx {
     pub request_id: String,
     action: String,
     targets: Mutex<Vec<String>>,
+    /// The caller's account id and the zone, made once (listings show them on every item).
+    account: String,
+    zone: String,
 }
 
 impl Ec2Ctx {
@@ -80,6 +83,8 @@ impl Ec2Ctx {
         Ec2Ctx {
             app,
             scope: Scope::of(&caller),
+            account: ids::account_id(&caller.project),
+            zone: format!("{region}a"),
             caller,
             region,
             endpoint: String::new(),
@@ -125,12 +130,12 @@ impl Ec2Ctx {
 
     /// The caller's account id (12 digits, from the project name).
     pub fn account_id(&self) -> String {
-        ids::account_id(&self.caller.project)
+        self.account.clone()
     }
 
     /// The one availability zone: `<region>a`.
     pub fn zone(&self) -> String {
-        format!("{}a", self.region)
+        self.zone.clone()
     }
 }
 
