@@ -249,3 +249,51 @@ async fn volumes_grow_change_label_and_report_their_modification() {
     let d = ok(app, &e.alice, "DescribeVolumes", &[("VolumeId.1", v)]).await;
     assert_eq!(one(&d, "size"), "3", "{d}");
 }
+
+/// A resource tagged through EC2 and deleted through `/v1` takes its tags with it (DescribeTags
+/// lists live resources only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_deleted_through_v1_leave_no_tags() {
+    let e = env().await;
+    let app = &e.app;
+    let p1 = Scope::within("p1");
+    let body = ok(
+        app,
+        &e.alice,
+        "CreateVolume",
+        &[
+            ("AvailabilityZone", "kumo-1a"),
+            ("Size", "1"),
+            ("TagSpecification.1.ResourceType", "volume"),
+            ("TagSpecification.1.Tag.1.Key", "team"),
+            ("TagSpecification.1.Tag.1.Value", "a"),
+        ],
+    )
+    .await;
+    let vol = one(&body, "volumeId");
+    ok(
+        app,
+        &e.alice,
+        "CreateTags",
+        &[
+            ("ResourceId.1", e.subnet1.as_str()),
+            ("Tag.1.Key", "team"),
+            ("Tag.1.Value", "a"),
+        ],
+    )
+    .await;
+    let tagged = ok(app, &e.alice, "DescribeTags", &[]).await;
+    let mut ids = texts(&tagged, "resourceId");
+    ids.sort();
+    let mut want = vec![vol.clone(), e.subnet1.clone()];
+    want.sort();
+    assert_eq!(ids, want, "{tagged}");
+
+    volume::delete(app, &p1, &vol).await.unwrap();
+    volume::finalize_delete(app, &vol).await.unwrap();
+    kumo_server::app::network::delete_subnet(app, &p1, &e.subnet1)
+        .await
+        .unwrap();
+    let left = ok(app, &e.alice, "DescribeTags", &[]).await;
+    assert!(texts(&left, "resourceId").is_empty(), "{left}");
+}

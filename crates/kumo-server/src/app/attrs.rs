@@ -161,15 +161,16 @@ pub async fn update(app: &App, id: &str, f: impl Fn(&mut Attrs) -> Result<()>) -
     ))
 }
 
-/// The ops that remove `id`'s attributes and release its unique names (for the transaction that
-/// deletes the resource).
+/// The ops that remove everything front ends keep about `id` — its attributes, the unique names
+/// they hold, and its tags — for the transaction that deletes the resource, whichever API deletes
+/// it (a resource deleted through `/v1` must not leave its EC2 group name taken or its tags listed).
 pub async fn cleanup_ops(app: &App, id: &str) -> Result<Vec<Op>> {
     let k = key(id);
-    let Some((a, _)) = get_json::<Attrs>(app.kv(), &k).await? else {
-        return Ok(vec![]);
-    };
-    let mut ops: Vec<Op> = a.names.iter().map(Op::delete).collect();
-    ops.push(Op::delete(k));
+    let mut ops = vec![super::tags::delete_op(id)];
+    if let Some((a, _)) = get_json::<Attrs>(app.kv(), &k).await? {
+        ops.extend(a.names.iter().map(Op::delete));
+        ops.push(Op::delete(k));
+    }
     Ok(ops)
 }
 

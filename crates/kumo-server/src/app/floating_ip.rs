@@ -248,6 +248,7 @@ pub async fn release(app: &App, scope: &Scope, id_or_addr: &str) -> Result<()> {
             Op::delete(&key),
             Op::delete(keys::ipam(&fip.subnet_id, &fip.address)),
         ]);
+        success.extend(super::attrs::cleanup_ops(app, &fip.id).await?);
         if commit(app.kv(), compare, success).await? {
             return super::event::record_in(
                 app,

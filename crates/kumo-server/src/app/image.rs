@@ -686,7 +686,6 @@ pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
     let mut success = vec![
         Op::delete(keys::image(&image.id)),
         Op::delete(keys::name(KIND, &image.project, &image.name)),
-        super::tags::delete_op(&image.id),
     ];
     success.extend(super::attrs::cleanup_ops(app, &image.id).await?);
     let txn = Txn {

@@ -126,6 +126,7 @@ pub async fn release(app: &App, nic: &Nic) -> Result<(Vec<Compare>, Vec<Op>)> {
     let mut ops = vec![
         Op::delete(keys::port(&nic.port_id)),
         Op::delete(keys::ipam(&nic.subnet_id, &nic.ipv4)),
+        super::tags::delete_op(&nic.port_id),
     ];
     disassociate_fips(app, &nic.port_id, &mut compare, &mut ops).await?;
     Ok((compare, ops))
@@ -456,11 +457,12 @@ pub async fn get(app: &App, scope: &Scope, id_or_name: &str) -> Result<Port> {
         .ok_or_else(|| Error::not_found("port", id_or_name))
 }
 
-/// Ops that remove a port and free its address.
+/// Ops that remove a port, free its address and drop its tags.
 pub fn delete_ops(p: &Port) -> Vec<Op> {
     vec![
         Op::delete(keys::port(&p.id)),
         Op::delete(keys::ipam(&p.subnet_id, &p.ipv4)),
+        super::tags::delete_op(&p.id),
     ]
 }
 

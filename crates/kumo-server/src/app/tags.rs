@@ -11,9 +11,9 @@
 //!   visible that was not.
 //! - Changes are compare-and-swap on the one record; at most [`MAX_TAGS`] tags per resource, keys
 //!   1–128 characters, values at most 256, no key starting with `aws:` (reserved, as on AWS).
-//! - Whoever deletes a resource deletes its tags ([`delete_all`], or [`delete_op`] in the deleting
-//!   transaction); a leftover record is harmless (lists show tags of live resources only when the
-//!   front end joins them with the resources).
+//! - The transaction that deletes a resource deletes its tags, whichever API deleted it: the app
+//!   layer's deletes include [`super::attrs::cleanup_ops`] (or [`delete_op`] directly), so
+//!   `DescribeTags` never lists a resource `/v1` deleted.
 
 use std::collections::{BTreeMap, HashMap};
 

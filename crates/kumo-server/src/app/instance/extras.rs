@@ -131,14 +131,11 @@ pub async fn tombstone_ops(app: &App, inst: &Instance) -> Result<Vec<Op>> {
         .lease_grant(TOMBSTONE_SECS)
         .await
         .map_err(store_err)?;
-    let mut ops = vec![
-        Op::Put {
-            key: tombstone_key(&inst.id),
-            value: encode(&t)?,
-            lease,
-        },
-        tags::delete_op(&inst.id),
-    ];
+    let mut ops = vec![Op::Put {
+        key: tombstone_key(&inst.id),
+        value: encode(&t)?,
+        lease,
+    }];
     ops.extend(attrs::cleanup_ops(app, &inst.id).await?);
     Ok(ops)
 }
