@@ -689,3 +689,49 @@ async fn key_pairs_images_and_the_cloud() {
         .unwrap();
     assert_eq!(inst.instance_type, "micro");
 }
+
+/// A security group of one VPC cannot go onto an instance in another VPC's subnet (EC2's
+/// `InvalidParameter`); nothing is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_instances_refuses_a_group_of_another_vpc() {
+    let e = env().await;
+    let app = &e.app;
+    let vpc = texts(
+        &ok(app, &e.alice, "CreateVpc", &[("CidrBlock", "10.9.0.0/16")]).await,
+        "vpcId",
+    )
+    .remove(0);
+    let sg = texts(
+        &ok(
+            app,
+            &e.alice,
+            "CreateSecurityGroup",
+            &[
+                ("GroupName", "web"),
+                ("GroupDescription", "web"),
+                ("VpcId", vpc.as_str()),
+            ],
+        )
+        .await,
+        "groupId",
+    )
+    .remove(0);
+    let mut p = run_params(&e.subnet1);
+    p.push(("SecurityGroupId.1", sg.as_str()));
+    let m = fails(app, &e.alice, "RunInstances", &p, 400, "InvalidParameter").await;
+    assert!(m.contains(&sg) && m.contains(&e.subnet1), "{m}");
+    assert_eq!(instance_count(app, "p1").await, 0);
+    // In a subnet of its own VPC it is fine.
+    let sub = texts(
+        &ok(
+            app,
+            &e.alice,
+            "CreateSubnet",
+            &[("VpcId", vpc.as_str()), ("CidrBlock", "10.9.1.0/24")],
+        )
+        .await,
+        "subnetId",
+    )
+    .remove(0);
+    run_one(app, &e.alice, &sub, &[("SecurityGroupId.1", sg.as_str())]).await;
+}

@@ -359,12 +359,12 @@ async fn plan(ctx: &Ec2Ctx, inp: &Input) -> Ec2Result<RunInstanceRequest> {
         };
         let mut groups = Vec::new();
         for g in &n.groups {
-            groups.push(
-                security_group::get(app, s, g)
-                    .await
-                    .map_err(|e| not_found(e, ResourceKind::SecurityGroup, g))?
-                    .id,
-            );
+            let id = security_group::get(app, s, g)
+                .await
+                .map_err(|e| not_found(e, ResourceKind::SecurityGroup, g))?
+                .id;
+            same_vpc(ctx, &id, subnet.as_ref()).await?;
+            groups.push(id);
         }
         for name in &inp.group_names {
             groups.push(group_by_name(ctx, name, subnet.as_ref()).await?);
@@ -454,6 +454,39 @@ async fn group_by_name(
         })
         .map(|g| g.id.clone())
         .ok_or_else(|| Ec2Error::not_found(ResourceKind::SecurityGroup, name))
+}
+
+/// `InvalidParameter` when group `id` belongs to a VPC other than the one the instance goes into
+/// (`subnet`'s, or the `default` network's without one). Groups made through `/v1` belong to no VPC
+/// and go anywhere in their project.
+async fn same_vpc(ctx: &Ec2Ctx, id: &str, subnet: Option<&kumo_types::Subnet>) -> Ec2Result<()> {
+    let a = attrs::get(&ctx.app, id).await.map_err(error::from_app)?;
+    let Some(group_net) = a.network else {
+        return Ok(());
+    };
+    let (target_net, target) = match subnet {
+        Some(sub) => (sub.network_id.clone(), sub.id.clone()),
+        None => {
+            let within = crate::app::scope::Scope::within(&ctx.scope.project);
+            match network::get(&ctx.app, &within, network::DEFAULT_NAME).await {
+                Ok(n) => (n.id, "the default VPC".to_string()),
+                Err(_) => return Ok(()),
+            }
+        }
+    };
+    if group_net == target_net {
+        return Ok(());
+    }
+    Err(Ec2Error::new(
+        "InvalidParameter",
+        format!(
+            "Security group {id} and subnet {target} belong to different networks (group: {}, \
+             subnet: {}).",
+            ids::vpc_of_network(&group_net).unwrap_or(group_net.clone()),
+            ids::vpc_of_network(&target_net).unwrap_or(target_net.clone()),
+        ),
+        400,
+    ))
 }
 
 /// The default security group of a VPC (made with it by the network actions), if it has one.
