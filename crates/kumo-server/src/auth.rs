@@ -111,6 +111,8 @@ pub struct AuthCache {
     pub projects: TtlCache<bool>,
     /// Access key ID → (secret, caller).
     pub access_keys: TtlCache<(String, Caller)>,
+    /// Failed logins by user name ([`crate::identity::throttle`]).
+    pub login_throttle: std::sync::Mutex<crate::identity::throttle::Throttle>,
     server_key: std::sync::OnceLock<(ServerKey, bool)>,
 }
 
@@ -120,6 +122,7 @@ impl Default for AuthCache {
             tokens: TtlCache::new(Self::TTL, Self::MAX),
             projects: TtlCache::new(Self::TTL, Self::MAX),
             access_keys: TtlCache::new(Self::TTL, Self::MAX),
+            login_throttle: std::sync::Mutex::default(),
             server_key: std::sync::OnceLock::new(),
         }
     }

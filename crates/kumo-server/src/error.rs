@@ -17,6 +17,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
         Error::Forbidden { .. } | Error::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
+        Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -41,6 +42,15 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self.0, "request failed");
         }
         let mut resp = (status, Json(self.0.body())).into_response();
+        if let Error::TooManyRequests {
+            retry_after_secs, ..
+        } = &self.0
+        {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
         resp.extensions_mut().insert(ErrorCode(self.0.code()));
         resp
     }

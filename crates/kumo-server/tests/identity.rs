@@ -259,3 +259,96 @@ async fn two_servers_appending_at_once_make_one_chain_and_tampering_is_found() {
     assert!(!v.ok);
     assert_eq!(v.first_broken_seq, Some(17), "{v:?}");
 }
+
+/// `POST /v1/login` through the router: five wrong passwords are free, the sixth locks the name for
+/// a second — during which even the right password gets 429 with `Retry-After` (and is not
+/// checked) — and the lock and the failures go once a login succeeds. Each attempt is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_lock_the_name_for_a_while() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = booted(dir.path()).await;
+    user::create(
+        &app,
+        &Caller::system(),
+        CreateUserRequest {
+            name: "mia".into(),
+            memberships: BTreeMap::from([("default".to_string(), ProjectRole::Member)]),
+            password: Some("correct horse battery".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let router = kumo_server::api::router(app.clone());
+    let login = |password: &str| {
+        let router = router.clone();
+        let body = serde_json::json!({"user": "mia", "password": password}).to_string();
+        async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/v1/login")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            (status, retry, v)
+        }
+    };
+    for _ in 0..6 {
+        let (s, retry, v) = login("wrong password").await;
+        assert_eq!((s, retry), (401, None), "{v}");
+    }
+    let (s, retry, v) = login("correct horse battery").await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"), "{v}");
+    assert_eq!(v["code"], "too_many_requests", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("mia"), "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, _, v) = login("correct horse battery").await;
+    assert_eq!(s, 201, "{v}");
+    // Cleared: the next wrong password is one of five free ones again.
+    let (s, _, v) = login("wrong password").await;
+    assert_eq!(s, 401, "{v}");
+    let (s, _, v) = login("correct horse battery").await;
+    assert_eq!(s, 201, "{v}");
+
+    let records = audit::list(
+        &app,
+        &Caller::system(),
+        &audit::AuditQuery {
+            user: Some("mia".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .items;
+    let statuses: Vec<u16> = records.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        2,
+        "{statuses:?}"
+    );
+}

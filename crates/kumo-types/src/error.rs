@@ -48,6 +48,12 @@ pub enum Error {
         used: u64,
         requested: u64,
     },
+    /// Too many attempts (failed logins): retry after `retry_after_secs`.
+    #[error("too many requests: {message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A dependency (store, agent, QEMU) is unavailable; retrying later may succeed.
     #[error("service unavailable: {message}")]
     Unavailable { message: String },
@@ -121,6 +127,7 @@ impl Error {
             Error::Unauthenticated { .. } => "unauthenticated",
             Error::Forbidden { .. } => "forbidden",
             Error::QuotaExceeded { .. } => "quota_exceeded",
+            Error::TooManyRequests { .. } => "too_many_requests",
             Error::Unavailable { .. } => "unavailable",
             Error::CasFailed { .. } => "conflict",
             Error::Internal { .. } => "internal",

@@ -206,9 +206,12 @@ pub async fn revoke_token(
 }
 
 /// Trade a user name and password for a new token (12 hours unless `ttl_seconds` says otherwise).
-/// Needs no token; failures are audited.
+/// Needs no token; every attempt is audited. After five wrong passwords for a name within 15
+/// minutes, each further one locks the name (1 s, doubling, at most 60 s): attempts meanwhile get
+/// 429 with `Retry-After`.
 #[utoipa::path(post, path = "/v1/login", request_body = LoginRequest,
-    responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn login(State(app): State<App>, ApiJson(req): ApiJson<LoginRequest>) -> Response {
     let who = crate::audit::AuditUser(req.user.clone());
     let mut resp = match login_inner(&app, req).await {

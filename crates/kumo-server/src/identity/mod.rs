@@ -18,6 +18,7 @@ pub mod password;
 pub mod project;
 pub mod resolve;
 pub mod server_key;
+pub mod throttle;
 pub mod token;
 pub mod user;
 

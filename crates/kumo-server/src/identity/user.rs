@@ -7,6 +7,7 @@
 //! after a member was added.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use kumo_store::{Compare, Op};
 use kumo_types::{CreateUserRequest, Error, ProjectRole, Result, User, now_rfc3339, validate};
@@ -334,8 +335,41 @@ pub async fn set_password(
 }
 
 /// Check a user name and password (argon2id); the same `Unauthenticated` error for an unknown
-/// user and a wrong password.
+/// user and a wrong password. Throttled by name ([`super::throttle`]): while a name is locked the
+/// answer is `TooManyRequests` and the password is not checked.
 pub async fn check_password(app: &App, name: &str, password: String) -> Result<UserRecord> {
+    let throttle = &app.auth_cache.login_throttle;
+    let locked = throttle
+        .lock()
+        .map_or(Ok(()), |t| t.check(name, Instant::now()));
+    if let Err(wait) = locked {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(Error::TooManyRequests {
+            message: format!("too many failed logins for user `{name}`; try again in {secs} s"),
+            retry_after_secs: secs,
+        });
+    }
+    let checked = check_password_once(app, name, password).await;
+    if let Ok(mut t) = throttle.lock() {
+        match &checked {
+            Ok(_) => t.succeeded(name),
+            Err(Error::Unauthenticated { .. }) => {
+                if let Some(lock) = t.failed(name, Instant::now()) {
+                    tracing::warn!(
+                        user = name,
+                        lock_secs = lock.as_secs(),
+                        "failed logins: locked"
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    checked
+}
+
+/// One password check, unthrottled.
+async fn check_password_once(app: &App, name: &str, password: String) -> Result<UserRecord> {
     let rec = match validate::name("user", name) {
         Ok(()) => get_record(app, name).await?.map(|(r, _)| r),
         Err(_) => None,

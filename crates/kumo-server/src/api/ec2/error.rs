@@ -57,6 +57,9 @@ pub fn from_app(e: Error) -> Ec2Error {
             500,
         ),
         Error::Unavailable { message } => Ec2Error::new("Unavailable", message, 503),
+        Error::TooManyRequests { message, .. } => {
+            Ec2Error::new("RequestLimitExceeded", message, 503)
+        }
         Error::Forbidden { message } => Ec2Error::new(
             "UnauthorizedOperation",
             format!("You are not authorized to perform this operation: {message}"),
