@@ -22,6 +22,31 @@ pub const VOLUME_TYPES: [&str; 7] = ["gp2", "gp3", "io1", "io2", "st1", "sc1", "
 /// What a volume made without `VolumeType` is, as on EC2.
 pub const DEFAULT_VOLUME_TYPE: &str = "gp2";
 
+/// kumo provisions no IOPS or throughput: `InvalidParameterValue` for either, except the values a
+/// gp3 volume has anyway (3000 IOPS, 125 MiB/s).
+pub fn check_provisioned(
+    volume_type: &str,
+    iops: Option<i64>,
+    throughput: Option<i64>,
+) -> Result<(), Ec2Error> {
+    let gp3 = volume_type == "gp3";
+    if let Some(i) = iops.filter(|i| !(gp3 && *i == 3000)) {
+        return Err(Ec2Error::invalid_parameter_value(
+            "Iops",
+            &i.to_string(),
+            "kumo volumes have no provisioned IOPS (gp3's baseline, 3000, is accepted).",
+        ));
+    }
+    if let Some(t) = throughput.filter(|t| !(gp3 && *t == 125)) {
+        return Err(Ec2Error::invalid_parameter_value(
+            "Throughput",
+            &t.to_string(),
+            "kumo volumes have no provisioned throughput (gp3's baseline, 125, is accepted).",
+        ));
+    }
+    Ok(())
+}
+
 /// The kumo slot of device name `device`.
 pub fn slot(device: &str) -> Result<u8, Ec2Error> {
     let letter = device
@@ -52,6 +77,15 @@ pub fn at(instance: &str, slot: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_gp3_baselines_are_accepted_as_provisioned_figures() {
+        assert!(check_provisioned("gp3", Some(3000), Some(125)).is_ok());
+        assert!(check_provisioned("gp2", None, None).is_ok());
+        assert!(check_provisioned("gp2", Some(3000), None).is_err());
+        assert!(check_provisioned("gp3", Some(4000), None).is_err());
+        assert!(check_provisioned("gp3", None, Some(250)).is_err());
+    }
 
     #[test]
     fn device_names_map_onto_the_eight_slots() {

@@ -116,21 +116,7 @@ pub async fn modify(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
     let a = attrs::get(&ctx.app, &v.volume.id).await.map_err(app)?;
     let old_type = ec2_volume::ec2_type(&v.volume, &a).to_string();
     let target_type = new_type.map_or_else(|| old_type.clone(), str::to_string);
-    let gp3 = target_type == "gp3";
-    if let Some(i) = iops.filter(|i| !(gp3 && *i == 3000)) {
-        return Err(util::cannot(
-            "Iops",
-            &i.to_string(),
-            "kumo volumes have no provisioned IOPS (gp3's baseline, 3000, is accepted).",
-        ));
-    }
-    if let Some(t) = throughput.filter(|t| !(gp3 && *t == 125)) {
-        return Err(util::cannot(
-            "Throughput",
-            &t.to_string(),
-            "kumo volumes have no provisioned throughput (gp3's baseline, 125, is accepted).",
-        ));
-    }
+    device::check_provisioned(&target_type, iops, throughput)?;
     let current = v.volume.size_gib;
     let target_size = size.map_or(current, |s| u64::try_from(s).unwrap_or(current));
     if target_size < current {

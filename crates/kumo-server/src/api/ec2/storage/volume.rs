@@ -226,22 +226,11 @@ pub async fn create(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
             &format!("kumo has one availability zone: {}.", ctx.zone()),
         ));
     }
-    // kumo provisions no IOPS or throughput: only what gp3 has anyway is accepted.
-    let gp3 = volume_type == Some("gp3");
-    if let Some(i) = iops.filter(|i| !(gp3 && *i == 3000)) {
-        return Err(util::cannot(
-            "Iops",
-            &i.to_string(),
-            "kumo volumes have no provisioned IOPS (gp3's baseline, 3000, is accepted).",
-        ));
-    }
-    if let Some(t) = throughput.filter(|t| !(gp3 && *t == 125)) {
-        return Err(util::cannot(
-            "Throughput",
-            &t.to_string(),
-            "kumo volumes have no provisioned throughput (gp3's baseline, 125, is accepted).",
-        ));
-    }
+    device::check_provisioned(
+        volume_type.unwrap_or(device::DEFAULT_VOLUME_TYPE),
+        iops,
+        throughput,
+    )?;
     if size.is_none() && snapshot.is_none() {
         return Err(Ec2Error::missing_parameter("Size"));
     }
