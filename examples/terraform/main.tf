@@ -40,6 +40,12 @@ variable "instance_type" {
   default     = "nano"
 }
 
+variable "data_volume_gib" {
+  description = "size of the data volume; raising it grows the volume online (ModifyVolume)"
+  type        = number
+  default     = 1
+}
+
 variable "ssh_public_key" {
   description = "an OpenSSH public key line"
   type        = string
@@ -137,7 +143,7 @@ resource "aws_instance" "web" {
 
 resource "aws_ebs_volume" "data" {
   availability_zone = aws_subnet.a.availability_zone
-  size              = 1
+  size              = var.data_volume_gib
   tags              = { Name = "web-data" }
 }
 

@@ -313,7 +313,8 @@ fn quota_exceeded_through_ec2() {
 }
 
 /// Terraform itself, where it is installed (not on CI machines: this test is ignored there): the
-/// shipped example applies, plans clean (no drift: every field reads back as written), and destroys.
+/// shipped example applies, plans clean (no drift: every field reads back as written), grows its data
+/// volume (an in-place update), plans clean again, and destroys.
 /// Needs `terraform` on PATH and the `hashicorp/aws` provider in a filesystem mirror
 /// (`KUMO_TF_PLUGIN_MIRROR`, default `/opt/tf-plugins`). Run with `--run-ignored only`; on failure it
 /// prints every EC2 call that failed, from the provider's debug log.
@@ -374,7 +375,31 @@ fn terraform_applies_the_example() {
         &["init", "-no-color", "-input=false"][..],
         &["apply", "-no-color", "-input=false", "-auto-approve"],
         &["plan", "-no-color", "-input=false", "-detailed-exitcode"],
-        &["destroy", "-no-color", "-input=false", "-auto-approve"],
+        // An update: the attached data volume grows online (ModifyVolume, then the waiter).
+        &[
+            "apply",
+            "-no-color",
+            "-input=false",
+            "-auto-approve",
+            "-var",
+            "data_volume_gib=2",
+        ],
+        &[
+            "plan",
+            "-no-color",
+            "-input=false",
+            "-detailed-exitcode",
+            "-var",
+            "data_volume_gib=2",
+        ],
+        &[
+            "destroy",
+            "-no-color",
+            "-input=false",
+            "-auto-approve",
+            "-var",
+            "data_volume_gib=2",
+        ],
     ] {
         let out = tf(step);
         assert!(
