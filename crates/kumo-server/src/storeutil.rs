@@ -219,6 +219,8 @@ pub mod keys {
     pub const AUDIT: &str = "/audit/";
     /// The audit chain's head (last seq and hash): every append compares and swaps it.
     pub const AUDIT_HEAD: &str = "/audit-head";
+    /// The last pruned audit record (seq and hash): what the remaining chain is verified from.
+    pub const AUDIT_ANCHOR: &str = "/audit-anchor";
     /// A check value of the servers' `server.key` (never the key itself).
     pub const SERVER_KEY_CHECK: &str = "/cluster/server-key-check";
 }

@@ -352,3 +352,116 @@ async fn failed_logins_lock_the_name_for_a_while() {
         "{statuses:?}"
     );
 }
+
+/// Pruning removes the oldest records and the rest verify from the anchor; a stretch that does not
+/// verify is not pruned (pruning cannot launder tampering); a gap after the anchor is still found.
+#[tokio::test]
+async fn pruning_keeps_the_rest_verifiable_and_refuses_a_broken_stretch() {
+    use kumo_types::AuditPruneRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_on(store(dir.path()), dir.path());
+    let mut recs = Vec::new();
+    for i in 0..10 {
+        recs.push(audit::record(&app, &entry(i)).await.unwrap());
+    }
+    let e = audit::prune(&app, &AuditPruneRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("through_seq"), "{e:?}");
+    let e = audit::prune(
+        &app,
+        &AuditPruneRequest {
+            before: Some("last tuesday".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.field(), Some("before"), "{e:?}");
+    // Nothing is older than the first record.
+    let p = audit::prune(
+        &app,
+        &AuditPruneRequest {
+            before: Some(recs[0].time.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((p.pruned, p.pruned_through), (0, 0));
+
+    let p = audit::prune(
+        &app,
+        &AuditPruneRequest {
+            through_seq: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((p.pruned, p.pruned_through), (4, 4));
+    assert_eq!(p.anchor_hash, recs[3].hash);
+    assert_eq!(recs[4].prev_hash, p.anchor_hash);
+    let v = audit::verify(&app).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!((v.checked, v.pruned_through, v.head_seq), (6, 4, 10));
+    let left = audit::list(&app, &Caller::system(), &Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(left.first().map(|r| r.seq), Some(5));
+    // The chain goes on after a prune.
+    let r = audit::record(&app, &entry(10)).await.unwrap();
+    assert_eq!(r.seq, 11);
+    assert!(audit::verify(&app).await.unwrap().ok);
+
+    // Record 6 rewritten behind the API's back: a prune through 8 refuses and removes nothing.
+    let key = keys::audit(6);
+    let item = app.kv().get(&key).await.unwrap().unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&item.value).unwrap();
+    rec["user"] = "mallory".into();
+    kumo_server::storeutil::commit(
+        app.kv(),
+        vec![],
+        vec![kumo_store::Op::put(&key, serde_json::to_vec(&rec).unwrap())],
+    )
+    .await
+    .unwrap();
+    let e = audit::prune(
+        &app,
+        &AuditPruneRequest {
+            through_seq: Some(8),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "conflict", "{e:?}");
+    assert!(e.to_string().contains("record 6"), "{e}");
+    let v = audit::verify(&app).await.unwrap();
+    assert_eq!(
+        (v.ok, v.first_broken_seq, v.pruned_through),
+        (false, Some(6), 4)
+    );
+
+    // Record 5 deleted (a gap right after the anchor) is found too.
+    let dir2 = tempfile::tempdir().unwrap();
+    let app2 = app_on(store(dir2.path()), dir2.path());
+    for i in 0..6 {
+        audit::record(&app2, &entry(i)).await.unwrap();
+    }
+    let through2 = AuditPruneRequest {
+        through_seq: Some(2),
+        ..Default::default()
+    };
+    audit::prune(&app2, &through2).await.unwrap();
+    kumo_server::storeutil::commit(
+        app2.kv(),
+        vec![],
+        vec![kumo_store::Op::delete(keys::audit(3))],
+    )
+    .await
+    .unwrap();
+    let v = audit::verify(&app2).await.unwrap();
+    assert_eq!((v.ok, v.first_broken_seq), (false, Some(3)), "{v:?}");
+}

@@ -261,6 +261,34 @@ pub struct AuditVerification {
     pub first_broken_seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Records 1 to this were pruned (`POST /v1/audit/prune`); the chain is verified from the hash
+    /// of the last pruned record, kept as the anchor. 0: nothing was pruned.
+    #[serde(default)]
+    pub pruned_through: u64,
+}
+
+/// `POST /v1/audit/prune`: remove the oldest records — those at or below `through_seq` and older
+/// than `before`, whichever are given (at least one), as one unbroken run from the oldest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPruneRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through_seq: Option<u64>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct AuditPruned {
+    /// Records removed by this call.
+    pub pruned: u64,
+    /// Every record up to this one is gone now (0: none ever was).
+    pub pruned_through: u64,
+    /// The hash of record `pruned_through`: the first remaining record's `prev_hash`, and the last
+    /// hash of an export of the pruned records.
+    pub anchor_hash: String,
 }
 
 /// Prefix of API token IDs (`tok-…`).

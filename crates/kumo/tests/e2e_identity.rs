@@ -342,8 +342,35 @@ fn roles_projects_tokens_access_keys_and_a_verifiable_audit_chain() {
     assert_eq!(v["ok"], true, "{v}");
     assert!(cloud.ok(&["audit", "verify"]).contains("intact"));
 
-    // Change one record behind the server's back: verify names it.
+    // Retention: prune the oldest record (cloud admins only); the rest verify from the anchor and
+    // the prune itself is in the log.
     let victim = create["seq"].as_u64().expect("seq");
+    assert!(victim > 1, "the victim below must survive the prune");
+    let (s, e) = call(
+        &cloud,
+        &rita,
+        None,
+        "POST",
+        "/v1/audit/prune",
+        Some(json!({"through_seq": 1})),
+    );
+    assert_eq!(s, 403, "{e}");
+    let pruned = cloud.ok(&["audit", "prune", "--through-seq", "1"]);
+    assert!(pruned.contains("pruned 1 records"), "{pruned}");
+    let v = cloud.json(&["audit", "verify"]);
+    assert_eq!(
+        (v["ok"].as_bool(), v["pruned_through"].as_u64()),
+        (Some(true), Some(1)),
+        "{v}"
+    );
+    assert!(
+        audit_records(&cloud, &admin)
+            .iter()
+            .any(|r| r["action"] == "audit.prune" && r["status"] == 200),
+        "the prune is audited"
+    );
+
+    // Change one record behind the server's back: verify names it.
     cloud.kill9();
     {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,11 +1,11 @@
-//! `kumo audit list|export|verify`: the hash-chained audit log.
+//! `kumo audit list|export|verify|prune`: the hash-chained audit log.
 
 use std::io::Write;
 
 use clap::{Args, Subcommand};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
-use kumo_types::{AuditRecord, AuditVerification};
+use kumo_types::{AuditPruneRequest, AuditPruned, AuditRecord, AuditVerification};
 
 use crate::CliError;
 use crate::client::{Client, encode_query};
@@ -19,6 +19,19 @@ pub enum AuditCmd {
     Export(AuditFilter),
     /// Recompute the hash chain; exits 1 when it is broken.
     Verify,
+    /// Remove the oldest records (export them first): those up to --through-seq and/or older than
+    /// --before. The chain is verified from the last removed record's hash from then on.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct PruneArgs {
+    /// Remove records up to and including this sequence number.
+    #[arg(long)]
+    pub through_seq: Option<u64>,
+    /// RFC 3339 time: remove records older than it.
+    #[arg(long)]
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -116,8 +129,12 @@ pub async fn run(
             if out.json {
                 println!("{}", v.raw.trim_end());
             } else if v.value.ok {
+                let pruned = match v.value.pruned_through {
+                    0 => String::new(),
+                    n => format!(" (records 1-{n} pruned)"),
+                };
                 println!(
-                    "audit chain intact: {} records, head {}",
+                    "audit chain intact: {} records, head {}{pruned}",
                     v.value.checked, v.value.head_hash
                 );
             } else {
@@ -130,6 +147,26 @@ pub async fn run(
                 );
             }
             return Ok(if v.value.ok { 0 } else { 1 });
+        }
+        AuditCmd::Prune(a) => {
+            if a.through_seq.is_none() && a.before.is_none() {
+                return Err(CliError::usage("give --through-seq, --before or both"));
+            }
+            let req = AuditPruneRequest {
+                through_seq: a.through_seq,
+                before: a.before,
+            };
+            let p = client
+                .post::<_, AuditPruned>("audit/prune", Some(&req), None)
+                .await?;
+            if out.json {
+                println!("{}", p.raw.trim_end());
+            } else {
+                println!(
+                    "pruned {} records; records 1-{} are gone, anchor {}",
+                    p.value.pruned, p.value.pruned_through, p.value.anchor_hash
+                );
+            }
         }
     }
     Ok(0)

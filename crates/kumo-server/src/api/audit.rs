@@ -1,4 +1,4 @@
-//! Handlers for `/v1/audit`: list, export (JSON lines) and verify. The app layer is
+//! Handlers for `/v1/audit`: list, export (JSON lines), verify and prune. The app layer is
 //! [`crate::audit`].
 
 use axum::body::Body;
@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use kumo_types::{AuditRecord, AuditVerification, ErrorBody, Page};
+use kumo_types::{AuditPruneRequest, AuditPruned, AuditRecord, AuditVerification, ErrorBody, Page};
 
-use super::extract::ApiQuery;
+use super::extract::{ApiJson, ApiQuery};
 use crate::app::App;
 use crate::audit::{self, AuditQuery, Filter};
 use crate::error::ApiResult;
@@ -49,4 +49,16 @@ pub async fn export_audit(
     responses((status = 200, body = AuditVerification)))]
 pub async fn verify_audit(State(app): State<App>) -> ApiResult<Json<AuditVerification>> {
     Ok(Json(audit::verify(&app).await?))
+}
+
+/// Remove the oldest records (cloud admins; export them first). What remains is verified from the
+/// last removed record's hash; a stretch that does not verify is not removed (409).
+#[utoipa::path(post, path = "/v1/audit/prune", request_body = AuditPruneRequest,
+    responses((status = 200, body = AuditPruned), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn prune_audit(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<AuditPruneRequest>,
+) -> ApiResult<Json<AuditPruned>> {
+    Ok(Json(audit::prune(&app, &req).await?))
 }

@@ -148,6 +148,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
         audit::list_audit,
         audit::export_audit,
         audit::verify_audit,
+        audit::prune_audit,
         quota::get_quotas,
         quota::set_quotas,
     ),
@@ -393,6 +394,7 @@ pub fn router(app: App) -> Router {
         .route("/audit", get(audit::list_audit))
         .route("/audit/export", get(audit::export_audit))
         .route("/audit/verify", get(audit::verify_audit))
+        .route("/audit/prune", post(audit::prune_audit))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             crate::auth::require_token,

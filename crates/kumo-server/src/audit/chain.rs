@@ -97,19 +97,29 @@ pub struct Verifier {
     expected: u64,
     prev: String,
     broken: Option<(u64, String)>,
+    /// The last pruned record (0 when none was).
+    anchor_seq: u64,
 }
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier {
-            expected: 1,
-            prev: GENESIS.to_string(),
-            broken: None,
-        }
+        Verifier::from_anchor(None)
     }
 }
 
 impl Verifier {
+    /// A verifier that starts after the last pruned record (`anchor`: its sequence number and
+    /// hash), or at record 1 with [`GENESIS`].
+    pub fn from_anchor(anchor: Option<&Head>) -> Verifier {
+        let (seq, hash) = anchor.map_or((0, GENESIS.to_string()), |a| (a.seq, a.hash.clone()));
+        Verifier {
+            expected: seq + 1,
+            prev: hash,
+            broken: None,
+            anchor_seq: seq,
+        }
+    }
+
     /// Whether a break was found (later records need not be read).
     pub fn is_broken(&self) -> bool {
         self.broken.is_some()
@@ -145,16 +155,15 @@ impl Verifier {
 
     /// The verdict, given the stored head.
     pub fn finish(self, head: Option<&Head>) -> AuditVerification {
-        let checked = self.expected - 1;
+        let last = self.expected - 1;
+        let checked = last - self.anchor_seq;
         let (head_seq, head_hash) =
             head.map_or((0, GENESIS.to_string()), |h| (h.seq, h.hash.clone()));
         let broken = self.broken.or_else(|| {
-            if head_seq != checked {
+            if head_seq != last {
                 Some((
-                    checked.min(head_seq) + 1,
-                    format!(
-                        "the head names record {head_seq} but the chain ends at record {checked}"
-                    ),
+                    last.min(head_seq) + 1,
+                    format!("the head names record {head_seq} but the chain ends at record {last}"),
                 ))
             } else if head_hash != self.prev {
                 Some((
@@ -172,6 +181,7 @@ impl Verifier {
             head_hash,
             first_broken_seq: broken.as_ref().map(|b| b.0),
             message: broken.map(|b| b.1),
+            pruned_through: self.anchor_seq,
         }
     }
 }
@@ -268,6 +278,41 @@ mod tests {
         let mut v = Verifier::default();
         v.push(1, Err("bad json".into()));
         assert_eq!(v.finish(None).first_broken_seq, Some(1));
+    }
+
+    #[test]
+    fn a_pruned_chain_verifies_from_its_anchor() {
+        let recs = chain(6);
+        let head = head_of(&recs);
+        let anchor = head_of(&recs[..2]);
+        let mut v = Verifier::from_anchor(Some(&anchor));
+        for r in &recs[2..] {
+            v.push(r.seq, Ok(r.clone()));
+        }
+        let out = v.finish(Some(&head));
+        assert!(out.ok, "{out:?}");
+        assert_eq!((out.checked, out.pruned_through), (4, 2));
+        // A record removed beyond the anchor is still found.
+        let mut v = Verifier::from_anchor(Some(&anchor));
+        for r in &recs[3..] {
+            v.push(r.seq, Ok(r.clone()));
+        }
+        assert_eq!(v.finish(Some(&head)).first_broken_seq, Some(3));
+        // An anchor moved forward (hiding record 3) does not match record 4's link.
+        let mut moved = head_of(&recs[..3]);
+        moved.hash = recs[1].hash.clone();
+        let mut v = Verifier::from_anchor(Some(&moved));
+        for r in &recs[3..] {
+            v.push(r.seq, Ok(r.clone()));
+        }
+        assert_eq!(v.finish(Some(&head)).first_broken_seq, Some(4));
+        // Everything pruned: the anchor is the head.
+        let v = Verifier::from_anchor(Some(&head));
+        let out = v.finish(Some(&head));
+        assert!(
+            out.ok && out.checked == 0 && out.pruned_through == 6,
+            "{out:?}"
+        );
     }
 
     #[test]

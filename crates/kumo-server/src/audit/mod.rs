@@ -12,7 +12,10 @@
 //!   whole chain from a point on. `GET /v1/audit/verify` finds any change that was not followed by
 //!   rewriting every later record and the head; keeping exported copies or the head hash elsewhere
 //!   (`kumo audit verify --json` in a cron job) catches the rest.
-//! - No retention yet: records are kept forever.
+//! - Retention is the operator's: [`prune`] removes the oldest records (export them first) and
+//!   keeps the last removed record's `{seq, hash}` at `/audit-anchor`, from which [`verify`] checks
+//!   the rest. A prune verifies what it removes (it refuses to remove a broken stretch) and is
+//!   itself an audited call, so the log says who pruned what.
 
 pub mod chain;
 
@@ -23,7 +26,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use kumo_store::{Compare, Op};
-use kumo_types::{AuditRecord, AuditVerification, Error, Page, Result, now_rfc3339};
+use kumo_types::{AuditPruned, AuditRecord, AuditVerification, Error, Page, Result, now_rfc3339};
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -112,13 +115,18 @@ pub async fn record(app: &App, entry: &AuditEntry) -> Result<AuditRecord> {
 /// `/v1` path (pure); and the IDs or names the path names.
 pub fn action_of(method: &Method, path: &str) -> (String, Vec<String>) {
     let seg = crate::identity::authz::segments(path);
+    let resource = seg.first().copied().unwrap_or("root");
+    // `POST /v1/<resource>/<action>` (`audit/prune`, `cluster/join-tokens`): the second segment
+    // is what is done, not an ID.
+    if method == Method::POST && seg.len() == 2 {
+        return (format!("{resource}.{}", seg[1]), vec![]);
+    }
     let target: Vec<String> = seg
         .iter()
         .skip(1)
         .step_by(2)
         .map(|s| s.to_string())
         .collect();
-    let resource = seg.first().copied().unwrap_or("root");
     let sub = if seg.len() >= 3 { Some(seg[2]) } else { None };
     let verb = match (method.as_str(), seg.len(), sub) {
         ("POST", 1, _) => "create".to_string(),
@@ -357,9 +365,97 @@ pub fn export(
     })
 }
 
-/// Recompute the whole chain and compare it with the head.
+/// Most records removed in one transaction (etcd allows 128 operations by default).
+const PRUNE_BATCH: usize = 100;
+
+/// Remove the oldest records: an unbroken run from the oldest remaining one, each at or below
+/// `through_seq` and older than `before` (whichever are given). Records are checked as they go — a
+/// record that does not verify stops the prune with a conflict, so pruning cannot hide tampering —
+/// and each batch's deletions commit with the new anchor (the last removed record's seq and hash),
+/// from which [`verify`] checks what remains. Export the records first to keep them: the export's
+/// last hash is the anchor.
+pub async fn prune(app: &App, req: &kumo_types::AuditPruneRequest) -> Result<AuditPruned> {
+    let before = match &req.before {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| Error::invalid("before", format!("{t:?} is not RFC 3339: {e}")))?
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+        None => None,
+    };
+    if req.through_seq.is_none() && before.is_none() {
+        return Err(Error::invalid(
+            "through_seq",
+            "give `through_seq`, `before` (RFC 3339) or both",
+        ));
+    }
+    let wanted = |r: &AuditRecord| {
+        req.through_seq.is_none_or(|s| r.seq <= s)
+            && before.as_deref().is_none_or(|b| r.time.as_str() < b)
+    };
+    let mut pruned = 0u64;
+    let mut attempts = 0u32;
+    loop {
+        let anchor = get_json::<Head>(app.kv(), keys::AUDIT_ANCHOR).await?;
+        let mut check = Verifier::from_anchor(anchor.as_ref().map(|(a, _)| a));
+        let after = anchor.as_ref().map(|(a, _)| a.seq);
+        let (recs, _) = page(app, after).await?;
+        let mut batch: Vec<&AuditRecord> = Vec::new();
+        for r in recs.iter().take_while(|r| wanted(r)).take(PRUNE_BATCH) {
+            check.push(r.seq, Ok(r.clone()));
+            if check.is_broken() {
+                let v = check.finish(None);
+                return Err(Error::conflict(format!(
+                    "not pruning: {}; run `kumo audit verify`",
+                    v.message.unwrap_or_default()
+                )));
+            }
+            batch.push(r);
+        }
+        let Some(last) = batch.last() else { break };
+        let new_anchor = Head {
+            seq: last.seq,
+            hash: last.hash.clone(),
+        };
+        // The anchor's compare-and-swap orders concurrent prunes (the records go with it).
+        let compare = vec![match &anchor {
+            Some((_, rev)) => Compare::mod_revision(keys::AUDIT_ANCHOR, *rev),
+            None => Compare::absent(keys::AUDIT_ANCHOR),
+        }];
+        let mut ops: Vec<Op> = batch
+            .iter()
+            .map(|r| Op::delete(keys::audit(r.seq)))
+            .collect();
+        ops.push(Op::put(keys::AUDIT_ANCHOR, encode(&new_anchor)?));
+        if commit(app.kv(), compare, ops).await? {
+            pruned += batch.len() as u64;
+            continue;
+        }
+        attempts += 1;
+        if attempts >= APPEND_TRIES {
+            return Err(Error::CasFailed {
+                key: keys::AUDIT_ANCHOR.into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let anchor = get_json::<Head>(app.kv(), keys::AUDIT_ANCHOR)
+        .await?
+        .map(|(a, _)| a);
+    Ok(AuditPruned {
+        pruned,
+        pruned_through: anchor.as_ref().map_or(0, |a| a.seq),
+        anchor_hash: anchor.map_or_else(|| GENESIS.to_string(), |a| a.hash),
+    })
+}
+
+/// Recompute the chain (from the prune anchor, if any) and compare it with the head.
 pub async fn verify(app: &App) -> Result<AuditVerification> {
-    let mut v = Verifier::default();
+    let anchor = get_json::<Head>(app.kv(), keys::AUDIT_ANCHOR)
+        .await?
+        .map(|(a, _)| a);
+    let mut v = Verifier::from_anchor(anchor.as_ref());
     let mut after: Option<String> = None;
     loop {
         let p = app
@@ -417,6 +513,14 @@ mod tests {
             "users.roles.set"
         );
         assert_eq!(a(Method::GET, "/v1/instances").0, "instances.list");
+        assert_eq!(
+            a(Method::POST, "/v1/audit/prune"),
+            ("audit.prune".into(), vec![])
+        );
+        assert_eq!(
+            a(Method::POST, "/v1/cluster/join-tokens").0,
+            "cluster.join-tokens"
+        );
     }
 
     fn caller(role: Role) -> Caller {

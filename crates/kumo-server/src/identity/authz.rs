@@ -14,6 +14,7 @@
 //! | tokens, access keys, whoami | reader (own; project admins also their project's users') | reader (same) |
 //! | audit (list, export) | admin (own project) | — |
 //! | audit/verify | cloud-admin | — |
+//! | audit/prune | — | cloud-admin |
 //! | anything else | reader | cloud-admin (fail closed: new routes must be classified) |
 
 use axum::http::Method;
@@ -195,6 +196,7 @@ mod tests {
             ("GET", "/v1/audit", Admin),
             ("GET", "/v1/audit/export", Admin),
             ("GET", "/v1/audit/verify", CloudAdmin),
+            ("POST", "/v1/audit/prune", CloudAdmin),
             ("GET", "/v1/something-new", Reader),
             ("POST", "/v1/something-new", CloudAdmin),
             ("GET", "/instances", Reader),
