@@ -102,15 +102,24 @@ pub(crate) fn range(
     } else {
         i64::try_from(limit).unwrap_or(i64::MAX)
     };
-    let sql = format!(
-        "SELECT {KV_COLS} FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3"
-    );
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(params![start, end, limit], kv_from_row)?
-                .collect()
-        })
-        .map_err(db_err("range"))
+    // Two statements, not `(?2 IS NULL OR key < ?2)`: SQLite cannot bound an index scan by an
+    // optional parameter, and would read every key after `start` to the end of the table.
+    let rows = match end {
+        Some(end) => conn
+            .prepare_cached(&format!(
+                "SELECT {KV_COLS} FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![start, end, limit], kv_from_row)?
+                    .collect()
+            }),
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {KV_COLS} FROM kv WHERE key >= ?1 ORDER BY key LIMIT ?2"
+            ))
+            .and_then(|mut s| s.query_map(params![start, limit], kv_from_row)?.collect()),
+    };
+    rows.map_err(db_err("range"))
 }
 
 /// The keys with `prefix`, in byte order.
