@@ -218,6 +218,22 @@ fn entry(i: usize) -> AuditEntry {
     }
 }
 
+/// Rewrite audit record `seq` directly in the store (its user becomes `mallory`), as someone with
+/// access to the store but not the API could.
+async fn tamper(app: &App, seq: u64) {
+    let key = keys::audit(seq);
+    let item = app.kv().get(&key).await.unwrap().unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&item.value).unwrap();
+    rec["user"] = "mallory".into();
+    kumo_server::storeutil::commit(
+        app.kv(),
+        vec![],
+        vec![kumo_store::Op::put(&key, serde_json::to_vec(&rec).unwrap())],
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn two_servers_appending_at_once_make_one_chain_and_tampering_is_found() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,17 +260,7 @@ async fn two_servers_appending_at_once_make_one_chain_and_tampering_is_found() {
     assert_eq!((v.checked, v.head_seq), (40, 40));
 
     // Rewrite record 17 directly in the store.
-    let key = keys::audit(17);
-    let item = a.kv().get(&key).await.unwrap().unwrap();
-    let mut rec: serde_json::Value = serde_json::from_slice(&item.value).unwrap();
-    rec["user"] = "mallory".into();
-    kumo_server::storeutil::commit(
-        a.kv(),
-        vec![],
-        vec![kumo_store::Op::put(&key, serde_json::to_vec(&rec).unwrap())],
-    )
-    .await
-    .unwrap();
+    tamper(&a, 17).await;
     let v = audit::verify(&b).await.unwrap();
     assert!(!v.ok);
     assert_eq!(v.first_broken_seq, Some(17), "{v:?}");
@@ -416,17 +422,7 @@ async fn pruning_keeps_the_rest_verifiable_and_refuses_a_broken_stretch() {
     assert!(audit::verify(&app).await.unwrap().ok);
 
     // Record 6 rewritten behind the API's back: a prune through 8 refuses and removes nothing.
-    let key = keys::audit(6);
-    let item = app.kv().get(&key).await.unwrap().unwrap();
-    let mut rec: serde_json::Value = serde_json::from_slice(&item.value).unwrap();
-    rec["user"] = "mallory".into();
-    kumo_server::storeutil::commit(
-        app.kv(),
-        vec![],
-        vec![kumo_store::Op::put(&key, serde_json::to_vec(&rec).unwrap())],
-    )
-    .await
-    .unwrap();
+    tamper(&app, 6).await;
     let e = audit::prune(
         &app,
         &AuditPruneRequest {

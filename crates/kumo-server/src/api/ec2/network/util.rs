@@ -13,6 +13,24 @@ pub fn app(e: kumo_types::Error) -> Ec2Error {
     error::from_app(e)
 }
 
+/// Every page of an app-layer listing, one after the other (`list` gets each page's token).
+pub async fn all_pages<T, F, Fut>(mut list: F) -> Result<Vec<T>, Ec2Error>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = kumo_types::Result<kumo_types::Page<T>>>,
+{
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let mut page = list(token.take()).await.map_err(app)?;
+        out.append(&mut page.items);
+        match page.next_token {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// The tags of `TagSpecification.N` for an action that creates resources of `kind` (`vpc`,
 /// `volume`, …). A specification for another resource type is refused, as EC2 does.
 pub fn tag_specs(params: &Params, kind: &str) -> Result<Vec<(String, String)>, Ec2Error> {

@@ -120,22 +120,16 @@ pub async fn describe(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
     ctx.ready(p)?;
     let account = ctx.account_id();
     let mine = |o: &String| o == "self" || *o == account;
-    let mut views: Vec<SnapshotView> = Vec::new();
-    let mut page = snapshot::list(&ctx.app, &ctx.scope, Some(crate::app::MAX_PAGE), None)
-        .await
-        .map_err(app)?;
-    views.append(&mut page.items);
-    while let Some(next) = page.next_token.take() {
-        page = snapshot::list(
+    let mut views: Vec<SnapshotView> = util::all_pages(|t| async move {
+        snapshot::list(
             &ctx.app,
             &ctx.scope,
             Some(crate::app::MAX_PAGE),
-            Some(&next),
+            t.as_deref(),
         )
         .await
-        .map_err(app)?;
-        views.append(&mut page.items);
-    }
+    })
+    .await?;
     for id in &wanted {
         if !views.iter().any(|v| &v.snapshot.id == id)
             && ids::is("snap", id)

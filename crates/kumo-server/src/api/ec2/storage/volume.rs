@@ -332,22 +332,16 @@ async fn create_volume(ctx: &Ec2Ctx, id: &str, args: &CreateArgs) -> Ec2Result<V
 
 /// Every volume the caller lists.
 pub async fn list_all(ctx: &Ec2Ctx) -> Ec2Result<Vec<VolumeView>> {
-    let mut vols = volume::list(&ctx.app, &ctx.scope, Some(crate::app::MAX_PAGE), None)
-        .await
-        .map_err(app)?;
-    let mut views: Vec<VolumeView> = std::mem::take(&mut vols.items);
-    while let Some(next) = vols.next_token.take() {
-        vols = volume::list(
+    util::all_pages(|t| async move {
+        volume::list(
             &ctx.app,
             &ctx.scope,
             Some(crate::app::MAX_PAGE),
-            Some(&next),
+            t.as_deref(),
         )
         .await
-        .map_err(app)?;
-        views.append(&mut vols.items);
-    }
-    Ok(views)
+    })
+    .await
 }
 
 pub async fn describe(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
