@@ -10,16 +10,15 @@ mod support;
 
 use kumo_server::app::scope::Scope;
 use kumo_server::app::{
-    App, event, floating_ip, host, image, instance, key_pair, network, port, quota, security_group,
+    App, event, floating_ip, image, instance, key_pair, network, port, quota, security_group,
     snapshot, volume,
 };
 use kumo_server::identity::{Caller, Role};
 use kumo_server::storeutil::{encode, keys};
 use kumo_types::{
     CreateNetworkRequest, CreateProjectRequest, CreateSecurityGroupRequest, CreateSnapshotRequest,
-    CreateSubnetRequest, CreateVolumeRequest, Error, HostInventory, ImportKeyPairRequest,
-    QuotaUsage, RunInstanceRequest, UpdateImageRequest, UpdateQuotasRequest, UpdateVolumeRequest,
-    Visibility,
+    CreateSubnetRequest, CreateVolumeRequest, Error, ImportKeyPairRequest, QuotaUsage,
+    RunInstanceRequest, UpdateImageRequest, UpdateQuotasRequest, UpdateVolumeRequest, Visibility,
 };
 use serde_json::json;
 
@@ -84,19 +83,7 @@ async fn env() -> Env {
             .await
             .unwrap();
     }
-    host::register(
-        &app,
-        HostInventory {
-            hostname: "h1".into(),
-            cpus: 64,
-            memory_mib: 256 * 1024,
-            disk_free_bytes: 1 << 40,
-            disk_total_bytes: 1 << 40,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    crate::support::register_host(&app).await;
     Env { app, _dir: dir }
 }
 

@@ -77,32 +77,7 @@ struct Tenant {
 }
 
 fn tenant(cloud: &Cloud, project: &str) -> Tenant {
-    let user = format!("{project}-user");
-    cloud.ok(&["project", "create", project]);
-    cloud.ok(&[
-        "user",
-        "create",
-        &user,
-        "--role",
-        &format!("{project}=member"),
-    ]);
-    let k = cloud.json(&[
-        "--project",
-        project,
-        "access-key",
-        "create",
-        "--user",
-        &user,
-    ]);
-    let key_id = k["access_key_id"].as_str().unwrap_or_default().to_string();
-    let secret = k["secret_access_key"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        key_id.starts_with("AKIA") && !secret.is_empty(),
-        "kumo access-key create --json: {k}"
-    );
+    let (key_id, secret) = cloud.member_access_key(project);
     Tenant {
         project: project.to_string(),
         key_id,

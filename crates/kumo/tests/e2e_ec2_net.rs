@@ -151,29 +151,8 @@ fn must(xml: &str, name: &str) -> String {
 
 /// A project with a member user and the member's access key (through the CLI).
 fn tenant(cloud: &Cloud, project: &str) -> Ec2 {
-    let user = format!("{project}-user");
-    if project != "default" {
-        cloud.ok(&["project", "create", project]);
-    }
-    cloud.ok(&[
-        "user",
-        "create",
-        &user,
-        "--role",
-        &format!("{project}=member"),
-    ]);
-    let k = cloud.json(&[
-        "--project",
-        project,
-        "access-key",
-        "create",
-        "--user",
-        &user,
-    ]);
-    let id = k["access_key_id"].as_str().unwrap_or_default();
-    let secret = k["secret_access_key"].as_str().unwrap_or_default();
-    assert!(id.starts_with("AKIA"), "access-key create: {k}");
-    Ec2::new(cloud, id, secret)
+    let (id, secret) = cloud.member_access_key(project);
+    Ec2::new(cloud, &id, &secret)
 }
 
 fn filter(name: &str, value: &str, n: usize) -> [(String, String); 2] {

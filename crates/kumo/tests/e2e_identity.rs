@@ -20,32 +20,7 @@ fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let mut req = reqwest::Client::new()
-            .request(
-                method.parse().expect("method"),
-                format!("{}{}", cloud.url(), path),
-            )
-            .bearer_auth(token)
-            .timeout(Duration::from_secs(30));
-        if let Some(p) = project {
-            req = req.header("X-Kumo-Project", p);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    })
+    cloud.http_as(token, project, method, path, body.as_ref())
 }
 
 /// The CLI with another token (and `--json`).

@@ -10,12 +10,12 @@ use axum::body::Body;
 use chrono::Utc;
 use kumo_ec2::SigningParams;
 use kumo_server::app::scope::Scope;
-use kumo_server::app::{App, host, instance, network};
+use kumo_server::app::{App, instance, network};
 use kumo_server::identity::{Caller, access_key, project, user};
 use kumo_server::storeutil::{encode, keys};
 use kumo_types::{
     CreateAccessKeyRequest, CreateNetworkRequest, CreateProjectRequest, CreateSubnetRequest,
-    CreateUserRequest, HostInventory, ProjectRole,
+    CreateUserRequest, ProjectRole,
 };
 use serde_json::json;
 use tower::ServiceExt;
@@ -110,19 +110,7 @@ pub async fn env() -> Env {
         )
         .await
         .unwrap();
-    host::register(
-        &app,
-        HostInventory {
-            hostname: "h1".into(),
-            cpus: 64,
-            memory_mib: 256 * 1024,
-            disk_free_bytes: 1 << 40,
-            disk_total_bytes: 1 << 40,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    crate::support::register_host(&app).await;
     let mut subnets = Vec::new();
     for (p, cidr) in [("p1", "10.1.0.0/24"), ("p2", "10.2.0.0/24")] {
         let scope = Scope::within(p);

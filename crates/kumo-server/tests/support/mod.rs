@@ -37,3 +37,21 @@ pub fn app_on(kv: Arc<dyn kumo_store::Kv>, dir: &Path) -> App {
 pub fn app(dir: &Path) -> App {
     app_on(store(dir), dir)
 }
+
+/// One ready host, `h1`, large enough for anything a test asks (64 vCPUs, 256 GiB, 1 TiB).
+pub async fn register_host(app: &App) {
+    #[allow(clippy::unwrap_used)]
+    kumo_server::app::host::register(
+        app,
+        kumo_types::HostInventory {
+            hostname: "h1".into(),
+            cpus: 64,
+            memory_mib: 256 * 1024,
+            disk_free_bytes: 1 << 40,
+            disk_total_bytes: 1 << 40,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}

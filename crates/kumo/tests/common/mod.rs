@@ -279,6 +279,40 @@ impl Cloud {
     }
 
     /// Raw HTTP with the admin token: (status, JSON body or Null).
+    /// An EC2 tenant through the CLI: the project (made unless it is `default`), a member
+    /// `<project>-user` and that user's access key: (access key ID, secret).
+    pub fn member_access_key(&self, project: &str) -> (String, String) {
+        let user = format!("{project}-user");
+        if project != "default" {
+            self.ok(&["project", "create", project]);
+        }
+        self.ok(&[
+            "user",
+            "create",
+            &user,
+            "--role",
+            &format!("{project}=member"),
+        ]);
+        let k = self.json(&[
+            "--project",
+            project,
+            "access-key",
+            "create",
+            "--user",
+            &user,
+        ]);
+        let id = k["access_key_id"].as_str().unwrap_or_default().to_string();
+        let secret = k["secret_access_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            id.starts_with("AKIA") && !secret.is_empty(),
+            "kumo access-key create --json: {k}"
+        );
+        (id, secret)
+    }
+
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         self.http_raw(
             method,
@@ -295,6 +329,32 @@ impl Cloud {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> (u16, Value) {
+        self.request(&self.token, None, method, path, body, content_type)
+    }
+
+    /// A JSON call with `token` (any user's), acting in `project` when given (`X-Kumo-Project`).
+    pub fn http_as(
+        &self,
+        token: &str,
+        project: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.request(token, project, method, path, body, Some("application/json"))
+    }
+
+    /// One HTTP call: (status, JSON body or Null; status 0 when nothing answered).
+    fn request(
+        &self,
+        token: &str,
+        project: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> (u16, Value) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -306,8 +366,11 @@ impl Cloud {
                     method.parse().expect("method"),
                     format!("{}{}", self.url(), path),
                 )
-                .bearer_auth(&self.token)
-                .timeout(Duration::from_secs(30));
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(60));
+            if let Some(p) = project {
+                req = req.header("X-Kumo-Project", p);
+            }
             if let Some(ct) = content_type {
                 req = req.header("content-type", ct);
             }

@@ -205,21 +205,7 @@ pub async fn describe(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
         ],
     )?;
     ctx.ready(p)?;
-    let mut fips = floating_ip::list(&ctx.app, &ctx.scope)
-        .await
-        .map_err(app)?
-        .items;
-    for a in &allocations {
-        if !fips.iter().any(|f| &f.id == a)
-            && let Ok(f) = resolve(ctx, Some(a), None).await
-        {
-            fips.push(f);
-        }
-    }
-    if !allocations.is_empty() {
-        let found: Vec<&str> = fips.iter().map(|f| f.id.as_str()).collect();
-        util::all_found(ResourceKind::Allocation, &allocations, &found)?;
-    }
+    let mut fips = listed_and_named(ctx, &allocations).await?;
     if let Some(ip) = public_ips
         .iter()
         .find(|ip| !fips.iter().any(|f| &f.address == *ip))
@@ -440,23 +426,19 @@ pub async fn release(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
         }
         Err(e) => return Err(app(e)),
     }
-    tags::delete_all(&ctx.app, &f.id).await.map_err(app)?;
     ctx.respond(|w| {
         w.bool("return", true);
     })
 }
 
-pub async fn describe_attribute(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
-    let allocations = p.id_list("AllocationId")?;
-    let root = p.root();
-    let _attr = root.enum_value("Attribute", &["domain-name"])?;
-    let paging = Paging::read(p, 1..=1000)?;
-    ctx.ready(p)?;
+/// The addresses the caller lists, plus those `allocations` name (`InvalidAllocationID.NotFound`
+/// for any that does not exist).
+async fn listed_and_named(ctx: &Ec2Ctx, allocations: &[String]) -> Ec2Result<Vec<FloatingIp>> {
     let mut fips = floating_ip::list(&ctx.app, &ctx.scope)
         .await
         .map_err(app)?
         .items;
-    for a in &allocations {
+    for a in allocations {
         if !fips.iter().any(|f| &f.id == a)
             && let Ok(f) = resolve(ctx, Some(a), None).await
         {
@@ -465,7 +447,19 @@ pub async fn describe_attribute(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
     }
     if !allocations.is_empty() {
         let found: Vec<&str> = fips.iter().map(|f| f.id.as_str()).collect();
-        util::all_found(ResourceKind::Allocation, &allocations, &found)?;
+        util::all_found(ResourceKind::Allocation, allocations, &found)?;
+    }
+    Ok(fips)
+}
+
+pub async fn describe_attribute(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
+    let allocations = p.id_list("AllocationId")?;
+    let root = p.root();
+    let _attr = root.enum_value("Attribute", &["domain-name"])?;
+    let paging = Paging::read(p, 1..=1000)?;
+    ctx.ready(p)?;
+    let mut fips = listed_and_named(ctx, &allocations).await?;
+    if !allocations.is_empty() {
         fips.retain(|f| allocations.contains(&f.id));
     }
     fips.sort_by(|a, b| a.id.cmp(&b.id));

@@ -395,7 +395,6 @@ pub async fn delete(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
         }
         Err(e) => return Err(app(e)),
     }
-    tags::delete_all(&ctx.app, &g.g.id).await.map_err(app)?;
     ctx.respond(|w| {
         w.bool("return", true).text("groupId", &g.g.id);
     })

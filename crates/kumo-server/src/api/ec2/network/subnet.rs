@@ -265,7 +265,6 @@ pub async fn delete(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
         }
         Err(e) => return Err(app(e)),
     }
-    tags::delete_all(&ctx.app, &s.id).await.map_err(app)?;
     ctx.respond(|w| {
         w.bool("return", true);
     })

@@ -307,15 +307,14 @@ pub async fn delete(ctx: &Ec2Ctx, p: &Params) -> Ec2Result {
     network::delete(&ctx.app, &ctx.scope, &net.id)
         .await
         .map_err(app)?;
+    // Deleting a group (like the network) drops its tags in the same transaction.
     for (g, _) in groups {
         match security_group::delete(&ctx.app, &ctx.scope, &g.id).await {
-            Ok(()) | Err(kumo_types::Error::NotFound { .. }) => {
-                tags::delete_all(&ctx.app, &g.id).await.map_err(app)?;
-            }
+            Ok(()) | Err(kumo_types::Error::NotFound { .. }) => {}
             Err(e) => return Err(app(e)),
         }
     }
-    // Tags are kept by EC2 id: the VPC's, its route table's and its network ACL's.
+    // Tags kept under the EC2-only ids: the VPC's, its route table's and its network ACL's.
     for id in [
         Some(vpc_id.clone()),
         ids::route_table_of_network(&net.id),
