@@ -90,18 +90,7 @@ fn tenant(cloud: &Cloud, project: &str) -> Tenant {
 fn start() -> (Cloud, Tenant) {
     let cloud = Cloud::start();
     cloud.import_tiny();
-    cloud.ok(&["network", "create", "--name", "public", "--external"]);
-    cloud.ok(&[
-        "subnet",
-        "create",
-        "--name",
-        "public-a",
-        "--network",
-        "public",
-        "--cidr",
-        "198.19.200.0/24",
-        "--no-dhcp",
-    ]);
+    cloud.external_network();
     let t = tenant(&cloud, "tf");
     (cloud, t)
 }

@@ -452,7 +452,7 @@ fn vpc_lifecycle_rules_dependencies_and_other_projects() {
 #[test]
 fn quotas_refuse_vpcs_groups_volumes_and_addresses() {
     let cloud = Cloud::start();
-    external_network(&cloud);
+    cloud.external_network();
     let a = tenant(&cloud, "p1");
     let (s, v) = cloud.http(
         "PUT",
@@ -508,27 +508,11 @@ fn quotas_refuse_vpcs_groups_volumes_and_addresses() {
     assert!(a.ok("DescribeAddresses", &[]).contains("<addressesSet/>"));
 }
 
-/// An external network for Elastic IPs (a cloud admin's, shared by every project).
-fn external_network(cloud: &Cloud) {
-    cloud.ok(&["network", "create", "--name", "public", "--external"]);
-    cloud.ok(&[
-        "subnet",
-        "create",
-        "--name",
-        "public-a",
-        "--network",
-        "public",
-        "--cidr",
-        "198.19.200.0/24",
-        "--no-dhcp",
-    ]);
-}
-
 #[test]
 fn volume_on_a_running_instance_and_an_elastic_ip() {
     let cloud = Cloud::start();
     cloud.import_tiny();
-    external_network(&cloud);
+    cloud.external_network();
     let a = tenant(&cloud, "default");
     cloud.ok(&[
         "instance", "run", "--name", "vm", "--image", "tiny", "--type", "nano", "--wait",

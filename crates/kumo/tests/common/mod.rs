@@ -279,6 +279,23 @@ impl Cloud {
     }
 
     /// Raw HTTP with the admin token: (status, JSON body or Null).
+    /// An external network `public` (subnet `public-a`, 198.19.200.0/24, no DHCP) for Elastic IPs:
+    /// a cloud admin's, shared by every project.
+    pub fn external_network(&self) {
+        self.ok(&["network", "create", "--name", "public", "--external"]);
+        self.ok(&[
+            "subnet",
+            "create",
+            "--name",
+            "public-a",
+            "--network",
+            "public",
+            "--cidr",
+            "198.19.200.0/24",
+            "--no-dhcp",
+        ]);
+    }
+
     /// An EC2 tenant through the CLI: the project (made unless it is `default`), a member
     /// `<project>-user` and that user's access key: (access key ID, secret).
     pub fn member_access_key(&self, project: &str) -> (String, String) {
