@@ -102,6 +102,31 @@ pub fn is_our_qemu(pid: i32, instance_id: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| cmdline_matches(&c, instance_id))
 }
 
+/// From a `/proc/<pid>/stat` line: the process's start time (clock ticks after boot, which tells
+/// it from a later process given the same pid) and whether it has finished exiting (a zombie, or
+/// dead) (pure).
+fn parse_stat(stat: &str) -> Option<(u64, bool)> {
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = *fields.first()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, matches!(state, "Z" | "X" | "x")))
+}
+
+fn proc_stat(pid: i32) -> Option<(u64, bool)> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether the process `pid` that started at `start` is still exiting: its cmdline empties when
+/// the kernel frees its memory, before it closes its files (and with them the disk images' locks).
+fn still_exiting(pid: i32, start: Option<u64>) -> bool {
+    match (start, proc_stat(pid)) {
+        (Some(start), Some((s, done))) => s == start && !done,
+        _ => false,
+    }
+}
+
 /// Parse a pidfile's content.
 pub fn parse_pidfile(s: &str) -> Option<i32> {
     s.trim().parse::<i32>().ok().filter(|p| *p > 1)
@@ -252,11 +277,12 @@ async fn monitor(
     requested: Arc<AtomicBool>,
     tx: watch::Sender<Option<VmExit>>,
 ) {
+    let started = proc_stat(pid).map(|(s, _)| s);
     let state = qmp.closed().await;
     // Only the watch state is needed from here on; let the connection go.
     drop(qmp);
     let mut delay = Duration::from_millis(10);
-    while is_our_qemu(pid, &instance_id) {
+    while is_our_qemu(pid, &instance_id) || still_exiting(pid, started) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
     }
@@ -546,6 +572,21 @@ mod tests {
             guest,
             reason: reason.into(),
         }
+    }
+
+    #[test]
+    fn stat_lines_give_start_time_and_whether_exiting_is_done() {
+        let line = |state: &str| {
+            format!(
+                "4242 (qemu-system-x86 (a) b) {state} 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 \
+                 20 0 3 0 987654 123456 789 18446744073709551615"
+            )
+        };
+        assert_eq!(parse_stat(&line("S")), Some((987654, false)));
+        assert_eq!(parse_stat(&line("R")), Some((987654, false)));
+        assert_eq!(parse_stat(&line("Z")), Some((987654, true)));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) S 1 2"), None);
     }
 
     #[test]
