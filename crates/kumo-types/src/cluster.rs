@@ -71,6 +71,28 @@ pub struct HostFence {
     pub message: Option<String>,
 }
 
+/// What a drain does with running instances whose disks only their host reaches (a root disk file,
+/// volumes in host-local pools): instances on shared storage are live-migrated either way.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalDiskAction {
+    /// Shut them down; they stay on the host and `undrain` starts them again.
+    #[default]
+    Stop,
+    /// Cold-migrate them: shut down, root disk copied to another host, started there. One that
+    /// cannot move (a volume in a host-local pool) is stopped instead, with an event saying why.
+    Migrate,
+}
+
+/// `POST /v1/hosts/{id}/drain` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// `stop` (the default) or `migrate`.
+    #[serde(default)]
+    pub local_disks: LocalDiskAction,
+}
+
 /// An instance's high-availability policy: restarted on another host (after its host is fenced) if
 /// its storage allows it; higher priorities restart first.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema, Default)]

@@ -270,7 +270,7 @@ fn partitioned_host_fences_itself_and_the_instance_never_runs_twice() {
 
 /// Drain a host: a running instance with shared storage is live-migrated to the other host, one
 /// with a local root disk is stopped; the host goes to maintenance. Undrain: ready again, and the stopped
-/// instance starts.
+/// instance starts. Drained again with `--local-disks migrate`, the local-disk instance moves cold.
 #[test]
 fn draining_moves_what_can_move_stops_the_rest_and_undrain_restores() {
     let c = Cluster::start(2, &[]);
@@ -341,5 +341,46 @@ fn draining_moves_what_can_move_stops_the_rest_and_undrain_restores() {
         c.host_of("mover"),
         to,
         "a moved instance stays where it went"
+    );
+
+    // Drain again, this time cold-migrating what is on local disks: with the other host now
+    // matching its selector, `stayer` moves there with its root disk and runs.
+    let (s, v) = c.cloud.http(
+        "PATCH",
+        &format!("/v1/hosts/{to}"),
+        Some(&json!({"labels": {"drain-test": "yes"}}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    let stayer = c.instance("stayer")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (s, e) = c.cloud.http(
+        "POST",
+        &format!("/v1/hosts/{from}/drain"),
+        Some(&json!({"local_disks": "sideways"}).to_string()),
+    );
+    assert_eq!(s, 422, "{e}");
+    assert_eq!(e["field"], "local_disks", "{e}");
+    c.cloud
+        .ok(&["host", "drain", &from, "--local-disks", "migrate"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let h = c.cloud.json(&["host", "show", &from]);
+        if h["state"] == "maintenance" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{h}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(c.host_of("stayer"), to);
+    c.cloud.wait_state("stayer", "running");
+    let moved = c.instance("stayer");
+    assert_eq!(moved["last_migration"]["kind"], "cold", "{moved}");
+    assert_eq!(c.qemu_hosts(&stayer), vec![to.clone()]);
+    assert!(
+        events(&c, &stayer).iter().any(|e| e.contains("instance.migrated")),
+        "{:?}",
+        events(&c, &stayer)
     );
 }

@@ -68,8 +68,15 @@ pub enum HostCmd {
         #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = super::placement_group::parse_label_change)]
         labels: Vec<(String, Option<String>)>,
     },
-    /// Drain a host: live-migrate instances with shared storage, stop the others, then maintenance.
-    Drain { name: String },
+    /// Drain a host: live-migrate instances with shared storage; stop the others, or cold-migrate
+    /// them with their root disk (--local-disks migrate); then maintenance.
+    Drain {
+        name: String,
+        /// Running instances on local disks: `stop` them (they stay; undrain starts them) or
+        /// `migrate` them cold (shut down, root disk copied, started on another host).
+        #[arg(long, value_enum, default_value = "stop")]
+        local_disks: LocalDisks,
+    },
     /// Bring a drained host back to `ready` and start the instances the drain stopped.
     Undrain { name: String },
     /// Remove a drained (or down) host with nothing on it; its certificates are revoked.
@@ -88,6 +95,13 @@ pub enum HostCmd {
     },
     /// Forget the host's BMC (self-fencing only).
     ClearFencing { name: String },
+}
+
+/// What `host drain` does with running instances on local disks.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LocalDisks {
+    Stop,
+    Migrate,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -195,9 +209,15 @@ pub async fn run_host(client: &Client, out: &Output, cmd: HostCmd) -> Result<i32
                 .await?;
             out.one(&h, render::host_detail);
         }
-        HostCmd::Drain { name } => {
+        HostCmd::Drain { name, local_disks } => {
+            let req = kumo_types::DrainRequest {
+                local_disks: match local_disks {
+                    LocalDisks::Stop => kumo_types::LocalDiskAction::Stop,
+                    LocalDisks::Migrate => kumo_types::LocalDiskAction::Migrate,
+                },
+            };
             let h: Json<Host> = client
-                .post::<(), _>(&format!("hosts/{}/drain", seg(&name)), None, None)
+                .post(&format!("hosts/{}/drain", seg(&name)), Some(&req), None)
                 .await?;
             out.one(&h, render::host_detail);
         }

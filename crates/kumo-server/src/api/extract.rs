@@ -18,30 +18,58 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ct = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct.starts_with("application/json") {
-            return Err(Error::Malformed {
-                message: format!("Content-Type must be application/json (got {ct:?})"),
-            }
-            .into());
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e: BytesRejection| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::PayloadTooLarge { limit: BODY_LIMIT }
-                } else {
-                    Error::Malformed {
-                        message: e.body_text(),
-                    }
-                }
-            })?;
-        parse_json(&bytes).map(ApiJson).map_err(ApiError)
+        let (ct, bytes) = body_of(req, state).await?;
+        json_body(&ct, &bytes).map(ApiJson).map_err(ApiError)
     }
+}
+
+/// A JSON body that may be left out (an empty body means `T::default()`); otherwise as [`ApiJson`].
+pub struct ApiJsonOrDefault<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrDefault<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (ct, bytes) = body_of(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(ApiJsonOrDefault(T::default()));
+        }
+        json_body(&ct, &bytes)
+            .map(ApiJsonOrDefault)
+            .map_err(ApiError)
+    }
+}
+
+/// The request's Content-Type and body (413 when too large).
+async fn body_of<S: Send + Sync>(req: Request, state: &S) -> Result<(String, Bytes), ApiError> {
+    let ct = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge { limit: BODY_LIMIT }
+            } else {
+                Error::Malformed {
+                    message: e.body_text(),
+                }
+            }
+        })?;
+    Ok((ct, bytes))
+}
+
+/// A JSON body: its Content-Type must say so.
+fn json_body<T: DeserializeOwned>(ct: &str, bytes: &[u8]) -> Result<T, Error> {
+    if !ct.starts_with("application/json") {
+        return Err(Error::Malformed {
+            message: format!("Content-Type must be application/json (got {ct:?})"),
+        });
+    }
+    parse_json(bytes)
 }
 
 /// Parse a JSON body, naming the offending field when the shape is wrong.

@@ -2,9 +2,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use kumo_types::{ErrorBody, Fencing, Host};
+use kumo_types::{DrainRequest, ErrorBody, Fencing, Host};
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiJsonOrDefault};
 use crate::app::App;
 use crate::error::ApiResult;
 
@@ -60,11 +60,18 @@ pub async fn remove_host(State(app): State<App>, Path(id): Path<String>) -> ApiR
 }
 
 /// Drain a host: running instances whose disks every host reaches are live-migrated (cold if that
-/// fails), the others are stopped; then the host is in `maintenance`.
+/// fails); the others are stopped, or cold-migrated with their root disk (`local_disks: migrate`);
+/// then the host is in `maintenance`. The body is optional.
 #[utoipa::path(post, path = "/v1/hosts/{id}/drain", params(("id" = String, Path, description = "ID or name")),
-    responses((status = 200, body = Host), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn drain(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Host>> {
-    Ok(Json(crate::app::drain::drain(&app, &id).await?))
+    request_body(content = DrainRequest, description = "optional"),
+    responses((status = 200, body = Host), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn drain(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJsonOrDefault(req): ApiJsonOrDefault<DrainRequest>,
+) -> ApiResult<Json<Host>> {
+    Ok(Json(crate::app::drain::drain(&app, &id, req).await?))
 }
 
 /// Out of maintenance: the host is `ready` again and the instances the drain stopped start.

@@ -5,8 +5,9 @@
 //! volumes in shared pools). Running ones are live-migrated ([`super::migration`]) to a host the
 //! scheduler picks; if that fails (or they are stopped, or pass GPUs through) they are cold-migrated:
 //! stopped on the host (ACPI shutdown), then placed on another host and started there. The others
-//! (local root disks) are stopped and stay on the host; `kumo instance migrate --cold` moves such
-//! an instance with its root disk, one at a time, as the operator chooses.
+//! (local root disks) are handled as the operator chose ([`LocalDiskAction`]): stopped, staying on
+//! the host (the default), or cold-migrated with their root disk ([`super::migration`], kind
+//! `cold`); one whose cold migration cannot start (a volume in a host-local pool) is stopped.
 //!
 //! Level-triggered: [`tick`] (on the leader, with the HA reconciler) looks at every draining host and
 //! takes the next step for each of its instances; the drain record (`/host-drain/<id>`) remembers
@@ -14,7 +15,8 @@
 
 use kumo_store::Op;
 use kumo_types::{
-    DesiredState, Error, Host, HostState, Instance, InstanceState, MigrationKind, Result, Volume,
+    DesiredState, DrainRequest, Error, Host, HostState, Instance, InstanceState, LocalDiskAction,
+    MigrationKind, Result, Volume,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,10 +35,17 @@ pub struct DrainRecord {
     /// Live migrations the drain started (one attempt each; a failed one falls back to cold).
     #[serde(default)]
     pub live: Vec<String>,
+    /// What to do with running instances on local disks.
+    #[serde(default)]
+    pub local_disks: LocalDiskAction,
+    /// Cold migrations (with the root disk) the drain started (one attempt each; a failed one
+    /// falls back to stopping).
+    #[serde(default)]
+    pub cold: Vec<String>,
 }
 
 /// Start draining a host (idempotent while it drains).
-pub async fn drain(app: &App, id_or_name: &str) -> Result<Host> {
+pub async fn drain(app: &App, id_or_name: &str, req: DrainRequest) -> Result<Host> {
     let h = host::get(app, id_or_name).await?;
     match h.state {
         HostState::Draining | HostState::Maintenance => return Ok(h),
@@ -52,7 +61,10 @@ pub async fn drain(app: &App, id_or_name: &str) -> Result<Host> {
         cur.state = HostState::Draining;
         Ok(Some(vec![Op::put(
             keys::host_drain(&cur.id),
-            encode(&DrainRecord::default())?,
+            encode(&DrainRecord {
+                local_disks: req.local_disks,
+                ..DrainRecord::default()
+            })?,
         )]))
     })
     .await?
@@ -61,7 +73,12 @@ pub async fn drain(app: &App, id_or_name: &str) -> Result<Host> {
         app,
         &h.id,
         "host.draining",
-        "moving instances with shared storage, stopping the others",
+        match req.local_disks {
+            LocalDiskAction::Stop => "moving instances with shared storage, stopping the others",
+            LocalDiskAction::Migrate => {
+                "moving instances with shared storage, cold-migrating those on local disks"
+            }
+        },
     )
     .await?;
     Ok(cur)
@@ -163,6 +180,30 @@ pub async fn tick(app: &App) -> Result<()> {
                         &i.id,
                         "instance.migration_failed",
                         &format!("cannot live-migrate off draining host: {e}; moving it cold"),
+                    )
+                    .await?;
+                }
+                busy = true;
+            } else if i.desired_state == DesiredState::Running
+                && !movable
+                && rec.local_disks == LocalDiskAction::Migrate
+                && !rec.cold.contains(&i.id)
+            {
+                rec.cold.push(i.id.clone());
+                if let Err(e) = super::migration::begin(
+                    app,
+                    &i.id,
+                    Some(MigrationKind::Cold),
+                    None,
+                    super::migration::Reason::Drain,
+                )
+                .await
+                {
+                    super::event::record(
+                        app,
+                        &i.id,
+                        "instance.migration_failed",
+                        &format!("cannot cold-migrate off draining host: {e}; stopping it here"),
                     )
                     .await?;
                 }
