@@ -351,10 +351,7 @@ fn draining_moves_what_can_move_stops_the_rest_and_undrain_restores() {
         Some(&json!({"labels": {"drain-test": "yes"}}).to_string()),
     );
     assert_eq!(s, 200, "{v}");
-    let stayer = c.instance("stayer")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let stayer = c.instance("stayer")["id"].as_str().expect("id").to_string();
     let (s, e) = c.cloud.http(
         "POST",
         &format!("/v1/hosts/{from}/drain"),
@@ -379,7 +376,9 @@ fn draining_moves_what_can_move_stops_the_rest_and_undrain_restores() {
     assert_eq!(moved["last_migration"]["kind"], "cold", "{moved}");
     assert_eq!(c.qemu_hosts(&stayer), vec![to.clone()]);
     assert!(
-        events(&c, &stayer).iter().any(|e| e.contains("instance.migrated")),
+        events(&c, &stayer)
+            .iter()
+            .any(|e| e.contains("instance.migrated")),
         "{:?}",
         events(&c, &stayer)
     );
