@@ -1,6 +1,7 @@
 //! Images on hosts other than the control plane's: fetched from the control plane on first use into
 //! the host's own pool (`<pool>/images/<id>/`), checked against the image's sha256, kept for the next
-//! instance. On the control-plane host the files are already there and nothing is fetched.
+//! instance. On the control-plane host the files are already there and nothing is fetched. Servers
+//! copy images from each other the same way ([`ensure_local_from`] with another [`FetchFile`]).
 
 use kumo_types::{DiskFormat, Error, Image, ImageKind, Result};
 use sha2::{Digest, Sha256};
@@ -19,8 +20,48 @@ pub fn files_of(image: &Image) -> Vec<String> {
     }
 }
 
-/// Make `image`'s files present in `pool`, fetching the missing ones (idempotent).
+/// Where image files come from: the control plane for hosts, a peer server for servers.
+#[async_trait::async_trait]
+pub trait FetchFile: Send + Sync {
+    /// Write file `file` of image `image_id` to `dest`.
+    async fn fetch_image_file(
+        &self,
+        image_id: &str,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> Result<()>;
+}
+
+/// The control plane as a source of image files.
+struct FromControlPlane<'a>(&'a dyn ControlPlane);
+
+#[async_trait::async_trait]
+impl FetchFile for FromControlPlane<'_> {
+    async fn fetch_image_file(
+        &self,
+        image_id: &str,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> Result<()> {
+        self.0.fetch_image_file(image_id, file, dest).await
+    }
+}
+
+/// Make `image`'s files present in `pool`, fetching the missing ones from the control plane
+/// (idempotent).
 pub async fn ensure_local(cp: &dyn ControlPlane, pool: &DirPool, image: &Image) -> Result<()> {
+    ensure_local_from(&FromControlPlane(cp), pool, image, "fetch").await
+}
+
+/// Make `image`'s files present in `pool`, fetching the missing ones from `src` into `<file>.<tag>`
+/// first (callers sharing a pool use different tags) and checking the whole image against its
+/// recorded sha256 before any file takes its final name (idempotent).
+pub async fn ensure_local_from(
+    src: &dyn FetchFile,
+    pool: &DirPool,
+    image: &Image,
+    tag: &str,
+) -> Result<()> {
     let dir = pool.image_dir(&image.id);
     let files = files_of(image);
     if files.iter().all(|f| dir.join(f).is_file()) {
@@ -33,15 +74,14 @@ pub async fn ensure_local(cp: &dyn ControlPlane, pool: &DirPool, image: &Image) 
         if dest.is_file() {
             continue;
         }
-        let tmp = dir.join(format!("{f}.fetch"));
-        let r = cp.fetch_image_file(&image.id, f, &tmp).await;
+        let tmp = dir.join(format!("{f}.{tag}"));
+        let r = src.fetch_image_file(&image.id, f, &tmp).await;
         if let Err(e) = r {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
         fetched.push((tmp, dest));
     }
-    // Check the whole image against its recorded digest before any file takes its final name.
     let paths: Vec<std::path::PathBuf> = files
         .iter()
         .map(|f| {
@@ -60,14 +100,28 @@ pub async fn ensure_local(cp: &dyn ControlPlane, pool: &DirPool, image: &Image) 
             let _ = tokio::fs::remove_file(tmp).await;
         }
         return Err(Error::unavailable(format!(
-            "image {} fetched from the control plane has sha256 {digest}, expected {}",
+            "image {} fetched has sha256 {digest}, expected {}",
             image.id, image.sha256
         )));
     }
     for (tmp, dest) in fetched {
         tokio::fs::rename(&tmp, &dest).await?;
     }
-    tracing::info!(image = %image.id, "image fetched from the control plane");
+    tracing::info!(image = %image.id, "image fetched");
+    Ok(())
+}
+
+/// Stream an HTTP answer's body into `dest` (synced); `what` names it in errors.
+pub async fn write_body(resp: reqwest::Response, dest: &std::path::Path, what: &str) -> Result<()> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut out = tokio::fs::File::create(dest).await?;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::unavailable(format!("fetching {what}: {e}")))?;
+        out.write_all(&chunk).await?;
+    }
+    out.sync_all().await?;
     Ok(())
 }
 

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// The operator's certificate chain and key (`--tls-cert`, `--tls-key`), served to the names it
     /// covers (see [`crate::tls::operator`]).
     pub tls_operator: Option<(PathBuf, PathBuf)>,
+    /// The URL the other servers reach this one at (`--advertise-url`; see
+    /// [`crate::peers::advertise_url`] for the default).
+    pub advertise_url: Option<String>,
     /// The EC2 API's region (`--region`).
     pub region: String,
 }
@@ -114,12 +117,21 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             .unwrap_or_default(),
         cfg.listen
     );
-    app.leader = crate::leader::spawn(kv, server_id);
+    app.leader = crate::leader::spawn(kv.clone(), server_id.clone());
     app.bootstrap().await.context("bootstrapping the store")?;
     crate::auth::bootstrap(&app, &cfg.data_dir)
         .await
         .context("writing the admin token")?;
-    let tls_listeners = start_tls(&app, &cfg).await?;
+    let (ca_pem, tls_listeners) = start_tls(&app, &cfg).await?;
+    if let Some(u) = &cfg.advertise_url {
+        crate::app::image::http_url("advertise_url", u).context("--advertise-url")?;
+    }
+    let url =
+        crate::peers::advertise_url(cfg.advertise_url.as_deref(), &cfg.tls_listen, cfg.listen);
+    app.peers = crate::peers::Peers::start(kv, server_id, url, &ca_pem)
+        .await
+        .context("joining the control plane's servers")?;
+    crate::app::image::replica::spawn(app.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -147,18 +159,19 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cluster CA (made on the cluster's first start, copied to `<data-dir>/tls`) and, for each
-/// `--tls-listen` address, a bound listener with this server's TLS settings.
-async fn start_tls(
-    app: &App,
-    cfg: &ServerConfig,
-) -> anyhow::Result<Vec<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>> {
+/// A TLS listener and its settings.
+type TlsListener = (tokio::net::TcpListener, Arc<rustls::ServerConfig>);
+
+/// The cluster CA (made on the cluster's first start, copied to `<data-dir>/tls`; its certificate
+/// is returned) and, for each `--tls-listen` address, a bound listener with this server's TLS
+/// settings.
+async fn start_tls(app: &App, cfg: &ServerConfig) -> anyhow::Result<(String, Vec<TlsListener>)> {
     let ca = crate::tls::ensure_ca(app, Some(&cfg.data_dir))
         .await
         .context("loading the cluster CA")?;
     crate::tls::write_ca_files(&cfg.data_dir, &ca).context("writing the CA to the data dir")?;
     if cfg.tls_listen.is_empty() {
-        return Ok(Vec::new());
+        return Ok((ca.cert_pem, Vec::new()));
     }
     let operator = match &cfg.tls_operator {
         Some((cert, key)) => {
@@ -185,5 +198,5 @@ async fn start_tls(
         tracing::info!(listen = %addr, ca_fingerprint = %tls.fingerprint, "kumo server listening with TLS");
         out.push((l, tls.config.clone()));
     }
-    Ok(out)
+    Ok((ca.cert_pem, out))
 }

@@ -98,7 +98,7 @@ impl ControlPlane for InProcess {
         file: &str,
         dest: &std::path::Path,
     ) -> Result<()> {
-        let src = crate::app::image::stored_file(&self.app, image_id, file)?;
+        let src = crate::app::image::local_file(&self.app, image_id, file).await?;
         if src == dest {
             return Ok(());
         }

@@ -16,6 +16,7 @@ pub mod ha;
 pub mod identity;
 pub mod ipam;
 pub mod leader;
+pub mod peers;
 pub mod scheduler;
 pub mod storeutil;
 pub mod tls;

@@ -126,3 +126,28 @@ pub struct RelayResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// A live server of the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ServerInfo {
+    /// `hostname@listen-address`.
+    pub id: String,
+    /// Where the other servers reach this one (`--advertise-url`); without one it cannot hand
+    /// the images imported through it to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub started_at: String,
+}
+
+/// `GET /v1/cluster/status`: the control plane's servers as the answering one sees them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ClusterStatus {
+    /// The answering server's id.
+    pub server: String,
+    /// The server that leads (runs the reconcilers).
+    pub leader: Option<String>,
+    pub is_leader: bool,
+    /// The live servers (registered in the store under a lease).
+    #[serde(default)]
+    pub servers: Vec<ServerInfo>,
+}

@@ -83,6 +83,11 @@ struct ServerArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The URL the other servers reach this one at (they copy images from it), e.g.
+    /// https://10.0.0.1:8471. Default: the first --tls-listen address, else --listen, unless it is
+    /// 0.0.0.0 or ::.
+    #[arg(long, value_name = "URL", env = "KUMO_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     #[arg(long, value_enum, default_value = "sqlite")]
     store: StoreKind,
     /// etcd client URLs (with --store etcd), comma-separated.
@@ -275,6 +280,7 @@ fn server_config(a: ServerArgs) -> anyhow::Result<ServerConfig> {
         tls_listen: a.tls_listen,
         tls_sans: a.tls_sans,
         tls_operator: a.tls_cert.zip(a.tls_key),
+        advertise_url: a.advertise_url,
         region: a.region,
         ha: kumo_server::ha::HaConfig {
             fence_wait: std::time::Duration::from_secs(a.ha_fence_wait),

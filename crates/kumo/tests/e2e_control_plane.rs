@@ -1,6 +1,7 @@
 //! The control plane on a three-member etcd with two servers (issue 5): every server serves the API,
-//! one leads (runs the reconcilers). Stop one etcd member and the leading server: the other server
-//! takes the lead, and creating and deleting instances still work.
+//! one leads (runs the reconcilers), images are copied between them. Stop one etcd member and the
+//! leading server (which imported the image): the other server takes the lead, and creating and
+//! deleting instances still work.
 
 mod common;
 
@@ -25,6 +26,25 @@ fn wait_leader(c: &Cloud, what: &str) {
     }
 }
 
+fn image_dir(c: &Cloud, image: &str) -> std::path::PathBuf {
+    c.data_dir().join("pool/images").join(image)
+}
+
+/// Wait until server `c` holds a complete copy of `image` (`present`), or none.
+fn wait_copy(c: &Cloud, image: &str, present: bool) {
+    let dir = image_dir(c, image);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ["kernel", "initrd"].iter().all(|f| dir.join(f).is_file()) != present {
+        assert!(
+            Instant::now() < deadline,
+            "image {image} on {}: expected present={present}\n{}",
+            c.data_dir().display(),
+            c.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
     kumo_testutil::enter_private_netns();
@@ -39,7 +59,43 @@ fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
     assert_eq!(sb["is_leader"], false, "{sb}");
     assert_eq!(sb["leader"], status(&a)["server"], "{sb}");
 
-    b.import_tiny();
+    // Both servers are registered, each with the URL the other reaches it at.
+    let sa = status(&a);
+    let urls: Vec<&str> = sa["servers"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|s| s["url"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(urls.len(), 2, "{sa}");
+
+    // An image imported through server A is copied to server B (checked against its sha256),
+    // before any host asks for it: it outlives server A.
+    a.import_tiny();
+    let tiny = a.json(&["image", "show", "tiny"])["id"]
+        .as_str()
+        .expect("image id")
+        .to_string();
+    wait_copy(&b, &tiny, true);
+    // A second image, imported through B and deleted through B: A copies it, then drops its copy.
+    let cache = common::test_cache().join("tiny");
+    b.ok(&[
+        "image",
+        "import",
+        "--name",
+        "scratch",
+        "--kernel",
+        &cache.join("tiny-vmlinuz").to_string_lossy(),
+        "--initrd",
+        &cache.join("tiny-initrd.img").to_string_lossy(),
+    ]);
+    let scratch = b.json(&["image", "show", "scratch"])["id"]
+        .as_str()
+        .expect("image id")
+        .to_string();
+    wait_copy(&a, &scratch, true);
+    b.ok(&["image", "delete", "scratch"]);
+    wait_copy(&a, &scratch, false);
+    assert!(!image_dir(&b, &scratch).exists());
+
     b.ok(&[
         "instance", "run", "--name", "one", "--image", "tiny", "--type", "nano", "--wait",
     ]);

@@ -377,7 +377,6 @@ impl ControlPlane for HttpControlPlane {
         file: &str,
         dest: &std::path::Path,
     ) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
         let resp = self
             .authed(
                 self.client()
@@ -392,16 +391,7 @@ impl ControlPlane for HttpControlPlane {
                 resp.status()
             )));
         }
-        let mut out = tokio::fs::File::create(dest).await?;
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Error::unavailable(format!("fetching image {image_id}/{file}: {e}"))
-            })?;
-            out.write_all(&chunk).await?;
-        }
-        out.sync_all().await?;
-        Ok(())
+        crate::imagecache::write_body(resp, dest, &format!("image {image_id}/{file}")).await
     }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         let body = EventBody {

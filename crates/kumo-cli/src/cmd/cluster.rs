@@ -1,7 +1,8 @@
-//! `kumo cluster join-token create|list|show|delete`: one-time tokens that let a host's agent join.
+//! `kumo cluster status` (the control plane's servers) and `kumo cluster join-token
+//! create|list|show|delete`: one-time tokens that let a host's agent join.
 
 use clap::Subcommand;
-use kumo_types::{CreateJoinTokenRequest, JoinToken, JoinTokenCreated};
+use kumo_types::{ClusterStatus, CreateJoinTokenRequest, JoinToken, JoinTokenCreated};
 
 use crate::CliError;
 use crate::client::{Client, Json, seg};
@@ -10,6 +11,8 @@ use crate::render::cluster as r;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ClusterCmd {
+    /// The control plane's live servers, and which one leads (runs the reconcilers).
+    Status,
     /// One-time tokens with which a host's agent joins the cluster and gets its certificate.
     #[command(subcommand, name = "join-token")]
     JoinToken(JoinTokenCmd),
@@ -56,7 +59,14 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
 }
 
 pub async fn run(client: &Client, out: &Output, cmd: ClusterCmd) -> Result<i32, CliError> {
-    let ClusterCmd::JoinToken(cmd) = cmd;
+    let cmd = match cmd {
+        ClusterCmd::Status => {
+            let s: Json<ClusterStatus> = client.get("cluster/status").await?;
+            out.one_tables(&s, r::cluster_status);
+            return Ok(0);
+        }
+        ClusterCmd::JoinToken(cmd) => cmd,
+    };
     match cmd {
         JoinTokenCmd::Create { ttl, description } => {
             let req = CreateJoinTokenRequest {

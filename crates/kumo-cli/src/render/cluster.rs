@@ -1,9 +1,32 @@
-//! Tables for cluster membership: join tokens. Pure: value in, table out.
+//! Tables for cluster membership: servers, join tokens. Pure: value in, table out.
 
 use comfy_table::Table;
-use kumo_types::{JoinToken, JoinTokenCreated};
+use kumo_types::{ClusterStatus, JoinToken, JoinTokenCreated};
 
 use super::{detail, opt, table, wire};
+
+/// Who answered and who leads, then the live servers.
+pub fn cluster_status(s: &ClusterStatus) -> Vec<Table> {
+    let head = detail(vec![
+        ("answered by", s.server.clone()),
+        ("leader", opt(&s.leader)),
+    ]);
+    let mut t = table(&["SERVER", "URL", "STARTED", "ROLE"]);
+    for sv in &s.servers {
+        let role = if s.leader.as_deref() == Some(sv.id.as_str()) {
+            "leader"
+        } else {
+            "follower"
+        };
+        t.add_row(vec![
+            sv.id.clone(),
+            opt(&sv.url),
+            sv.started_at.clone(),
+            role.to_string(),
+        ]);
+    }
+    vec![head, t]
+}
 
 pub fn join_tokens_table(items: &[JoinToken]) -> Table {
     let mut t = table(&["ID", "STATE", "EXPIRES", "USED BY", "DESCRIPTION"]);

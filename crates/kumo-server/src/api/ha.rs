@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use kumo_types::{DrainRequest, ErrorBody, Fencing, Host};
+use kumo_types::{ClusterStatus, DrainRequest, ErrorBody, Fencing, Host};
 
 use super::extract::{ApiJson, ApiJsonOrDefault};
 use crate::app::App;
@@ -31,15 +31,6 @@ pub async fn clear_fencing(
     Ok(Json(crate::app::ha::set_fencing(&app, &id, None).await?))
 }
 
-/// The control plane's servers as this one sees them: which one leads (runs the reconcilers).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ClusterStatus {
-    /// This server's id (`hostname@listen-address`).
-    pub server: String,
-    pub leader: Option<String>,
-    pub is_leader: bool,
-}
-
 #[utoipa::path(get, path = "/v1/cluster/status", responses((status = 200, body = ClusterStatus)))]
 pub async fn cluster_status(State(app): State<App>) -> ApiResult<Json<ClusterStatus>> {
     let leader = crate::leader::current(app.kv())
@@ -49,6 +40,7 @@ pub async fn cluster_status(State(app): State<App>) -> ApiResult<Json<ClusterSta
         server: app.leader.server_id.clone(),
         leader,
         is_leader: app.leader.is_leader(),
+        servers: crate::peers::live(app.kv()).await?,
     }))
 }
 

@@ -263,13 +263,23 @@ async fn pool_status(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A stored image's file, streamed (hosts fetch images on first use).
+/// A stored image's file, streamed (hosts fetch images on first use); copied from another server
+/// first if this one does not hold it yet.
 async fn image_file(
     State(app): State<App>,
     Path((id, file)): Path<(String, String)>,
 ) -> ApiResult<axum::response::Response> {
-    let path = crate::app::image::stored_file(&app, &id, &file)?;
-    let f = tokio::fs::File::open(&path)
+    let path = crate::app::image::local_file(&app, &id, &file).await?;
+    file_response(&path, &id, &file).await
+}
+
+/// A file as the body of a 200 answer.
+pub async fn file_response(
+    path: &std::path::Path,
+    id: &str,
+    file: &str,
+) -> ApiResult<axum::response::Response> {
+    let f = tokio::fs::File::open(path)
         .await
         .map_err(|e| kumo_types::Error::not_found("image file", format!("{id}/{file}: {e}")))?;
     let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);

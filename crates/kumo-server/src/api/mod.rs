@@ -11,6 +11,7 @@ pub mod identity;
 pub mod instance;
 pub mod internal;
 pub mod network;
+pub mod peer;
 pub mod placement;
 pub mod quota;
 pub mod resources;
@@ -409,6 +410,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .nest("/v1", v1)
         .nest("/internal/v1", internal::router(app.clone()))
+        .nest("/peer/v1", peer::router(app.clone()))
         // The EC2/STS query API: SigV4 is its authentication (no bearer token, no `/v1` layers).
         .route("/", get(ec2::serve).post(ec2::serve))
         .route("/healthz", get(|| async { "ok" }))

@@ -7,6 +7,7 @@
 //! ([`recover_interrupted`]). A failed import (`error`) keeps its name, so that its message can be
 //! read, until it is deleted or a new import under the same name replaces it.
 
+pub mod replica;
 mod url;
 
 use std::path::PathBuf;
@@ -421,6 +422,7 @@ async fn record(app: &App, image: Image, claim: &NameClaim) -> Result<Image> {
         ));
     }
     claim.replaced(app).await?;
+    replica::held_here(app, &image.id).await?;
     let converted = image
         .source_format
         .map(|f| format!(", converted from {}", f.as_str()))
@@ -686,6 +688,8 @@ pub async fn delete(app: &App, scope: &Scope, id_or_name: &str) -> Result<()> {
     let mut success = vec![
         Op::delete(keys::image(&image.id)),
         Op::delete(keys::name(KIND, &image.project, &image.name)),
+        // Other servers drop their copies when they see the record gone (`replica::tick`).
+        replica::forget_here(app, &image.id),
     ];
     success.extend(super::attrs::cleanup_ops(app, &image.id).await?);
     let txn = Txn {
@@ -723,6 +727,21 @@ fn in_use(what: &str, scope: &Scope, users: &[(&str, &str)]) -> String {
         (false, 0) => format!("{what}(s) {}", names.join(", ")),
         (true, n) => format!("{n} {what}(s) of other projects"),
         (false, n) => format!("{what}(s) {} and {n} of other projects", names.join(", ")),
+    }
+}
+
+/// The path of file `file` of image `id` in this server's pool, copied from a server that holds
+/// the image first if this one does not yet ([`replica::ensure_here`]).
+pub async fn local_file(app: &App, id: &str, file: &str) -> Result<std::path::PathBuf> {
+    match stored_file(app, id, file) {
+        Err(Error::NotFound { .. }) => {
+            let Ok(image) = get_any(app, id).await else {
+                return Err(Error::not_found("image file", format!("{id}/{file}")));
+            };
+            replica::ensure_here(app, &image).await?;
+            stored_file(app, id, file)
+        }
+        r => r,
     }
 }
 

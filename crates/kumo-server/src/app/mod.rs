@@ -70,6 +70,10 @@ pub struct App {
     pub auth_cache: Arc<crate::auth::AuthCache>,
     /// Whether this server leads (runs the once-only reconcilers); see [`crate::leader`].
     pub leader: crate::leader::Leadership,
+    /// The other servers of the control plane; see [`crate::peers`].
+    pub peers: crate::peers::Peers,
+    /// Held while this server copies an image from a peer (one copy at a time).
+    pub replicating: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl App {
@@ -81,6 +85,8 @@ impl App {
             pool,
             auth_cache: Arc::default(),
             leader: crate::leader::Leadership::default(),
+            peers: crate::peers::Peers::default(),
+            replicating: Arc::default(),
         }
     }
 

@@ -408,6 +408,10 @@ impl Job {
             self.remove_files().await;
             return;
         }
+        if let Err(e) = super::replica::held_here(&self.app, &self.image.id).await {
+            // The replicator records it on its next pass.
+            tracing::warn!(image = %self.image.id, error = %e, "recording this server's copy");
+        }
         let converted = self
             .image
             .source_format
