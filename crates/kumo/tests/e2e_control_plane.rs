@@ -1,7 +1,7 @@
-//! The control plane on a three-member etcd with two servers (issue 5): every server serves the API,
-//! one leads (runs the reconcilers), images are copied between them. Stop one etcd member and the
-//! leading server (which imported the image): the other server takes the lead, and creating and
-//! deleting instances still work.
+//! The control plane on a three-member etcd with three servers (issue 5): every server serves the
+//! API, one leads (runs the reconcilers), images are copied between them. Stop one etcd member and
+//! the leading server (which imported the image): another server takes the lead, and creating and
+//! deleting instances still work through either of the other two.
 
 mod common;
 
@@ -22,6 +22,23 @@ fn wait_leader(c: &Cloud, what: &str) {
             return;
         }
         assert!(Instant::now() < deadline, "{what}: {s}\n{}", c.server_log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Wait until server `c` lists `n` live servers, each with a URL.
+fn wait_servers(c: &Cloud, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(c);
+        let urls = s["servers"]
+            .as_array()
+            .map(|v| v.iter().filter(|s| s["url"].is_string()).count())
+            .unwrap_or_default();
+        if urls == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} servers: {s}");
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -58,14 +75,11 @@ fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
     let sb = status(&b);
     assert_eq!(sb["is_leader"], false, "{sb}");
     assert_eq!(sb["leader"], status(&a)["server"], "{sb}");
+    // A third server, without an agent.
+    let c = Cloud::start_server_only("127.0.0.1", &store);
 
-    // Both servers are registered, each with the URL the other reaches it at.
-    let sa = status(&a);
-    let urls: Vec<&str> = sa["servers"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|s| s["url"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(urls.len(), 2, "{sa}");
+    // All three are registered, each with the URL the others reach it at.
+    wait_servers(&a, 3);
 
     // An image imported through server A is copied to server B (checked against its sha256),
     // before any host asks for it: it outlives server A.
@@ -75,6 +89,7 @@ fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
         .expect("image id")
         .to_string();
     wait_copy(&b, &tiny, true);
+    wait_copy(&c, &tiny, true);
     // A second image, imported through B and deleted through B: A copies it, then drops its copy.
     let cache = common::test_cache().join("tiny");
     b.ok(&[
@@ -136,6 +151,9 @@ fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
     etcd.kill(0);
     a.kill9();
     wait_leader(&b, "server B takes the lead");
+    assert_eq!(status(&c)["leader"], status(&b)["server"]);
+    // Server A's record goes with its lease.
+    wait_servers(&c, 2);
     // The remote agent moved on to server B: a lease period later its host is still ready.
     std::thread::sleep(Duration::from_secs(20));
     let h = b.json(&["host", "show", "remote"]);
@@ -153,11 +171,12 @@ fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
     b.ok(&["host", "drain", "remote"]);
     let _ = remote.kill();
     let _ = remote.wait();
-    b.ok(&[
+    // Created through server C, run by the agent that talks to server B.
+    c.ok(&[
         "instance", "run", "--name", "two", "--image", "tiny", "--type", "nano", "--wait",
     ]);
     b.wait_console("two", "KUMO-READY");
-    b.ok(&["instance", "delete", "one", "--wait"]);
+    c.ok(&["instance", "delete", "one", "--wait"]);
     b.ok(&["instance", "delete", "two", "--wait"]);
     let (_, list) = b.http("GET", "/v1/instances", None);
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
