@@ -156,7 +156,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         host_id: host.id.clone(),
         migration_ip: cfg.migration_ip.or(cfg.vxlan_local_ip),
     });
-    tokio::spawn(serve_relay(ctx.clone()));
+    tokio::spawn(crate::relay::serve(ctx.clone()));
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;
     let mut workers: HashMap<String, Worker> = HashMap::new();
@@ -348,51 +348,5 @@ async fn collect_garbage(ctx: &Arc<Ctx>, assigned: &HashSet<&str>) {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = ctx.pool.delete_instance_disks(&id);
         tracing::info!(instance = %id, "removed leftovers of an unassigned instance");
-    }
-}
-
-/// Answer what the control plane relays to this host (serial logs of its instances), for as long as
-/// the agent runs.
-async fn serve_relay(ctx: Arc<Ctx>) {
-    loop {
-        match ctx.cp.relay_requests(&ctx.host_id).await {
-            Ok(reqs) => {
-                for r in reqs {
-                    let path = crate::paths::serial_log(&ctx.data_dir, &r.instance_id);
-                    let resp =
-                        tokio::task::spawn_blocking(move || read_log(&path, r.offset, r.max))
-                            .await
-                            .unwrap_or_else(|e| kumo_types::RelayResponse {
-                                data_b64: String::new(),
-                                size: 0,
-                                error: Some(format!("reading the log: {e}")),
-                            });
-                    if let Err(e) = ctx.cp.relay_respond(&ctx.host_id, &r.id, resp).await {
-                        tracing::warn!(error = %e, "could not answer a relayed request");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "relay poll failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-        }
-    }
-}
-
-/// Up to `max` bytes of a serial log from `offset`, and its size (an absent log is empty).
-fn read_log(path: &std::path::Path, offset: u64, max: u64) -> kumo_types::RelayResponse {
-    use base64::Engine;
-    match crate::paths::read_log_chunk(path, offset, max) {
-        Ok((data, size)) => kumo_types::RelayResponse {
-            data_b64: base64::engine::general_purpose::STANDARD.encode(data),
-            size,
-            error: None,
-        },
-        Err(e) => kumo_types::RelayResponse {
-            data_b64: String::new(),
-            size: 0,
-            error: Some(format!("{}: {e}", path.display())),
-        },
     }
 }

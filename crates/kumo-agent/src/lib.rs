@@ -20,6 +20,7 @@ pub mod paths;
 pub mod pci;
 pub mod plan;
 pub mod rbd;
+pub mod relay;
 pub mod runtime;
 pub mod storage;
 pub mod volstate;

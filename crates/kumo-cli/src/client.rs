@@ -56,11 +56,14 @@ pub struct Client {
     token: String,
     /// Sent as `X-Kumo-Project`.
     project: Option<String>,
+    /// The CA file's certificates (PEM), the only roots trusted over https when given.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Client {
     pub fn new(cfg: &Config) -> Result<Client, CliError> {
         let mut builder = reqwest::Client::builder();
+        let mut ca_pem = None;
         if let (true, Some(path)) = (cfg.url.starts_with("https://"), &cfg.ca_file) {
             let pem = std::fs::read(path).map_err(|e| {
                 CliError::usage(format!("cannot read the CA file {}: {e}", path.display()))
@@ -80,6 +83,7 @@ impl Client {
             for ca in cas {
                 builder = builder.add_root_certificate(ca);
             }
+            ca_pem = Some(pem);
         }
         let http = builder
             .connect_timeout(CONNECT_TIMEOUT)
@@ -94,6 +98,7 @@ impl Client {
             base: cfg.url.trim_end_matches('/').to_string(),
             token: cfg.token.clone(),
             project: None,
+            ca_pem,
         })
     }
 
@@ -109,6 +114,16 @@ impl Client {
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The project requests act in (`X-Kumo-Project`), if one was chosen.
+    pub fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
+    /// The CA certificates (PEM) trusted over https, if a CA file was given.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
     }
 
     /// `ws://…/v1/<path>` for WebSocket endpoints.

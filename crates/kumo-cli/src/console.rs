@@ -55,10 +55,85 @@ pub async fn attach(client: &Client, id: &str, opts: Options) -> Result<(), CliE
         CliError::usage("the API token contains characters not allowed in an HTTP header")
     })?;
     req.headers_mut().insert("authorization", auth);
+    if let Some(p) = client.project() {
+        let p = HeaderValue::from_str(p)
+            .map_err(|_| CliError::usage("the project name is not a valid HTTP header value"))?;
+        req.headers_mut().insert("x-kumo-project", p);
+    }
+    if url.starts_with("wss://") {
+        let tls = tls_connect(client, &req).await?;
+        let (ws, _) = tokio_tungstenite::client_async(req, tls)
+            .await
+            .map_err(|e| ws_error(client, e))?;
+        return session(ws, id, opts).await;
+    }
     let (ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| ws_error(client, e))?;
+    session(ws, id, opts).await
+}
 
+/// A TLS connection to the server `req` is for, trusting the CA file's certificates (or, without
+/// one, the system's roots).
+async fn tls_connect(
+    client: &Client,
+    req: &tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, CliError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let connect_err = |message: String| CliError::Connect {
+        url: client.base_url().to_string(),
+        message,
+    };
+    let host = req
+        .uri()
+        .host()
+        .ok_or_else(|| CliError::usage("the console URL has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = req.uri().port_u16().unwrap_or(443);
+    let mut roots = rustls::RootCertStore::empty();
+    match client.ca_pem() {
+        Some(pem) => {
+            for c in CertificateDer::pem_slice_iter(pem).flatten() {
+                roots
+                    .add(c)
+                    .map_err(|e| CliError::usage(format!("the CA file: {e}")))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| connect_err(format!("TLS settings: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.clone())
+        .map_err(|e| CliError::usage(format!("{host:?} is not a server name: {e}")))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| connect_err(format!("TLS: {e}")))
+}
+
+/// Run a connected console session.
+async fn session<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    id: &str,
+    opts: Options,
+) -> Result<(), CliError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let tty = is_tty(libc::STDIN_FILENO);
     let _raw = if tty {
         eprint!("Connected to the console of `{id}`. Press Ctrl-] to quit.\r\n");
@@ -77,11 +152,15 @@ pub async fn attach(client: &Client, id: &str, opts: Options) -> Result<(), CliE
     result
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Move bytes both ways until one side ends.
-async fn pump(ws: Ws, tty: bool, opts: Options) -> Result<(), CliError> {
+async fn pump<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    tty: bool,
+    opts: Options,
+) -> Result<(), CliError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut tx, mut rx) = ws.split();
     let mut input = spawn_stdin_reader();
     let mut stdout = tokio::io::stdout();

@@ -105,6 +105,29 @@ impl ControlPlane for InProcess {
         tokio::fs::copy(&src, dest).await?;
         Ok(())
     }
+    async fn console_input(
+        &self,
+        host_id: &str,
+        console: &kumo_types::ConsoleRelay,
+    ) -> Result<kumo_agent::control::ByteStream> {
+        crate::app::console::input_stream(&self.app, host_id, &console.session, &console.server)
+            .await
+    }
+    async fn console_output(
+        &self,
+        host_id: &str,
+        console: &kumo_types::ConsoleRelay,
+        output: kumo_agent::control::ByteStream,
+    ) -> Result<()> {
+        crate::app::console::feed_output(
+            &self.app,
+            host_id,
+            &console.session,
+            &console.server,
+            output,
+        )
+        .await
+    }
     async fn volume_removed(&self, volume_id: &str) -> Result<()> {
         volume::finalize_delete(&self.app, volume_id).await
     }

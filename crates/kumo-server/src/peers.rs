@@ -100,15 +100,40 @@ impl Peers {
 
     /// GET `path` (after `/peer/v1`) from peer `server`.
     pub async fn get(&self, server: &ServerInfo, path: &str) -> Result<reqwest::Response> {
+        self.send(server, reqwest::Method::GET, path, None).await
+    }
+
+    /// POST `body` (streamed) to `path` (after `/peer/v1`) of peer `server`.
+    pub async fn post_stream(
+        &self,
+        server: &ServerInfo,
+        path: &str,
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response> {
+        self.send(server, reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    async fn send(
+        &self,
+        server: &ServerInfo,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response> {
         let (Some(client), Some(url)) = (&self.client, &server.url) else {
             return Err(Error::unavailable(format!(
                 "server {} has no URL its peers can reach (--advertise-url)",
                 server.id
             )));
         };
-        let resp = client
-            .get(format!("{url}/peer/v1{path}"))
-            .header(SECRET_HEADER, self.secret.as_str())
+        let mut req = client
+            .request(method, format!("{url}/peer/v1{path}"))
+            .header(SECRET_HEADER, self.secret.as_str());
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| Error::unavailable(format!("server {} unreachable: {e}", server.id)))?;

@@ -113,6 +113,21 @@ pub struct RelayRequest {
     pub offset: u64,
     /// At most this many bytes.
     pub max: u64,
+    /// Set for an interactive console session instead of a log read: the agent connects the
+    /// instance's serial socket to the session's two streams on its server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleRelay>,
+}
+
+/// An interactive console session relayed to the host an instance runs on. The agent opens
+/// `GET …/consoles/{session}/input` (what the user types) and `POST …/consoles/{session}/output`
+/// (what the guest prints) on whichever server it talks to; that server forwards them to `server`,
+/// where the user's WebSocket is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConsoleRelay {
+    pub session: String,
+    /// The server holding the user's end (its id in `GET /v1/cluster/status`).
+    pub server: String,
 }
 
 /// An agent's answer to a [`RelayRequest`].

@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use common::cluster::Cluster;
 use serde_json::{Value, json};
 
@@ -29,7 +32,8 @@ fn run_on(c: &Cluster, name: &str, network: &str) -> Value {
 }
 
 /// Guests on one VXLAN network but on different hosts reach each other through the tunnel; the
-/// hosts fetched the image from the control plane on first use.
+/// hosts fetched the image from the control plane on first use; their serial logs and interactive
+/// consoles are served by the API.
 #[test]
 fn vxlan_network_spans_hosts() {
     let c = Cluster::start(2, &[]);
@@ -80,4 +84,32 @@ fn vxlan_network_spans_hosts() {
     c.console_until("b", &format!("ping -c 2 -W 2 {ip_a}"), "b pings a", |o| {
         o.contains(" 0% packet loss")
     });
+
+    // The interactive console of a guest on another host than the server's, through the server's
+    // TLS listener (trusting the cluster CA): the host's agent joins the serial socket to it.
+    let mut child = Command::new(common::KUMO)
+        .args(["instance", "console", "a"])
+        .env("KUMO_URL", &c.server_url)
+        .env("KUMO_CA_FILE", c.cloud.data_dir().join("tls/ca.pem"))
+        .env("KUMO_TOKEN", &c.cloud.token)
+        .env_remove("KUMO_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn console");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\necho CONSOLE-$((40+2))\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("console output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CONSOLE-42"),
+        "console over TLS to another host: {}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
 }

@@ -334,6 +334,64 @@ impl ControlPlane for HttpControlPlane {
         )
         .await
     }
+    async fn console_input(
+        &self,
+        host_id: &str,
+        console: &kumo_types::ConsoleRelay,
+    ) -> Result<super::ByteStream> {
+        use futures::StreamExt;
+        let url = format!(
+            "{}/hosts/{host_id}/consoles/{}/input",
+            self.base(),
+            console.session
+        );
+        let resp = self
+            .authed(self.client().get(url).query(&[("server", &console.server)]))
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Error::unavailable(format!(
+                "console session {}: control plane answered {}",
+                console.session,
+                resp.status()
+            )));
+        }
+        Ok(resp
+            .bytes_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed())
+    }
+    async fn console_output(
+        &self,
+        host_id: &str,
+        console: &kumo_types::ConsoleRelay,
+        output: super::ByteStream,
+    ) -> Result<()> {
+        let url = format!(
+            "{}/hosts/{host_id}/consoles/{}/output",
+            self.base(),
+            console.session
+        );
+        let resp = self
+            .authed(
+                self.client()
+                    .post(url)
+                    .query(&[("server", &console.server)])
+                    .body(reqwest::Body::wrap_stream(output)),
+            )
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Error::unavailable(format!(
+                "console session {}: control plane answered {}",
+                console.session,
+                resp.status()
+            )));
+        }
+        Ok(())
+    }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
         self.post_unit::<()>(&format!("/instances/{instance_id}/removed"), None)
             .await

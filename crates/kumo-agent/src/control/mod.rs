@@ -70,9 +70,26 @@ pub trait ControlPlane: Send + Sync + 'static {
         request_id: &str,
         response: kumo_types::RelayResponse,
     ) -> Result<()>;
+    /// What the user of console session `console` types, streamed until the session ends.
+    async fn console_input(
+        &self,
+        host_id: &str,
+        console: &kumo_types::ConsoleRelay,
+    ) -> Result<ByteStream>;
+    /// Stream what the guest prints to console session `console`; returns when `output` ends or
+    /// the session does.
+    async fn console_output(
+        &self,
+        host_id: &str,
+        console: &kumo_types::ConsoleRelay,
+        output: ByteStream,
+    ) -> Result<()>;
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
 }
+
+/// Bytes as HTTP bodies stream them (console sessions).
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
 pub mod http;
 

@@ -53,6 +53,11 @@ pub fn router(app: App) -> Router<App> {
         .route("/hosts/{name}/certificate", post(renew_certificate))
         .route("/hosts/{id}/relay", get(relay_requests))
         .route("/hosts/{id}/relay/{request}", post(relay_respond))
+        .route("/hosts/{id}/consoles/{session}/input", get(console_input))
+        .route(
+            "/hosts/{id}/consoles/{session}/output",
+            post(console_output),
+        )
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             current_certificate,
@@ -94,6 +99,52 @@ async fn relay_respond(
     check_host(&app, &caller, &id).await?;
     cp(app).relay_respond(&id, &request, resp).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which server holds a console session's user end.
+#[derive(Debug, Deserialize)]
+struct ConsoleServer {
+    server: String,
+}
+
+/// What the user of a console session types, streamed to the agent of host `id`.
+async fn console_input(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path((id, session)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<ConsoleServer>,
+) -> ApiResult<axum::response::Response> {
+    check_host(&app, &caller, &id).await?;
+    let host = crate::app::host::get(&app, &id).await?;
+    let stream = crate::app::console::input_stream(&app, &host.id, &session, &q.server).await?;
+    Ok(stream_response(stream))
+}
+
+/// What the guest prints, streamed by the agent of host `id` (until the body ends).
+async fn console_output(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path((id, session)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<ConsoleServer>,
+    body: axum::body::Body,
+) -> ApiResult<StatusCode> {
+    check_host(&app, &caller, &id).await?;
+    let host = crate::app::host::get(&app, &id).await?;
+    crate::app::console::feed_output(&app, &host.id, &session, &q.server, body_stream(body))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A request body as a byte stream.
+pub fn body_stream(body: axum::body::Body) -> crate::app::console::ByteStream {
+    body.into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other))
+        .boxed()
+}
+
+/// A byte stream as a 200 answer's body.
+pub fn stream_response(stream: crate::app::console::ByteStream) -> axum::response::Response {
+    axum::response::Response::new(axum::body::Body::from_stream(stream))
 }
 
 /// Over mTLS, only a host's current certificate (or the one a renewal just replaced) is accepted; a

@@ -5,6 +5,7 @@
 
 pub mod attrs;
 pub mod boot_volume;
+pub mod console;
 pub mod drain;
 pub mod event;
 pub mod floating_ip;
@@ -74,6 +75,8 @@ pub struct App {
     pub peers: crate::peers::Peers,
     /// Held while this server copies an image from a peer (one copy at a time).
     pub replicating: Arc<tokio::sync::Mutex<()>>,
+    /// Console sessions of users connected here to instances on other hosts.
+    pub consoles: Arc<console::Sessions>,
 }
 
 impl App {
@@ -87,6 +90,7 @@ impl App {
             leader: crate::leader::Leadership::default(),
             peers: crate::peers::Peers::default(),
             replicating: Arc::default(),
+            consoles: Arc::default(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! What only a host has, read through its agent: the serial log of an instance running on another
-//! host than this server's. The store is the rendezvous, so it works whichever server the user and
+//! host than this server's, or its interactive console ([`super::console`]). The store is the rendezvous, so it works whichever server the user and
 //! the agent talk to:
 //!
 //! 1. The server writes `/relay/req/<host>/<id>` under a short lease and watches
@@ -13,7 +13,7 @@
 use base64::Engine;
 use futures::StreamExt;
 use kumo_store::{Compare, Op, Txn};
-use kumo_types::{Error, HostState, Instance, RelayRequest, RelayResponse, Result, ids};
+use kumo_types::{Error, Host, HostState, Instance, RelayRequest, RelayResponse, Result, ids};
 
 use super::App;
 use crate::storeutil::{decode, encode, store_err};
@@ -41,32 +41,53 @@ pub async fn serial_log(
     offset: u64,
     max: u64,
 ) -> Result<(Vec<u8>, u64)> {
-    let host_id = inst
-        .host
-        .clone()
-        .ok_or_else(|| Error::conflict(format!("instance `{}` is on no host yet", inst.name)))?;
-    let host = super::host::get(app, &host_id).await?;
-    if host.state == HostState::Down {
-        return Err(Error::unavailable(format!(
-            "instance `{}` runs on host `{}`, which is down: its serial log cannot be read",
-            inst.name, host.name
-        )));
-    }
-    let kv = app.kv();
-    let lease = kv.lease_grant(LEASE_SECS).await.map_err(store_err)?;
-    let id = ids::new_id("relay");
+    let host = reachable_host(app, inst, "its serial log cannot be read").await?;
     let req = RelayRequest {
-        id: id.clone(),
+        id: ids::new_id("relay"),
         instance_id: inst.id.clone(),
         offset,
         max,
+        console: None,
     };
+    let answer = ask(app, &host, req).await?;
+    if let Some(e) = answer.error {
+        return Err(Error::unavailable(format!("host `{}`: {e}", host.name)));
+    }
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(answer.data_b64.as_bytes())
+        .map_err(|e| Error::internal_with("relay answer", e))?;
+    Ok((data, answer.size))
+}
+
+/// The host `inst` runs on, unless it has none or is down (`consequence` says what that means).
+pub async fn reachable_host(app: &App, inst: &Instance, consequence: &str) -> Result<Host> {
+    let host_id = inst
+        .host
+        .as_deref()
+        .ok_or_else(|| Error::conflict(format!("instance `{}` is on no host yet", inst.name)))?;
+    let host = super::host::get(app, host_id).await?;
+    if host.state == HostState::Down {
+        return Err(Error::unavailable(format!(
+            "instance `{}` runs on host `{}`, which is down: {consequence}",
+            inst.name, host.name
+        )));
+    }
+    Ok(host)
+}
+
+/// Put `req` to `host`'s agent and wait up to [`WAIT`] for its answer.
+pub async fn ask(app: &App, host: &Host, req: RelayRequest) -> Result<RelayResponse> {
+    let kv = app.kv();
+    let lease = kv.lease_grant(LEASE_SECS).await.map_err(store_err)?;
     let rev = kv.revision().await.map_err(store_err)?;
-    let mut answers = kv.watch(&resp_key(&id), rev + 1).await.map_err(store_err)?;
+    let mut answers = kv
+        .watch(&resp_key(&req.id), rev + 1)
+        .await
+        .map_err(store_err)?;
     kv.txn(Txn {
         compare: vec![],
         success: vec![Op::Put {
-            key: format!("{}{id}", req_prefix(&host_id)),
+            key: format!("{}{}", req_prefix(&host.id), req.id),
             value: encode(&req)?,
             lease,
         }],
@@ -85,19 +106,12 @@ pub async fn serial_log(
     })
     .await;
     let _ = kv.lease_revoke(lease).await;
-    let answer = answer.map_err(|_| {
+    answer.map_err(|_| {
         Error::unavailable(format!(
             "host `{}` did not answer within {WAIT:?} (is its agent connected?)",
             host.name
         ))
-    })??;
-    if let Some(e) = answer.error {
-        return Err(Error::unavailable(format!("host `{}`: {e}", host.name)));
-    }
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(answer.data_b64.as_bytes())
-        .map_err(|e| Error::internal_with("relay answer", e))?;
-    Ok((data, answer.size))
+    })?
 }
 
 /// The requests waiting for `host_id`'s agent; waits up to [`POLL`] for one when there are none.
