@@ -23,7 +23,7 @@ pub fn files_of(image: &Image) -> Vec<String> {
 /// Where image files come from: the control plane for hosts, a peer server for servers.
 #[async_trait::async_trait]
 pub trait FetchFile: Send + Sync {
-    /// Write file `file` of image `image_id` to `dest`.
+    /// Write file `file` (`disk.qcow2`, `kernel`, …) of stored image `image_id` to `dest`.
     async fn fetch_image_file(
         &self,
         image_id: &str,
@@ -32,25 +32,10 @@ pub trait FetchFile: Send + Sync {
     ) -> Result<()>;
 }
 
-/// The control plane as a source of image files.
-struct FromControlPlane<'a>(&'a dyn ControlPlane);
-
-#[async_trait::async_trait]
-impl FetchFile for FromControlPlane<'_> {
-    async fn fetch_image_file(
-        &self,
-        image_id: &str,
-        file: &str,
-        dest: &std::path::Path,
-    ) -> Result<()> {
-        self.0.fetch_image_file(image_id, file, dest).await
-    }
-}
-
 /// Make `image`'s files present in `pool`, fetching the missing ones from the control plane
 /// (idempotent).
 pub async fn ensure_local(cp: &dyn ControlPlane, pool: &DirPool, image: &Image) -> Result<()> {
-    ensure_local_from(&FromControlPlane(cp), pool, image, "fetch").await
+    ensure_local_from(cp, pool, image, "fetch").await
 }
 
 /// Make `image`'s files present in `pool`, fetching the missing ones from `src` into `<file>.<tag>`

@@ -30,6 +30,23 @@ pub struct InProcess {
 }
 
 #[async_trait]
+impl kumo_agent::imagecache::FetchFile for InProcess {
+    async fn fetch_image_file(
+        &self,
+        image_id: &str,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> Result<()> {
+        let src = crate::app::image::local_file(&self.app, image_id, file).await?;
+        if src == dest {
+            return Ok(());
+        }
+        tokio::fs::copy(&src, dest).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl ControlPlane for InProcess {
     async fn register_host(&self, inventory: HostInventory) -> Result<Host> {
         host::register(&self.app, inventory).await
@@ -91,19 +108,6 @@ impl ControlPlane for InProcess {
         status: kumo_types::PoolHostStatus,
     ) -> Result<()> {
         crate::app::pool::report(&self.app, pool, host_id, status).await
-    }
-    async fn fetch_image_file(
-        &self,
-        image_id: &str,
-        file: &str,
-        dest: &std::path::Path,
-    ) -> Result<()> {
-        let src = crate::app::image::local_file(&self.app, image_id, file).await?;
-        if src == dest {
-            return Ok(());
-        }
-        tokio::fs::copy(&src, dest).await?;
-        Ok(())
     }
     async fn console_input(
         &self,

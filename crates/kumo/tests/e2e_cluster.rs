@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::cluster::Cluster;
 use serde_json::{Value, json};
 
@@ -87,24 +84,12 @@ fn vxlan_network_spans_hosts() {
 
     // The interactive console of a guest on another host than the server's, through the server's
     // TLS listener (trusting the cluster CA): the host's agent joins the serial socket to it.
-    let mut child = Command::new(common::KUMO)
-        .args(["instance", "console", "a"])
-        .env("KUMO_URL", &c.server_url)
-        .env("KUMO_CA_FILE", c.cloud.data_dir().join("tls/ca.pem"))
-        .env("KUMO_TOKEN", &c.cloud.token)
-        .env_remove("KUMO_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn console");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"\necho CONSOLE-$((40+2))\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("console output");
+    let out = c.cloud.console_session(
+        "a",
+        Some(&c.server_url),
+        Some(&c.cloud.data_dir().join("tls/ca.pem")),
+        b"\necho CONSOLE-$((40+2))\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("CONSOLE-42"),

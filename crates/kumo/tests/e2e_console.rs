@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::Cloud;
 
 #[test]
@@ -18,22 +15,7 @@ fn console_round_trip_through_websocket() {
     cloud.wait_console("c1", "KUMO-READY");
     // Give the console shell a moment to print its prompt.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut child = Command::new(common::KUMO)
-        .args(["instance", "console", "c1"])
-        .env("KUMO_URL", cloud.url())
-        .env("KUMO_TOKEN", &cloud.token)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn console");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"\necho CONSOLE-$((40+2))\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("console output");
+    let out = cloud.console_session("c1", None, None, b"\necho CONSOLE-$((40+2))\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -309,15 +309,7 @@ fn draining_moves_what_can_move_stops_the_rest_and_undrain_restores() {
         std::thread::sleep(Duration::from_millis(200));
     }
     c.cloud.wait_state("stayer", "stopped");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let h = c.cloud.json(&["host", "show", &from]);
-        if h["state"] == "maintenance" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{h}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    c.wait_host_state(&from, "maintenance", 60);
     // Nothing new lands on a host in maintenance.
     let (s, e) = c.cloud.http(
         "POST",
@@ -361,15 +353,7 @@ fn draining_moves_what_can_move_stops_the_rest_and_undrain_restores() {
     assert_eq!(e["field"], "local_disks", "{e}");
     c.cloud
         .ok(&["host", "drain", &from, "--local-disks", "migrate"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let h = c.cloud.json(&["host", "show", &from]);
-        if h["state"] == "maintenance" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{h}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    c.wait_host_state(&from, "maintenance", 120);
     assert_eq!(c.host_of("stayer"), to);
     c.cloud.wait_state("stayer", "running");
     let moved = c.instance("stayer");

@@ -290,15 +290,7 @@ fn drain_live_migrates_a_running_guest_and_its_pings_barely_notice() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let h = c.cloud.json(&["host", "show", &from]);
-        if h["state"] == "maintenance" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{h}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    c.wait_host_state(&from, "maintenance", 60);
 }
 
 /// A guest with a local root disk cannot move live (precise refusal), but moves cold: stopped, its

@@ -161,6 +161,43 @@ impl HttpControlPlane {
         }
     }
 
+    /// One of a console session's streams (`input` or `output`) on the current server; no
+    /// timeout: it lasts as long as the session.
+    async fn console_stream(
+        &self,
+        method: reqwest::Method,
+        host_id: &str,
+        console: &kumo_types::ConsoleRelay,
+        which: &str,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response> {
+        let url = format!(
+            "{}/hosts/{host_id}/consoles/{}/{which}",
+            self.base(),
+            console.session
+        );
+        let mut req = self
+            .client()
+            .request(method, url)
+            .query(&[("server", &console.server)]);
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = self
+            .authed(req)
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Error::unavailable(format!(
+                "console session {} ({which}): control plane answered {}",
+                console.session,
+                resp.status()
+            )));
+        }
+        Ok(resp)
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -233,6 +270,32 @@ impl HttpControlPlane {
 
 fn required<T>(v: Option<T>) -> Result<T> {
     v.ok_or_else(|| Error::internal("control plane sent no body"))
+}
+
+#[async_trait]
+impl crate::imagecache::FetchFile for HttpControlPlane {
+    async fn fetch_image_file(
+        &self,
+        image_id: &str,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> Result<()> {
+        let resp = self
+            .authed(
+                self.client()
+                    .get(format!("{}/images/{image_id}/files/{file}", self.base())),
+            )
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Error::unavailable(format!(
+                "fetching image {image_id}/{file}: control plane answered {}",
+                resp.status()
+            )));
+        }
+        crate::imagecache::write_body(resp, dest, &format!("image {image_id}/{file}")).await
+    }
 }
 
 #[async_trait]
@@ -340,23 +403,9 @@ impl ControlPlane for HttpControlPlane {
         console: &kumo_types::ConsoleRelay,
     ) -> Result<super::ByteStream> {
         use futures::StreamExt;
-        let url = format!(
-            "{}/hosts/{host_id}/consoles/{}/input",
-            self.base(),
-            console.session
-        );
         let resp = self
-            .authed(self.client().get(url).query(&[("server", &console.server)]))
-            .send()
-            .await
-            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(Error::unavailable(format!(
-                "console session {}: control plane answered {}",
-                console.session,
-                resp.status()
-            )));
-        }
+            .console_stream(reqwest::Method::GET, host_id, console, "input", None)
+            .await?;
         Ok(resp
             .bytes_stream()
             .map(|r| r.map_err(std::io::Error::other))
@@ -368,28 +417,15 @@ impl ControlPlane for HttpControlPlane {
         console: &kumo_types::ConsoleRelay,
         output: super::ByteStream,
     ) -> Result<()> {
-        let url = format!(
-            "{}/hosts/{host_id}/consoles/{}/output",
-            self.base(),
-            console.session
-        );
-        let resp = self
-            .authed(
-                self.client()
-                    .post(url)
-                    .query(&[("server", &console.server)])
-                    .body(reqwest::Body::wrap_stream(output)),
-            )
-            .send()
-            .await
-            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(Error::unavailable(format!(
-                "console session {}: control plane answered {}",
-                console.session,
-                resp.status()
-            )));
-        }
+        let body = reqwest::Body::wrap_stream(output);
+        self.console_stream(
+            reqwest::Method::POST,
+            host_id,
+            console,
+            "output",
+            Some(body),
+        )
+        .await?;
         Ok(())
     }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
@@ -428,28 +464,6 @@ impl ControlPlane for HttpControlPlane {
     ) -> Result<()> {
         self.post_unit(&format!("/pools/{pool}/hosts/{host_id}"), Some(&status))
             .await
-    }
-    async fn fetch_image_file(
-        &self,
-        image_id: &str,
-        file: &str,
-        dest: &std::path::Path,
-    ) -> Result<()> {
-        let resp = self
-            .authed(
-                self.client()
-                    .get(format!("{}/images/{image_id}/files/{file}", self.base())),
-            )
-            .send()
-            .await
-            .map_err(|e| Error::unavailable(format!("control plane unreachable: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(Error::unavailable(format!(
-                "fetching image {image_id}/{file}: control plane answered {}",
-                resp.status()
-            )));
-        }
-        crate::imagecache::write_body(resp, dest, &format!("image {image_id}/{file}")).await
     }
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()> {
         let body = EventBody {

@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result, VolumeStatus};
 
+/// Image files come from the control plane ([`crate::imagecache::FetchFile`]: hosts other than the
+/// control plane's fetch images on first use).
 #[async_trait]
-pub trait ControlPlane: Send + Sync + 'static {
+pub trait ControlPlane: crate::imagecache::FetchFile + Send + Sync + 'static {
     /// Register (or re-register) this host; returns the host record (its ID is stable per hostname).
     async fn register_host(&self, inventory: HostInventory) -> Result<Host>;
     /// Liveness signal; called every few seconds.
@@ -51,14 +53,6 @@ pub trait ControlPlane: Send + Sync + 'static {
         pool: &str,
         host_id: &str,
         status: kumo_types::PoolHostStatus,
-    ) -> Result<()>;
-    /// Copy file `file` of stored image `image_id` (`disk.qcow2`, `kernel`, …) to `dest` on this host
-    /// (hosts other than the control plane's fetch images on first use).
-    async fn fetch_image_file(
-        &self,
-        image_id: &str,
-        file: &str,
-        dest: &std::path::Path,
     ) -> Result<()>;
     /// Requests for what only this host has (serial logs); waits a while for one when there are
     /// none (long-poll).

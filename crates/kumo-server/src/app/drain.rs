@@ -127,6 +127,26 @@ async fn save(app: &App, host_id: &str, rec: &DrainRecord) -> Result<()> {
     Ok(())
 }
 
+/// Start migrating instance `id` off its draining host; if it cannot start, record why and what
+/// the drain does instead (`fallback`: the next pass does it).
+async fn migrate_once(app: &App, id: &str, kind: MigrationKind, fallback: &str) -> Result<()> {
+    let reason = super::migration::Reason::Drain;
+    if let Err(e) = super::migration::begin(app, id, Some(kind), None, reason).await {
+        let how = match kind {
+            MigrationKind::Live => "live-migrate",
+            MigrationKind::Cold => "cold-migrate",
+        };
+        super::event::record(
+            app,
+            id,
+            "instance.migration_failed",
+            &format!("cannot {how} off draining host: {e}; {fallback}"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// One pass over the draining hosts.
 pub async fn tick(app: &App) -> Result<()> {
     let hosts: Vec<Host> = list_json(app.kv(), keys::HOSTS).await?;
@@ -166,23 +186,7 @@ pub async fn tick(app: &App) -> Result<()> {
                 busy = true; // moving
             } else if i.desired_state == DesiredState::Running && live {
                 rec.live.push(i.id.clone());
-                if let Err(e) = super::migration::begin(
-                    app,
-                    &i.id,
-                    Some(MigrationKind::Live),
-                    None,
-                    super::migration::Reason::Drain,
-                )
-                .await
-                {
-                    super::event::record(
-                        app,
-                        &i.id,
-                        "instance.migration_failed",
-                        &format!("cannot live-migrate off draining host: {e}; moving it cold"),
-                    )
-                    .await?;
-                }
+                migrate_once(app, &i.id, MigrationKind::Live, "moving it cold").await?;
                 busy = true;
             } else if i.desired_state == DesiredState::Running
                 && !movable
@@ -190,23 +194,7 @@ pub async fn tick(app: &App) -> Result<()> {
                 && !rec.cold.contains(&i.id)
             {
                 rec.cold.push(i.id.clone());
-                if let Err(e) = super::migration::begin(
-                    app,
-                    &i.id,
-                    Some(MigrationKind::Cold),
-                    None,
-                    super::migration::Reason::Drain,
-                )
-                .await
-                {
-                    super::event::record(
-                        app,
-                        &i.id,
-                        "instance.migration_failed",
-                        &format!("cannot cold-migrate off draining host: {e}; stopping it here"),
-                    )
-                    .await?;
-                }
+                migrate_once(app, &i.id, MigrationKind::Cold, "stopping it here").await?;
                 busy = true;
             } else if i.desired_state == DesiredState::Running {
                 let list = if movable {

@@ -216,6 +216,19 @@ impl Cluster {
     }
 
     /// The host an instance runs on (its name), from the API.
+    /// Wait until host `name` is in `state` (within `secs`).
+    pub fn wait_host_state(&self, name: &str, state: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let h = self.cloud.json(&["host", "show", name]);
+            if h["state"] == state {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{h}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     pub fn host_of(&self, instance: &str) -> String {
         let v = self.cloud.json(&["instance", "show", instance]);
         self.host_name(v["host"].as_str().unwrap_or_default())

@@ -256,6 +256,37 @@ impl Cloud {
             .expect("run kumo")
     }
 
+    /// `kumo instance console NAME` with `input` piped in, through `url` (this cloud's when `None`;
+    /// an `https://` one with `ca_file`): the command's output once it has ended.
+    pub fn console_session(
+        &self,
+        name: &str,
+        url: Option<&str>,
+        ca_file: Option<&Path>,
+        input: &[u8],
+    ) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new(KUMO);
+        cmd.args(["instance", "console", name])
+            .env("KUMO_URL", url.map_or_else(|| self.url(), str::to_string))
+            .env("KUMO_TOKEN", &self.token)
+            .env_remove("KUMO_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ca) = ca_file {
+            cmd.env("KUMO_CA_FILE", ca);
+        }
+        let mut child = cmd.spawn().expect("spawn console");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write");
+        child.wait_with_output().expect("console output")
+    }
+
     /// Run the CLI and require success.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kumo(args);
