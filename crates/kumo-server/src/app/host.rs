@@ -8,7 +8,7 @@ use kumo_types::{
 
 use super::App;
 use crate::scheduler::{Candidate, Gpu};
-use crate::storeutil::{encode, get_json, keys, list_json, store_err};
+use crate::storeutil::{commit, encode, get_json, keys, list_json, store_err};
 
 const KIND: &str = "hosts";
 const CLUSTER: &str = "cluster";
@@ -19,44 +19,53 @@ pub const LEASE_TTL: i64 = 15;
 pub async fn register(app: &App, inv: HostInventory) -> Result<Host> {
     let name = inv.hostname.clone();
     let name_key = keys::name(KIND, CLUSTER, &name);
-    let existing = match app.kv().get(&name_key).await.map_err(store_err)? {
-        Some(kv) => {
-            get_json::<Host>(app.kv(), &keys::host(&String::from_utf8_lossy(&kv.value))).await?
-        }
-        None => None,
-    };
-    let now = now_rfc3339();
-    let accel = if inv.kvm_usable { "kvm" } else { "tcg" }.to_string();
-    let host = match existing {
-        Some((mut h, _)) => {
-            h.inventory = inv;
-            h.accel = accel;
-            h.last_heartbeat = now;
-            h
-        }
-        None => Host {
-            id: ids::new_id(ids::HOST),
-            name: name.clone(),
-            state: HostState::Ready,
-            inventory: inv,
-            labels: Default::default(),
-            fencing: None,
-            accel,
-            registered_at: now.clone(),
-            last_heartbeat: now,
-        },
-    };
-    let txn = Txn {
-        compare: vec![],
-        success: vec![
+    // Compare-and-swap: an operator's change (labels, state) racing a re-registration is kept, and
+    // two first registrations of one name make one host.
+    for _ in 0..10 {
+        let existing = match app.kv().get(&name_key).await.map_err(store_err)? {
+            Some(kv) => {
+                let id = String::from_utf8_lossy(&kv.value).to_string();
+                get_json::<Host>(app.kv(), &keys::host(&id)).await?
+            }
+            None => None,
+        };
+        let now = now_rfc3339();
+        let accel = if inv.kvm_usable { "kvm" } else { "tcg" }.to_string();
+        let (host, compare) = match existing {
+            Some((mut h, rev)) => {
+                h.inventory = inv.clone();
+                h.accel = accel;
+                h.last_heartbeat = now;
+                let c = Compare::mod_revision(keys::host(&h.id), rev);
+                (h, c)
+            }
+            None => (
+                Host {
+                    id: ids::new_id(ids::HOST),
+                    name: name.clone(),
+                    state: HostState::Ready,
+                    inventory: inv.clone(),
+                    labels: Default::default(),
+                    fencing: None,
+                    accel,
+                    registered_at: now.clone(),
+                    last_heartbeat: now,
+                },
+                Compare::absent(&name_key),
+            ),
+        };
+        let ops = vec![
             Op::put(&name_key, host.id.clone()),
             Op::put(keys::host(&host.id), encode(&host)?),
-        ],
-        failure: vec![],
-    };
-    app.kv().txn(txn).await.map_err(store_err)?;
-    heartbeat(app, &host.id).await?;
-    Ok(host)
+        ];
+        if commit(app.kv(), vec![compare], ops).await? {
+            heartbeat(app, &host.id).await?;
+            return Ok(host);
+        }
+    }
+    Err(Error::unavailable(
+        "the host record kept changing during registration; retry",
+    ))
 }
 
 /// Keep the host's liveness lease alive, creating it if it lapsed.
