@@ -157,6 +157,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         migration_ip: cfg.migration_ip.or(cfg.vxlan_local_ip),
     });
     tokio::spawn(crate::relay::serve(ctx.clone()));
+    crate::imagecache::spawn_gc(ctx.cp.clone(), ctx.pool.clone());
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;
     let mut workers: HashMap<String, Worker> = HashMap::new();

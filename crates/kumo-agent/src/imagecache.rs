@@ -110,6 +110,46 @@ pub async fn write_body(resp: reqwest::Response, dest: &std::path::Path, what: &
     Ok(())
 }
 
+/// How often a host looks for cached copies of deleted images.
+pub const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Drop this host's cached copies of images that no longer exist. An image is deleted only when no
+/// instance or volume uses it, so nothing here still needs its files. A host whose pool is the
+/// control plane's image store leaves that to the server. Only a definite "gone" removes anything:
+/// when the control plane cannot be asked, everything stays.
+pub async fn drop_deleted(cp: &dyn ControlPlane, pool: &DirPool) {
+    if cp.shares_image_store() {
+        return;
+    }
+    let cached = crate::storage::read_dir_names(&pool.root().join("images"));
+    for id in cached
+        .iter()
+        .filter(|n| kumo_types::ids::is_id(kumo_types::ids::IMAGE, n))
+    {
+        if !matches!(cp.image_exists(id).await, Ok(false)) {
+            continue;
+        }
+        let (pool, id2) = (pool.clone(), id.clone());
+        match tokio::task::spawn_blocking(move || pool.delete_image(&id2)).await {
+            Ok(Ok(())) => tracing::info!(image = %id, "dropped the cached copy of a deleted image"),
+            Ok(Err(e)) => {
+                tracing::warn!(image = %id, error = %e, "dropping a deleted image's copy")
+            }
+            Err(e) => tracing::warn!(image = %id, error = %e, "dropping a deleted image's copy"),
+        }
+    }
+}
+
+/// Run [`drop_deleted`] every [`GC_EVERY`].
+pub fn spawn_gc(cp: std::sync::Arc<dyn ControlPlane>, pool: DirPool) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(GC_EVERY).await;
+            drop_deleted(cp.as_ref(), &pool).await;
+        }
+    });
+}
+
 fn sha256_of(paths: &[std::path::PathBuf]) -> Result<String> {
     use std::io::Read;
     let mut h = Sha256::new();

@@ -9,7 +9,7 @@ use kumo_agent::control::ControlPlane;
 use kumo_types::{AssignmentSnapshot, Host, HostInventory, InstanceStatus, Result, VolumeStatus};
 
 use crate::app::{App, event, host, instance, snapshot, volume};
-use crate::storeutil::{keys, store_err};
+use crate::storeutil::{get_json, keys, store_err};
 
 /// The key prefixes whose changes alter what an agent must converge to.
 const ASSIGNMENT_PREFIXES: [&str; 10] = [
@@ -131,6 +131,16 @@ impl ControlPlane for InProcess {
             output,
         )
         .await
+    }
+    async fn image_exists(&self, image_id: &str) -> Result<bool> {
+        Ok(
+            get_json::<kumo_types::Image>(self.app.kv(), &keys::image(image_id))
+                .await?
+                .is_some(),
+        )
+    }
+    fn shares_image_store(&self) -> bool {
+        true
     }
     async fn volume_removed(&self, volume_id: &str) -> Result<()> {
         volume::finalize_delete(&self.app, volume_id).await

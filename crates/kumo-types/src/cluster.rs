@@ -142,6 +142,12 @@ pub struct RelayResponse {
     pub error: Option<String>,
 }
 
+/// Answer of the agents' `GET /internal/v1/images/{id}/exists`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageExists {
+    pub exists: bool,
+}
+
 /// A live server of the control plane.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ServerInfo {

@@ -30,7 +30,7 @@ fn run_on(c: &Cluster, name: &str, network: &str) -> Value {
 
 /// Guests on one VXLAN network but on different hosts reach each other through the tunnel; the
 /// hosts fetched the image from the control plane on first use; their serial logs and interactive
-/// consoles are served by the API.
+/// consoles are served by the API; once the image is deleted the hosts drop their copies.
 #[test]
 fn vxlan_network_spans_hosts() {
     let c = Cluster::start(2, &[]);
@@ -97,4 +97,26 @@ fn vxlan_network_spans_hosts() {
         String::from_utf8_lossy(&out.stderr),
         c.logs()
     );
+
+    // Once the image is deleted, the hosts drop their cached copies.
+    let image = c.cloud.json(&["image", "show", "tiny"])["id"]
+        .as_str()
+        .expect("image id")
+        .to_string();
+    c.cloud.ok(&["instance", "delete", "a", "--wait"]);
+    c.cloud.ok(&["instance", "delete", "b", "--wait"]);
+    c.cloud.ok(&["image", "delete", "tiny"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    for h in [&ha, &hb] {
+        let dir = c.host(h).data_dir().join("pool/images").join(&image);
+        while dir.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{h} still has {}\n{}",
+                dir.display(),
+                c.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
 }

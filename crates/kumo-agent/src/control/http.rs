@@ -428,6 +428,18 @@ impl ControlPlane for HttpControlPlane {
         .await?;
         Ok(())
     }
+    async fn image_exists(&self, image_id: &str) -> Result<bool> {
+        let v: kumo_types::ImageExists = required(
+            self.call::<(), _>(
+                reqwest::Method::GET,
+                &format!("/images/{image_id}/exists"),
+                None,
+                Duration::from_secs(30),
+            )
+            .await?,
+        )?;
+        Ok(v.exists)
+    }
     async fn instance_removed(&self, instance_id: &str) -> Result<()> {
         self.post_unit::<()>(&format!("/instances/{instance_id}/removed"), None)
             .await

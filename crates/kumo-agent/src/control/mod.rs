@@ -80,6 +80,13 @@ pub trait ControlPlane: crate::imagecache::FetchFile + Send + Sync + 'static {
     ) -> Result<()>;
     /// Append to the event log.
     async fn event(&self, resource: &str, kind: &str, message: &str) -> Result<()>;
+    /// Whether image `image_id` still exists (hosts drop their cached copies of deleted images).
+    async fn image_exists(&self, image_id: &str) -> Result<bool>;
+    /// This host's pool is the control plane's own image store (the server's in-process agent):
+    /// the server, not the agent, removes image files from it.
+    fn shares_image_store(&self) -> bool {
+        false
+    }
 }
 
 /// Bytes as HTTP bodies stream them (console sessions).

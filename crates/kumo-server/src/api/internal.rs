@@ -49,6 +49,7 @@ pub fn router(app: App) -> Router<App> {
         .route("/snapshots/{id}/removed", post(snapshot_removed))
         .route("/pools/{pool}/hosts/{host}", post(pool_status))
         .route("/images/{id}/files/{file}", get(image_file))
+        .route("/images/{id}/exists", get(image_exists))
         .route("/events", post(event))
         .route("/hosts/{name}/certificate", post(renew_certificate))
         .route("/hosts/{id}/relay", get(relay_requests))
@@ -99,6 +100,15 @@ async fn relay_respond(
     check_host(&app, &caller, &id).await?;
     cp(app).relay_respond(&id, &request, resp).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether an image still exists (hosts drop cached copies of deleted ones).
+async fn image_exists(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<kumo_types::ImageExists>> {
+    let exists = cp(app).image_exists(&id).await?;
+    Ok(Json(kumo_types::ImageExists { exists }))
 }
 
 /// Which server holds a console session's user end.
