@@ -191,6 +191,16 @@ fn losing_an_etcd_member_and_the_leading_server_keeps_the_cloud_working() {
         "instance", "run", "--name", "two", "--image", "tiny", "--type", "nano", "--wait",
     ]);
     b.wait_console("two", "KUMO-READY");
+    // Its interactive console through server C: B's agent joins it, forwarding over /peer/v1.
+    std::thread::sleep(Duration::from_secs(1));
+    let out = c.console_session("two", None, None, b"\necho CONSOLE-$((40+2))\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CONSOLE-42"),
+        "console through another server: {}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.server_log()
+    );
     c.ok(&["instance", "delete", "one", "--wait"]);
     b.ok(&["instance", "delete", "two", "--wait"]);
     let (_, list) = b.http("GET", "/v1/instances", None);
