@@ -157,7 +157,8 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         migration_ip: cfg.migration_ip.or(cfg.vxlan_local_ip),
     });
     tokio::spawn(crate::relay::serve(ctx.clone()));
-    crate::imagecache::spawn_gc(ctx.cp.clone(), ctx.pool.clone());
+    let (pools_tx, pools_rx) = watch::channel(Vec::new());
+    crate::imagecache::spawn_gc(ctx.cp.clone(), ctx.pool.clone(), pools_rx);
     let registry = MetadataRegistry::new();
     let mut metadata_task: Option<JoinHandle<()>> = None;
     let mut workers: HashMap<String, Worker> = HashMap::new();
@@ -191,6 +192,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
         volumes
             .report_pools(cp.as_ref(), &host.id, &ctx.pool, &snap.pools)
             .await;
+        pools_tx.send_replace(snap.pools.clone());
         if metadata_task.is_none() && !snap.assignments.is_empty() {
             match tokio::net::TcpListener::bind(cfg.metadata_addr).await {
                 Ok(l) => {

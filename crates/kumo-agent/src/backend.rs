@@ -123,6 +123,28 @@ impl VolumeBackend {
         }
     }
 
+    /// The images whose base copy this pool holds (made when a volume was created from them).
+    pub fn image_bases(&self) -> Result<Vec<String>> {
+        match self {
+            VolumeBackend::Files { dir, .. } => {
+                Ok(crate::storage::read_dir_names(&dir.root().join("images"))
+                    .into_iter()
+                    .filter(|n| kumo_types::ids::is_id(kumo_types::ids::IMAGE, n))
+                    .collect())
+            }
+            VolumeBackend::Rbd(r) => r.image_bases(),
+        }
+    }
+
+    /// Remove this pool's base copy of image `id` (no-op if there is none). An RBD base with clones
+    /// left is refused by Ceph (the error says so).
+    pub fn drop_image_base(&self, id: &str) -> Result<()> {
+        match self {
+            VolumeBackend::Files { dir, .. } => dir.delete_image(id),
+            VolumeBackend::Rbd(r) => r.delete(&crate::rbd::image_base(id)),
+        }
+    }
+
     /// What QEMU opens for volume `id`, and in which format.
     pub fn disk(&self, id: &str) -> (DiskSource, DiskFormat) {
         match self {

@@ -6,6 +6,7 @@
 use kumo_types::{DiskFormat, Error, Image, ImageKind, Result};
 use sha2::{Digest, Sha256};
 
+use crate::backend::VolumeBackend;
 use crate::control::ControlPlane;
 use crate::storage::DirPool;
 
@@ -110,42 +111,66 @@ pub async fn write_body(resp: reqwest::Response, dest: &std::path::Path, what: &
     Ok(())
 }
 
-/// How often a host looks for cached copies of deleted images.
+/// How often a host looks for copies of deleted images.
 pub const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Drop this host's cached copies of images that no longer exist. An image is deleted only when no
-/// instance or volume uses it, so nothing here still needs its files. A host whose pool is the
-/// control plane's image store leaves that to the server. Only a definite "gone" removes anything:
-/// when the control plane cannot be asked, everything stays.
-pub async fn drop_deleted(cp: &dyn ControlPlane, pool: &DirPool) {
-    if cp.shares_image_store() {
-        return;
+/// Drop the copies of images that no longer exist: this host's cache (`<pool>/images/<id>/`) and
+/// the bases in the pools it uses (`<dir>/images/<id>/` of directory pools, `kumo-image-<id>` in
+/// Ceph). An image is deleted only when no instance or volume uses it, so nothing still needs them.
+/// A host whose pool is the control plane's image store leaves that pool to the server. Only a
+/// definite "gone" removes anything: when the control plane cannot be asked, everything stays.
+pub async fn drop_deleted(cp: &dyn ControlPlane, local: &DirPool, pools: &[kumo_types::Pool]) {
+    let mut backends: Vec<VolumeBackend> = Vec::new();
+    if !cp.shares_image_store() {
+        backends.push(VolumeBackend::Files {
+            dir: local.clone(),
+            shared: false,
+        });
     }
-    let cached = crate::storage::read_dir_names(&pool.root().join("images"));
-    for id in cached
-        .iter()
-        .filter(|n| kumo_types::ids::is_id(kumo_types::ids::IMAGE, n))
-    {
-        if !matches!(cp.image_exists(id).await, Ok(false)) {
+    for p in pools {
+        let Ok(b) = VolumeBackend::of(p, local) else {
+            continue;
+        };
+        // The local pool is the cache above (or the server's store).
+        if matches!(&b, VolumeBackend::Files { dir, .. } if dir.root() == local.root()) {
             continue;
         }
-        let (pool, id2) = (pool.clone(), id.clone());
-        match tokio::task::spawn_blocking(move || pool.delete_image(&id2)).await {
-            Ok(Ok(())) => tracing::info!(image = %id, "dropped the cached copy of a deleted image"),
-            Ok(Err(e)) => {
-                tracing::warn!(image = %id, error = %e, "dropping a deleted image's copy")
+        backends.push(b);
+    }
+    for b in backends {
+        let b2 = b.clone();
+        let Ok(Ok(ids)) = tokio::task::spawn_blocking(move || b2.image_bases()).await else {
+            continue;
+        };
+        for id in ids {
+            if !matches!(cp.image_exists(&id).await, Ok(false)) {
+                continue;
             }
-            Err(e) => tracing::warn!(image = %id, error = %e, "dropping a deleted image's copy"),
+            let (b2, id2) = (b.clone(), id.clone());
+            match tokio::task::spawn_blocking(move || b2.drop_image_base(&id2)).await {
+                Ok(Ok(())) => tracing::info!(image = %id, "dropped a copy of a deleted image"),
+                Ok(Err(e)) => {
+                    tracing::warn!(image = %id, error = %e, "dropping a deleted image's copy")
+                }
+                Err(e) => {
+                    tracing::warn!(image = %id, error = %e, "dropping a deleted image's copy")
+                }
+            }
         }
     }
 }
 
-/// Run [`drop_deleted`] every [`GC_EVERY`].
-pub fn spawn_gc(cp: std::sync::Arc<dyn ControlPlane>, pool: DirPool) {
+/// Run [`drop_deleted`] every [`GC_EVERY`], over the pools last seen in `pools`.
+pub fn spawn_gc(
+    cp: std::sync::Arc<dyn ControlPlane>,
+    local: DirPool,
+    pools: tokio::sync::watch::Receiver<Vec<kumo_types::Pool>>,
+) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(GC_EVERY).await;
-            drop_deleted(cp.as_ref(), &pool).await;
+            let now = pools.borrow().clone();
+            drop_deleted(cp.as_ref(), &local, &now).await;
         }
     });
 }

@@ -208,6 +208,19 @@ impl RbdPool {
         .map(|_| ())
     }
 
+    /// The images whose base (`kumo-image-<id>`) this pool holds.
+    pub fn image_bases(&self) -> Result<Vec<String>> {
+        let out = run(
+            self.rbd().args(["ls", "--format", "json"]).arg(&self.pool),
+            "rbd ls",
+        )?;
+        let names: Vec<String> = serde_json::from_slice(&out)?;
+        Ok(names
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(&image_base("")).map(str::to_string))
+            .collect())
+    }
+
     /// Whether a client (a QEMU) has volume `id` open: it is then a watcher of the image.
     pub fn in_use(&self, id: &str) -> Result<bool> {
         let out = output(

@@ -6,7 +6,8 @@
 //! guest writes a pattern to it; an RBD snapshot is taken while it is plugged in; more is written; a
 //! clone of the snapshot, plugged into the guest, shows the old data only; the clone grows online; a
 //! volume from a disk image is a copy-on-write clone of the image's base; deletes remove the RBD
-//! images; a pool with volumes or volume types cannot be deleted.
+//! images, and deleting the images removes their bases; a pool with volumes or volume types cannot
+//! be deleted.
 
 mod common;
 
@@ -432,6 +433,21 @@ fn rbd_pool_volumes_snapshots_clones_and_images_on_real_ceph() {
     let left = ceph.images();
     for id in [&vol, &clone, &fromimg] {
         assert!(!left.contains(id), "{id} left behind: {left:?}");
+    }
+    // Deleting the images (nothing uses them now) removes their bases from Ceph too.
+    let base = format!("kumo-image-{img_id}");
+    assert!(ceph.images().contains(&base), "{:?}", ceph.images());
+    cloud.ok(&["image", "delete", "pattern"]);
+    cloud.ok(&["image", "delete", "bootsector"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while ceph.images().iter().any(|i| i.starts_with("kumo-image-")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "image bases left in Ceph: {:?}\n{}",
+            ceph.images(),
+            cloud.server_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
     let (s, e) = call(&cloud, "DELETE", "/v1/pools/ceph", None);
     assert_eq!(s, 409, "the volume type still names it: {e}");
