@@ -98,6 +98,21 @@ fn vxlan_network_spans_hosts() {
         c.logs()
     );
 
+    // A host's certificate reports only on its own instances: host b's cannot report a's status
+    // or remove it.
+    let a_id = a["id"].as_str().expect("id a");
+    let ca = std::fs::read(c.cloud.data_dir().join("tls/ca.pem")).expect("ca.pem");
+    let tls = c.host(&hb).data_dir().join("tls");
+    let mut id_b = std::fs::read(tls.join("host.pem")).expect("host.pem");
+    id_b.extend(std::fs::read(tls.join("host.key")).expect("host.key"));
+    let url = |what: &str| format!("{}/internal/v1/instances/{a_id}/{what}", c.server_url);
+    let (s, v) = common::tls_call(&ca, Some(&id_b), None, "POST", &url("removed"), None);
+    assert_eq!(s, 403, "host b removing a: {v}");
+    let st = json!({"state": "stopped", "updated_at": "2026-01-01T00:00:00Z"});
+    let (s, v) = common::tls_call(&ca, Some(&id_b), None, "POST", &url("status"), Some(st));
+    assert_eq!(s, 403, "host b reporting on a: {v}");
+    assert_eq!(c.instance("a")["state"], "running");
+
     // Once the image is deleted, the hosts drop their cached copies.
     let image = c.cloud.json(&["image", "show", "tiny"])["id"]
         .as_str()

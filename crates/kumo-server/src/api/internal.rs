@@ -72,6 +72,37 @@ pub fn router(app: App) -> Router<App> {
         .route("/ca", get(ca))
 }
 
+/// A host certificate may only report on an instance its host runs, or is migrating it from or to.
+/// (Reports about an instance that is gone are let through: the app layer ignores them.)
+async fn check_instance_host(app: &App, caller: &AgentCaller, instance: &str) -> ApiResult<()> {
+    let AgentCaller::Host(me) = caller else {
+        return Ok(());
+    };
+    let key = crate::storeutil::keys::instance(instance);
+    let Some((inst, _)) =
+        crate::storeutil::get_json::<kumo_types::Instance>(app.kv(), &key).await?
+    else {
+        return Ok(());
+    };
+    let mut hosts = vec![inst.host.clone()];
+    if let Some(m) = &inst.migration {
+        hosts.push(Some(m.source_host.clone()));
+        hosts.push(Some(m.target_host.clone()));
+    }
+    for h in hosts.into_iter().flatten() {
+        if crate::app::host::get(app, &h)
+            .await
+            .is_ok_and(|h| &h.name == me)
+        {
+            return Ok(());
+        }
+    }
+    Err(kumo_types::Error::Forbidden {
+        message: format!("host {me:?} does not run instance {instance}"),
+    }
+    .into())
+}
+
 /// A host certificate may only act for its own host (`id` is the host's ID or name).
 async fn check_host(app: &App, caller: &AgentCaller, id: &str) -> ApiResult<()> {
     if let AgentCaller::Host(_) = caller {
@@ -262,9 +293,11 @@ async fn watch(
 
 async fn status(
     State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
     Path(id): Path<String>,
     ApiJson(st): ApiJson<InstanceStatus>,
 ) -> ApiResult<StatusCode> {
+    check_instance_host(&app, &caller, &id).await?;
     cp(app).report_status(&id, st).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -280,7 +313,12 @@ async fn migration(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn removed(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_instance_host(&app, &caller, &id).await?;
     cp(app).instance_removed(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -756,6 +756,11 @@ pub async fn finalize_delete(app: &App, id: &str) -> Result<()> {
         let Some((inst, rev)) = get_json::<Instance>(app.kv(), &keys::instance(id)).await? else {
             return Ok(());
         };
+        if !inst.deleting {
+            return Err(Error::conflict(format!(
+                "instance {id} is not being deleted"
+            )));
+        }
         let key = keys::instance(id);
         let (mut compare, mut ops) =
             quota::credit(app, &inst.project, &Delta::instance(&inst)).await?;

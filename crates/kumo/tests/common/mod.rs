@@ -670,3 +670,47 @@ pub fn boot_sector(msg: &[u8]) -> Vec<u8> {
     s[511] = 0xAA;
     s
 }
+
+/// One HTTPS call trusting only the cluster CA, with an optional client identity and bearer token.
+pub fn tls_call(
+    ca_pem: &[u8],
+    identity: Option<&[u8]>,
+    bearer: Option<&str>,
+    method: &str,
+    url: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("ca"));
+        if let Some(id) = identity {
+            b = b.identity(reqwest::Identity::from_pem(id).expect("identity"));
+        }
+        let client = b.build().expect("client");
+        let mut req = client
+            .request(method.parse().expect("method"), url)
+            .timeout(Duration::from_secs(30));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        if let Some(v) = body {
+            req = req.json(&v);
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    })
+}
