@@ -112,6 +112,17 @@ fn vxlan_network_spans_hosts() {
     let (s, v) = common::tls_call(&ca, Some(&id_b), None, "POST", &url("status"), Some(st));
     assert_eq!(s, 403, "host b reporting on a: {v}");
     assert_eq!(c.instance("a")["state"], "running");
+    // Nor on a volume that lives on host a.
+    let vol = post(
+        &c,
+        "/v1/volumes",
+        json!({"name": "va", "size_gib": 1, "host": ha}),
+    );
+    let vol_id = vol["id"].as_str().expect("volume id");
+    let vurl = format!("{}/internal/v1/volumes/{vol_id}/removed", c.server_url);
+    let (s, v) = common::tls_call(&ca, Some(&id_b), None, "POST", &vurl, None);
+    assert_eq!(s, 403, "host b removing a's volume: {v}");
+    c.cloud.ok(&["volume", "delete", "va"]);
 
     // Once the image is deleted, the hosts drop their cached copies.
     let image = c.cloud.json(&["image", "show", "tiny"])["id"]

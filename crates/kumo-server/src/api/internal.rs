@@ -72,24 +72,64 @@ pub fn router(app: App) -> Router<App> {
         .route("/ca", get(ca))
 }
 
-/// A host certificate may only report on an instance its host runs, or is migrating it from or to.
-/// (Reports about an instance that is gone are let through: the app layer ignores them.)
-async fn check_instance_host(app: &App, caller: &AgentCaller, instance: &str) -> ApiResult<()> {
-    let AgentCaller::Host(me) = caller else {
-        return Ok(());
-    };
-    let key = crate::storeutil::keys::instance(instance);
+/// The hosts that may report on instance `id`: its host, and both ends of its migration (`None`:
+/// the instance is gone).
+async fn instance_hosts(app: &App, id: &str) -> ApiResult<Option<Vec<String>>> {
+    let key = crate::storeutil::keys::instance(id);
     let Some((inst, _)) =
         crate::storeutil::get_json::<kumo_types::Instance>(app.kv(), &key).await?
     else {
+        return Ok(None);
+    };
+    let mut hosts: Vec<String> = inst.host.into_iter().collect();
+    if let Some(m) = inst.migration {
+        hosts.extend([m.source_host, m.target_host]);
+    }
+    Ok(Some(hosts))
+}
+
+/// The hosts that may report on volume `id`: its home host, and those that may report on the
+/// instance it is attached to (`None`: the volume is gone).
+async fn volume_hosts(app: &App, id: &str) -> ApiResult<Option<Vec<String>>> {
+    let key = crate::storeutil::keys::volume(id);
+    let Some((v, _)) = crate::storeutil::get_json::<kumo_types::Volume>(app.kv(), &key).await?
+    else {
+        return Ok(None);
+    };
+    let mut hosts = vec![v.host];
+    if let Some(a) = v.attachment {
+        hosts.extend(
+            instance_hosts(app, &a.instance_id)
+                .await?
+                .unwrap_or_default(),
+        );
+    }
+    Ok(Some(hosts))
+}
+
+/// The hosts that may report on snapshot `id`: those of its volume (`None`: either is gone).
+async fn snapshot_hosts(app: &App, id: &str) -> ApiResult<Option<Vec<String>>> {
+    let key = crate::storeutil::keys::snapshot(id);
+    let Some((s, _)) = crate::storeutil::get_json::<kumo_types::Snapshot>(app.kv(), &key).await?
+    else {
+        return Ok(None);
+    };
+    volume_hosts(app, &s.volume_id).await
+}
+
+/// A host certificate may only report on what its host looks after (`hosts`, host IDs, from
+/// [`instance_hosts`] or [`volume_hosts`]). Reports about what is gone (`None`) are let through:
+/// the app layer ignores them.
+async fn check_reporter(
+    app: &App,
+    caller: &AgentCaller,
+    what: &str,
+    hosts: Option<Vec<String>>,
+) -> ApiResult<()> {
+    let (AgentCaller::Host(me), Some(hosts)) = (caller, hosts) else {
         return Ok(());
     };
-    let mut hosts = vec![inst.host.clone()];
-    if let Some(m) = &inst.migration {
-        hosts.push(Some(m.source_host.clone()));
-        hosts.push(Some(m.target_host.clone()));
-    }
-    for h in hosts.into_iter().flatten() {
+    for h in hosts {
         if crate::app::host::get(app, &h)
             .await
             .is_ok_and(|h| &h.name == me)
@@ -98,7 +138,7 @@ async fn check_instance_host(app: &App, caller: &AgentCaller, instance: &str) ->
         }
     }
     Err(kumo_types::Error::Forbidden {
-        message: format!("host {me:?} does not run instance {instance}"),
+        message: format!("host {me:?} does not look after {what}"),
     }
     .into())
 }
@@ -297,7 +337,8 @@ async fn status(
     Path(id): Path<String>,
     ApiJson(st): ApiJson<InstanceStatus>,
 ) -> ApiResult<StatusCode> {
-    check_instance_host(&app, &caller, &id).await?;
+    let hosts = instance_hosts(&app, &id).await?;
+    check_reporter(&app, &caller, &format!("instance {id}"), hosts).await?;
     cp(app).report_status(&id, st).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -318,35 +359,54 @@ async fn removed(
     Extension(caller): Extension<AgentCaller>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    check_instance_host(&app, &caller, &id).await?;
+    let hosts = instance_hosts(&app, &id).await?;
+    check_reporter(&app, &caller, &format!("instance {id}"), hosts).await?;
     cp(app).instance_removed(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn volume_status(
     State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
     Path(id): Path<String>,
     ApiJson(st): ApiJson<kumo_types::VolumeStatus>,
 ) -> ApiResult<StatusCode> {
+    let hosts = volume_hosts(&app, &id).await?;
+    check_reporter(&app, &caller, &format!("volume {id}"), hosts).await?;
     cp(app).report_volume_status(&id, st).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn volume_removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn volume_removed(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let hosts = volume_hosts(&app, &id).await?;
+    check_reporter(&app, &caller, &format!("volume {id}"), hosts).await?;
     cp(app).volume_removed(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn snapshot_status(
     State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
     Path(id): Path<String>,
     ApiJson(st): ApiJson<kumo_types::SnapshotStatus>,
 ) -> ApiResult<StatusCode> {
+    let hosts = snapshot_hosts(&app, &id).await?;
+    check_reporter(&app, &caller, &format!("snapshot {id}"), hosts).await?;
     cp(app).report_snapshot_status(&id, st).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn snapshot_removed(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn snapshot_removed(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let hosts = snapshot_hosts(&app, &id).await?;
+    check_reporter(&app, &caller, &format!("snapshot {id}"), hosts).await?;
     cp(app).snapshot_removed(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
