@@ -348,11 +348,7 @@ fn roles_projects_tokens_access_keys_and_a_verifiable_audit_chain() {
     // Change one record behind the server's back: verify names it.
     cloud.kill9();
     {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
+        common::block_on(async {
             use kumo_store::Kv;
             let kv = kumo_store::sqlite::SqliteKv::open(&cloud.data_dir().join("store.db"))
                 .expect("open the store");
@@ -390,11 +386,7 @@ fn port() -> u16 {
 
 /// GET `url` trusting only `ca_pem`, with `name` resolving to 127.0.0.1: the status.
 fn https_get(url: &str, ca_pem: &[u8], name: &str, port: u16) -> Result<u16, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
+    common::block_on(async {
         let ca = reqwest::Certificate::from_pem(ca_pem).map_err(|e| e.to_string())?;
         let c = reqwest::Client::builder()
             .use_rustls_tls()

@@ -403,11 +403,7 @@ impl Cloud {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> (u16, Value) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
+        block_on(async {
             let client = reqwest::Client::new();
             let mut req = client
                 .request(
@@ -441,11 +437,7 @@ impl Cloud {
 
     /// GET without a token.
     pub fn http_raw_noauth(&self, path: &str) -> (u16, Value) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
+        block_on(async {
             match reqwest::get(format!("{}{}", self.url(), path)).await {
                 Ok(r) => {
                     let s = r.status().as_u16();
@@ -680,11 +672,7 @@ pub fn tls_call(
     url: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
+    block_on(async {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -713,4 +701,13 @@ pub fn tls_call(
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
     })
+}
+
+/// Run `f` to completion on a runtime of its own (for the blocking test helpers).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(f)
 }
