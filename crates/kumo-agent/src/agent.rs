@@ -164,7 +164,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut registered: HashSet<Ipv4Addr> = HashSet::new();
     let mut watch_stream = None;
-    let mut volumes = crate::volstate::VolumeKeeper::default();
+    let volumes = spawn_volume_keeper(cp.clone(), ctx.pool.clone(), host.id.clone());
     loop {
         let snap = match cp.assignments(&host.id).await {
             Ok(s) => s,
@@ -188,10 +188,7 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
                 .collect(),
         );
         converge(&ctx, &snap, &mut workers, &registry, &mut registered).await;
-        volumes.sync(cp.as_ref(), &ctx.pool, &snap.volumes).await;
-        volumes
-            .report_pools(cp.as_ref(), &host.id, &ctx.pool, &snap.pools)
-            .await;
+        volumes.send_replace((snap.volumes.clone(), snap.pools.clone()));
         pools_tx.send_replace(snap.pools.clone());
         if metadata_task.is_none() && !snap.assignments.is_empty() {
             match tokio::net::TcpListener::bind(cfg.metadata_addr).await {
@@ -226,6 +223,28 @@ pub async fn run(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> anyhow::Result<
             }
         }
     }
+}
+
+/// Volumes and pools of this host, converged in a task of their own so that a long storage operation
+/// (a base image imported into Ceph, a large copy) does not hold up instances. It takes the latest
+/// assignment's volumes and pools each time it is free (passes that arrive meanwhile coalesce).
+fn spawn_volume_keeper(
+    cp: Arc<dyn ControlPlane>,
+    local: DirPool,
+    host_id: String,
+) -> watch::Sender<(Vec<kumo_types::VolumeAssignment>, Vec<kumo_types::Pool>)> {
+    let (tx, mut rx) = watch::channel((Vec::new(), Vec::new()));
+    tokio::spawn(async move {
+        let mut keeper = crate::volstate::VolumeKeeper::default();
+        while rx.changed().await.is_ok() {
+            let (volumes, pools) = rx.borrow_and_update().clone();
+            keeper.sync(cp.as_ref(), &local, &volumes).await;
+            keeper
+                .report_pools(cp.as_ref(), &host_id, &local, &pools)
+                .await;
+        }
+    });
+    tx
 }
 
 /// One convergence pass over a snapshot.
