@@ -146,3 +146,66 @@ fn vxlan_network_spans_hosts() {
         }
     }
 }
+
+/// A hard spread group of three lands on three hosts (agents in their own namespaces, running the
+/// guests); a fourth member is refused, naming the group and the hosts that hold its members.
+#[test]
+fn hard_spread_group_of_three_on_three_hosts_refuses_a_fourth() {
+    let c = Cluster::start(3, &[]);
+    let disk = c.cloud.data_dir().join("bootsector.raw");
+    let mut d = common::boot_sector(b"KUMO-SPREAD");
+    d.resize(1 << 20, 0);
+    std::fs::write(&disk, &d).expect("disk");
+    post(
+        &c,
+        "/v1/images",
+        json!({"name": "bootsector", "disk_path": disk.to_string_lossy(), "format": "raw"}),
+    );
+    c.cloud.ok(&[
+        "placement-group",
+        "create",
+        "--name",
+        "web",
+        "--strategy",
+        "spread",
+    ]);
+    let mut hosts = Vec::new();
+    for i in 1..=3 {
+        let name = format!("web-{i}");
+        post(
+            &c,
+            "/v1/instances",
+            json!({"name": name, "image": "bootsector", "instance_type": "nano",
+                "placement_group": "web"}),
+        );
+        c.cloud.wait_state(&name, "running");
+        c.wait_console(&name, "KUMO-SPREAD");
+        hosts.push(c.host_of(&name));
+    }
+    let distinct: std::collections::BTreeSet<&String> = hosts.iter().collect();
+    assert_eq!(distinct.len(), 3, "one member per host: {hosts:?}");
+
+    let (s, e) = c.cloud.http(
+        "POST",
+        "/v1/instances",
+        Some(
+            &json!({"name": "web-4", "image": "bootsector", "instance_type": "nano",
+                "placement_group": "web"})
+            .to_string(),
+        ),
+    );
+    assert_eq!(s, 503, "{e}");
+    assert_eq!(e["code"], "insufficient_capacity", "{e}");
+    assert_eq!(e["field"], "placement_group", "{e}");
+    let msg = e["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("3 hosts considered")
+            && msg.contains("3 already hold a member of hard spread group `web`"),
+        "{e}"
+    );
+    for h in &hosts {
+        assert!(msg.contains(h.as_str()), "the reason names {h}: {e}");
+    }
+    // Nothing half-created.
+    assert_eq!(c.cloud.http("GET", "/v1/instances/web-4", None).0, 404);
+}
