@@ -111,6 +111,10 @@ fn vxlan_network_spans_hosts() {
     let st = json!({"state": "stopped", "updated_at": "2026-01-01T00:00:00Z"});
     let (s, v) = common::tls_call(&ca, Some(&id_b), None, "POST", &url("status"), Some(st));
     assert_eq!(s, 403, "host b reporting on a: {v}");
+    let ev = json!({"resource": a_id, "kind": "instance.stopped", "message": "forged"});
+    let eurl = format!("{}/internal/v1/events", c.server_url);
+    let (s, v) = common::tls_call(&ca, Some(&id_b), None, "POST", &eurl, Some(ev));
+    assert_eq!(s, 403, "host b writing a's events: {v}");
     assert_eq!(c.instance("a")["state"], "running");
     // Nor on a volume that lives on host a.
     let vol = post(

@@ -450,7 +450,17 @@ pub async fn file_response(
         .map_err(|e| kumo_types::Error::internal_with("image file response", e))?)
 }
 
-async fn event(State(app): State<App>, ApiJson(ev): ApiJson<EventBody>) -> ApiResult<StatusCode> {
+/// An agent's event. About an instance, only from a host that may report on it; about anything
+/// else (a network as one host sees it), from any host.
+async fn event(
+    State(app): State<App>,
+    Extension(caller): Extension<AgentCaller>,
+    ApiJson(ev): ApiJson<EventBody>,
+) -> ApiResult<StatusCode> {
+    if kumo_types::ids::is_id(kumo_types::ids::INSTANCE, &ev.resource) {
+        let hosts = instance_hosts(&app, &ev.resource).await?;
+        check_reporter(&app, &caller, &format!("instance {}", ev.resource), hosts).await?;
+    }
     cp(app).event(&ev.resource, &ev.kind, &ev.message).await?;
     Ok(StatusCode::NO_CONTENT)
 }
