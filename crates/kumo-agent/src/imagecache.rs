@@ -33,6 +33,12 @@ pub trait FetchFile: Send + Sync {
     ) -> Result<()>;
 }
 
+/// Whether all of `image`'s files are in `pool`.
+pub fn is_complete(pool: &DirPool, image: &Image) -> bool {
+    let dir = pool.image_dir(&image.id);
+    files_of(image).iter().all(|f| dir.join(f).is_file())
+}
+
 /// Make `image`'s files present in `pool`, fetching the missing ones from the control plane
 /// (idempotent).
 pub async fn ensure_local(cp: &dyn ControlPlane, pool: &DirPool, image: &Image) -> Result<()> {
@@ -48,11 +54,11 @@ pub async fn ensure_local_from(
     image: &Image,
     tag: &str,
 ) -> Result<()> {
-    let dir = pool.image_dir(&image.id);
-    let files = files_of(image);
-    if files.iter().all(|f| dir.join(f).is_file()) {
+    if is_complete(pool, image) {
         return Ok(());
     }
+    let dir = pool.image_dir(&image.id);
+    let files = files_of(image);
     tokio::fs::create_dir_all(&dir).await?;
     let mut fetched = Vec::new();
     for f in &files {

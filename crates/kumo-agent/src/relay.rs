@@ -93,8 +93,8 @@ async fn console(ctx: Arc<Ctx>, r: RelayRequest, c: ConsoleRelay) {
             return;
         }
     };
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(64);
-    let output = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let output = crate::control::byte_stream(rx);
     let upload = ctx.cp.console_output(&ctx.host_id, &c, output);
     let guest_to_user = async {
         let mut buf = vec![0u8; 4096];
@@ -102,11 +102,7 @@ async fn console(ctx: Arc<Ctx>, r: RelayRequest, c: ConsoleRelay) {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx
-                        .send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
                         break;
                     }
                 }

@@ -361,16 +361,7 @@ fn rbd_pool_volumes_snapshots_clones_and_images_on_real_ceph() {
 
     // Boot from an RBD volume: a clone of the image's base in Ceph is the boot disk; it goes with
     // the instance (delete_on_termination by default).
-    let sector = cloud.data_dir().join("bootsector.raw");
-    let mut s = common::boot_sector(b"KUMO-DISK-BOOT");
-    s.resize(1 << 20, 0);
-    std::fs::write(&sector, &s).expect("boot sector");
-    ok(
-        &cloud,
-        "POST",
-        "/v1/images",
-        Some(json!({"name": "bootsector", "disk_path": sector.to_string_lossy(), "format": "raw"})),
-    );
+    cloud.import_boot_sector(b"KUMO-DISK-BOOT");
     cloud.ok(&[
         "instance",
         "run",

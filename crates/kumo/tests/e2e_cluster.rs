@@ -156,15 +156,7 @@ fn vxlan_network_spans_hosts() {
 #[test]
 fn hard_spread_group_of_three_on_three_hosts_refuses_a_fourth() {
     let c = Cluster::start(3, &[]);
-    let disk = c.cloud.data_dir().join("bootsector.raw");
-    let mut d = common::boot_sector(b"KUMO-SPREAD");
-    d.resize(1 << 20, 0);
-    std::fs::write(&disk, &d).expect("disk");
-    post(
-        &c,
-        "/v1/images",
-        json!({"name": "bootsector", "disk_path": disk.to_string_lossy(), "format": "raw"}),
-    );
+    c.cloud.import_boot_sector(b"KUMO-SPREAD");
     c.cloud.ok(&[
         "placement-group",
         "create",

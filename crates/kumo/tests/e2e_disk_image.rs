@@ -19,16 +19,7 @@ fn disk_image_boots_on_a_sized_overlay_with_a_custom_type() {
     let cloud = Cloud::start();
     kumo_testutil::require("qemu-img", "qemu-utils");
     // A raw disk image: the boot sector, padded to 1 MiB.
-    let src = cloud.data_dir().join("bootsector.raw");
-    let mut disk = common::boot_sector(b"KUMO-DISK-BOOT");
-    disk.resize(1 << 20, 0);
-    std::fs::write(&src, &disk).expect("write disk image");
-    let img = ok(
-        &cloud,
-        "POST",
-        "/v1/images",
-        Some(json!({"name": "bootsector", "disk_path": src.to_string_lossy(), "format": "raw"})),
-    );
+    let img = cloud.import_boot_sector(b"KUMO-DISK-BOOT");
     let shown = ok(&cloud, "GET", "/v1/images/bootsector", None);
     assert_eq!(shown["id"], img["id"]);
     let listed = cloud.json(&["image", "list"]);

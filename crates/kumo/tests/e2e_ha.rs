@@ -28,15 +28,7 @@ fn post(c: &Cluster, path: &str, body: Value) -> Value {
 /// A shared-dir pool, a volume type on it, and the boot-sector image.
 fn setup(c: &Cluster) -> tempfile::TempDir {
     let share = c.shared_pool();
-    let disk = c.cloud.data_dir().join("bootsector.raw");
-    let mut d = common::boot_sector(b"KUMO-DISK-BOOT");
-    d.resize(1 << 20, 0);
-    std::fs::write(&disk, &d).expect("disk");
-    post(
-        c,
-        "/v1/images",
-        json!({"name": "bootsector", "disk_path": disk.to_string_lossy(), "format": "raw"}),
-    );
+    c.cloud.import_boot_sector(b"KUMO-DISK-BOOT");
     share
 }
 

@@ -92,6 +92,12 @@ pub trait ControlPlane: crate::imagecache::FetchFile + Send + Sync + 'static {
 /// Bytes as HTTP bodies stream them (console sessions).
 pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
+/// What arrives on `rx`, as a [`ByteStream`] that ends when every sender is gone.
+pub fn byte_stream(mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> ByteStream {
+    use futures::StreamExt;
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok))).boxed()
+}
+
 pub mod http;
 
 /// Body of the internal API's event route.

@@ -140,11 +140,7 @@ pub async fn input_stream(
             _ => None,
         })
         .ok_or_else(|| no_session(session))?;
-    Ok(stream_of(rx))
-}
-
-fn stream_of(mut rx: mpsc::Receiver<Bytes>) -> ByteStream {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok))).boxed()
+    Ok(kumo_agent::control::byte_stream(rx))
 }
 
 /// What the guest prints, from the agent of `host`, until the stream ends.

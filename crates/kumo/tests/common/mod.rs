@@ -287,6 +287,22 @@ impl Cloud {
         child.wait_with_output().expect("console output")
     }
 
+    /// Import a 1 MiB raw disk whose boot sector prints `marker` as image `bootsector`: the record.
+    pub fn import_boot_sector(&self, marker: &[u8]) -> Value {
+        let disk = self.data_dir().join("bootsector.raw");
+        let mut d = boot_sector(marker);
+        d.resize(1 << 20, 0);
+        std::fs::write(&disk, &d).expect("boot sector disk");
+        let body = serde_json::json!({"name": "bootsector", "disk_path": disk.to_string_lossy(),
+            "format": "raw"});
+        let (s, v) = self.http("POST", "/v1/images", Some(&body.to_string()));
+        assert!(
+            (200..300).contains(&s),
+            "importing the boot sector: {s} {v}"
+        );
+        v
+    }
+
     /// Run the CLI and require success.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kumo(args);

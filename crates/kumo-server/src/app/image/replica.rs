@@ -55,20 +55,12 @@ pub async fn holders(app: &App, image: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Whether all of `image`'s files are in this server's pool.
-fn complete_here(app: &App, image: &Image) -> bool {
-    let dir = app.pool.image_dir(&image.id);
-    imagecache::files_of(image)
-        .iter()
-        .all(|f| dir.join(f).is_file())
-}
-
 /// Make `image`'s files present on this server: already here (recorded if it was not), or copied
 /// from a live server that holds them, checked against the image's sha256.
 pub async fn ensure_here(app: &App, image: &Image) -> Result<()> {
     let _one_at_a_time = app.replicating.lock().await;
     let mine = holders(app, &image.id).await?;
-    if complete_here(app, image) {
+    if imagecache::is_complete(&app.pool, image) {
         if !mine.contains(&app.peers.me) {
             held_here(app, &image.id).await?;
         }
